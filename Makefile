@@ -1,0 +1,43 @@
+# The front door. `make serve` and `make test` work on a fresh Debian 12
+# machine: they install missing packages, configure meson, build, then run.
+BUILD      ?= build
+ASAN_BUILD ?= build-asan
+MESON_OPTS ?= -Dbuildtype=debugoptimized
+
+.PHONY: all deps build serve test test-fast test-asan bench clean
+
+all: build
+
+deps:
+	@./scripts/install-deps.sh
+
+$(BUILD)/build.ninja:
+	@./scripts/install-deps.sh
+	meson setup $(BUILD) $(MESON_OPTS)
+
+$(ASAN_BUILD)/build.ninja:
+	@./scripts/install-deps.sh
+	meson setup $(ASAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false
+
+build: $(BUILD)/build.ninja
+	ninja -C $(BUILD)
+
+serve: build
+	./$(BUILD)/tandem serve
+
+# The suite runs twice: once as built, once under ASan+UBSan.
+test: test-fast test-asan
+
+test-fast: build
+	meson test -C $(BUILD) --print-errorlogs --num-processes 2
+
+test-asan: $(ASAN_BUILD)/build.ninja
+	ninja -C $(ASAN_BUILD)
+	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --no-suite slow
+
+bench: build
+	./$(BUILD)/tandem bench decode
+
+clean:
+	rm -rf $(BUILD) $(ASAN_BUILD)

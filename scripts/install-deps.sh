@@ -1,0 +1,33 @@
+#!/bin/sh
+# Installs the Debian packages tandem builds and tests with. Idempotent: it
+# asks dpkg first and calls apt-get only for what is missing, so `make` stays
+# fast on a machine that already has everything.
+set -eu
+
+PKGS="
+build-essential pkg-config meson ninja-build cmake clang
+libuv1-dev libnng-dev libprotobuf-c-dev protobuf-c-compiler
+libucx-dev ucx-utils liburing-dev libjansson-dev libxxhash-dev
+python3 python3-numpy nodejs
+"
+
+missing=""
+for p in $PKGS; do
+    if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed"; then
+        missing="$missing $p"
+    fi
+done
+
+# npm comes with nodejs on most installs (nodesource bundles it); Debian's own
+# npm package conflicts with those, so only ask for it when there is none.
+command -v npm >/dev/null 2>&1 || missing="$missing npm"
+
+if [ -n "$missing" ]; then
+    echo "install-deps: installing:$missing"
+    SUDO=""
+    [ "$(id -u)" -ne 0 ] && SUDO="sudo"
+    export DEBIAN_FRONTEND=noninteractive
+    $SUDO apt-get update -qq
+    # shellcheck disable=SC2086
+    $SUDO apt-get install -y -qq --no-install-recommends $missing
+fi
