@@ -1,0 +1,240 @@
+/* Attention for all three layer kinds (spec §2.6–2.8).
+ *
+ * The projections run over all rows at once (row-independent GEMMs). Then
+ * each row, in order, updates its sequence's state exactly as a decode step
+ * would (window slot, indexer compressor, main compressor), builds its index
+ * list (window, then compressed entries) and attends. Prefill, chunked
+ * prefill and decode are therefore the same computation.
+ */
+#include <math.h>
+#include <string.h>
+
+#include "model/internal.h"
+
+static const float *layer_freq(const td_v4_model *m, int ratio)
+{
+    return ratio > 0 ? m->freq_yarn : m->freq_plain;
+}
+
+/* The query, KV, compressor and indexer projections for all rows. */
+static void project(td_v4_model *m, const td_v4_layer *L, int rows)
+{
+    const td_v4_config *c = &m->c;
+    int H = c->n_heads, hd = c->head_dim, rd = c->rope_dim;
+    int ql = c->q_lora_rank;
+    const float *freq = layer_freq(m, L->ratio);
+
+    td_v4_linear(m, &L->wq_a, m->xn, rows, m->qr, ql, 1);
+    for (int r = 0; r < rows; r++) {
+        float *qr = m->qr + (size_t)r * ql;
+        td_v4_rmsnorm(qr, L->q_norm, ql, c->norm_eps, qr);
+    }
+    td_v4_linear(m, &L->wq_b, m->qr, rows, m->q, H * hd, 1);
+    td_v4_linear(m, &L->wkv, m->xn, rows, m->kv, hd, 1);
+    for (int r = 0; r < rows; r++) {
+        int64_t p = m->row_pos[r];
+        for (int h = 0; h < H; h++) {
+            float *q = m->q + ((size_t)r * H + h) * hd;
+            float rinv = td_v4_rms_inv(q, hd, c->norm_eps);
+            for (int i = 0; i < hd; i++)
+                q[i] = td_bf16_round(q[i] * rinv);
+            td_v4_rope(q + hd - rd, rd, freq, p, 0);
+        }
+        float *kv = m->kv + (size_t)r * hd;
+        td_v4_rmsnorm(kv, L->kv_norm, hd, c->norm_eps, kv);
+        td_v4_rope(kv + hd - rd, rd, freq, p, 0);
+    }
+    if (L->ratio > 0) {
+        int w = L->compressor.wkv.n;
+        td_gemm_f(m->pool, &L->compressor.wkv, m->xn, rows, m->ca, w);
+        td_gemm_f(m->pool, &L->compressor.wgate, m->xn, rows, m->cz, w);
+    }
+    if (td_v4_is_csa(L->ratio)) {
+        int nI = c->index_n_heads, dI = c->index_head_dim;
+        td_v4_linear(m, &L->idx_wq_b, m->qr, rows, m->iq, nI * dI, 1);
+        td_v4_linear(m, &L->idx_weights_proj, m->xn, rows, m->iw, nI, 1);
+        float iscale = (float)(pow(nI, -0.5) * pow(dI, -0.5));
+        for (int r = 0; r < rows; r++) {
+            for (int h = 0; h < nI; h++) {
+                float *q = m->iq + ((size_t)r * nI + h) * dI;
+                td_v4_rope(q + dI - rd, rd, freq, m->row_pos[r], 0);
+                td_v4_hadamard(q, dI);
+                td_fake_fp4(q, dI);
+            }
+            float *w = m->iw + (size_t)r * nI;
+            for (int h = 0; h < nI; h++)
+                w[h] = td_bf16_round(w[h] * iscale);
+        }
+        int w = L->idx_compressor.wkv.n;
+        td_gemm_f(m->pool, &L->idx_compressor.wkv, m->xn, rows, m->ia, w);
+        td_gemm_f(m->pool, &L->idx_compressor.wgate, m->xn, rows, m->iz, w);
+    }
+}
+
+/* Feeds row r into the layer's compressors; stores emitted entries. */
+static void update_state(td_v4_model *m, const td_v4_layer *L, td_v4_layer_state *st,
+                         int r, int64_t p)
+{
+    const td_v4_config *c = &m->c;
+    int hd = c->head_dim, rd = c->rope_dim;
+    float entry[1024];
+    if (td_v4_is_csa(L->ratio)) {
+        int dI = c->index_head_dim;
+        const td_v4_compressor *ic = &L->idx_compressor;
+        if (td_v4_compress_step(m, ic, st->ikv, st->isc, m->ia + (size_t)r * ic->wkv.n,
+                                m->iz + (size_t)r * ic->wkv.n, p, entry)) {
+            int64_t j = p / 4;
+            td_v4_rmsnorm(entry, ic->norm, dI, c->norm_eps, entry);
+            td_v4_rope(entry + dI - rd, rd, m->freq_yarn, j * 4, 0);
+            td_v4_hadamard(entry, dI);
+            td_v4_ikey_encode(m, entry, st->ikey + (size_t)j * m->ikrec);
+        }
+    }
+    if (L->ratio > 0) {
+        const td_v4_compressor *cw = &L->compressor;
+        if (td_v4_compress_step(m, cw, st->ckv, st->csc, m->ca + (size_t)r * cw->wkv.n,
+                                m->cz + (size_t)r * cw->wkv.n, p, entry)) {
+            int64_t j = p / L->ratio;
+            td_v4_rmsnorm(entry, cw->norm, hd, c->norm_eps, entry);
+            td_v4_rope(entry + hd - rd, rd, m->freq_yarn, j * L->ratio, 0);
+            td_v4_kvrec_encode(m, entry, st->comp + (size_t)j * m->rec);
+        }
+    }
+}
+
+/* Lightning indexer: the top-k complete blocks for row r, into idx[], in
+ * selection order (score descending, then lower block index). */
+static int indexer_topk(td_v4_model *m, td_v4_seq *s, const td_v4_layer_state *st,
+                        int r, int64_t nblocks, int32_t *idx)
+{
+    const td_v4_config *c = &m->c;
+    int nI = c->index_n_heads, dI = c->index_head_dim;
+    const float *q = m->iq + (size_t)r * nI * dI;
+    const float *w = m->iw + (size_t)r * nI;
+    float key[1024];
+    for (int64_t j = 0; j < nblocks; j++) {
+        td_v4_ikey_decode(m, st->ikey + (size_t)j * m->ikrec, key);
+        double total = 0.0;
+        for (int h = 0; h < nI; h++) {
+            const float *qh = q + (size_t)h * dI;
+            double dot = 0.0;
+            for (int i = 0; i < dI; i++)
+                dot += (double)qh[i] * (double)key[i];
+            float l = td_bf16_round((float)dot);
+            if (l < 0.0f)
+                l = 0.0f;
+            total += td_bf16_round(l * w[h]);
+        }
+        s->idx_score[j] = td_bf16_round((float)total);
+    }
+    int k = (int)(nblocks < c->index_topk ? nblocks : c->index_topk);
+    /* Partial selection sort is O(k·n); fine for k << n but replace with a
+     * heap when long contexts make it show up in profiles. */
+    int64_t chosen = 0;
+    for (int i = 0; i < k; i++) {
+        int64_t best = -1;
+        for (int64_t j = 0; j < nblocks; j++) {
+            if (s->idx_score[j] == -INFINITY)
+                continue;
+            if (best < 0 || s->idx_score[j] > s->idx_score[best])
+                best = j;
+        }
+        idx[chosen++] = (int32_t)best;
+        s->idx_score[best] = -INFINITY;
+    }
+    return k;
+}
+
+/* Attention of one row over n decoded KV rows, all heads. */
+static void attend(td_v4_model *m, const td_v4_layer *L, td_v4_seq *s, int r, int n)
+{
+    const td_v4_config *c = &m->c;
+    int H = c->n_heads, hd = c->head_dim;
+    double scale = pow((double)hd, -0.5);
+    double acc[1024];
+    for (int h = 0; h < H; h++) {
+        const float *q = m->q + ((size_t)r * H + h) * hd;
+        float *o = m->o + ((size_t)r * H + h) * hd;
+        float mx = -INFINITY;
+        for (int t = 0; t < n; t++) {
+            const float *kv = s->att_kv + (size_t)t * hd;
+            double dot = 0.0;
+            for (int i = 0; i < hd; i++)
+                dot += (double)q[i] * (double)kv[i];
+            float sc = (float)(dot * scale);
+            s->att_s[t] = sc;
+            mx = fmaxf(mx, sc);
+        }
+        double z = exp((double)(L->attn_sink[h] - mx));
+        for (int i = 0; i < hd; i++)
+            acc[i] = 0.0;
+        for (int t = 0; t < n; t++) {
+            float e = (float)exp((double)((float)s->att_s[t] - mx));
+            z += e;
+            double pb = td_bf16_round(e);
+            const float *kv = s->att_kv + (size_t)t * hd;
+            for (int i = 0; i < hd; i++)
+                acc[i] += pb * (double)kv[i];
+        }
+        float zf = (float)z;
+        for (int i = 0; i < hd; i++)
+            o[i] = td_bf16_round((float)acc[i] / zf);
+    }
+}
+
+void td_v4_attention(td_v4_model *m, int li, const td_v4_layer *L, int rows)
+{
+    const td_v4_config *c = &m->c;
+    int H = c->n_heads, hd = c->head_dim, rd = c->rope_dim, W = c->window;
+    int G = c->o_groups;
+
+    project(m, L, rows);
+
+    for (int r = 0; r < rows; r++) {
+        td_v4_seq *s = m->row_seq[r];
+        td_v4_layer_state *st = &s->layer[li];
+        int64_t p = m->row_pos[r];
+        float *kv = m->kv + (size_t)r * hd;
+        td_v4_kvrec_encode(m, kv, st->win + (size_t)(p % W) * m->rec);
+        update_state(m, L, st, r, p);
+
+        /* Index list: the window (oldest first), then compressed entries. */
+        int n = 0;
+        int64_t first = p - W + 1 < 0 ? 0 : p - W + 1;
+        for (int64_t t = first; t <= p; t++, n++)
+            td_v4_kvrec_decode(m, st->win + (size_t)(t % W) * m->rec,
+                               s->att_kv + (size_t)n * hd);
+        if (L->ratio > 0) {
+            int64_t nblocks = (p + 1) / L->ratio;
+            if (td_v4_is_csa(L->ratio)) {
+                int k = indexer_topk(m, s, st, r, nblocks, s->att_idx);
+                for (int i = 0; i < k; i++, n++)
+                    td_v4_kvrec_decode(m, st->comp + (size_t)s->att_idx[i] * m->rec,
+                                       s->att_kv + (size_t)n * hd);
+            } else {
+                for (int64_t j = 0; j < nblocks; j++, n++)
+                    td_v4_kvrec_decode(m, st->comp + (size_t)j * m->rec,
+                                       s->att_kv + (size_t)n * hd);
+            }
+        }
+        attend(m, L, s, r, n);
+        for (int h = 0; h < H; h++)
+            td_v4_rope(m->o + ((size_t)r * H + h) * hd + hd - rd, rd,
+                       layer_freq(m, L->ratio), p, 1);
+    }
+
+    /* Grouped output projection: group g's heads are contiguous in o. */
+    int gk = H / G * hd, ol = c->o_lora_rank;
+    for (int g = 0; g < G; g++) {
+        for (int r = 0; r < rows; r++)
+            memcpy(m->og + (size_t)r * gk, m->o + (size_t)r * H * hd + (size_t)g * gk,
+                   sizeof(float) * (size_t)gk);
+        td_weight wg = L->wo_a;
+        wg.n = ol;
+        wg.data = (const uint16_t *)L->wo_a.data + (size_t)g * ol * gk;
+        td_gemm_f(m->pool, &wg, m->og, rows, m->zo + (size_t)g * ol, G * ol);
+    }
+    for (int r = 0; r < rows; r++)
+        td_bf16_round_n(m->zo + (size_t)r * G * ol, (size_t)G * ol);
+    td_v4_linear(m, &L->wo_b, m->zo, rows, m->out, c->dim, 1);
+}

@@ -1,0 +1,258 @@
+/* Serialised sequence state, layout version 1 (docs/kv-layout.md).
+ *
+ * These are the bytes that move prefill -> decode and that the kvstore
+ * writes: only what decode needs, in the stored record formats, one
+ * contiguous section per layer so a sender can ship layer by layer.
+ *
+ *   header   (64 bytes, little-endian)
+ *   layer 0 .. nlayers-1, each:
+ *     window      min(pos, W) KV records, oldest token first
+ *     compressed  pos / R KV records                       (R > 0)
+ *     index keys  pos / 4 indexer records                  (R = 4)
+ *     tails       compressor pending state, fp32           (R > 0)
+ *   checksum (8 bytes: XXH3-64 of everything before it)
+ *
+ * Compressor tails are stored lean: for R = 4, the previous block's A
+ * halves (kv, score: R x d each, only once a block is complete) and the
+ * pending tokens' full rows (pos % R x 2d each); the indexer compressor
+ * likewise at dI; for other R, the pending tokens (pos % R x d each).
+ */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <xxhash.h>
+
+#include "model/internal.h"
+#include "model/state.h"
+
+#define MAGIC 0x564b4454u   /* "TDKV" */
+#define VERSION 1u
+#define HEADER_BYTES 64
+
+uint64_t td_v4_layout_fingerprint(const td_v4_config *c)
+{
+    int32_t g[32 + TD_V4_MAX_LAYERS];
+    int n = 0;
+    g[n++] = c->dim;
+    g[n++] = c->n_layers;
+    g[n++] = c->n_mtp_layers;
+    g[n++] = c->head_dim;
+    g[n++] = c->rope_dim;
+    g[n++] = c->window;
+    g[n++] = c->index_head_dim;
+    g[n++] = c->index_n_heads;
+    g[n++] = c->vocab_size;
+    g[n++] = c->n_routed_experts;
+    for (int i = 0; i < c->n_ratios; i++)
+        g[n++] = c->compress_ratios[i];
+    return XXH3_64bits(g, sizeof(int32_t) * (size_t)n);
+}
+
+typedef struct {
+    int64_t win, comp, ikey;     /* record counts */
+    int64_t prevA, pend;         /* main tail rows */
+    int64_t iprevA, ipend;       /* indexer tail rows */
+    int d, dI;
+} layer_plan;
+
+static layer_plan plan(const td_v4_seq *s, int l)
+{
+    const td_v4_config *c = &s->m->c;
+    layer_plan p = {0};
+    int R = s->layer[l].ratio;
+    int64_t pos = s->pos;
+    p.win = pos < c->window ? pos : c->window;
+    p.d = c->head_dim;
+    p.dI = c->index_head_dim;
+    if (R > 0) {
+        p.comp = pos / R;
+        p.pend = pos % R;
+        if (td_v4_is_csa(R))
+            p.prevA = pos >= R ? R : 0;
+    }
+    if (td_v4_is_csa(R)) {
+        p.ikey = pos / 4;
+        p.ipend = pos % 4;
+        p.iprevA = pos >= 4 ? 4 : 0;
+    }
+    return p;
+}
+
+static size_t layer_bytes(const td_v4_seq *s, const layer_plan *p, int R)
+{
+    const td_v4_model *m = s->m;
+    size_t b = (size_t)(p->win + p->comp) * m->rec + (size_t)p->ikey * m->ikrec;
+    if (R > 0) {
+        int w = td_v4_is_csa(R) ? 2 * p->d : p->d;
+        b += sizeof(float) * 2 * ((size_t)p->prevA * p->d + (size_t)p->pend * w);
+    }
+    if (td_v4_is_csa(R))
+        b += sizeof(float) * 2 * ((size_t)p->iprevA * p->dI + (size_t)p->ipend * 2 * p->dI);
+    return b;
+}
+
+size_t td_v4_seq_state_size(const td_v4_seq *s)
+{
+    size_t b = HEADER_BYTES + 8;
+    for (int l = 0; l < s->nlayers; l++) {
+        layer_plan p = plan(s, l);
+        b += layer_bytes(s, &p, s->layer[l].ratio);
+    }
+    return b;
+}
+
+static void put32(uint8_t *p, uint32_t v)
+{
+    for (int i = 0; i < 4; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static void put64(uint8_t *p, uint64_t v)
+{
+    for (int i = 0; i < 8; i++)
+        p[i] = (uint8_t)(v >> (8 * i));
+}
+static uint32_t get32(const uint8_t *p)
+{
+    uint32_t v = 0;
+    for (int i = 0; i < 4; i++)
+        v |= (uint32_t)p[i] << (8 * i);
+    return v;
+}
+static uint64_t get64(const uint8_t *p)
+{
+    uint64_t v = 0;
+    for (int i = 0; i < 8; i++)
+        v |= (uint64_t)p[i] << (8 * i);
+    return v;
+}
+
+/* Copies `rows` rows of `cols` floats, row stride `stride` floats, between the
+ * state and the buffer (dir 1: state -> buffer). fp32 goes as its native
+ * little-endian bytes: tandem builds for little-endian hosts only. */
+static uint8_t *tail_copy(uint8_t *b, float *st, int64_t rows, int cols, int stride,
+                          int dir)
+{
+    for (int64_t r = 0; r < rows; r++) {
+        size_t n = sizeof(float) * (size_t)cols;
+        if (dir)
+            memcpy(b, st + r * stride, n);
+        else
+            memcpy(st + r * stride, b, n);
+        b += n;
+    }
+    return b;
+}
+
+/* Moves one compressor's tail (kv and score arrays). */
+static uint8_t *tail_io(uint8_t *b, float *kv, float *sc, int R, int d, int overlap,
+                        int64_t prevA, int64_t pend, int dir)
+{
+    int width = overlap ? 2 * d : d;
+    if (overlap) {
+        b = tail_copy(b, kv, prevA, d, width, dir);
+        b = tail_copy(b, sc, prevA, d, width, dir);
+        b = tail_copy(b, kv + (size_t)R * width, pend, width, width, dir);
+        b = tail_copy(b, sc + (size_t)R * width, pend, width, width, dir);
+    } else {
+        b = tail_copy(b, kv, pend, width, width, dir);
+        b = tail_copy(b, sc, pend, width, width, dir);
+    }
+    return b;
+}
+
+/* Moves all layer sections; dir 1 = save. */
+static uint8_t *layers_io(td_v4_seq *s, uint8_t *b, int dir)
+{
+    const td_v4_model *m = s->m;
+    int W = m->c.window;
+    for (int l = 0; l < s->nlayers; l++) {
+        td_v4_layer_state *st = &s->layer[l];
+        layer_plan p = plan(s, l);
+        int R = st->ratio;
+        for (int64_t t = s->pos - p.win; t < s->pos; t++, b += m->rec) {
+            uint8_t *slot = st->win + (size_t)(t % W) * m->rec;
+            memcpy(dir ? b : slot, dir ? slot : b, (size_t)m->rec);
+        }
+        if (R > 0) {
+            size_t n = (size_t)p.comp * m->rec;
+            memcpy(dir ? b : st->comp, dir ? st->comp : b, n);
+            b += n;
+        }
+        if (td_v4_is_csa(R)) {
+            size_t n = (size_t)p.ikey * m->ikrec;
+            memcpy(dir ? b : st->ikey, dir ? st->ikey : b, n);
+            b += n;
+        }
+        if (R > 0)
+            b = tail_io(b, st->ckv, st->csc, R, p.d, td_v4_is_csa(R), p.prevA, p.pend, dir);
+        if (td_v4_is_csa(R))
+            b = tail_io(b, st->ikv, st->isc, 4, p.dI, 1, p.iprevA, p.ipend, dir);
+    }
+    return b;
+}
+
+td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written)
+{
+    size_t need = td_v4_seq_state_size(s);
+    if (cap < need)
+        return TD_ERANGE;
+    const td_v4_model *m = s->m;
+    uint8_t *b = buf;
+    memset(b, 0, HEADER_BYTES);
+    put32(b + 0, MAGIC);
+    put32(b + 4, VERSION);
+    put32(b + 8, HEADER_BYTES);
+    put32(b + 12, (uint32_t)s->nlayers);
+    put64(b + 16, td_v4_layout_fingerprint(&m->c));
+    put64(b + 24, (uint64_t)s->pos);
+    put64(b + 32, (uint64_t)need);
+    put32(b + 40, (uint32_t)m->rec);
+    put32(b + 44, (uint32_t)m->ikrec);
+    put32(b + 48, (uint32_t)m->c.window);
+    uint8_t *end = layers_io((td_v4_seq *)s, b + HEADER_BYTES, 1);
+    put64(end, XXH3_64bits(b, (size_t)(end - b)));
+    *written = need;
+    return TD_OK;
+}
+
+td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen)
+{
+    const td_v4_model *m = s->m;
+    const uint8_t *b = buf;
+    if (len < HEADER_BYTES + 8)
+        return td_errf(err, errlen, TD_ECORRUPT, "state: %zu bytes is shorter than a header", len);
+    if (get32(b) != MAGIC)
+        return td_errf(err, errlen, TD_EFORMAT, "state: bad magic");
+    if (get32(b + 4) != VERSION || get32(b + 8) != HEADER_BYTES)
+        return td_errf(err, errlen, TD_EFORMAT, "state: layout version %u, expected %u",
+                       get32(b + 4), VERSION);
+    if (get64(b + 16) != td_v4_layout_fingerprint(&m->c) ||
+        get32(b + 12) != (uint32_t)s->nlayers || get32(b + 40) != (uint32_t)m->rec ||
+        get32(b + 44) != (uint32_t)m->ikrec || get32(b + 48) != (uint32_t)m->c.window)
+        return td_errf(err, errlen, TD_EFORMAT,
+                       "state: written for a model of another geometry (fingerprint mismatch)");
+    uint64_t pos = get64(b + 24), total = get64(b + 32);
+    if (total != len)
+        return td_errf(err, errlen, TD_ECORRUPT, "state: header says %llu bytes, got %zu",
+                       (unsigned long long)total, len);
+    if (pos > (uint64_t)s->cap)
+        return td_errf(err, errlen, TD_ETOOLONG,
+                       "state: covers %llu tokens, the sequence holds %lld",
+                       (unsigned long long)pos, (long long)s->cap);
+    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
+        return td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch");
+    /* The size must follow from pos; check before touching the sequence so
+     * a bad buffer leaves it as it was. */
+    int64_t old = s->pos;
+    s->pos = (int64_t)pos;
+    size_t need = td_v4_seq_state_size(s);
+    s->pos = old;
+    if (need != len)
+        return td_errf(err, errlen, TD_ECORRUPT,
+                       "state: %zu bytes do not match %llu tokens (%zu expected)",
+                       len, (unsigned long long)pos, need);
+    td_v4_seq_reset(s);
+    s->pos = (int64_t)pos;
+    layers_io(s, (uint8_t *)b + HEADER_BYTES, 0);
+    return TD_OK;
+}

@@ -1,0 +1,23 @@
+/* Save and restore a sequence's decode state in the versioned byte layout
+ * of docs/kv-layout.md: the bytes prefill ships to decode and the kvstore
+ * writes. */
+#ifndef TD_MODEL_STATE_H
+#define TD_MODEL_STATE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "model/model.h"
+
+/* A hash of the model geometry the layout depends on. */
+uint64_t td_v4_layout_fingerprint(const td_v4_config *c);
+
+/* Bytes td_v4_seq_save writes for the sequence as it is now. */
+size_t td_v4_seq_state_size(const td_v4_seq *s);
+/* TD_ERANGE if cap is too small. */
+td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written);
+/* Checks magic, version, geometry, length and checksum before touching s:
+ * on error s is unchanged. */
+td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen);
+
+#endif
