@@ -15,7 +15,8 @@ even column, E8M0 per 1x32; wo_a stored FP8 like the real checkpoint).
 
 Random weights (docs/model.md "Tiny model"): every tensor has its own generator
 default_rng([SEED, crc32(name)]), so the values of a tensor do not depend on the others.
-Linear weights N(0, 1/fan_in) (not the 0.02 of section 8: with dim 128 that makes every
+Linear weights N(0, 1/fan_in) (expert w1/w3 x3 and w2 /8 so that the SwiGLU clamp is
+exercised, attention wo_b x2; not the 0.02 of section 8: with dim 128 that makes every
 sublayer's contribution to the residual a few percent and the logits would test little but the
 embedding), then quantised; norm weights 1 + N(0, 0.1^2) (not exactly 1, so a loader that
 drops a norm weight is caught); attn_sink N(0,1); compressor ape N(0, 0.1^2); hc_*_fn
@@ -135,14 +136,14 @@ class Writer:
     def f32(self, name, x):
         self.add(name, "F32", x.shape, x.astype("<f4"))
 
-    def fp8_linear(self, prefix, out_f, in_f):
-        w = normal(prefix + ".weight", (out_f, in_f), in_f ** -0.5)
+    def fp8_linear(self, prefix, out_f, in_f, gain=1.0):
+        w = normal(prefix + ".weight", (out_f, in_f), gain * in_f ** -0.5)
         q, s = vn.quantize_weight_fp8(w)
         self.add(prefix + ".weight", "F8_E4M3", q.shape, q)
         self.add(prefix + ".scale", "F8_E8M0", s.shape, s)
 
-    def fp4_linear(self, prefix, out_f, in_f):
-        w = normal(prefix + ".weight", (out_f, in_f), in_f ** -0.5)
+    def fp4_linear(self, prefix, out_f, in_f, gain=1.0):
+        w = normal(prefix + ".weight", (out_f, in_f), gain * in_f ** -0.5)
         q, s = vn.quantize_weight_fp4(w)
         self.add(prefix + ".weight", "I8", q.shape, q)
         self.add(prefix + ".scale", "F8_E8M0", s.shape, s)
@@ -188,7 +189,7 @@ def block_weights(w, p, c, ratio, layer_id, hash_layer):
     w.fp8_linear(a + "wkv", hd, D)
     w.norm(a + "kv_norm.weight", hd)
     w.fp8_linear(a + "wo_a", c["o_groups"] * c["o_lora"], H * hd // c["o_groups"])
-    w.fp8_linear(a + "wo_b", D, c["o_groups"] * c["o_lora"])
+    w.fp8_linear(a + "wo_b", D, c["o_groups"] * c["o_lora"], 2.0)
     if ratio:
         coff = 2 if ratio == 4 else 1
         cp = a + "compressor."
@@ -214,13 +215,14 @@ def block_weights(w, p, c, ratio, layer_id, hash_layer):
         w.add(f + "gate.tid2eid", "I64", t.shape, t)
     else:
         w.f32(f + "gate.bias", normal(f + "gate.bias", (E,), 0.01))
+    # w1/w3 with gain 3 so that the SwiGLU clamp (limit 10) is hit now and then; w2 with 1/8
     for e in range(E):
-        w.fp4_linear(f"{f}experts.{e}.w1", c["inter"], D)
-        w.fp4_linear(f"{f}experts.{e}.w3", c["inter"], D)
-        w.fp4_linear(f"{f}experts.{e}.w2", D, c["inter"])
-    w.fp8_linear(f + "shared_experts.w1", c["inter"], D)
-    w.fp8_linear(f + "shared_experts.w3", c["inter"], D)
-    w.fp8_linear(f + "shared_experts.w2", D, c["inter"])
+        w.fp4_linear(f"{f}experts.{e}.w1", c["inter"], D, 3.0)
+        w.fp4_linear(f"{f}experts.{e}.w3", c["inter"], D, 3.0)
+        w.fp4_linear(f"{f}experts.{e}.w2", D, c["inter"], 1 / 8)
+    w.fp8_linear(f + "shared_experts.w1", c["inter"], D, 3.0)
+    w.fp8_linear(f + "shared_experts.w3", c["inter"], D, 3.0)
+    w.fp8_linear(f + "shared_experts.w2", D, c["inter"], 1 / 8)
 
 
 def make_weights(c):
