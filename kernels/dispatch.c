@@ -1,0 +1,144 @@
+/* ISA selection and the GEMM entry points.
+ *
+ * td_kernels_init fills one static table of function pointers, once; every
+ * GEMM call looks its path up there (per call, never per element) and splits
+ * the N output features over the pool. A row of y is computed by the same
+ * code whichever rows, threads or ISA share the call (kernels_impl.h). */
+#include <stdlib.h>
+
+#include "kernels/kernels_impl.h"
+
+static const td_kernel_ops ops_generic = {
+    td_gemm_fp8_rows_generic, td_gemm_fp4_rows_generic,
+    td_gemm_f32_rows_generic, td_gemm_bf16_rows_generic,
+};
+#ifdef TD_HAVE_X86_KERNELS
+static const td_kernel_ops ops_avx2 = {
+    td_gemm_fp8_rows_avx2, td_gemm_fp4_rows_avx2,
+    td_gemm_f32_rows_avx2, td_gemm_bf16_rows_avx2,
+};
+static const td_kernel_ops ops_avx512 = {
+    td_gemm_fp8_rows_avx512, td_gemm_fp4_rows_avx512,
+    td_gemm_f32_rows_avx512, td_gemm_bf16_rows_avx512,
+};
+#endif
+
+static td_kernel_ops g_ops = {
+    td_gemm_fp8_rows_generic, td_gemm_fp4_rows_generic,
+    td_gemm_f32_rows_generic, td_gemm_bf16_rows_generic,
+};
+static td_isa g_isa = TD_ISA_SCALAR;
+
+static int isa_supported(td_isa isa)
+{
+    switch (isa) {
+    case TD_ISA_SCALAR:
+        return 1;
+#ifdef TD_HAVE_X86_KERNELS
+    case TD_ISA_AVX2:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
+               __builtin_cpu_supports("f16c");
+    case TD_ISA_AVX512:
+        __builtin_cpu_init();
+        return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+               __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512dq") &&
+               isa_supported(TD_ISA_AVX2);
+#endif
+    default:
+        return 0;
+    }
+}
+
+td_isa td_kernels_init(int force)
+{
+    td_isa isa = TD_ISA_SCALAR;
+    if (force >= 0 && isa_supported((td_isa)force))
+        isa = (td_isa)force;
+    else if (isa_supported(TD_ISA_AVX512))
+        isa = TD_ISA_AVX512;
+    else if (isa_supported(TD_ISA_AVX2))
+        isa = TD_ISA_AVX2;
+
+    switch (isa) {
+#ifdef TD_HAVE_X86_KERNELS
+    case TD_ISA_AVX2:
+        g_ops = ops_avx2;
+        break;
+    case TD_ISA_AVX512:
+        g_ops = ops_avx512;
+        break;
+#endif
+    default:
+        g_ops = ops_generic;
+        isa = TD_ISA_SCALAR;
+        break;
+    }
+    g_isa = isa;
+    return isa;
+}
+
+const char *td_isa_name(td_isa isa)
+{
+    switch (isa) {
+    case TD_ISA_SCALAR: return "scalar";
+    case TD_ISA_AVX2:   return "avx2";
+    case TD_ISA_AVX512: return "avx512";
+    }
+    return "unknown";
+}
+
+typedef struct {
+    td_gemm_rows_fn fn;
+    const td_gemm_job *job;
+    int n;
+} gemm_task;
+
+static void gemm_task_run(void *arg, int i)
+{
+    const gemm_task *t = arg;
+    int n0 = i * t->job->rows_per_task;
+    int n1 = n0 + t->job->rows_per_task;
+    t->fn(t->job, n0, n1 < t->n ? n1 : t->n);
+}
+
+/* About 4 tasks per thread so a descheduled thread does not stall the call;
+ * at least 16 rows per task (a row of a decode GEMV is a few microseconds). */
+static void gemm_run(td_pool *pool, td_gemm_rows_fn fn, td_gemm_job *job)
+{
+    int N = job->w->n;
+    if (N <= 0 || job->M <= 0)
+        return;
+    int threads = td_pool_size(pool);
+    int rows = (N + threads * 4 - 1) / (threads * 4);
+    rows = (rows + 15) & ~15;
+    if (threads == 1 || rows >= N)
+        rows = N;
+    job->rows_per_task = rows;
+    gemm_task t = {fn, job, N};
+    td_pool_run(pool, gemm_task_run, &t, (N + rows - 1) / rows);
+}
+
+void td_gemm_q(td_pool *pool, const td_weight *w, const uint8_t *q,
+               const int8_t *e, int M, float *y, int ldy)
+{
+    td_gemm_job job = {.w = w, .q = q, .e = e, .M = M, .y = y, .ldy = ldy};
+    if (w->type == TD_W_FP8)
+        gemm_run(pool, g_ops.fp8, &job);
+    else if (w->type == TD_W_FP4)
+        gemm_run(pool, g_ops.fp4, &job);
+    else
+        abort();   /* a programming error: the loader assigns the type */
+}
+
+void td_gemm_f(td_pool *pool, const td_weight *w, const float *x, int M,
+               float *y, int ldy)
+{
+    td_gemm_job job = {.w = w, .x = x, .M = M, .y = y, .ldy = ldy};
+    if (w->type == TD_W_F32)
+        gemm_run(pool, g_ops.f32, &job);
+    else if (w->type == TD_W_BF16)
+        gemm_run(pool, g_ops.bf16, &job);
+    else
+        abort();
+}
