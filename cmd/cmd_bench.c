@@ -1,9 +1,13 @@
 #include <stdio.h>
+#include <string.h>
+
+#include "bench/bench.h"
 #include "cmd/cmd.h"
 
 int cmd_bench(int argc, char **argv)
 {
-    (void)argc; (void)argv;
-    fprintf(stderr, "tandem bench: not implemented yet\n");
+    if (argc >= 2 && !strcmp(argv[1], "decode"))
+        return td_bench_decode(argc - 1, argv + 1);
+    fprintf(stderr, "usage: tandem bench decode [options]   (see docs/benchmarks.md)\n");
     return 2;
 }

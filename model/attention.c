@@ -46,8 +46,8 @@ static void project(td_v4_model *m, const td_v4_layer *L, int rows)
     }
     if (L->ratio > 0) {
         int w = L->compressor.wkv.n;
-        td_gemm_f(m->pool, &L->compressor.wkv, m->xn, rows, m->ca, w);
-        td_gemm_f(m->pool, &L->compressor.wgate, m->xn, rows, m->cz, w);
+        td_v4_gemm_f(m, &L->compressor.wkv, m->xn, rows, m->ca, w);
+        td_v4_gemm_f(m, &L->compressor.wgate, m->xn, rows, m->cz, w);
     }
     if (td_v4_is_csa(L->ratio)) {
         int nI = c->index_n_heads, dI = c->index_head_dim;
@@ -66,8 +66,8 @@ static void project(td_v4_model *m, const td_v4_layer *L, int rows)
                 w[h] = td_bf16_round(w[h] * iscale);
         }
         int w = L->idx_compressor.wkv.n;
-        td_gemm_f(m->pool, &L->idx_compressor.wkv, m->xn, rows, m->ia, w);
-        td_gemm_f(m->pool, &L->idx_compressor.wgate, m->xn, rows, m->iz, w);
+        td_v4_gemm_f(m, &L->idx_compressor.wkv, m->xn, rows, m->ia, w);
+        td_v4_gemm_f(m, &L->idx_compressor.wgate, m->xn, rows, m->iz, w);
     }
 }
 
@@ -232,7 +232,7 @@ void td_v4_attention(td_v4_model *m, int li, const td_v4_layer *L, int rows)
         td_weight wg = L->wo_a;
         wg.n = ol;
         wg.data = (const uint16_t *)L->wo_a.data + (size_t)g * ol * gk;
-        td_gemm_f(m->pool, &wg, m->og, rows, m->zo + (size_t)g * ol, G * ol);
+        td_v4_gemm_f(m, &wg, m->og, rows, m->zo + (size_t)g * ol, G * ol);
     }
     for (int r = 0; r < rows; r++)
         td_bf16_round_n(m->zo + (size_t)r * G * ol, (size_t)G * ol);

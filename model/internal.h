@@ -45,6 +45,7 @@ struct td_v4_model {
     td_v4_config c;
     td_pool *pool;
     int max_rows;
+    uint64_t weight_bytes;  /* weight bytes streamed by GEMMs so far (stats) */
     /* derived sizes */
     int rec;             /* main KV record bytes */
     int ikrec;           /* indexer key record bytes */
@@ -107,7 +108,12 @@ float td_v4_rms_inv(const float *x, int n, float eps);
 void td_v4_rope_freqs(const td_v4_config *c, int yarn, float *freq);
 void td_v4_rope(float *x, int rd, const float *freq, int64_t pos, int inverse);
 
-/* linear.c: y = W x for rows of x, with the activation path the weight needs. */
+/* linear.c: the GEMM entry points of the model (they count weight bytes). */
+void td_v4_gemm_q(td_v4_model *m, const td_weight *w, const uint8_t *q, const int8_t *e,
+                  int rows, float *y, int ldy);
+void td_v4_gemm_f(td_v4_model *m, const td_weight *w, const float *x, int rows,
+                  float *y, int ldy);
+/* y = W x for rows of x, with the activation path the weight needs. */
 void td_v4_linear(td_v4_model *m, const td_weight *w, const float *x, int rows,
                   float *y, int ldy, int round_bf16);
 

@@ -21,7 +21,7 @@ static void hc_mix(td_v4_model *m, const td_v4_hc *hc, const float *X, int rows,
 {
     int hd = m->c.hc_mult * m->c.dim;
     td_weight fn = {.type = TD_W_F32, .n = nmix, .k = hd, .data = hc->fn};
-    td_gemm_f(m->pool, &fn, X, rows, m->hc_m, m->mix);
+    td_v4_gemm_f(m, &fn, X, rows, m->hc_m, m->mix);
     for (int r = 0; r < rows; r++) {
         float rinv = td_v4_rms_inv(X + (size_t)r * hd, hd, m->c.norm_eps);
         float *mr = m->hc_m + (size_t)r * m->mix;

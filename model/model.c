@@ -188,7 +188,7 @@ static void run_rows(td_v4_model *m, int rows, float *const *dst)
         int n = 1;
         while (r + n < rows && dst[r + n] == dst[r] + (size_t)n * V)
             n++;
-        td_gemm_f(m->pool, &w->head, m->hn + (size_t)r * D, n, dst[r], V);
+        td_v4_gemm_f(m, &w->head, m->hn + (size_t)r * D, n, dst[r], V);
         r += n;
     }
 }

@@ -27,6 +27,10 @@ td_err td_v4_model_create(td_v4_model **out, const td_v4_weights *w,
 void   td_v4_model_destroy(td_v4_model *m);
 const td_v4_config *td_v4_model_config(const td_v4_model *m);
 
+/* Weight bytes the GEMMs have streamed since creation: with a step's
+ * duration, the memory bandwidth decode achieved. */
+uint64_t td_v4_model_weight_bytes(const td_v4_model *m);
+
 /* A sequence's decode state (window ring, compressed entries, indexer keys,
  * compressor tails; docs/kv-layout.md), sized for `capacity` tokens. */
 td_err td_v4_seq_create(td_v4_seq **out, const td_v4_model *m, int64_t capacity,

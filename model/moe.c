@@ -22,7 +22,7 @@ static void route(td_v4_model *m, const td_v4_layer *L, int rows)
 {
     const td_v4_config *c = &m->c;
     int E = c->n_routed_experts, K = c->n_activated_experts;
-    td_gemm_f(m->pool, &L->gate, m->xn, rows, m->gl, E);
+    td_v4_gemm_f(m, &L->gate, m->xn, rows, m->gl, E);
     for (int r = 0; r < rows; r++) {
         float *s = m->gl + (size_t)r * E;
         int32_t *sel = m->sel + (size_t)r * K;
@@ -71,8 +71,8 @@ static void expert(td_v4_model *m, const td_v4_expert *x, const uint8_t *gq,
     const td_v4_config *c = &m->c;
     int I = c->moe_inter_dim;
     float L = c->swiglu_limit;
-    td_gemm_q(m->pool, &x->w1, gq, ge, rows, m->g, I);
-    td_gemm_q(m->pool, &x->w3, gq, ge, rows, m->u, I);
+    td_v4_gemm_q(m, &x->w1, gq, ge, rows, m->g, I);
+    td_v4_gemm_q(m, &x->w3, gq, ge, rows, m->u, I);
     for (int r = 0; r < rows; r++) {
         float *g = m->g + (size_t)r * I, *u = m->u + (size_t)r * I;
         for (int i = 0; i < I; i++) {

@@ -256,3 +256,60 @@ td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size
     layers_io(s, (uint8_t *)b + HEADER_BYTES, 0);
     return TD_OK;
 }
+
+/* Synthetic contents for benchmarks: decode cost depends on how much state
+ * there is, not on its values, and prefilling 128K tokens on a CPU to get
+ * there would take hours. Every record is a valid encoding (no NaN codes,
+ * sane scales), so attention and the indexer run on ordinary numbers. */
+static uint64_t next_rand(uint64_t *x)
+{
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    return *x;
+}
+
+static void fill_kvrec(const td_v4_model *m, uint8_t *rec, uint64_t *rng)
+{
+    int nope = m->nope, rd = m->c.rope_dim;
+    for (int i = 0; i < nope; i++) {
+        uint8_t q = (uint8_t)next_rand(rng);
+        rec[i] = (q & 0x7f) == 0x7f ? 0x70 : q;
+    }
+    for (int i = 0; i < rd; i++) {
+        float v = ((int)(next_rand(rng) % 2001) - 1000) * 1e-3f;
+        uint16_t h = td_f32_to_bf16(v);
+        rec[nope + 2 * i] = (uint8_t)h;
+        rec[nope + 2 * i + 1] = (uint8_t)(h >> 8);
+    }
+    for (int b = 0; b < nope / 64; b++)
+        rec[nope + 2 * rd + b] = (uint8_t)(127 - 8);
+}
+
+void td_v4_seq_fill_synthetic(td_v4_seq *s, int64_t pos, uint64_t seed)
+{
+    const td_v4_model *m = s->m;
+    uint64_t rng = seed | 1;
+    td_v4_seq_reset(s);
+    if (pos > s->cap)
+        pos = s->cap;
+    for (int l = 0; l < s->nlayers; l++) {
+        td_v4_layer_state *st = &s->layer[l];
+        for (int t = 0; t < m->c.window; t++)
+            fill_kvrec(m, st->win + (size_t)t * m->rec, &rng);
+        int R = st->ratio;
+        if (R > 0)
+            for (int64_t j = 0; j < pos / R; j++)
+                fill_kvrec(m, st->comp + (size_t)j * m->rec, &rng);
+        if (td_v4_is_csa(R))
+            for (int64_t j = 0; j < pos / 4; j++) {
+                uint8_t *k = st->ikey + (size_t)j * m->ikrec;
+                int dI = m->c.index_head_dim;
+                for (int i = 0; i < dI / 2; i++)
+                    k[i] = (uint8_t)next_rand(&rng);
+                for (int i = 0; i < dI / 32; i++)
+                    k[dI / 2 + i] = 127 - 2;
+            }
+    }
+    s->pos = pos;
+}

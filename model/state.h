@@ -20,4 +20,9 @@ td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written
  * on error s is unchanged. */
 td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen);
 
+/* Benchmarks only: resets s and fills it as if `pos` tokens had been
+ * processed, with valid random records (decode cost depends on the amount
+ * of state, not its values). Compressor tails stay empty. */
+void td_v4_seq_fill_synthetic(td_v4_seq *s, int64_t pos, uint64_t seed);
+
 #endif

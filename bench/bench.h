@@ -1,0 +1,7 @@
+/* Benchmarks run by `tandem bench <name>`; each prints a table. */
+#ifndef TD_BENCH_H
+#define TD_BENCH_H
+
+int td_bench_decode(int argc, char **argv);
+
+#endif
