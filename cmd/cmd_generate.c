@@ -18,6 +18,7 @@ typedef struct {
     const char *prompt;
     const char *ids_file;
     const char *out;
+    const char *mtp_out;
     const char *stop;
     long decode_from;    /* -1: one-shot prefill */
     long max_tokens;
@@ -76,6 +77,7 @@ static int parse_args(int argc, char **argv, gen_args *a, const char *cmd)
         else if (!strcmp(o, "--prompt")) a->prompt = v;
         else if (!strcmp(o, "--ids")) a->ids_file = v;
         else if (!strcmp(o, "--out")) a->out = v;
+        else if (!strcmp(o, "--mtp-out")) a->mtp_out = v;
         else if (!strcmp(o, "--stop")) a->stop = v;
         else if (!strcmp(o, "--decode-from")) bad = parse_long(v, 1, 1L << 30, &a->decode_from);
         else if (!strcmp(o, "--max-tokens")) bad = parse_long(v, 0, 1L << 30, &a->max_tokens);
@@ -232,7 +234,7 @@ int cmd_logits(int argc, char **argv)
         return rc;
     if ((!a.ids_file) == (!a.prompt) || !a.out) {
         fprintf(stderr, "usage: tandem logits --model DIR (--ids FILE | --prompt TEXT) "
-                        "[--decode-from N] [--chunk N] [--threads N] --out FILE\n");
+                        "[--decode-from N] [--chunk N] [--threads N] [--mtp-out FILE] --out FILE\n");
         return 2;
     }
     runtime rt;
@@ -257,15 +259,31 @@ int cmd_logits(int argc, char **argv)
         free(logits);
         goto done;
     }
+    const td_v4_config *c = td_v4_model_config(rt.m);
+    size_t hrow = (size_t)c->hc_mult * c->dim;
+    float *hidden = a.mtp_out ? malloc(sizeof(float) * n * hrow) : NULL;
     size_t pre = a.decode_from > 0 && (size_t)a.decode_from < n ? (size_t)a.decode_from : n;
     td_v4_step st = {.seq = seq, .tokens = ids, .n = (int)pre, .logits = logits,
-                     .all_logits = 1};
+                     .all_logits = 1, .hidden = hidden};
     td_err e = td_v4_forward(rt.m, &st, 1, err, sizeof err);
     for (size_t i = pre; !e && i < n; i++) {
         st = (td_v4_step){.seq = seq, .tokens = ids + i, .n = 1,
-                          .logits = logits + i * (size_t)V, .all_logits = 1};
+                          .logits = logits + i * (size_t)V, .all_logits = 1,
+                          .hidden = hidden ? hidden + i * hrow : NULL};
         e = td_v4_forward(rt.m, &st, 1, err, sizeof err);
     }
+    /* MTP row i: the streams at position i with the token at i+1. */
+    if (!e && hidden && n > 1) {
+        float *mlog = malloc(sizeof(float) * (n - 1) * (size_t)V);
+        e = td_v4_mtp_forward(rt.m, seq, hidden, ids + 1, (int)(n - 1), mlog, err, sizeof err);
+        FILE *f = e ? NULL : fopen(a.mtp_out, "wb");
+        if (!e && (!f || fwrite(mlog, sizeof(float) * (size_t)V, n - 1, f) != n - 1 || fclose(f))) {
+            snprintf(err, sizeof err, "cannot write %s", a.mtp_out);
+            e = TD_EIO;
+        }
+        free(mlog);
+    }
+    free(hidden);
     if (e) {
         fprintf(stderr, "tandem logits: %s\n", err);
     } else {

@@ -27,6 +27,7 @@ typedef struct {
 struct td_v4_seq {
     const td_v4_model *m;
     int64_t pos;         /* tokens processed so far */
+    int64_t mtp_pos;     /* tokens the MTP block has processed */
     int64_t cap;         /* capacity in tokens */
     int nlayers;         /* main layers + MTP layers */
     td_v4_layer_state *layer;

@@ -156,8 +156,31 @@ static void block(td_v4_model *m, int li, const td_v4_layer *L, int rows)
     td_v4_hc_post(m, rows);
 }
 
+/* Head: hc collapse, norm, logits for the rows whose dst is set; runs of
+ * consecutive rows with consecutive destinations go through one GEMM. */
+static void head(td_v4_model *m, const td_v4_hc *hc, const uint16_t *norm, int rows,
+                 float *const *dst)
+{
+    const td_v4_config *c = &m->c;
+    int D = c->dim, V = c->vocab_size;
+    td_v4_hc_head(m, hc, m->X, rows, m->y);
+    for (int r = 0; r < rows; r++)
+        td_v4_rmsnorm(m->y + (size_t)r * D, norm, D, c->norm_eps, m->hn + (size_t)r * D);
+    for (int r = 0; r < rows;) {
+        if (!dst[r]) {
+            r++;
+            continue;
+        }
+        int n = 1;
+        while (r + n < rows && dst[r + n] == dst[r] + (size_t)n * V)
+            n++;
+        td_v4_gemm_f(m, &m->w->head, m->hn + (size_t)r * D, n, dst[r], V);
+        r += n;
+    }
+}
+
 /* Runs `rows` prepared rows (row_tok, row_pos, row_seq) through the model. */
-static void run_rows(td_v4_model *m, int rows, float *const *dst)
+static void run_rows(td_v4_model *m, int rows, float *const *dst, float *const *hdst)
 {
     const td_v4_config *c = &m->c;
     const td_v4_weights *w = m->w;
@@ -173,24 +196,10 @@ static void run_rows(td_v4_model *m, int rows, float *const *dst)
     for (int li = 0; li < c->n_layers; li++)
         block(m, li, &w->layers[li], rows);
 
-    /* Head, only for rows that want logits; runs of consecutive rows with
-     * consecutive destinations go through one GEMM. */
-    td_v4_hc_head(m, &w->hc_head, m->X, rows, m->y);
     for (int r = 0; r < rows; r++)
-        td_v4_rmsnorm(m->y + (size_t)r * D, w->norm, D, c->norm_eps,
-                      m->hn + (size_t)r * D);
-    int V = c->vocab_size;
-    for (int r = 0; r < rows;) {
-        if (!dst[r]) {
-            r++;
-            continue;
-        }
-        int n = 1;
-        while (r + n < rows && dst[r + n] == dst[r] + (size_t)n * V)
-            n++;
-        td_v4_gemm_f(m, &w->head, m->hn + (size_t)r * D, n, dst[r], V);
-        r += n;
-    }
+        if (hdst[r])
+            memcpy(hdst[r], m->X + (size_t)r * HC * D, sizeof(float) * (size_t)HC * D);
+    head(m, &w->hc_head, w->norm, rows, dst);
 }
 
 td_err td_v4_forward(td_v4_model *m, td_v4_step *steps, int nsteps,
@@ -218,7 +227,7 @@ td_err td_v4_forward(td_v4_model *m, td_v4_step *steps, int nsteps,
                                "steps %d and %d use the same sequence", k, i);
     }
 
-    float *dst[4096];
+    float *dst[4096], *hdst[4096];
     int R = m->max_rows < 4096 ? m->max_rows : 4096;
     int si = 0, off = 0;
     while (si < nsteps) {
@@ -235,6 +244,7 @@ td_err td_v4_forward(td_v4_model *m, td_v4_step *steps, int nsteps,
                 m->row_pos[rows] = st->seq->pos + j;  /* seq->pos advanced by off already */
                 m->row_seq[rows] = st->seq;
                 dst[rows] = NULL;
+                hdst[rows] = st->hidden ? st->hidden + (size_t)t * c->hc_mult * c->dim : NULL;
                 if (st->logits) {
                     if (st->all_logits)
                         dst[rows] = st->logits + (size_t)t * c->vocab_size;
@@ -249,11 +259,64 @@ td_err td_v4_forward(td_v4_model *m, td_v4_step *steps, int nsteps,
             }
         }
         if (rows > 0)
-            run_rows(m, rows, dst);
+            run_rows(m, rows, dst, hdst);
         /* Advance positions of the sequences this step touched. */
         for (int r = 0; r < rows; r++)
             if (m->row_pos[r] + 1 > m->row_seq[r]->pos)
                 m->row_seq[r]->pos = m->row_pos[r] + 1;
+    }
+    return TD_OK;
+}
+
+td_err td_v4_mtp_forward(td_v4_model *m, td_v4_seq *seq, const float *hidden,
+                         const int32_t *next_tokens, int n, float *logits,
+                         char *err, size_t errlen)
+{
+    const td_v4_config *c = &m->c;
+    if (c->n_mtp_layers < 1)
+        return td_errf(err, errlen, TD_ENOTSUP, "this model has no MTP block");
+    if (seq->m != m || n < 0 || (n > 0 && (!hidden || !next_tokens || !logits)))
+        return td_errf(err, errlen, TD_EINVAL, "mtp: bad arguments");
+    if (seq->mtp_pos + n > seq->cap)
+        return td_errf(err, errlen, TD_ETOOLONG, "mtp: past the sequence capacity");
+    for (int i = 0; i < n; i++)
+        if (next_tokens[i] < 0 || next_tokens[i] >= c->vocab_size)
+            return td_errf(err, errlen, TD_ERANGE, "mtp: token id %d outside the vocabulary",
+                           next_tokens[i]);
+    const td_v4_mtp *mt = &m->w->mtp[0];
+    int D = c->dim, HC = c->hc_mult, V = c->vocab_size;
+    float *dst[4096];
+    for (int done = 0; done < n;) {
+        int rows = n - done < m->max_rows ? n - done : m->max_rows;
+        if (rows > 4096)
+            rows = 4096;
+        for (int r = 0; r < rows; r++) {
+            m->row_tok[r] = next_tokens[done + r];
+            m->row_pos[r] = seq->mtp_pos + r;
+            m->row_seq[r] = seq;
+            dst[r] = logits + (size_t)(done + r) * V;
+            const uint16_t *e = m->w->embed + (size_t)next_tokens[done + r] * D;
+            for (int d = 0; d < D; d++)
+                m->y[(size_t)r * D + d] = td_bf16_to_f32(e[d]);
+            td_v4_rmsnorm(m->y + (size_t)r * D, mt->enorm, D, c->norm_eps,
+                          m->xn + (size_t)r * D);
+        }
+        /* X[j] = bf16(e_proj(enorm(e)) + h_proj(hnorm(hidden[j]))), per stream. */
+        td_v4_linear(m, &mt->e_proj, m->xn, rows, m->out, D, 1);
+        for (int j = 0; j < HC; j++) {
+            for (int r = 0; r < rows; r++)
+                td_v4_rmsnorm(hidden + ((size_t)(done + r) * HC + j) * D, mt->hnorm, D,
+                              c->norm_eps, m->y + (size_t)r * D);
+            td_v4_linear(m, &mt->h_proj, m->y, rows, m->hn, D, 1);
+            for (int r = 0; r < rows; r++)
+                for (int d = 0; d < D; d++)
+                    m->X[((size_t)r * HC + j) * D + d] = td_bf16_round(
+                        m->out[(size_t)r * D + d] + m->hn[(size_t)r * D + d]);
+        }
+        block(m, c->n_layers, &mt->block, rows);
+        head(m, &mt->hc_head, mt->norm, rows, dst);
+        seq->mtp_pos += rows;
+        done += rows;
     }
     return TD_OK;
 }

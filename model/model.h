@@ -50,11 +50,24 @@ typedef struct {
      * else [vocab] for the last token only. */
     float *logits;
     int all_logits;
+    /* If non-NULL, [n][hc_mult*dim]: each token's final residual streams
+     * (before the head), the input of the MTP block. */
+    float *hidden;
 } td_v4_step;
 
 /* Runs the steps (distinct sequences). On error (a token id out of range, a
  * sequence past its capacity) nothing is changed: the check comes first. */
 td_err td_v4_forward(td_v4_model *m, td_v4_step *steps, int nsteps,
                      char *err, size_t errlen);
+
+/* The MTP (multi-token prediction) block, for speculative decoding: row i
+ * pairs hidden[i] (the main model's final streams at some position p, from
+ * td_v4_step.hidden) with next_tokens[i] (the token at p+1) and predicts the
+ * token at p+2 into logits[i][vocab]. The block keeps its own window state in
+ * seq and runs at positions td_v4_seq_mtp_len(seq), +1, ... (spec §2.11). */
+td_err td_v4_mtp_forward(td_v4_model *m, td_v4_seq *seq, const float *hidden,
+                         const int32_t *next_tokens, int n, float *logits,
+                         char *err, size_t errlen);
+int64_t td_v4_seq_mtp_len(const td_v4_seq *s);
 
 #endif

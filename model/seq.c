@@ -19,6 +19,7 @@ void td_v4_seq_reset(td_v4_seq *s)
 {
     const td_v4_model *m = s->m;
     s->pos = 0;
+    s->mtp_pos = 0;
     for (int l = 0; l < s->nlayers; l++) {
         td_v4_layer_state *st = &s->layer[l];
         /* Compressor tails start as kv 0, score -inf: the official code
@@ -128,4 +129,5 @@ void td_v4_seq_destroy(td_v4_seq *s)
 }
 
 int64_t td_v4_seq_len(const td_v4_seq *s) { return s->pos; }
+int64_t td_v4_seq_mtp_len(const td_v4_seq *s) { return s->mtp_pos; }
 int64_t td_v4_seq_capacity(const td_v4_seq *s) { return s->cap; }

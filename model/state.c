@@ -4,7 +4,7 @@
  * writes: only what decode needs, in the stored record formats, one
  * contiguous section per layer so a sender can ship layer by layer.
  *
- *   header   (64 bytes, little-endian)
+ *   header   (64 bytes, little-endian; docs/kv-layout.md lists the fields)
  *   layer 0 .. nlayers-1, each:
  *     window      min(pos, W) KV records, oldest token first
  *     compressed  pos / R KV records                       (R > 0)
@@ -48,6 +48,12 @@ uint64_t td_v4_layout_fingerprint(const td_v4_config *c)
     return XXH3_64bits(g, sizeof(int32_t) * (size_t)n);
 }
 
+/* The MTP block's layer has seen only the tokens the MTP block ran on. */
+static int64_t layer_pos(const td_v4_seq *s, int l)
+{
+    return l >= s->m->c.n_layers ? s->mtp_pos : s->pos;
+}
+
 typedef struct {
     int64_t win, comp, ikey;     /* record counts */
     int64_t prevA, pend;         /* main tail rows */
@@ -60,7 +66,7 @@ static layer_plan plan(const td_v4_seq *s, int l)
     const td_v4_config *c = &s->m->c;
     layer_plan p = {0};
     int R = s->layer[l].ratio;
-    int64_t pos = s->pos;
+    int64_t pos = layer_pos(s, l);
     p.win = pos < c->window ? pos : c->window;
     p.d = c->head_dim;
     p.dI = c->index_head_dim;
@@ -169,7 +175,8 @@ static uint8_t *layers_io(td_v4_seq *s, uint8_t *b, int dir)
         td_v4_layer_state *st = &s->layer[l];
         layer_plan p = plan(s, l);
         int R = st->ratio;
-        for (int64_t t = s->pos - p.win; t < s->pos; t++, b += m->rec) {
+        int64_t pos = layer_pos(s, l);
+        for (int64_t t = pos - p.win; t < pos; t++, b += m->rec) {
             uint8_t *slot = st->win + (size_t)(t % W) * m->rec;
             memcpy(dir ? b : slot, dir ? slot : b, (size_t)m->rec);
         }
@@ -209,6 +216,7 @@ td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written
     put32(b + 40, (uint32_t)m->rec);
     put32(b + 44, (uint32_t)m->ikrec);
     put32(b + 48, (uint32_t)m->c.window);
+    put64(b + 56, (uint64_t)s->mtp_pos);
     uint8_t *end = layers_io((td_v4_seq *)s, b + HEADER_BYTES, 1);
     put64(end, XXH3_64bits(b, (size_t)(end - b)));
     *written = need;
@@ -231,11 +239,11 @@ td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size
         get32(b + 44) != (uint32_t)m->ikrec || get32(b + 48) != (uint32_t)m->c.window)
         return td_errf(err, errlen, TD_EFORMAT,
                        "state: written for a model of another geometry (fingerprint mismatch)");
-    uint64_t pos = get64(b + 24), total = get64(b + 32);
+    uint64_t pos = get64(b + 24), total = get64(b + 32), mtp = get64(b + 56);
     if (total != len)
         return td_errf(err, errlen, TD_ECORRUPT, "state: header says %llu bytes, got %zu",
                        (unsigned long long)total, len);
-    if (pos > (uint64_t)s->cap)
+    if (pos > (uint64_t)s->cap || mtp > (uint64_t)s->cap)
         return td_errf(err, errlen, TD_ETOOLONG,
                        "state: covers %llu tokens, the sequence holds %lld",
                        (unsigned long long)pos, (long long)s->cap);
@@ -243,16 +251,19 @@ td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size
         return td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch");
     /* The size must follow from pos; check before touching the sequence so
      * a bad buffer leaves it as it was. */
-    int64_t old = s->pos;
+    int64_t old = s->pos, old_mtp = s->mtp_pos;
     s->pos = (int64_t)pos;
+    s->mtp_pos = (int64_t)mtp;
     size_t need = td_v4_seq_state_size(s);
     s->pos = old;
+    s->mtp_pos = old_mtp;
     if (need != len)
         return td_errf(err, errlen, TD_ECORRUPT,
                        "state: %zu bytes do not match %llu tokens (%zu expected)",
                        len, (unsigned long long)pos, need);
     td_v4_seq_reset(s);
     s->pos = (int64_t)pos;
+    s->mtp_pos = (int64_t)mtp;
     layers_io(s, (uint8_t *)b + HEADER_BYTES, 0);
     return TD_OK;
 }

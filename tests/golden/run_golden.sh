@@ -17,7 +17,8 @@ for ids in "$data"/*.ids.json; do
     half=$(( n / 2 > 0 ? n / 2 : 1 ))
     for mode in oneshot decode chunked; do
         case $mode in
-            oneshot) extra="" ;;
+            oneshot) extra=""
+                     [ -f "$data/$name.mtp.f32" ] && extra="--mtp-out $tmp/$name.mtp.f32" ;;
             decode)  extra="--decode-from $half" ;;
             chunked) extra="--chunk 5" ;;
         esac
@@ -32,5 +33,14 @@ for ids in "$data"/*.ids.json; do
             fail=1
         fi
     done
+    if [ -f "$data/$name.mtp.f32" ]; then
+        if python3 "$root/tools/reference/compare_logits.py" "$data/$name.mtp.f32" \
+               "$tmp/$name.mtp.f32" --vocab 512 --tol 0 > "$tmp/out" 2>&1; then
+            echo "ok   $name mtp"
+        else
+            echo "FAIL $name mtp: $(cat "$tmp/out")"
+            fail=1
+        fi
+    fi
 done
 exit $fail
