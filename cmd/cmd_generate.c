@@ -125,12 +125,17 @@ static int read_ids(const char *path, int32_t **ids, size_t *n)
     }
     *n = json_array_size(root);
     *ids = malloc(sizeof(int32_t) * *n);
+    if (!*ids) {
+        json_decref(root);
+        return -1;
+    }
     for (size_t i = 0; i < *n; i++) {
         json_t *v = json_array_get(root, i);
         if (!json_is_integer(v) || json_integer_value(v) < 0 ||
             json_integer_value(v) > INT32_MAX) {
             fprintf(stderr, "%s: element %zu is not a token id\n", path, i);
             free(*ids);
+            *ids = NULL;
             json_decref(root);
             return -1;
         }
