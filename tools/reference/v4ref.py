@@ -104,11 +104,13 @@ def dot64(x, w):
     """x [M, K], w [N, K] -> fp64 [M, N] = sum_k x*w (products exact in fp64)."""
     x = np.ascontiguousarray(x, F64)
     w = np.ascontiguousarray(w, F64)
-    M, N = x.shape[0], w.shape[0]
+    M, N, K = x.shape[0], w.shape[0], x.shape[1]
     out = np.empty((M, N), F64)
-    step = max(1, (1 << 22) // max(1, N * x.shape[1]))
-    for i in range(0, M, step):
-        out[i:i + step] = (x[i:i + step, None, :] * w[None, :, :]).sum(-1)
+    nstep = max(1, min(N, (1 << 22) // max(1, K)))       # temporaries of at most 2^22 elements
+    mstep = max(1, (1 << 22) // (nstep * max(1, K)))
+    for i in range(0, M, mstep):
+        for j in range(0, N, nstep):
+            out[i:i + mstep, j:j + nstep] = (x[i:i + mstep, None, :] * w[None, j:j + nstep, :]).sum(-1)
     return out
 
 
