@@ -77,6 +77,63 @@ static bool is_white_space(int32_t cp)
            cp == 0x3000;
 }
 
+/* Characters assigned in Unicode 15.1 and 16.0, which HF's Oniguruma knows
+ * and libutf8proc 2.x (Unicode 15.0) reports as unassigned. Found by
+ * running HF's V4 pre-tokenizer on every code point ("a" c "a" and cccc
+ * tell L/M, N and P/S apart; the matcher never needs L vs M or P vs S)
+ * and diffing with tok_char_class. Only consulted for unassigned code
+ * points, so a newer libutf8proc takes over by itself. */
+static const struct {
+    uint32_t lo, hi;
+    uint16_t cls;
+} newer_chars[] = {
+    {0x897, 0x897, TOK_C_L}, {0x1B4E, 0x1B4F, TOK_C_P},
+    {0x1B7F, 0x1B7F, TOK_C_P}, {0x1C89, 0x1C8A, TOK_C_L},
+    {0x2427, 0x2429, TOK_C_P}, {0x2FFC, 0x2FFF, TOK_C_P},
+    {0x31E4, 0x31E5, TOK_C_P}, {0x31EF, 0x31EF, TOK_C_P},
+    {0xA7CB, 0xA7CD, TOK_C_L}, {0xA7DA, 0xA7DC, TOK_C_L},
+    {0x105C0, 0x105F3, TOK_C_L}, {0x10D40, 0x10D49, TOK_C_N},
+    {0x10D4A, 0x10D65, TOK_C_L}, {0x10D69, 0x10D6D, TOK_C_L},
+    {0x10D6E, 0x10D6E, TOK_C_P}, {0x10D6F, 0x10D85, TOK_C_L},
+    {0x10D8E, 0x10D8F, TOK_C_P}, {0x10EC2, 0x10EC4, TOK_C_L},
+    {0x10EFC, 0x10EFC, TOK_C_L}, {0x11380, 0x11389, TOK_C_L},
+    {0x1138B, 0x1138B, TOK_C_L}, {0x1138E, 0x1138E, TOK_C_L},
+    {0x11390, 0x113B5, TOK_C_L}, {0x113B7, 0x113C0, TOK_C_L},
+    {0x113C2, 0x113C2, TOK_C_L}, {0x113C5, 0x113C5, TOK_C_L},
+    {0x113C7, 0x113CA, TOK_C_L}, {0x113CC, 0x113D3, TOK_C_L},
+    {0x113D4, 0x113D5, TOK_C_P}, {0x113D7, 0x113D8, TOK_C_P},
+    {0x113E1, 0x113E2, TOK_C_L}, {0x116D0, 0x116E3, TOK_C_N},
+    {0x11BC0, 0x11BE0, TOK_C_L}, {0x11BE1, 0x11BE1, TOK_C_P},
+    {0x11BF0, 0x11BF9, TOK_C_N}, {0x11F5A, 0x11F5A, TOK_C_L},
+    {0x13460, 0x143FA, TOK_C_L}, {0x16100, 0x1612F, TOK_C_L},
+    {0x16130, 0x16139, TOK_C_N}, {0x16D40, 0x16D6C, TOK_C_L},
+    {0x16D6D, 0x16D6F, TOK_C_P}, {0x16D70, 0x16D79, TOK_C_N},
+    {0x18CFF, 0x18CFF, TOK_C_L}, {0x1CC00, 0x1CCEF, TOK_C_P},
+    {0x1CCF0, 0x1CCF9, TOK_C_N}, {0x1CD00, 0x1CEB3, TOK_C_P},
+    {0x1E5D0, 0x1E5F0, TOK_C_L}, {0x1E5F1, 0x1E5FA, TOK_C_N},
+    {0x1E5FF, 0x1E5FF, TOK_C_P}, {0x1F8B2, 0x1F8BB, TOK_C_P},
+    {0x1F8C0, 0x1F8C1, TOK_C_P}, {0x1FA89, 0x1FA89, TOK_C_P},
+    {0x1FA8F, 0x1FA8F, TOK_C_P}, {0x1FABE, 0x1FABE, TOK_C_P},
+    {0x1FAC6, 0x1FAC6, TOK_C_P}, {0x1FADC, 0x1FADC, TOK_C_P},
+    {0x1FADF, 0x1FADF, TOK_C_P}, {0x1FAE9, 0x1FAE9, TOK_C_P},
+    {0x1FBCB, 0x1FBEF, TOK_C_P}, {0x2EBF0, 0x2EE5D, TOK_C_L},
+};
+
+static unsigned newer_class(int32_t cp)
+{
+    size_t lo = 0, hi = sizeof newer_chars / sizeof *newer_chars;
+    while (lo < hi) {
+        size_t mid = (lo + hi) / 2;
+        if ((uint32_t)cp < newer_chars[mid].lo)
+            hi = mid;
+        else if ((uint32_t)cp > newer_chars[mid].hi)
+            lo = mid + 1;
+        else
+            return newer_chars[mid].cls;
+    }
+    return 0;
+}
+
 unsigned tok_char_class(int32_t cp)
 {
     if (cp < 0)
@@ -105,6 +162,9 @@ unsigned tok_char_class(int32_t cp)
     case UTF8PROC_CATEGORY_SM: case UTF8PROC_CATEGORY_SC:
     case UTF8PROC_CATEGORY_SK: case UTF8PROC_CATEGORY_SO:
         c |= TOK_C_S;
+        break;
+    case UTF8PROC_CATEGORY_CN:
+        c |= newer_class(cp);
         break;
     default:
         break;

@@ -84,6 +84,10 @@ const multilingual = [
   'Kana with marks: が ぱ ゔ ゛゜ ゝゞ ヽヾ ー',
   '〇 一二三 〆 々 〻',
   '龥龦 鿿 㐀 𠀀 𪚥',
+  // Unicode 15.1 / 16.0 characters (newer than libutf8proc's tables).
+  'CJK Ext I: \u{2EBF0}\u{2EBF1}a\u{2EE5D} Todhri: \u{105C0}\u{105C1}. Garay: \u{10D40}\u{10D41}\u{10D4A}',
+  'Kirat Rai \u{16D40}\u{16D41}\u{16D70}\u{16D71}\u{16D72}\u{16D73} Ol Onal \u{1E5D0}\u{1E5F1} legacy \u{1CC00}\u{1CCF0}',
+  'IDC \u2FFC\u2FFF stroke \u31EF Sunuwar \u{11BC0}\u{11BF0} Gurung \u{16100}\u{16130}x',
 ];
 
 const digits = [

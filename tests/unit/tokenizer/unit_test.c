@@ -7,6 +7,8 @@
 #include <string.h>
 #include <time.h>
 
+#include <jansson.h>
+
 #include "tests/td_test.h"
 #include "tokenizer/tok_internal.h"
 
@@ -100,6 +102,42 @@ static void test_pretokenizer(void)
         TD_CHECK_STR(j.buf, cases[i][1]);
     }
     td_tok_destroy(tok);
+}
+
+/* tok_char_class agrees with HF on every code point (groups as in
+ * tools/tokenizer-vectors/classes.js), including characters newer than
+ * libutf8proc's Unicode tables. */
+static void test_char_classes(void)
+{
+    json_error_t jerr;
+    json_t *root = json_load_file(TD_SOURCE_ROOT
+                                  "/tests/data/tokenizer/hf_char_groups.json",
+                                  0, &jerr);
+    TD_CHECK(root != NULL);
+    size_t i, checked = 0, wrong = 0;
+    json_t *run;
+    json_array_foreach(json_object_get(root, "runs"), i, run) {
+        int32_t lo = (int32_t)json_integer_value(json_array_get(run, 0));
+        int32_t hi = (int32_t)json_integer_value(json_array_get(run, 1));
+        char want = json_string_value(json_array_get(run, 2))[0];
+        for (int32_t cp = lo; cp <= hi; cp++) {
+            /* The probes misread ASCII punctuation, CR/LF and the step-2
+             * CJK ranges; the vectors cover those. */
+            if (cp < 0x80 || (cp >= 0x3040 && cp <= 0x30ff) ||
+                (cp >= 0x4e00 && cp <= 0x9fa5))
+                continue;
+            unsigned c = tok_char_class(cp);
+            char got = c & (TOK_C_L | TOK_C_M) ? 'L' : c & TOK_C_N ? 'N'
+                     : c & (TOK_C_P | TOK_C_S) ? 'P' : 'O';
+            if (got != want && wrong++ < 10)
+                fprintf(stderr, "U+%04X: class %c, HF %c\n", (unsigned)cp,
+                        got, want);
+            checked++;
+        }
+    }
+    TD_CHECK(checked > 1000000);
+    TD_CHECK_EQ_INT(wrong, 0);
+    json_decref(root);
 }
 
 /* ---- BPE --------------------------------------------------------------- */
@@ -440,6 +478,7 @@ static void test_threads(void)
 }
 
 TD_TEST_MAIN({"pretokenizer", test_pretokenizer},
+             {"char_classes", test_char_classes},
              {"bpe_paths_agree", test_bpe_paths_agree},
              {"long_runs", test_long_runs},
              {"invalid_utf8", test_invalid_utf8},
