@@ -46,7 +46,7 @@ static const td_st_tensor *lookup(loader *L, const char *prefix, const char *suf
 }
 
 /* Finds prefix+suffix and checks dtype (one of `dtypes`, a BIT() mask; the
- * lowest is named in messages) and exact shape. */
+ * lowest, or I8, is named in messages) and exact shape. */
 static td_err expect(loader *L, const td_st_tensor **out, const char *prefix,
                      const char *suffix, unsigned dtypes, const int64_t *shape, int ndim)
 {
@@ -54,7 +54,8 @@ static td_err expect(loader *L, const td_st_tensor **out, const char *prefix,
     if (!t)
         return td_errf(L->err, L->errlen, TD_ENOENT, "missing tensor %s", L->name);
     if (!(dtypes & BIT(t->dtype))) {
-        int want = __builtin_ctz(dtypes);
+        /* packed FP4 also accepts U8, but the release writes I8: name that */
+        int want = (dtypes & BIT(TD_ST_I8)) ? TD_ST_I8 : __builtin_ctz(dtypes);
         return td_errf(L->err, L->errlen, TD_ESHAPE, "%s: dtype %s expected %s", L->name,
                        td_st_dtype_name(t->dtype), td_st_dtype_name((td_st_dtype)want));
     }

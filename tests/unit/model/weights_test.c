@@ -270,6 +270,17 @@ static void test_wrong_dtype(void)
     TD_CHECK_EQ_INT(try_load(b.config, &b.l, err, sizeof(err), NULL), TD_ESHAPE);
     TD_CHECK_STR(err, "layers.0.attn_norm.weight: dtype F32 expected BF16");
     base_free(&b);
+
+    /* packed FP4 expert weight written as e4m3 bytes */
+    TD_CHECK(base_load(&b) == 0);
+    t = tw_find(&b.l, "layers.1.ffn.experts.1.w2.weight");
+    TD_CHECK(t != NULL);
+    if (!t)
+        return;
+    snprintf(t->dtype, sizeof(t->dtype), "F8_E4M3");
+    TD_CHECK_EQ_INT(try_load(b.config, &b.l, err, sizeof(err), NULL), TD_ESHAPE);
+    TD_CHECK_STR(err, "layers.1.ffn.experts.1.w2.weight: dtype F8_E4M3 expected I8");
+    base_free(&b);
 }
 
 static void test_tid2eid_out_of_range(void)
