@@ -1,9 +1,225 @@
+/* tandem serve: the OpenAI-compatible HTTP server with the engine in the
+ * same process (router/ in front of engine/).
+ *
+ * Shutdown: SIGINT or SIGTERM stops accepting, lets requests in flight
+ * finish (up to --shutdown-grace-ms, then cancels them), stops the engine and
+ * exits 0. A second signal cancels at once. */
+#include <errno.h>
+#include <limits.h>
+#include <signal.h>
 #include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
 #include "cmd/cmd.h"
+#include "engine/engine.h"
+#include "router/router.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct {
+    const char *model_dir;
+    const char *host;
+    const char *model_id;
+    long port;
+    long max_batch;
+    long threads;
+    long ctx;
+    long max_body;
+    long grace_ms;
+} serve_args;
+
+typedef struct {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    td_router *router;
+    td_engine *engine;
+    int status;             /* exit status */
+    bool stopping;
+} server;
+
+static void usage(FILE *f)
+{
+    fprintf(f,
+        "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
+        "\n"
+        "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models,\n"
+        "/health, /ready) with the model in this process.\n"
+        "\n"
+        "  --model DIR            model directory (default models/tiny-v4)\n"
+        "  --host ADDR            address to listen on (default 127.0.0.1)\n"
+        "  --port N               port (default 8080; 0 picks a free one)\n"
+        "  --model-id NAME        id in /v1/models (default: the directory's name)\n"
+        "  --max-batch N          sequences decoded together (default 16)\n"
+        "  --threads N            model threads (default: one per CPU)\n"
+        "  --ctx N                cap on prompt + completion tokens (default: the model's)\n"
+        "  --max-body BYTES       request body limit (default 1048576)\n"
+        "  --shutdown-grace-ms N  time requests get to finish on shutdown (default 10000)\n");
+}
+
+static int parse_long(const char *s, long lo, long hi, long *out)
+{
+    char *end;
+    errno = 0;
+    long v = strtol(s, &end, 10);
+    if (errno || *end || end == s || v < lo || v > hi)
+        return -1;
+    *out = v;
+    return 0;
+}
+
+static int parse_args(int argc, char **argv, serve_args *a)
+{
+    *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
+                      .max_body = 1 << 20};
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            usage(stdout);
+            return -1;
+        }
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "tandem serve: %s needs a value\n", o);
+            return 2;
+        }
+        int bad = 0;
+        if (!strcmp(o, "--model")) a->model_dir = v;
+        else if (!strcmp(o, "--host")) a->host = v;
+        else if (!strcmp(o, "--model-id")) a->model_id = v;
+        else if (!strcmp(o, "--port")) bad = parse_long(v, 0, 65535, &a->port);
+        else if (!strcmp(o, "--max-batch")) bad = parse_long(v, 1, 4096, &a->max_batch);
+        else if (!strcmp(o, "--threads")) bad = parse_long(v, 1, 1024, &a->threads);
+        else if (!strcmp(o, "--ctx")) bad = parse_long(v, 1, 1L << 30, &a->ctx);
+        else if (!strcmp(o, "--max-body")) bad = parse_long(v, 1, 1L << 30, &a->max_body);
+        else if (!strcmp(o, "--shutdown-grace-ms"))
+            bad = parse_long(v, 1, 24L * 3600 * 1000, &a->grace_ms);
+        else {
+            fprintf(stderr, "tandem serve: unknown option %s\n\n", o);
+            usage(stderr);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "tandem serve: bad value for %s: %s\n", o, v);
+            return 2;
+        }
+        i++;
+    }
+    return 0;
+}
+
+/* The directory's last component: "models/tiny-v4/" -> "tiny-v4". */
+static char *base_name(const char *dir)
+{
+    size_t n = strlen(dir);
+    while (n > 1 && dir[n - 1] == '/')
+        n--;
+    size_t start = n;
+    while (start > 0 && dir[start - 1] != '/')
+        start--;
+    return strndup(dir + start, n - start);
+}
+
+static void on_engine_closed(void *arg)
+{
+    server *s = arg;
+    s->engine = NULL;
+}
+
+static void on_router_down(void *arg)
+{
+    server *s = arg;
+    /* The router is quiet; the engine's last callbacks (cancellations) land
+     * in it while it still exists. */
+    td_engine_destroy(s->engine, on_engine_closed, s);
+    uv_close((uv_handle_t *)&s->sigint, NULL);
+    uv_close((uv_handle_t *)&s->sigterm, NULL);
+}
+
+static void stop(server *s)
+{
+    s->stopping = true;
+    td_router_shutdown(s->router, on_router_down, s);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    server *s = h->data;
+    if (!s->stopping)
+        fprintf(stderr, "tandem serve: %s: shutting down\n",
+                signum == SIGINT ? "SIGINT" : "SIGTERM");
+    stop(s);
+}
+
+static void on_loaded(void *arg, const char *err)
+{
+    server *s = arg;
+    if (!err) {
+        fprintf(stderr, "tandem serve: model loaded, ready\n");
+        return;
+    }
+    fprintf(stderr, "tandem serve: cannot load the model: %s\n", err);
+    s->status = 1;
+    if (!s->stopping && s->router)
+        stop(s);
+}
 
 int cmd_serve(int argc, char **argv)
 {
-    (void)argc; (void)argv;
-    fprintf(stderr, "tandem serve: not implemented yet\n");
-    return 2;
+    serve_args a;
+    int rc = parse_args(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+
+    char path[PATH_MAX], err[512];
+    snprintf(path, sizeof path, "%s/tokenizer.json", a.model_dir);
+    td_tok *tok;
+    if (td_tok_load(&tok, path, err, sizeof err)) {
+        fprintf(stderr, "tandem serve: %s\n", err);
+        return 1;
+    }
+    char *model_id = a.model_id ? strdup(a.model_id) : base_name(a.model_dir);
+
+    server s = {0};
+    uv_loop_init(&s.loop);
+    td_engine_opts eo = {.model_dir = a.model_dir, .max_batch = (int)a.max_batch,
+                         .nthreads = (int)a.threads, .max_context = a.ctx,
+                         .on_loaded = on_loaded, .arg = &s};
+    if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
+        fprintf(stderr, "tandem serve: %s\n", err);
+        rc = 1;
+        goto out;
+    }
+    td_router_opts ro = {.host = a.host, .port = (int)a.port, .model_id = model_id,
+                         .tok = tok, .engine = td_engine_interface(s.engine),
+                         .max_body = (size_t)a.max_body,
+                         .shutdown_grace_ms = (unsigned)a.grace_ms};
+    if (td_router_create(&s.router, &s.loop, &ro, err, sizeof err)) {
+        fprintf(stderr, "tandem serve: %s\n", err);
+        td_engine_destroy(s.engine, on_engine_closed, &s);
+        uv_run(&s.loop, UV_RUN_DEFAULT);
+        rc = 1;
+        goto out;
+    }
+    uv_signal_init(&s.loop, &s.sigint);
+    uv_signal_init(&s.loop, &s.sigterm);
+    s.sigint.data = s.sigterm.data = &s;
+    uv_signal_start(&s.sigint, on_signal, SIGINT);
+    uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+
+    bool v6 = strchr(a.host, ':') != NULL;
+    printf("tandem: serving %s on http://%s%s%s:%d (OpenAI API: /v1/chat/completions, "
+           "/v1/completions, /v1/models)\n", model_id, v6 ? "[" : "", a.host, v6 ? "]" : "",
+           td_router_port(s.router));
+    fflush(stdout);
+
+    uv_run(&s.loop, UV_RUN_DEFAULT);
+    td_router_destroy(s.router);
+    rc = s.status;
+out:
+    if (uv_loop_close(&s.loop))
+        fprintf(stderr, "tandem serve: warning: handles left open at exit\n");
+    free(model_id);
+    td_tok_destroy(tok);
+    return rc;
 }

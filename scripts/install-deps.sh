@@ -6,7 +6,7 @@ set -eu
 
 PKGS="
 build-essential pkg-config meson ninja-build cmake clang
-libuv1-dev libnng-dev libprotobuf-c-dev protobuf-c-compiler
+libuv1-dev libnng-dev libprotobuf-c-dev protobuf-c-compiler node-llhttp
 libucx-dev ucx-utils liburing-dev libjansson-dev libxxhash-dev libutf8proc-dev
 python3 python3-numpy nodejs
 "

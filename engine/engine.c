@@ -1,0 +1,578 @@
+/* The in-process engine: a request queue, one engine thread running
+ * continuous batching over the V4 model, and the event queue back to the
+ * loop thread (engine/engine.h).
+ *
+ * Threads and what they touch:
+ * - loop thread: submit/cancel/pause append to the inbox or the command
+ *   list under mu and signal cv; the async callback swaps the outbox out
+ *   under mu and runs the callbacks with mu released.
+ * - engine thread: everything model-side (weights, sequences, samplers, the
+ *   waiting and running lists) is its own; it takes mu only to pick up the
+ *   inbox and commands and to hand over one iteration's events.
+ *
+ * The hot loop allocates nothing per token: logits, steps and the event
+ * queues are sized once and only grow (amortised) when a burst needs it.
+ */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "common/log.h"
+#include "engine/engine.h"
+#include "kernels/kernels.h"
+#include "model/model.h"
+#include "model/sample.h"
+#include "model/weights.h"
+
+typedef struct ereq {
+    struct ereq *next;
+    uint64_t id;
+    td_router_gen_cb cb;
+    int32_t *prompt;             /* (n_prompt) */
+    size_t n_prompt;
+    int32_t *stop_ids;           /* (n_stop) */
+    size_t n_stop;
+    int64_t max_tokens;
+    td_router_sampling sampling;
+    /* engine thread only */
+    td_v4_seq *seq;
+    td_sampler *smp;
+    size_t prefilled;            /* prompt tokens already in seq */
+    int64_t generated;
+    int32_t last;                /* the token to feed next */
+    bool paused;
+} ereq;
+
+typedef enum { CMD_CANCEL, CMD_PAUSE, CMD_RESUME } cmd_kind;
+typedef struct {
+    cmd_kind kind;
+    uint64_t id;
+} cmd;
+
+typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED } ev_kind;
+typedef struct {
+    ev_kind kind;
+    int32_t token;
+    td_router_finish why;
+    td_err err;
+    td_router_gen_cb cb;
+} event;
+
+/* A growable array whose storage is kept between uses. */
+#define VEC(T) struct { T *v; size_t n, cap; }
+#define VEC_PUSH(vec, x)                                                      \
+    ((vec).n < (vec).cap || vec_grow((void **)&(vec).v, &(vec).cap, sizeof *(vec).v) \
+         ? ((vec).v[(vec).n++] = (x), true) : false)
+
+static bool vec_grow(void **v, size_t *cap, size_t elem)
+{
+    size_t nc = *cap ? 2 * *cap : 64;
+    void *nv = realloc(*v, nc * elem);
+    if (!nv)
+        return false;
+    *v = nv;
+    *cap = nc;
+    return true;
+}
+
+struct td_engine {
+    uv_loop_t *loop;
+    uv_async_t async;
+    td_engine_opts opts;
+    char *model_dir;
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    /* under mu */
+    ereq *inbox, *inbox_tail;
+    VEC(cmd) cmds;
+    VEC(event) outbox;
+    bool stop;
+    /* read anywhere */
+    atomic_bool ready;
+    atomic_llong ctx_len;
+    /* loop thread only */
+    uint64_t next_id;
+    VEC(event) delivering;
+    char load_err[512];
+    void (*on_closed)(void *arg);
+    void *closed_arg;
+    /* engine thread only */
+    td_v4_weights *w;
+    td_v4_model *m;
+    int vocab;
+    ereq *waiting, *waiting_tail;
+    ereq *running;
+    int nrunning;
+    float *logits;               /* (max_batch, vocab) */
+    td_v4_step *steps;           /* (max_batch) */
+    ereq **step_req;             /* (max_batch) */
+    int *step_take;              /* (max_batch) prompt tokens in the step, 0 = decode */
+    VEC(cmd) cmds_local;
+    VEC(event) events;           /* this iteration's */
+};
+
+/* ---- events: engine thread -> loop thread -------------------------------- */
+
+static void post_events(td_engine *e)
+{
+    if (e->events.n == 0)
+        return;
+    pthread_mutex_lock(&e->mu);
+    for (size_t i = 0; i < e->events.n; i++)
+        if (!VEC_PUSH(e->outbox, e->events.v[i]))
+            td_log(TD_LOG_ERROR, "engine: out of memory queueing events");
+    pthread_mutex_unlock(&e->mu);
+    e->events.n = 0;
+    uv_async_send(&e->async);  /* the one libuv call made off the loop */
+}
+
+static void deliver(td_engine *e)
+{
+    pthread_mutex_lock(&e->mu);
+    VEC(event) tmp = {e->outbox.v, e->outbox.n, e->outbox.cap};
+    e->outbox.v = e->delivering.v;
+    e->outbox.cap = e->delivering.cap;
+    e->outbox.n = 0;
+    pthread_mutex_unlock(&e->mu);
+    e->delivering.v = tmp.v;
+    e->delivering.cap = tmp.cap;
+    e->delivering.n = tmp.n;
+    for (size_t i = 0; i < e->delivering.n; i++) {
+        const event *ev = &e->delivering.v[i];
+        switch (ev->kind) {
+        case EV_TOKEN:
+            ev->cb.on_token(ev->cb.arg, ev->token);
+            break;
+        case EV_FINISH:
+            ev->cb.on_finish(ev->cb.arg, ev->why, ev->err);
+            break;
+        case EV_LOADED:
+            if (e->opts.on_loaded)
+                e->opts.on_loaded(e->opts.arg, e->load_err[0] ? e->load_err : NULL);
+            break;
+        }
+    }
+    e->delivering.n = 0;
+}
+
+static void on_async(uv_async_t *a) { deliver(a->data); }
+
+/* ---- the engine thread ------------------------------------------------------ */
+
+static void ereq_free(ereq *r)
+{
+    td_v4_seq_destroy(r->seq);
+    td_sampler_destroy(r->smp);
+    free(r->prompt);
+    free(r->stop_ids);
+    free(r);
+}
+
+static void emit(td_engine *e, event ev)
+{
+    if (!VEC_PUSH(e->events, ev))
+        td_log(TD_LOG_ERROR, "engine: out of memory queueing an event");
+}
+
+/* Unlinks r from the list at *head and finishes it. */
+static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_err err)
+{
+    for (ereq **p = head; *p; p = &(*p)->next)
+        if (*p == r) {
+            *p = r->next;
+            break;
+        }
+    if (head == &e->running)
+        e->nrunning--;
+    if (head == &e->waiting) {
+        e->waiting_tail = NULL;
+        for (ereq *q = e->waiting; q; q = q->next)
+            e->waiting_tail = q;
+    }
+    emit(e, (event){.kind = EV_FINISH, .why = why, .err = err, .cb = r->cb});
+    ereq_free(r);
+}
+
+static ereq *find(ereq *list, uint64_t id)
+{
+    for (; list; list = list->next)
+        if (list->id == id)
+            return list;
+    return NULL;
+}
+
+static void apply_commands(td_engine *e)
+{
+    for (size_t i = 0; i < e->cmds_local.n; i++) {
+        const cmd *c = &e->cmds_local.v[i];
+        ereq **head = &e->running;
+        ereq *r = find(e->running, c->id);
+        if (!r) {
+            head = &e->waiting;
+            r = find(e->waiting, c->id);
+        }
+        if (!r)
+            continue;  /* finished already */
+        if (c->kind == CMD_CANCEL)
+            finish(e, head, r, TD_ROUTER_FINISH_CANCELLED, TD_OK);
+        else
+            r->paused = c->kind == CMD_PAUSE;
+    }
+    e->cmds_local.n = 0;
+}
+
+static bool has_work(const td_engine *e)
+{
+    if (e->waiting && e->nrunning < e->opts.max_batch)
+        return true;
+    for (const ereq *r = e->running; r; r = r->next)
+        if (!r->paused)
+            return true;
+    return false;
+}
+
+/* Moves waiting requests into the batch while there is room. */
+static void admit(td_engine *e)
+{
+    char err[256];
+    while (e->waiting && e->nrunning < e->opts.max_batch) {
+        ereq *r = e->waiting;
+        td_sample_opts so = {.temperature = r->sampling.temperature,
+                             .top_p = r->sampling.top_p, .top_k = r->sampling.top_k,
+                             .seed = r->sampling.seed};
+        td_err er = td_v4_seq_create(&r->seq, e->m, (int64_t)r->n_prompt + r->max_tokens,
+                                     err, sizeof err);
+        if (!er)
+            er = td_sampler_create(&r->smp, e->vocab, &so);
+        if (er) {
+            td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
+                   (unsigned long long)r->id, td_strerror(er));
+            finish(e, &e->waiting, r, TD_ROUTER_FINISH_ERROR, er);
+            continue;
+        }
+        e->waiting = r->next;
+        if (!e->waiting)
+            e->waiting_tail = NULL;
+        r->next = e->running;
+        e->running = r;
+        e->nrunning++;
+    }
+}
+
+static bool is_stop(const ereq *r, int32_t t)
+{
+    for (size_t i = 0; i < r->n_stop; i++)
+        if (r->stop_ids[i] == t)
+            return true;
+    return false;
+}
+
+/* One iteration: one forward call over every runnable request. */
+static void step(td_engine *e)
+{
+    int n = 0;
+    int budget = e->opts.prefill_budget;
+    for (ereq *r = e->running; r; r = r->next) {
+        if (r->paused)
+            continue;
+        td_v4_step *st = &e->steps[n];
+        float *lg = e->logits + (size_t)n * (size_t)e->vocab;
+        if (r->prefilled < r->n_prompt) {
+            if (budget == 0)
+                continue;
+            size_t take = r->n_prompt - r->prefilled;
+            if (take > (size_t)budget)
+                take = (size_t)budget;
+            budget -= (int)take;
+            bool done = r->prefilled + take == r->n_prompt;
+            *st = (td_v4_step){.seq = r->seq, .tokens = r->prompt + r->prefilled,
+                               .n = (int)take, .logits = done ? lg : NULL};
+            e->step_take[n] = (int)take;
+        } else {
+            *st = (td_v4_step){.seq = r->seq, .tokens = &r->last, .n = 1, .logits = lg};
+            e->step_take[n] = 0;
+        }
+        e->step_req[n++] = r;
+    }
+    if (n == 0)
+        return;
+    char err[256];
+    td_err er = td_v4_forward(e->m, e->steps, n, err, sizeof err);
+    if (er) {
+        /* The model checks before it changes anything, so the error is one
+         * request's (a token out of range, a full sequence): fail them all
+         * rather than guess which. */
+        td_log(TD_LOG_ERROR, "engine: forward: %s", err);
+        for (int i = 0; i < n; i++)
+            finish(e, &e->running, e->step_req[i], TD_ROUTER_FINISH_ERROR, er);
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        ereq *r = e->step_req[i];
+        r->prefilled += (size_t)e->step_take[i];
+        if (!e->steps[i].logits)
+            continue;  /* a prefill chunk that is not the last */
+        int32_t t = td_sampler_pick(r->smp, e->steps[i].logits);
+        if (is_stop(r, t)) {
+            finish(e, &e->running, r, TD_ROUTER_FINISH_STOP, TD_OK);
+            continue;
+        }
+        emit(e, (event){.kind = EV_TOKEN, .token = t, .cb = r->cb});
+        r->last = t;
+        if (++r->generated == r->max_tokens)
+            finish(e, &e->running, r, TD_ROUTER_FINISH_LENGTH, TD_OK);
+    }
+}
+
+static td_err load(td_engine *e)
+{
+    char err[512];
+    td_err er = td_v4_weights_load(&e->w, e->model_dir, err, sizeof err);
+    if (!er) {
+        td_v4_model_opts mo = {.nthreads = e->opts.nthreads};
+        er = td_v4_model_create(&e->m, e->w, &mo, err, sizeof err);
+    }
+    if (er) {
+        snprintf(e->load_err, sizeof e->load_err, "%s", err);
+        return er;
+    }
+    const td_v4_config *c = td_v4_model_config(e->m);
+    e->vocab = c->vocab_size;
+    int B = e->opts.max_batch;
+    e->logits = malloc(sizeof(float) * (size_t)B * (size_t)e->vocab);
+    e->steps = calloc((size_t)B, sizeof *e->steps);
+    e->step_req = calloc((size_t)B, sizeof *e->step_req);
+    e->step_take = calloc((size_t)B, sizeof *e->step_take);
+    if (!e->logits || !e->steps || !e->step_req || !e->step_take) {
+        snprintf(e->load_err, sizeof e->load_err, "out of memory for the batch buffers");
+        return TD_ENOMEM;
+    }
+    int64_t ctx = c->max_position;
+    if (e->opts.max_context > 0 && e->opts.max_context < ctx)
+        ctx = e->opts.max_context;
+    atomic_store(&e->ctx_len, ctx);
+    return TD_OK;
+}
+
+static void *engine_main(void *arg)
+{
+    td_engine *e = arg;
+    td_err er = load(e);
+    if (!er)
+        atomic_store(&e->ready, true);
+    emit(e, (event){.kind = EV_LOADED, .err = er});
+    post_events(e);
+
+    for (;;) {
+        pthread_mutex_lock(&e->mu);
+        while (!e->stop && !e->inbox && e->cmds.n == 0 && (er || !has_work(e)))
+            pthread_cond_wait(&e->cv, &e->mu);
+        bool stop = e->stop;
+        if (e->inbox) {
+            if (e->waiting_tail)
+                e->waiting_tail->next = e->inbox;
+            else
+                e->waiting = e->inbox;
+            e->waiting_tail = e->inbox_tail;
+            e->inbox = e->inbox_tail = NULL;
+        }
+        /* Swap the command lists: no copy, no allocation. */
+        VEC(cmd) tmp = {e->cmds.v, e->cmds.n, e->cmds.cap};
+        e->cmds.v = e->cmds_local.v;
+        e->cmds.cap = e->cmds_local.cap;
+        e->cmds.n = 0;
+        e->cmds_local.v = tmp.v;
+        e->cmds_local.cap = tmp.cap;
+        e->cmds_local.n = tmp.n;
+        pthread_mutex_unlock(&e->mu);
+
+        apply_commands(e);
+        if (stop) {
+            while (e->running)
+                finish(e, &e->running, e->running, TD_ROUTER_FINISH_CANCELLED, TD_OK);
+            while (e->waiting)
+                finish(e, &e->waiting, e->waiting, TD_ROUTER_FINISH_CANCELLED, TD_OK);
+            post_events(e);
+            break;
+        }
+        if (!er) {
+            admit(e);
+            step(e);
+        } else {
+            while (e->waiting)  /* cannot happen: submit refuses; be safe */
+                finish(e, &e->waiting, e->waiting, TD_ROUTER_FINISH_ERROR, er);
+        }
+        post_events(e);
+    }
+    td_v4_model_destroy(e->m);
+    td_v4_weights_destroy(e->w);
+    e->m = NULL;
+    e->w = NULL;
+    return NULL;
+}
+
+/* ---- the interface (loop thread) ------------------------------------------------ */
+
+static bool eng_ready(void *ctx)
+{
+    td_engine *e = ctx;
+    return atomic_load(&e->ready);
+}
+
+static int64_t eng_context_len(void *ctx)
+{
+    td_engine *e = ctx;
+    return atomic_load(&e->ready) ? atomic_load(&e->ctx_len) : 0;
+}
+
+static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_gen_cb *cb,
+                         uint64_t *id)
+{
+    td_engine *e = ctx;
+    if (!atomic_load(&e->ready))
+        return TD_EBUSY;
+    if (q->n_prompt == 0 || q->max_tokens < 1 || !cb->on_token || !cb->on_finish)
+        return TD_EINVAL;
+    if ((int64_t)q->n_prompt + q->max_tokens > atomic_load(&e->ctx_len))
+        return TD_ETOOLONG;
+    ereq *r = calloc(1, sizeof *r);
+    if (!r)
+        return TD_ENOMEM;
+    r->prompt = malloc(q->n_prompt * sizeof *r->prompt);
+    r->stop_ids = malloc((q->n_stop_ids ? q->n_stop_ids : 1) * sizeof *r->stop_ids);
+    if (!r->prompt || !r->stop_ids) {
+        ereq_free(r);
+        return TD_ENOMEM;
+    }
+    memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
+    if (q->n_stop_ids)
+        memcpy(r->stop_ids, q->stop_ids, q->n_stop_ids * sizeof *r->stop_ids);
+    r->n_prompt = q->n_prompt;
+    r->n_stop = q->n_stop_ids;
+    r->max_tokens = q->max_tokens;
+    r->sampling = q->sampling;
+    r->cb = *cb;
+    r->id = ++e->next_id;
+    pthread_mutex_lock(&e->mu);
+    bool stopping = e->stop;
+    if (!stopping) {
+        if (e->inbox_tail)
+            e->inbox_tail->next = r;
+        else
+            e->inbox = r;
+        e->inbox_tail = r;
+        pthread_cond_signal(&e->cv);
+    }
+    pthread_mutex_unlock(&e->mu);
+    if (stopping) {
+        ereq_free(r);
+        return TD_ECLOSED;
+    }
+    *id = r->id;
+    return TD_OK;
+}
+
+static void command(td_engine *e, cmd_kind kind, uint64_t id)
+{
+    pthread_mutex_lock(&e->mu);
+    if (!VEC_PUSH(e->cmds, ((cmd){kind, id})))
+        td_log(TD_LOG_ERROR, "engine: out of memory queueing a command");
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
+static void eng_cancel(void *ctx, uint64_t id) { command(ctx, CMD_CANCEL, id); }
+
+static void eng_pause(void *ctx, uint64_t id, bool paused)
+{
+    command(ctx, paused ? CMD_PAUSE : CMD_RESUME, id);
+}
+
+td_router_engine td_engine_interface(td_engine *e)
+{
+    return (td_router_engine){.ctx = e, .ready = eng_ready, .context_len = eng_context_len,
+                              .submit = eng_submit, .cancel = eng_cancel, .pause = eng_pause};
+}
+
+/* ---- lifecycle ------------------------------------------------------------------- */
+
+static void engine_free(td_engine *e)
+{
+    free(e->logits);
+    free(e->steps);
+    free(e->step_req);
+    free(e->step_take);
+    free(e->cmds.v);
+    free(e->cmds_local.v);
+    free(e->outbox.v);
+    free(e->delivering.v);
+    free(e->events.v);
+    free(e->model_dir);
+    pthread_mutex_destroy(&e->mu);
+    pthread_cond_destroy(&e->cv);
+    free(e);
+}
+
+td_err td_engine_create(td_engine **out, uv_loop_t *loop, const td_engine_opts *opts,
+                        char *err, size_t errlen)
+{
+    td_engine *e = calloc(1, sizeof *e);
+    if (!e)
+        return td_errf(err, errlen, TD_ENOMEM, "out of memory");
+    e->loop = loop;
+    e->opts = *opts;
+    if (e->opts.max_batch <= 0)
+        e->opts.max_batch = 16;
+    if (e->opts.prefill_budget <= 0)
+        e->opts.prefill_budget = 512;
+    e->model_dir = strdup(opts->model_dir ? opts->model_dir : "");
+    pthread_mutex_init(&e->mu, NULL);
+    pthread_cond_init(&e->cv, NULL);
+    if (!e->model_dir || uv_async_init(loop, &e->async, on_async)) {
+        engine_free(e);
+        return td_errf(err, errlen, TD_ENOMEM, "cannot set up the engine");
+    }
+    e->async.data = e;
+    td_kernels_init(-1);
+    int rc = pthread_create(&e->thread, NULL, engine_main, e);
+    if (rc) {
+        /* The async handle is registered with the loop: close it there. */
+        e->async.data = NULL;
+        uv_close((uv_handle_t *)&e->async, NULL);
+        uv_run(loop, UV_RUN_NOWAIT);
+        engine_free(e);
+        return td_errf(err, errlen, TD_ENOMEM, "cannot start the engine thread");
+    }
+    e->thread_started = true;
+    *out = e;
+    return TD_OK;
+}
+
+static void on_async_closed(uv_handle_t *h)
+{
+    td_engine *e = h->data;
+    void (*cb)(void *) = e->on_closed;
+    void *arg = e->closed_arg;
+    engine_free(e);
+    if (cb)
+        cb(arg);
+}
+
+void td_engine_destroy(td_engine *e, void (*cb)(void *arg), void *arg)
+{
+    atomic_store(&e->ready, false);
+    pthread_mutex_lock(&e->mu);
+    e->stop = true;
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+    if (e->thread_started)
+        pthread_join(e->thread, NULL);
+    deliver(e);  /* the last tokens and the cancellations */
+    e->on_closed = cb;
+    e->closed_arg = arg;
+    uv_close((uv_handle_t *)&e->async, on_async_closed);
+}

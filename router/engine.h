@@ -1,0 +1,77 @@
+/* The engine interface: how the router asks for tokens without knowing what
+ * produces them.
+ *
+ * The router never links the model. An engine is a table of functions and
+ * an opaque ctx: engine/ implements it in-process (one engine thread doing
+ * continuous batching over the model); remote prefill/decode workers will
+ * implement the same table over nng/UCX.
+ *
+ * Contract (every implementation keeps it):
+ * - All functions are called on the router's loop thread; all callbacks
+ *   arrive on that same thread, never from inside one of these calls.
+ * - submit copies what it needs from the request. On TD_OK exactly one
+ *   on_finish follows, after every on_token of that request; after on_finish
+ *   nothing refers to cb.arg again. On an error no callback is made.
+ * - Tokens arrive in order. A token in stop_ids ends the request with
+ *   TD_ROUTER_FINISH_STOP and is not reported through on_token.
+ * - cancel and pause take the id that submit returned and do nothing for an
+ *   id that has finished (so they are always safe to call). A cancelled
+ *   request may still report tokens already on their way, then finishes
+ *   with TD_ROUTER_FINISH_CANCELLED.
+ * - pause(id, true) asks the engine to stop generating for the request (the
+ *   client reads slowly); at most the tokens already on their way arrive
+ *   until pause(id, false). It keeps the request's state.
+ * - Text is the router's concern: stop strings are matched by the router on
+ *   decoded text, which then cancels the request.
+ */
+#ifndef TD_ROUTER_ENGINE_H
+#define TD_ROUTER_ENGINE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct {
+    float temperature;   /* 0 = greedy */
+    float top_p;         /* 1 = off */
+    int top_k;           /* 0 = off */
+    uint64_t seed;
+} td_router_sampling;
+
+typedef struct {
+    const int32_t *prompt;      /* borrowed for the call; copied */
+    size_t n_prompt;            /* >= 1 */
+    int64_t max_tokens;         /* >= 1; prompt + max_tokens <= context_len */
+    td_router_sampling sampling;
+    const int32_t *stop_ids;    /* borrowed for the call; copied */
+    size_t n_stop_ids;
+} td_router_gen_req;
+
+typedef enum {
+    TD_ROUTER_FINISH_STOP,       /* a stop id was generated */
+    TD_ROUTER_FINISH_LENGTH,     /* max_tokens reached */
+    TD_ROUTER_FINISH_CANCELLED,  /* cancel() or the engine shutting down */
+    TD_ROUTER_FINISH_ERROR,      /* the engine failed; err says how */
+} td_router_finish;
+
+typedef struct {
+    void (*on_token)(void *arg, int32_t token);
+    void (*on_finish)(void *arg, td_router_finish why, td_err err);
+    void *arg;
+} td_router_gen_cb;
+
+typedef struct {
+    void *ctx;
+    /* Whether the engine can take requests now (model loaded, not stopping). */
+    bool (*ready)(void *ctx);
+    /* Most tokens a sequence may hold (prompt + generated); 0 if not ready. */
+    int64_t (*context_len)(void *ctx);
+    td_err (*submit)(void *ctx, const td_router_gen_req *req,
+                     const td_router_gen_cb *cb, uint64_t *id);
+    void (*cancel)(void *ctx, uint64_t id);
+    void (*pause)(void *ctx, uint64_t id, bool paused);
+} td_router_engine;
+
+#endif

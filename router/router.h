@@ -1,0 +1,43 @@
+/* td_router: the OpenAI-compatible API over HTTP, in front of an engine.
+ *
+ * Endpoints: GET /health, GET /ready, GET /v1/models, POST /v1/completions,
+ * POST /v1/chat/completions (docs/serve.md). Runs on one libuv loop; the
+ * engine's callbacks arrive on the same loop (router/engine.h).
+ */
+#ifndef TD_ROUTER_ROUTER_H
+#define TD_ROUTER_ROUTER_H
+
+#include <uv.h>
+
+#include "common/err.h"
+#include "router/engine.h"
+#include "tokenizer/tokenizer.h"
+
+typedef struct td_router td_router;
+
+typedef struct {
+    const char *host;            /* NULL = 127.0.0.1 */
+    int port;                    /* 0 = any free port */
+    const char *model_id;        /* the id /v1/models lists and requests name */
+    const td_tok *tok;           /* borrowed; must outlive the router */
+    td_router_engine engine;     /* borrowed ctx; must outlive the router */
+    size_t max_body;             /* request body limit; 0 = 1 MiB */
+    /* On shutdown, requests in flight may run this long before they are
+     * cancelled. 0 = 10 s. */
+    unsigned shutdown_grace_ms;
+} td_router_opts;
+
+/* Binds and starts serving. On error nothing is left open. */
+td_err td_router_create(td_router **out, uv_loop_t *loop, const td_router_opts *opts,
+                        char *err, size_t errlen);
+int td_router_port(const td_router *r);
+/* Graceful shutdown: stop accepting; idle connections close now; requests in
+ * flight finish, or are cancelled once the grace time is over; connections
+ * that still do not close (a client that stopped reading) are closed two
+ * seconds later. cb runs on the loop when no connection is left. Calling it
+ * again cancels what is in flight at once (a second Ctrl-C). */
+void td_router_shutdown(td_router *r, void (*cb)(void *arg), void *arg);
+/* Frees the router; only after the shutdown callback ran. */
+void td_router_destroy(td_router *r);
+
+#endif
