@@ -4,7 +4,9 @@
  * GEMM call looks its path up there (per call, never per element) and splits
  * the N output features over the pool. A row of y is computed by the same
  * code whichever rows, threads or ISA share the call (kernels_impl.h). */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "kernels/kernels_impl.h"
 
@@ -27,7 +29,6 @@ static td_kernel_ops g_ops = {
     td_gemm_fp8_rows_generic, td_gemm_fp4_rows_generic,
     td_gemm_f32_rows_generic, td_gemm_bf16_rows_generic,
 };
-static td_isa g_isa = TD_ISA_SCALAR;
 
 static int isa_supported(td_isa isa)
 {
@@ -48,6 +49,52 @@ static int isa_supported(td_isa isa)
     default:
         return 0;
     }
+}
+
+/* Runs every GEMM of ops on a small fixed problem (partial FP8 tile, K tail
+ * for F32/BF16, M = 3) and compares with the scalar reference bit for bit.
+ * A guard for paths that could not be run where they were written (the
+ * AVX-512 file was developed on a machine without AVX-512). ~50 us. */
+static int ops_self_check(const td_kernel_ops *ops)
+{
+    enum { M = 3, N = 9, K = 256, KF = 21 };
+    static uint8_t w8[N * K], w4[N * K / 2], s8[2], s4[N * K / 32], q[M * K];
+    static float wf[N * KF], x[M * K], xf[M * KF], y0[M * N], y1[M * N];
+    static uint16_t wh[N * KF];
+    static int8_t e[M * K / 128];
+    uint32_t r = 12345;
+    for (int i = 0; i < M * K; i++) {
+        r = r * 1103515245u + 12345u;
+        x[i] = (float)((int)(r >> 16 & 0xff) - 128) * 0.03125f;
+        w8[i % (N * K)] = (uint8_t)((r >> 8) % 0x7f) | (uint8_t)(r & 0x80);
+        w4[i % (N * K / 2)] = (uint8_t)(r >> 20);
+    }
+    for (int i = 0; i < N * KF; i++) {
+        wf[i] = (float)(i % 17) * 0.37f - 2.9f;
+        wh[i] = td_f32_to_bf16(wf[i] * 1.3f);
+    }
+    for (int i = 0; i < M * KF; i++)
+        xf[i] = x[i] * 1.7f;
+    s8[0] = 120, s8[1] = 131;
+    for (int i = 0; i < N * K / 32; i++)
+        s4[i] = (uint8_t)(118 + i % 13);
+    td_act_quant_fp8(x, M, K, q, e);
+    const td_weight ws[4] = {
+        {TD_W_FP8, N, K, w8, s8}, {TD_W_FP4, N, K, w4, s4},
+        {TD_W_F32, N, KF, wf, NULL}, {TD_W_BF16, N, KF, wh, NULL},
+    };
+    const td_gemm_rows_fn fn[4] = {ops->fp8, ops->fp4, ops->f32, ops->bf16};
+    const td_gemm_rows_fn ref[4] = {ops_generic.fp8, ops_generic.fp4, ops_generic.f32, ops_generic.bf16};
+    for (int t = 0; t < 4; t++) {
+        td_gemm_job job = {.w = &ws[t], .q = q, .e = e, .x = xf, .M = M, .y = y0, .ldy = N};
+        ref[t](&job, 0, N);
+        job.y = y1;
+        fn[t](&job, 0, 5);
+        fn[t](&job, 5, N);
+        if (memcmp(y0, y1, sizeof y0) != 0)
+            return 0;
+    }
+    return 1;
 }
 
 td_isa td_kernels_init(int force)
@@ -74,7 +121,11 @@ td_isa td_kernels_init(int force)
         isa = TD_ISA_SCALAR;
         break;
     }
-    g_isa = isa;
+    if (isa != TD_ISA_SCALAR && !ops_self_check(&g_ops)) {
+        fprintf(stderr, "tandem: %s kernels disagree with the scalar reference; "
+                "falling back\n", td_isa_name(isa));
+        return td_kernels_init(isa == TD_ISA_AVX512 ? TD_ISA_AVX2 : TD_ISA_SCALAR);
+    }
     return isa;
 }
 
