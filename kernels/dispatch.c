@@ -161,6 +161,11 @@ static void gemm_run(td_pool *pool, td_gemm_rows_fn fn, td_gemm_job *job)
     if (N <= 0 || job->M <= 0)
         return;
     int threads = td_pool_size(pool);
+    /* Below ~64K multiply-adds a hand-off to other threads costs more than
+     * it saves (the tiny model's GEMMs, the gate, small decode GEMVs). */
+    double work = (double)N * job->w->k * job->M;
+    if (work < 65536.0)
+        threads = 1;
     int rows = (N + threads * 4 - 1) / (threads * 4);
     rows = (rows + 15) & ~15;
     if (threads == 1 || rows >= N)

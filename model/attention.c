@@ -59,7 +59,8 @@ static void project(td_v4_model *m, const td_v4_layer *L, int rows)
                 float *q = m->iq + ((size_t)r * nI + h) * dI;
                 td_v4_rope(q + dI - rd, rd, freq, m->row_pos[r], 0);
                 td_v4_hadamard(q, dI);
-                td_fake_fp4(q, dI);
+                /* FP4 simulation, keeping the codes for the integer scoring. */
+                td_v4_ikey_encode(m, q, m->iqrec + ((size_t)r * nI + h) * m->ikrec);
             }
             float *w = m->iw + (size_t)r * nI;
             for (int h = 0; h < nI; h++)
@@ -102,45 +103,111 @@ static void update_state(td_v4_model *m, const td_v4_layer *L, td_v4_layer_state
     }
 }
 
+/* e2m1 code -> twice its value, an integer in {0, ±1, ±2, ±3, ±4, ±6, ±8, ±12}. */
+static const int8_t e2m1_x2[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
+
+/* Unpacks an indexer record (query or key) into twice-values and per-32
+ * scale exponents. */
+static void unpack_fp4(const uint8_t *rec, int d, int8_t *v, int *e)
+{
+    for (int i = 0; i < d / 2; i++) {
+        v[2 * i] = e2m1_x2[rec[i] & 0xf];
+        v[2 * i + 1] = e2m1_x2[rec[i] >> 4];
+    }
+    for (int b = 0; b < d / 32; b++)
+        e[b] = (int)rec[d / 2 + b] - 127;
+}
+
+static inline double pow2d(int e)
+{
+    union { uint64_t u; double d; } x = {.u = (uint64_t)(e + 1023) << 52};
+    return x.d;
+}
+
+/* q . k of two FP4-simulated vectors. Each 32-block's products are small
+ * integers (twice-values, at most 144 each), so the block sums are exact in
+ * int32 and the result equals the fp64 sum of the dequantised products that
+ * docs/numerics.md defines, at a fraction of the cost. */
+static double fp4_dot(const int8_t *q, const int *qe, const int8_t *k, const int *ke, int d)
+{
+    double dot = 0.0;
+    for (int b = 0; b < d / 32; b++) {
+        int32_t acc = 0;
+        for (int i = 0; i < 32; i++)
+            acc += (int32_t)q[b * 32 + i] * (int32_t)k[b * 32 + i];
+        dot += (double)acc * pow2d(qe[b] + ke[b] - 2);
+    }
+    return dot;
+}
+
+/* Is block a (score sa) ranked before block b? Score descending, then the
+ * lower index: the tie rule shared with the reference. */
+static inline int ranks_before(float sa, int32_t a, float sb, int32_t b)
+{
+    return sa > sb || (sa == sb && a < b);
+}
+
+/* Keeps the k best of (score[j], j) in a heap whose root is the worst kept. */
+static void heap_sift(int32_t *h, int n, int i, const float *score)
+{
+    for (;;) {
+        int w = i, l = 2 * i + 1, r = l + 1;
+        if (l < n && ranks_before(score[h[w]], h[w], score[h[l]], h[l]))
+            w = l;
+        if (r < n && ranks_before(score[h[w]], h[w], score[h[r]], h[r]))
+            w = r;
+        if (w == i)
+            return;
+        int32_t t = h[i];
+        h[i] = h[w];
+        h[w] = t;
+        i = w;
+    }
+}
+
 /* Lightning indexer: the top-k complete blocks for row r, into idx[], in
  * selection order (score descending, then lower block index). */
 static int indexer_topk(td_v4_model *m, td_v4_seq *s, const td_v4_layer_state *st,
                         int r, int64_t nblocks, int32_t *idx)
 {
     const td_v4_config *c = &m->c;
-    int nI = c->index_n_heads, dI = c->index_head_dim;
-    const float *q = m->iq + (size_t)r * nI * dI;
+    int nI = c->index_n_heads, dI = c->index_head_dim, nb = dI / 32;
     const float *w = m->iw + (size_t)r * nI;
-    float key[1024];
+    int8_t *q8 = s->idx_q8, k8[1024];
+    int *qe = s->idx_qe, ke[32];
+    for (int h = 0; h < nI; h++)
+        unpack_fp4(m->iqrec + ((size_t)r * nI + h) * m->ikrec, dI, q8 + (size_t)h * dI,
+                   qe + h * nb);
+    float *score = s->idx_score;
     for (int64_t j = 0; j < nblocks; j++) {
-        td_v4_ikey_decode(m, st->ikey + (size_t)j * m->ikrec, key);
+        unpack_fp4(st->ikey + (size_t)j * m->ikrec, dI, k8, ke);
         double total = 0.0;
         for (int h = 0; h < nI; h++) {
-            const float *qh = q + (size_t)h * dI;
-            double dot = 0.0;
-            for (int i = 0; i < dI; i++)
-                dot += (double)qh[i] * (double)key[i];
-            float l = td_bf16_round((float)dot);
+            float l = td_bf16_round((float)fp4_dot(q8 + (size_t)h * dI, qe + h * nb, k8, ke, dI));
             if (l < 0.0f)
                 l = 0.0f;
             total += td_bf16_round(l * w[h]);
         }
-        s->idx_score[j] = td_bf16_round((float)total);
+        score[j] = td_bf16_round((float)total);
     }
     int k = (int)(nblocks < c->index_topk ? nblocks : c->index_topk);
-    /* Partial selection sort is O(k·n); fine for k << n but replace with a
-     * heap when long contexts make it show up in profiles. */
-    int64_t chosen = 0;
-    for (int i = 0; i < k; i++) {
-        int64_t best = -1;
-        for (int64_t j = 0; j < nblocks; j++) {
-            if (s->idx_score[j] == -INFINITY)
-                continue;
-            if (best < 0 || s->idx_score[j] > s->idx_score[best])
-                best = j;
+    /* Heap of the k best seen so far, worst at the root: O(n log k). */
+    int32_t *heap = s->idx_order;
+    for (int32_t j = 0; j < k; j++)
+        heap[j] = j;
+    for (int i = k / 2 - 1; i >= 0; i--)
+        heap_sift(heap, k, i, score);
+    for (int64_t j = k; j < nblocks; j++) {
+        if (ranks_before(score[j], (int32_t)j, score[heap[0]], heap[0])) {
+            heap[0] = (int32_t)j;
+            heap_sift(heap, k, 0, score);
         }
-        idx[chosen++] = (int32_t)best;
-        s->idx_score[best] = -INFINITY;
+    }
+    /* Pop worst-first into the back of idx: best first in the end. */
+    for (int n = k; n > 0; n--) {
+        idx[n - 1] = heap[0];
+        heap[0] = heap[n - 1];
+        heap_sift(heap, n - 1, 0, score);
     }
     return k;
 }

@@ -36,7 +36,9 @@ struct td_v4_seq {
     double *att_s;       /* [W + max compressed entries] scores */
     int32_t *att_idx;    /* [max compressed entries] selected entry ids */
     float *idx_score;    /* [cap / 4] indexer scores */
-    int32_t *idx_order;  /* [cap / 4] */
+    int32_t *idx_order;  /* [index_topk] selection heap */
+    int8_t *idx_q8;      /* [nI][dI] the row's indexer queries, twice-values */
+    int *idx_qe;         /* [nI][dI/32] their scale exponents */
 };
 
 /* ---- the model and its scratch ------------------------------------------ */
@@ -73,6 +75,7 @@ struct td_v4_model {
     float *kv;           /* [R][hd] */
     float *ca, *cz;      /* [R][2*hd] compressor projections */
     float *iq;           /* [R][nI*dI] indexer queries */
+    uint8_t *iqrec;      /* [R][nI][ikrec] the queries as FP4 records */
     float *iw;           /* [R][nI] indexer head weights */
     float *ia, *iz;      /* [R][2*dI] indexer compressor projections */
     float *o;            /* [R][H*hd] attention output */

@@ -91,6 +91,7 @@ td_err td_v4_model_create(td_v4_model **out, const td_v4_weights *w,
     NEW(m->cz, (size_t)R * 2 * hd);
     NEW(m->iq, (size_t)R * nI * dI);
     NEW(m->iw, (size_t)R * nI);
+    NEW(m->iqrec, (size_t)R * nI * m->ikrec);
     NEW(m->ia, (size_t)R * 2 * dI);
     NEW(m->iz, (size_t)R * 2 * dI);
     NEW(m->o, (size_t)R * H * hd);
@@ -125,7 +126,7 @@ void td_v4_model_destroy(td_v4_model *m)
     void *bufs[] = {m->freq_plain, m->freq_yarn, m->row_tok, m->row_pos, m->row_seq,
                     m->X, m->y, m->xn, m->out, m->hc_m, m->hc_pre, m->hc_post,
                     m->hc_comb, m->xq, m->xe, m->qr, m->q, m->kv, m->ca, m->cz,
-                    m->iq, m->iw, m->ia, m->iz, m->o, m->og, m->zo, m->gl, m->sel,
+                    m->iq, m->iqrec, m->iw, m->ia, m->iz, m->o, m->og, m->zo, m->gl, m->sel,
                     m->selw, m->erows, m->ecount, m->gq, m->ge, m->hq, m->he, m->ew,
                     m->g, m->u, m->eout, m->sout, m->hn};
     for (size_t i = 0; i < sizeof bufs / sizeof bufs[0]; i++)

@@ -93,8 +93,11 @@ td_err td_v4_seq_create(td_v4_seq **out, const td_v4_model *m, int64_t capacity,
     s->att_s = malloc(rows * sizeof(double));
     s->att_idx = malloc(((size_t)c->index_topk + 1) * sizeof(int32_t));
     s->idx_score = malloc(((size_t)(capacity / 4) + 1) * sizeof(float));
-    s->idx_order = malloc(((size_t)(capacity / 4) + 1) * sizeof(int32_t));
-    if (!s->att_kv || !s->att_s || !s->att_idx || !s->idx_score || !s->idx_order)
+    s->idx_order = malloc(((size_t)c->index_topk + 1) * sizeof(int32_t));
+    s->idx_q8 = malloc((size_t)c->index_n_heads * c->index_head_dim);
+    s->idx_qe = malloc(sizeof(int) * (size_t)c->index_n_heads * (c->index_head_dim / 32));
+    if (!s->att_kv || !s->att_s || !s->att_idx || !s->idx_score || !s->idx_order ||
+        !s->idx_q8 || !s->idx_qe)
         goto nomem;
     td_v4_seq_reset(s);
     *out = s;
@@ -125,6 +128,8 @@ void td_v4_seq_destroy(td_v4_seq *s)
     free(s->att_idx);
     free(s->idx_score);
     free(s->idx_order);
+    free(s->idx_q8);
+    free(s->idx_qe);
     free(s);
 }
 

@@ -5,7 +5,7 @@
 set -eu
 
 PKGS="
-build-essential pkg-config meson ninja-build cmake clang
+build-essential pkg-config meson ninja-build cmake clang libclang-rt-14-dev libsimde-dev
 libuv1-dev libnng-dev libprotobuf-c-dev protobuf-c-compiler node-llhttp
 libucx-dev ucx-utils liburing-dev libjansson-dev libxxhash-dev libutf8proc-dev
 python3 python3-numpy nodejs
