@@ -197,6 +197,9 @@ td_err td_tok_stream_push(td_tok_stream *s, int32_t id, const char **text,
     s->out.len = 0;
     *text = "";
     *len = 0;
+    if (!tok)
+        return td_errf(err, errlen, TD_EINVAL,
+                       "td_tok_stream_push: stream not initialised");
     if (!id_valid(tok, id))
         return td_errf(err, errlen, TD_ERANGE,
                        "tokenizer: id %d is not in the vocabulary (%d ids)",
