@@ -2,9 +2,11 @@
 # machine: they install missing packages, configure meson, build, then run.
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
+FUZZ_BUILD ?= build-fuzz
+FUZZ_SECONDS ?= 20
 MESON_OPTS ?= -Dbuildtype=debugoptimized
 
-.PHONY: all deps build serve test test-fast test-asan bench clean
+.PHONY: all deps build serve test test-fast test-asan test-fuzz bench clean
 
 all: build
 
@@ -25,8 +27,9 @@ build: $(BUILD)/build.ninja
 serve: build
 	./$(BUILD)/tandem serve
 
-# The suite runs twice: once as built, once under ASan+UBSan.
-test: test-fast test-asan
+# The suite runs twice, once as built and once under ASan+UBSan; then every
+# fuzz target runs for FUZZ_SECONDS (clang, libFuzzer, ASan+UBSan).
+test: test-fast test-asan test-fuzz
 
 test-fast: build
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
@@ -36,8 +39,17 @@ test-asan: $(ASAN_BUILD)/build.ninja
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --no-suite slow
 
+$(FUZZ_BUILD)/build.ninja:
+	@./scripts/install-deps.sh
+	CC=clang meson setup $(FUZZ_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined \
+	  -Db_lundef=false -Dfuzz_seconds=$(FUZZ_SECONDS)
+
+test-fuzz: $(FUZZ_BUILD)/build.ninja
+	ninja -C $(FUZZ_BUILD) fuzzers
+	meson test -C $(FUZZ_BUILD) --no-rebuild --suite fuzz --print-errorlogs --num-processes 2
+
 bench: build
 	./$(BUILD)/tandem bench decode
 
 clean:
-	rm -rf $(BUILD) $(ASAN_BUILD)
+	rm -rf $(BUILD) $(ASAN_BUILD) $(FUZZ_BUILD)

@@ -30,6 +30,16 @@ static td_kernel_ops g_ops = {
     td_gemm_f32_rows_generic, td_gemm_bf16_rows_generic,
 };
 
+#ifdef TD_HAVE_X86_KERNELS
+#include <cpuid.h>
+/* clang 14's __builtin_cpu_supports does not know "f16c": ask CPUID. */
+static int has_f16c(void)
+{
+    unsigned a, b, c, d;
+    return __get_cpuid(1, &a, &b, &c, &d) && (c & bit_F16C);
+}
+#endif
+
 static int isa_supported(td_isa isa)
 {
     switch (isa) {
@@ -39,7 +49,7 @@ static int isa_supported(td_isa isa)
     case TD_ISA_AVX2:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") &&
-               __builtin_cpu_supports("f16c");
+               has_f16c();
     case TD_ISA_AVX512:
         __builtin_cpu_init();
         return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
