@@ -123,6 +123,8 @@ class Linear:
     def __init__(self, kind, w, sexp=None):
         self.kind, self.w, self.sexp = kind, w, sexp
         self.n, self.k = w.shape
+        if kind != "float":
+            self.wT = np.ascontiguousarray(w.T)
 
     def __call__(self, x, out_bf16=True):
         x = np.asarray(x, F32)
@@ -134,7 +136,9 @@ class Linear:
             blk = 128 if self.kind == "fp8" else 32
             acc = np.zeros((x.shape[0], self.n), F64)
             for kb in range(self.k // blk):
-                part = dot64(q[:, kb * blk:(kb + 1) * blk], self.w[:, kb * blk:(kb + 1) * blk])  # exact
+                # block sum of FP8 x FP8 (or FP8 x FP4) products: every partial sum is a multiple
+                # of 2^-18 below 2^25, exact in fp64 in any order, so BLAS may compute it
+                part = q[:, kb * blk:(kb + 1) * blk].astype(F64) @ self.wT[kb * blk:(kb + 1) * blk]
                 if self.kind == "fp8":
                     sw = np.repeat(np.ldexp(1.0, self.sexp[:, kb]), 128)[:self.n]
                 else:
@@ -552,7 +556,6 @@ def moe(L, x, tokens, cfg, dump):
     l64 = l.astype(F64)
     sp = np.where(l64 > 20.0, l64, np.log1p(np.exp(np.minimum(l64, 20.0))))
     s = vn.f32(np.sqrt(sp))
-    out = np.zeros((S, cfg.dim), F32)
     ids = np.zeros((S, cfg.n_active), np.int64)
     wts = np.zeros((S, cfg.n_active), F32)
     for r in range(S):
@@ -564,10 +567,20 @@ def moe(L, x, tokens, cfg, dump):
         ssel = s[r][sel]
         w = ((ssel / vn.f32(ssel.astype(F64).sum())).astype(F32) * cfg.route_scale).astype(F32)
         ids[r], wts[r] = sel, w
-        # combine: routed experts in ascending expert id, then the shared expert (M: MoE.forward)
-        outs = [expert(L.experts[e], x[r:r + 1], w[k], cfg)[0] for k, e in sorted(enumerate(sel), key=lambda t: t[1])]
-        outs.append(expert(L.shared, x[r:r + 1], None, cfg)[0])
-        out[r] = bf16(vn.f32(np.stack(outs).astype(F64).sum(0)))
+    # experts run on the rows that chose them (row-independent arithmetic)
+    eout = np.zeros((S, cfg.n_active, cfg.dim), F32)
+    for e in range(cfg.n_experts):
+        rr, kk = np.nonzero(ids == e)
+        if len(rr):
+            eout[rr, kk] = expert(L.experts[e], x[rr], wts[rr, kk][:, None], cfg)
+    shared = expert(L.shared, x, None, cfg)
+    # combine: routed experts in ascending expert id, then the shared expert (M: MoE.forward)
+    out = np.zeros((S, cfg.dim), F32)
+    for r in range(S):
+        acc = np.zeros(cfg.dim, F64)
+        for k in np.argsort(ids[r], kind="stable"):
+            acc += eout[r, k].astype(F64)
+        out[r] = bf16(vn.f32(acc + shared[r].astype(F64)))
     dump.add("moe_ids", ids)
     dump.add("moe_w", wts)
     return out
