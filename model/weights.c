@@ -145,31 +145,6 @@ static td_err linear(loader *L, td_weight *w, const char *prefix, const char *st
 
 /* ---- wo_a: FP8 -> bf16 once, as the official convert.py ---------------- */
 
-/* Scalar formats, file-static so the loader does not depend on kernels/
- * being linked; both are exact definitions, not approximations. */
-static float e4m3_to_f32(uint8_t b)
-{
-    int e = (b >> 3) & 15, m = b & 7;
-    float v;
-    if (e == 15 && m == 7)
-        return NAN;                              /* e4m3fn: no infinities */
-    if (e == 0)
-        v = ldexpf((float)m, -9);                /* subnormal: m * 2^-3 * 2^-6 */
-    else
-        v = ldexpf(1.0f + (float)m / 8.0f, e - 7);
-    return (b & 0x80) ? -v : v;
-}
-
-static uint16_t f32_to_bf16(float f)
-{
-    uint32_t u;
-    memcpy(&u, &f, sizeof(u));
-    if ((u & 0x7fffffffu) > 0x7f800000u)
-        return (uint16_t)((u >> 16) | 0x40);     /* quiet NaN */
-    u += 0x7fffu + ((u >> 16) & 1);              /* round to nearest even */
-    return (uint16_t)(u >> 16);
-}
-
 /* dst[r][c] = bf16(e4m3(q[r][c]) * 2^(s[r/128][c/128] - 127)). The product
  * of a 4-bit-significand value and a power of two is exact in fp32, so the
  * only rounding is the final bf16 one, as in the reference. */
@@ -177,7 +152,7 @@ static void dequant_fp8(uint16_t *dst, const uint8_t *q, const uint8_t *s, int n
 {
     float lut[256];
     for (int b = 0; b < 256; b++)
-        lut[b] = e4m3_to_f32((uint8_t)b);
+        lut[b] = td_e4m3_to_f32((uint8_t)b);
     int kb = cdiv(k, 128);
     for (int r = 0; r < n; r++) {
         const uint8_t *srow = s + (size_t)(r / 128) * (size_t)kb;
@@ -188,7 +163,7 @@ static void dequant_fp8(uint16_t *dst, const uint8_t *q, const uint8_t *s, int n
             float sc = sb == 0xff ? NAN : ldexpf(1.0f, (int)sb - 127);
             int c1 = c0 + 128 < k ? c0 + 128 : k;
             for (int c = c0; c < c1; c++)
-                drow[c] = f32_to_bf16(lut[qrow[c]] * sc);
+                drow[c] = td_f32_to_bf16(lut[qrow[c]] * sc);
         }
     }
 }
