@@ -9,18 +9,29 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+/* Opens a regular file for reading; on success *fd and *st are set. */
+static td_err open_regular(const char *path, int *fd, struct stat *st,
+                           char *errbuf, size_t errlen)
+{
+    *fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (*fd < 0)
+        return td_errf(errbuf, errlen, errno == ENOENT ? TD_ENOENT : TD_EIO,
+                       "%s: %s", path, strerror(errno));
+    if (fstat(*fd, st) != 0 || !S_ISREG(st->st_mode)) {
+        close(*fd);
+        return td_errf(errbuf, errlen, TD_EIO, "%s: not a regular file", path);
+    }
+    return TD_OK;
+}
+
 td_err td_file_read(const char *path, char **out, size_t *len,
                     char *errbuf, size_t errlen)
 {
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return td_errf(errbuf, errlen, errno == ENOENT ? TD_ENOENT : TD_EIO,
-                       "%s: %s", path, strerror(errno));
+    int fd;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return td_errf(errbuf, errlen, TD_EIO, "%s: not a regular file", path);
-    }
+    td_err e = open_regular(path, &fd, &st, errbuf, errlen);
+    if (e)
+        return e;
     char *buf = malloc((size_t)st.st_size + 1);
     if (!buf) {
         close(fd);
@@ -49,15 +60,11 @@ td_err td_map_open(td_map *map, const char *path, char *errbuf, size_t errlen)
 {
     map->data = NULL;
     map->size = 0;
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0)
-        return td_errf(errbuf, errlen, errno == ENOENT ? TD_ENOENT : TD_EIO,
-                       "%s: %s", path, strerror(errno));
+    int fd;
     struct stat st;
-    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-        close(fd);
-        return td_errf(errbuf, errlen, TD_EIO, "%s: not a regular file", path);
-    }
+    td_err e = open_regular(path, &fd, &st, errbuf, errlen);
+    if (e)
+        return e;
     if (st.st_size == 0) {
         close(fd);
         return td_errf(errbuf, errlen, TD_ECORRUPT, "%s: empty file", path);
