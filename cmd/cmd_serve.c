@@ -26,6 +26,7 @@ typedef struct {
     long threads;
     long ctx;
     long max_body;
+    long write_buffer;
     long grace_ms;
 } serve_args;
 
@@ -54,6 +55,8 @@ static void usage(FILE *f)
         "  --threads N            model threads (default: one per CPU)\n"
         "  --ctx N                cap on prompt + completion tokens (default: the model's)\n"
         "  --max-body BYTES       request body limit (default 1048576)\n"
+        "  --write-buffer BYTES   per-connection write queue; a stream pauses its\n"
+        "                         generation above it (default 65536)\n"
         "  --shutdown-grace-ms N  time requests get to finish on shutdown (default 10000)\n");
 }
 
@@ -92,6 +95,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (!strcmp(o, "--threads")) bad = parse_long(v, 1, 1024, &a->threads);
         else if (!strcmp(o, "--ctx")) bad = parse_long(v, 1, 1L << 30, &a->ctx);
         else if (!strcmp(o, "--max-body")) bad = parse_long(v, 1, 1L << 30, &a->max_body);
+        else if (!strcmp(o, "--write-buffer"))
+            bad = parse_long(v, 1024, 1L << 30, &a->write_buffer);
         else if (!strcmp(o, "--shutdown-grace-ms"))
             bad = parse_long(v, 1, 24L * 3600 * 1000, &a->grace_ms);
         else {
@@ -193,6 +198,7 @@ int cmd_serve(int argc, char **argv)
     td_router_opts ro = {.host = a.host, .port = (int)a.port, .model_id = model_id,
                          .tok = tok, .engine = td_engine_interface(s.engine),
                          .max_body = (size_t)a.max_body,
+                         .write_buffer = (size_t)a.write_buffer,
                          .shutdown_grace_ms = (unsigned)a.grace_ms};
     if (td_router_create(&s.router, &s.loop, &ro, err, sizeof err)) {
         fprintf(stderr, "tandem serve: %s\n", err);

@@ -166,7 +166,9 @@ static void gen_complete(td_gen *g, const char *reason)
         appends(&g->text, tail);
         stream_event(g);
         if (g->include_usage) {
-            char *u = json_dumps(usage_json(g), JSON_COMPACT);
+            json_t *uj = usage_json(g);
+            char *u = uj ? json_dumps(uj, JSON_COMPACT) : NULL;
+            json_decref(uj);
             append(&g->text, g->prefix.data, g->prefix.len);
             appends(&g->text, "\"choices\":[],\"usage\":");
             if (u)

@@ -7,6 +7,8 @@
  * queue, idle timeouts, a connection limit, and a graceful drain.
  *
  * Threading: everything runs on the loop thread that created the server.
+ * The process must ignore SIGPIPE (tandem's main does): a write to a client
+ * that left would otherwise kill it.
  *
  * Request lifetime: the server hands a complete request (headers and body)
  * to on_request. From then on the handler owns it until it ends the
@@ -39,7 +41,8 @@ typedef struct {
      * it has not taken yet). Above `high` a stream is congested
      * (td_http_req_congested); the on_drain callback fires when it falls to
      * `low`. A producer that pauses while congested keeps the queue bounded
-     * by high + one write. 0 = 64 KiB / 16 KiB. */
+     * by high + one write. The socket's kernel send buffer is capped at
+     * `high` as well (Linux doubles it). 0 = 64 KiB / 16 KiB. */
     size_t write_high, write_low;
     /* Connections beyond this are closed right after accept. 0 = 1024. */
     int max_conns;

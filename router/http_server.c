@@ -46,6 +46,12 @@ static void on_connection(uv_stream_t *server, int status)
         return;
     }
     uv_tcp_nodelay(&c->tcp, 1);  /* SSE events are small and latency-bound */
+    /* Cap the kernel's send buffer too: autotuning lets it grow to megabytes,
+     * and a stream would keep generating into it for a client that stopped
+     * reading. With the cap, what a slow client costs is about twice
+     * write_high in the kernel plus write_high here. */
+    int sndbuf = (int)s->opts.write_high;
+    uv_send_buffer_size((uv_handle_t *)&c->tcp, &sndbuf);
     c->next = s->conns;
     if (s->conns)
         s->conns->prev = c;

@@ -160,7 +160,7 @@ td_err td_router_create(td_router **out, uv_loop_t *loop, const td_router_opts *
         goto fail;
     }
     td_http_opts ho = {.host = opts->host, .port = opts->port, .max_body = opts->max_body,
-                       .on_request = on_request, .arg = rt};
+                       .write_high = opts->write_buffer, .on_request = on_request, .arg = rt};
     if ((e = td_http_server_create(&rt->http, loop, &ho, err, errlen)))
         goto fail;
     uv_timer_init(loop, &rt->timer);

@@ -22,6 +22,9 @@ typedef struct {
     const td_tok *tok;           /* borrowed; must outlive the router */
     td_router_engine engine;     /* borrowed ctx; must outlive the router */
     size_t max_body;             /* request body limit; 0 = 1 MiB */
+    /* Per-connection write queue above which a stream's engine request is
+     * paused until the client catches up; 0 = 64 KiB. */
+    size_t write_buffer;
     /* On shutdown, requests in flight may run this long before they are
      * cancelled. 0 = 10 s. */
     unsigned shutdown_grace_ms;

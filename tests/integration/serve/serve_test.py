@@ -33,17 +33,22 @@ class Server:
     """A `tandem serve` child process."""
 
     def __init__(self, model=MODEL, extra=()):
+        # stderr goes to a file: a pipe nobody reads could fill and block it.
+        self.errfile = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [TANDEM, "serve", "--model", model, "--port", "0", "--threads", "2", *extra],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+            stdout=subprocess.PIPE, stderr=self.errfile)
         line = self._readline(30)
         m = re.match(r"tandem: serving (\S+) on http://127\.0\.0\.1:(\d+) \(OpenAI API: "
                      r"/v1/chat/completions, /v1/completions, /v1/models\)$", line)
         if not m:
             self.kill()
-            raise AssertionError("unexpected startup line %r; stderr: %s"
-                                 % (line, self.proc.stderr.read().decode(errors="replace")))
+            raise AssertionError("unexpected startup line %r; stderr: %s" % (line, self.stderr()))
         self.model_id, self.port = m.group(1), int(m.group(2))
+
+    def stderr(self):
+        self.errfile.seek(0)
+        return self.errfile.read().decode(errors="replace")
 
     def _readline(self, timeout):
         r, _, _ = select.select([self.proc.stdout], [], [], timeout)
@@ -425,6 +430,49 @@ def case_chunked_body(srv):
     check(r and r[0][0] == 400, "bad request line: %r" % ((r and r[0][:2]),))
 
 
+def case_slow_reader():
+    """A client that stops reading: its stream pauses (the write queue is
+    bounded at --write-buffer) and resumes with nothing lost or reordered."""
+    srv = Server(extra=("--write-buffer", "1024"))
+    try:
+        srv.wait_ready()
+        body = {"prompt": "Hello", "max_tokens": 300, "temperature": 0}
+        want = post_json(srv, "/v1/completions", body)["choices"][0]["text"]
+        s = socket.socket()
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 2048)  # before connect
+        s.settimeout(120)
+        s.connect(("127.0.0.1", srv.port))
+        data = json.dumps(dict(body, stream=True)).encode()
+        s.sendall(b"POST /v1/completions HTTP/1.1\r\nHost: x\r\nConnection: close\r\n"
+                  b"Content-Length: %d\r\n\r\n" % len(data) + data)
+        time.sleep(3)  # long enough to fill every buffer on the way
+        raw = b""
+        while True:
+            d = s.recv(65536)
+            if not d:
+                break
+            raw += d
+            time.sleep(0.01)
+        s.close()
+        head, _, chunked = raw.partition(b"\r\n\r\n")
+        check(head.startswith(b"HTTP/1.1 200"), "slow reader status %r" % head[:40])
+        payload = b""
+        while chunked:
+            size_line, _, rest = chunked.partition(b"\r\n")
+            n = int(size_line, 16)
+            if n == 0:
+                break
+            payload += rest[:n]
+            chunked = rest[n + 2:]
+        events = [e[len("data: "):] for e in payload.decode().split("\n\n")[:-1]]
+        check(events[-1] == "[DONE]", "slow reader: no [DONE]")
+        text = "".join(json.loads(e)["choices"][0]["text"] for e in events[:-1])
+        check(text == want, "slow reader text %r != %r" % (text, want))
+        check(srv.stop() == 0, "exit status")
+    finally:
+        srv.kill()
+
+
 def case_not_ready():
     """503 while the model loads: config.json is a FIFO, so loading blocks in
     open() until we write it; then loading fails (not a regular file) and the
@@ -448,7 +496,7 @@ def case_not_ready():
             fd = os.open(fifo, os.O_WRONLY)  # releases the loader...
             os.close(fd)                     # ...which then fails
             rc = srv.proc.wait(30)
-            err = srv.proc.stderr.read().decode(errors="replace")
+            err = srv.stderr()
             check(rc == 1 and "cannot load the model" in err,
                   "failed load: exit %r, stderr %r" % (rc, err))
         finally:
@@ -482,18 +530,22 @@ def main():
         rc = srv.stop()
         if rc != 0:
             failures += 1
-            print("FAIL sigterm: exit status %r" % rc)
+            print("FAIL sigterm: exit status %r; server stderr:\n%s" % (rc, srv.stderr()[-6000:]))
         else:
             print("ok   sigterm (exit 0)")
     finally:
         srv.kill()
-    if not ONLY or "not_ready" in ONLY:
+    for case in (case_slow_reader, case_not_ready):
+        name = case.__name__[5:]
+        if ONLY and name not in ONLY:
+            continue
+        t0 = time.time()
         try:
-            case_not_ready()
-            print("ok   not_ready")
+            case()
+            print("ok   %s (%.1fs)" % (name, time.time() - t0))
         except Exception:  # noqa: BLE001
             failures += 1
-            print("FAIL not_ready")
+            print("FAIL %s" % name)
             traceback.print_exc()
     print("%d failed" % failures)
     return 1 if failures else 0
