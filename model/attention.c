@@ -212,36 +212,39 @@ static int indexer_topk(td_v4_model *m, td_v4_seq *s, const td_v4_layer_state *s
     return k;
 }
 
-/* Attention of one row over n decoded KV rows, all heads. */
+/* acc[i] += p * x[i]: independent lanes, so vectorising keeps each lane's
+ * order (t ascending) and the result. */
+static void axpy64(double *restrict acc, double p, const float *restrict x, int n)
+{
+    for (int i = 0; i < n; i++)
+        acc[i] += p * (double)x[i];
+}
+
+/* Attention of one row over n decoded KV rows, all heads. The scores of all
+ * heads are one F32 GEMM (rows of q against the n KV rows). */
 static void attend(td_v4_model *m, const td_v4_layer *L, td_v4_seq *s, int r, int n)
 {
     const td_v4_config *c = &m->c;
     int H = c->n_heads, hd = c->head_dim;
-    double scale = pow((double)hd, -0.5);
+    float scale = (float)pow((double)hd, -0.5);
+    td_weight kvw = {.type = TD_W_F32, .n = n, .k = hd, .data = s->att_kv};
+    td_gemm_f(m->pool, &kvw, m->q + (size_t)r * H * hd, H, s->att_s, n);
     double acc[1024];
     for (int h = 0; h < H; h++) {
-        const float *q = m->q + ((size_t)r * H + h) * hd;
+        float *sc = s->att_s + (size_t)h * n;
         float *o = m->o + ((size_t)r * H + h) * hd;
         float mx = -INFINITY;
         for (int t = 0; t < n; t++) {
-            const float *kv = s->att_kv + (size_t)t * hd;
-            double dot = 0.0;
-            for (int i = 0; i < hd; i++)
-                dot += (double)q[i] * (double)kv[i];
-            float sc = (float)(dot * scale);
-            s->att_s[t] = sc;
-            mx = fmaxf(mx, sc);
+            sc[t] = sc[t] * scale;
+            mx = fmaxf(mx, sc[t]);
         }
         double z = exp((double)(L->attn_sink[h] - mx));
         for (int i = 0; i < hd; i++)
             acc[i] = 0.0;
         for (int t = 0; t < n; t++) {
-            float e = (float)exp((double)((float)s->att_s[t] - mx));
+            float e = (float)exp((double)(sc[t] - mx));
             z += e;
-            double pb = td_bf16_round(e);
-            const float *kv = s->att_kv + (size_t)t * hd;
-            for (int i = 0; i < hd; i++)
-                acc[i] += pb * (double)kv[i];
+            axpy64(acc, td_bf16_round(e), s->att_kv + (size_t)t * hd, hd);
         }
         float zf = (float)z;
         for (int i = 0; i < hd; i++)

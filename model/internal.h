@@ -33,7 +33,7 @@ struct td_v4_seq {
     td_v4_layer_state *layer;
     /* attention scratch, sized by capacity at creation (never per token) */
     float *att_kv;       /* [W + max compressed entries][hd] decoded rows */
-    double *att_s;       /* [W + max compressed entries] scores */
+    float *att_s;        /* [H][W + max compressed entries] scores */
     int32_t *att_idx;    /* [max compressed entries] selected entry ids */
     float *idx_score;    /* [cap / 4] indexer scores */
     int32_t *idx_order;  /* [index_topk] selection heap */

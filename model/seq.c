@@ -90,7 +90,7 @@ td_err td_v4_seq_create(td_v4_seq **out, const td_v4_model *m, int64_t capacity,
     }
     size_t rows = (size_t)(c->window + most);
     s->att_kv = malloc(rows * c->head_dim * sizeof(float));
-    s->att_s = malloc(rows * sizeof(double));
+    s->att_s = malloc(rows * (size_t)c->n_heads * sizeof(float));
     s->att_idx = malloc(((size_t)c->index_topk + 1) * sizeof(int32_t));
     s->idx_score = malloc(((size_t)(capacity / 4) + 1) * sizeof(float));
     s->idx_order = malloc(((size_t)c->index_topk + 1) * sizeof(int32_t));

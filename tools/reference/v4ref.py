@@ -461,7 +461,7 @@ def topk_order(scores, k):
 
 def attention_core(q, kvs, sink, scale):
     """numerics step 10. q [H, hd], kvs [T, hd] -> o [H, hd] bf16."""
-    s = vn.f32(dot64(q, kvs) * scale)                                # [H, T]
+    s = (vn.f32(dot64(q, kvs)) * np.float32(scale)).astype(F32)     # [H, T], fp32 multiply
     m = s.max(1, keepdims=True)
     e = exp32((s - m).astype(F32))
     # sink term: exp(f32(sink - m)) enters the fp64 sum unrounded, as numerics.md step 10 writes
