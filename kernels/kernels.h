@@ -15,13 +15,33 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "common/err.h"
 
 /* ---- scalar formats ---------------------------------------------------- */
 
-float    td_bf16_to_f32(uint16_t h);
-uint16_t td_f32_to_bf16(float f);              /* round to nearest even */
+/* Inline: the forward pass rounds to bf16 at every step of docs/numerics.md,
+ * millions of times per token. */
+static inline float td_bf16_to_f32(uint16_t h)
+{
+    uint32_t u = (uint32_t)h << 16;
+    float f;
+    memcpy(&f, &u, sizeof f);
+    return f;
+}
+
+/* Round to nearest even; NaN stays a quiet NaN; overflow rounds to inf. */
+static inline uint16_t td_f32_to_bf16(float f)
+{
+    uint32_t u;
+    memcpy(&u, &f, sizeof u);
+    if ((u & 0x7fffffffu) > 0x7f800000u)
+        return (uint16_t)((u >> 16) | 0x0040u);
+    u += 0x7fffu + ((u >> 16) & 1u);
+    return (uint16_t)(u >> 16);
+}
+
 static inline float td_bf16_round(float f) { return td_bf16_to_f32(td_f32_to_bf16(f)); }
 void     td_bf16_round_n(float *x, size_t n);  /* in place */
 float    td_e4m3_to_f32(uint8_t b);            /* e4m3fn; 0x7f/0xff are NaN */

@@ -23,16 +23,7 @@ __attribute__((constructor)) static void td_formats_tables_init(void)
         td_e2m1_f64[b] = (double)td_e2m1_to_f32((uint8_t)b);
 }
 
-float td_bf16_to_f32(uint16_t h) { return u2f((uint32_t)h << 16); }
-
-uint16_t td_f32_to_bf16(float f)
-{
-    uint32_t u = f2u(f);
-    if ((u & 0x7fffffffu) > 0x7f800000u)     /* NaN: keep it a (quiet) NaN */
-        return (uint16_t)((u >> 16) | 0x0040u);
-    u += 0x7fffu + ((u >> 16) & 1u);          /* RNE; overflow rounds to inf */
-    return (uint16_t)(u >> 16);
-}
+/* td_bf16_to_f32 and td_f32_to_bf16 are inline in kernels.h. */
 
 void td_bf16_round_n(float *x, size_t n)
 {
