@@ -7,27 +7,25 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "router/chat_encode.h"
+#include "router/conv.h"
 #include "router/engine.h"
 #include "router/http.h"
 #include "router/router.h"
 #include "tokenizer/tokenizer.h"
 
-/* ---- chat format (chat.c) ------------------------------------------------ */
+/* ---- chat format (chat.c, conv.c, chat_encode.c, dsml.c) ---------------- */
 
 /* Ids of the DeepSeek-V4 chat markers, looked up once in the tokenizer. */
-typedef struct {
-    int32_t bos, eos, user, assistant, think_end;
-} td_router_chat_ids;
+typedef td_chat_markers td_router_chat_ids;
 
 td_err td_router_chat_ids_load(const td_tok *tok, td_router_chat_ids *ids,
                                char *err, size_t errlen);
 
-/* Renders an OpenAI `messages` array as V4 non-thinking chat prompt ids
- * (spec §6.2, "chat" mode): BOS, system text, <｜User｜>text, assistant
- * text<｜end▁of▁sentence｜>, and <｜Assistant｜></think> after a user turn
- * that is last or followed by an assistant turn. Message text is encoded as
- * plain text, so it cannot smuggle in marker tokens. Appends to out. On
- * TD_EINVAL err names the offending field (e.g. "messages[1].content"). */
+/* Renders an OpenAI `messages` array (no tools, non-thinking mode) as V4
+ * prompt ids (spec §6.2). Message text is encoded as plain text, so it
+ * cannot smuggle in marker tokens. Appends to out. On TD_EINVAL err names
+ * the offending field (e.g. "messages[1].content"). */
 td_err td_router_chat_render(const td_tok *tok, const td_router_chat_ids *ids,
                              const json_t *messages, td_tok_ids *out,
                              char *err, size_t errlen);

@@ -172,10 +172,15 @@ static void test_chat_render(void)
         "{\"type\":\"text\",\"text\":\"b\"}]}]",
         "<｜begin▁of▁sentence｜><｜User｜>Hello<｜Assistant｜></think>Hi there!"
         "<｜end▁of▁sentence｜><｜User｜>a\n\nb<｜Assistant｜></think>");
-    /* A user turn followed by another user turn gets no transition. */
+    /* Consecutive user messages merge into one turn, joined by "\n\n"
+     * (the official encoder's merge_tool_messages). */
     check_render(tok,
         "[{\"role\":\"user\",\"content\":\"one\"},{\"role\":\"user\",\"content\":\"two\"}]",
-        "<｜begin▁of▁sentence｜><｜User｜>one<｜User｜>two<｜Assistant｜></think>");
+        "<｜begin▁of▁sentence｜><｜User｜>one\n\ntwo<｜Assistant｜></think>");
+    /* A tool result is a <tool_result> block of a user turn. */
+    check_render(tok,
+        "[{\"role\":\"tool\",\"content\":\"x\"}]",
+        "<｜begin▁of▁sentence｜><｜User｜><tool_result>x</tool_result><｜Assistant｜></think>");
     /* A trailing system message: no transition after it. */
     check_render(tok,
         "[{\"role\":\"user\",\"content\":\"q\"},{\"role\":\"system\",\"content\":\"s\"}]",
@@ -215,7 +220,7 @@ static void test_chat_errors(void)
     char err[256];
     td_router_chat_ids_load(tok, &ids, err, sizeof err);
     const char *bad[] = {
-        "[]", "{}", "[1]", "[{\"content\":\"x\"}]", "[{\"role\":\"tool\",\"content\":\"x\"}]",
+        "[]", "{}", "[1]", "[{\"content\":\"x\"}]", "[{\"role\":\"robot\",\"content\":\"x\"}]",
         "[{\"role\":\"user\"}]", "[{\"role\":\"user\",\"content\":5}]",
         "[{\"role\":\"user\",\"content\":[{\"type\":\"image_url\"}]}]",
         "[{\"role\":\"user\",\"content\":\"a\"},{\"role\":7}]", NULL};
