@@ -2,6 +2,9 @@
  * against memcpy and a read-only sweep of the same bytes (measured in the
  * same run), and GFLOP/s for M = 8 and M = 128.
  * Usage: bench_kernels [isa(-1 auto,0,1,2)] [threads]
+ * Cases: FP8 and FP4 expert/attention shapes, the BF16 head (vocab x dim,
+ * the largest single read of a decode step) and an F32 matrix; decode
+ * batches M = 1, 2, 4 are reported as GB/s of weights.
  * Several copies of each weight (>= 256 MiB together) are cycled so every
  * call streams from DRAM, not from the last-level cache. */
 #include <immintrin.h>
@@ -47,8 +50,10 @@ typedef struct {
 static wset make_set(td_wtype type, int n, int k)
 {
     wset s = {0};
-    size_t data = type == TD_W_FP8 ? (size_t)n * k : (size_t)n * k / 2;
-    size_t scale = type == TD_W_FP8 ? (size_t)((n + 127) / 128) * (k / 128) : (size_t)n * (k / 32);
+    size_t data = type == TD_W_FP8 ? (size_t)n * k : type == TD_W_FP4 ? (size_t)n * k / 2
+                : type == TD_W_BF16 ? (size_t)n * k * 2 : (size_t)n * k * 4;
+    size_t scale = type == TD_W_FP8 ? (size_t)((n + 127) / 128) * (k / 128)
+                 : type == TD_W_FP4 ? (size_t)n * (k / 32) : 1;
     s.bytes = data + scale;
     s.ncopies = (int)((256u << 20) / s.bytes) + 1;
     if (s.ncopies > MAXCOPIES)
@@ -61,6 +66,13 @@ static wset make_set(td_wtype type, int n, int k)
             if (type == TD_W_FP8 && (d[i] & 0x7f) == 0x7f)
                 d[i] = 0x3f;
         }
+        /* finite bf16 / f32 values of moderate size (no inf/NaN patterns) */
+        if (type == TD_W_BF16)
+            for (size_t i = 1; i < data; i += 2)
+                d[i] = (uint8_t)((d[i] & 0x80) | (0x3c + (d[i] & 3)));
+        if (type == TD_W_F32)
+            for (size_t i = 3; i < data; i += 4)
+                d[i] = (uint8_t)((d[i] & 0x80) | (0x3c + (d[i] & 3)));
         for (size_t i = 0; i < scale; i++)
             sc[i] = (uint8_t)(120 + rnd8() % 8);
         s.w[c] = (td_weight){.type = type, .n = n, .k = k, .data = d, .scale = sc};
@@ -137,10 +149,15 @@ static double bench_gemm(td_pool *pool, const wset *s, int M, int sweeps)
     td_act_quant_fp8(x, M, K, q, e);
     int calls = M >= 64 ? 2 : s->ncopies;
     double best = 1e9, wall0 = now(), cpu0 = cpu_now();
+    int quant = s->w[0].type == TD_W_FP8 || s->w[0].type == TD_W_FP4;
     for (int rep = 0; rep < sweeps; rep++) {
         double t0 = now();
-        for (int c = 0; c < calls; c++)
-            td_gemm_q(pool, &s->w[c], q, e, M, y, N);
+        for (int c = 0; c < calls; c++) {
+            if (quant)
+                td_gemm_q(pool, &s->w[c], q, e, M, y, N);
+            else
+                td_gemm_f(pool, &s->w[c], x, M, y, N);
+        }
         double t = (now() - t0) / calls;
         best = t < best ? t : best;
     }
@@ -161,16 +178,23 @@ int main(int argc, char **argv)
     struct { const char *name; td_wtype t; int n, k; } cases[] = {
         {"FP8 4096x4096", TD_W_FP8, 4096, 4096},
         {"FP4 2048x4096", TD_W_FP4, 2048, 4096},
+        {"BF16 129280x1024", TD_W_BF16, 129280, 1024},
+        {"F32 4096x1024", TD_W_F32, 4096, 1024},
     };
-    for (int c = 0; c < 2; c++) {
+    for (int c = 0; c < 4; c++) {
         wset s = make_set(cases[c].t, cases[c].n, cases[c].k);
         double cp, rd;
         bench_mem(pool, &s, &cp, &rd);
         double t1 = bench_gemm(pool, &s, 1, 3);
         printf("%s: GEMV M=1 %.3f ms, %.2f GB/s of weights (memcpy %.2f GB/s, read-only %.2f GB/s; cpu share %.2f)\n",
                cases[c].name, t1 * 1e3, (double)s.bytes / t1 * 1e-9, cp, rd, g_cpu_share);
+        for (int M = 2; M <= 4; M += 2) {
+            double t = bench_gemm(pool, &s, M, 3);
+            printf("%s: GEMV M=%d %.3f ms, %.2f GB/s of weights (cpu share %.2f)\n", cases[c].name, M,
+                   t * 1e3, (double)s.bytes / t * 1e-9, g_cpu_share);
+        }
         int Ms[] = {8, 128};
-        for (int i = 0; i < 2; i++) {
+        for (int i = 0; i < (cases[c].t == TD_W_BF16 ? 1 : 2); i++) {
             double t = bench_gemm(pool, &s, Ms[i], 2);
             double flops = 2.0 * Ms[i] * cases[c].n * cases[c].k;
             printf("%s: M=%d %.3f ms, %.2f GFLOP/s (cpu share %.2f)\n", cases[c].name, Ms[i], t * 1e3,

@@ -85,6 +85,19 @@ static void avx512_emulated_bit_exact(void)
         check(TD_W_BF16, M, 7, 1030);
     }
     check(TD_W_FP8, 1, 257, 9216);   /* more than one K chunk */
+    /* Decode-sized paths (gemv_small.h): K chunked for M > 1, row chunks
+     * of 64 with a ragged tail, F32/BF16 K tails of every residue mod 16. */
+    for (int M = 1; M <= 8; M++) {
+        check(TD_W_FP8, M, 131, 2048);
+        check(TD_W_FP4, M, 70, 2048);
+    }
+    for (int M = 1; M <= 4; M++)
+        for (int K = 1; K <= 33; K += 4) {
+            check(TD_W_F32, M, 67, K);
+            check(TD_W_BF16, M, 67, K);
+        }
+    check(TD_W_BF16, 2, 5, 4100);   /* K chunked */
+    check(TD_W_F32, 3, 5, 2740);
     check(TD_W_FP4, 3, 64, 4096);
 }
 

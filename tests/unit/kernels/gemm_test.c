@@ -268,6 +268,40 @@ static void isa_avx512_bit_exact(void)
     sweep(TD_ISA_AVX512, NULL, 1);
 }
 
+/* Decode-sized shapes of the register GEMVs (M <= 8): K chunked, row chunks
+ * with ragged tails, F32/BF16 K chunked with a tail; best ISA vs scalar. */
+static void decode_shapes(void)
+{
+    td_isa best = td_kernels_init(-1);
+    if (best == TD_ISA_SCALAR)
+        TD_SKIP("no SIMD path");
+    const struct { td_wtype t; int n, k, mmax; } cs[] = {
+        {TD_W_FP8, 131, 2048, 8}, {TD_W_FP8, 67, 9216, 2}, {TD_W_FP4, 70, 2048, 8},
+        {TD_W_FP4, 9, 9216, 2}, {TD_W_BF16, 67, 4100, 4}, {TD_W_F32, 66, 2741, 4},
+        {TD_W_BF16, 130, 1024, 4},
+    };
+    for (size_t c = 0; c < sizeof cs / sizeof cs[0]; c++) {
+        int quant = cs[c].t == TD_W_FP8 || cs[c].t == TD_W_FP4, N = cs[c].n, K = cs[c].k;
+        test_weight t = make_weight(cs[c].t, N, K);
+        for (int M = 1; M <= cs[c].mmax; M++) {
+            float *x = malloc((size_t)M * K * 4), *y0 = malloc((size_t)M * N * 4), *y1 = malloc((size_t)M * N * 4);
+            uint8_t *q = malloc((size_t)M * K);
+            int8_t *e = malloc((size_t)M * K / 128 + 1);
+            make_input(M, K, x, quant ? q : NULL, e);
+            td_kernels_init(TD_ISA_SCALAR);
+            run(NULL, &t, x, q, e, M, y0);
+            td_kernels_init((int)best);
+            run(NULL, &t, x, q, e, M, y1);
+            char what[96];
+            snprintf(what, sizeof what, "decode type %d M %d N %d K %d", cs[c].t, M, N, K);
+            TD_CHECK(same_bits(y0, y1, (size_t)M * N, what));
+            free(x); free(y0); free(y1); free(q); free(e);
+        }
+        free_weight(&t);
+    }
+    td_kernels_init(-1);
+}
+
 static void thread_count_invariance(void)
 {
     td_isa best = td_kernels_init(-1);
@@ -303,5 +337,6 @@ TD_TEST_MAIN({"scalar_matches_reference", scalar_matches_reference},
              {"fp4_nibble_order", fp4_nibble_order},
              {"isa_avx2_bit_exact", isa_avx2_bit_exact},
              {"isa_avx512_bit_exact", isa_avx512_bit_exact},
+             {"decode_shapes", decode_shapes},
              {"thread_count_invariance", thread_count_invariance},
              {"ldy_and_zero_sizes", ldy_and_zero_sizes})

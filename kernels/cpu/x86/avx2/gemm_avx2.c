@@ -24,6 +24,7 @@
 #include <string.h>
 
 #include "kernels/kernels_impl.h"
+#include "kernels/cpu/x86/avx2/gemv_small.h"
 
 enum {
     MR = 8,          /* input rows per tile (x widened once per tile) */
@@ -320,8 +321,23 @@ static void gemm_q_rows(const td_gemm_job *job, int n0, int n1, int fp4)
     }
 }
 
-void td_gemm_fp8_rows_avx2(const td_gemm_job *job, int n0, int n1) { gemm_q_rows(job, n0, n1, 0); }
-void td_gemm_fp4_rows_avx2(const td_gemm_job *job, int n0, int n1) { gemm_q_rows(job, n0, n1, 1); }
+/* Decode batches (M <= SM_MAXM) stream the weights once with register
+ * decoding (gemv_small.h); prefill keeps the blocked path above. */
+void td_gemm_fp8_rows_avx2(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM)
+        sm_gemm_q(job, n0, n1, 0);
+    else
+        gemm_q_rows(job, n0, n1, 0);
+}
+
+void td_gemm_fp4_rows_avx2(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM)
+        sm_gemm_q(job, n0, n1, 1);
+    else
+        gemm_q_rows(job, n0, n1, 1);
+}
 
 /* ---- F32 / BF16 GEMMs ---------------------------------------------------- */
 
@@ -441,5 +457,18 @@ ALWAYS_INLINE void gemm_f_rows(const td_gemm_job *job, int n0, int n1, int bf16)
     }
 }
 
-void td_gemm_f32_rows_avx2(const td_gemm_job *job, int n0, int n1) { gemm_f_rows(job, n0, n1, 0); }
-void td_gemm_bf16_rows_avx2(const td_gemm_job *job, int n0, int n1) { gemm_f_rows(job, n0, n1, 1); }
+void td_gemm_f32_rows_avx2(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM_F)
+        sm_gemm_f(job, n0, n1, 0);
+    else
+        gemm_f_rows(job, n0, n1, 0);
+}
+
+void td_gemm_bf16_rows_avx2(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM_F)
+        sm_gemm_f(job, n0, n1, 1);
+    else
+        gemm_f_rows(job, n0, n1, 1);
+}

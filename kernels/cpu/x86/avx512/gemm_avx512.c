@@ -17,6 +17,9 @@
 #include <string.h>
 
 #include "kernels/kernels_impl.h"
+/* Decode batches: the register-decoding GEMVs shared with the AVX2 file
+ * (256-bit; the loops are bound by memory, not vector width). */
+#include "kernels/cpu/x86/avx2/gemv_small.h"
 
 #ifdef TD_SIMDE_AVX512
 /* Test build: the same code emulated by SIMDe on a CPU without AVX-512.
@@ -343,8 +346,21 @@ static void gemm_q_rows(const td_gemm_job *job, int n0, int n1, int fp4)
     }
 }
 
-void TD_SFX(td_gemm_fp8_rows)(const td_gemm_job *job, int n0, int n1) { gemm_q_rows(job, n0, n1, 0); }
-void TD_SFX(td_gemm_fp4_rows)(const td_gemm_job *job, int n0, int n1) { gemm_q_rows(job, n0, n1, 1); }
+void TD_SFX(td_gemm_fp8_rows)(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM)
+        sm_gemm_q(job, n0, n1, 0);
+    else
+        gemm_q_rows(job, n0, n1, 0);
+}
+
+void TD_SFX(td_gemm_fp4_rows)(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM)
+        sm_gemm_q(job, n0, n1, 1);
+    else
+        gemm_q_rows(job, n0, n1, 1);
+}
 
 /* ---- F32 / BF16 GEMMs ---------------------------------------------------- */
 
@@ -421,5 +437,18 @@ ALWAYS_INLINE void gemm_f_rows(const td_gemm_job *job, int n0, int n1, int bf16)
     }
 }
 
-void TD_SFX(td_gemm_f32_rows)(const td_gemm_job *job, int n0, int n1) { gemm_f_rows(job, n0, n1, 0); }
-void TD_SFX(td_gemm_bf16_rows)(const td_gemm_job *job, int n0, int n1) { gemm_f_rows(job, n0, n1, 1); }
+void TD_SFX(td_gemm_f32_rows)(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM_F)
+        sm_gemm_f(job, n0, n1, 0);
+    else
+        gemm_f_rows(job, n0, n1, 0);
+}
+
+void TD_SFX(td_gemm_bf16_rows)(const td_gemm_job *job, int n0, int n1)
+{
+    if (job->M <= SM_MAXM_F)
+        sm_gemm_f(job, n0, n1, 1);
+    else
+        gemm_f_rows(job, n0, n1, 1);
+}
