@@ -28,6 +28,8 @@ typedef struct {
     long max_body;
     long write_buffer;
     long grace_ms;
+    long max_waiting;
+    const char *api_key_file;
 } serve_args;
 
 typedef struct {
@@ -45,7 +47,7 @@ static void usage(FILE *f)
         "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
         "\n"
         "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models,\n"
-        "/health, /ready) with the model in this process.\n"
+        "/health, /ready, /metrics) with the model in this process.\n"
         "\n"
         "  --model DIR            model directory (default models/tiny-v4)\n"
         "  --host ADDR            address to listen on (default 127.0.0.1)\n"
@@ -57,7 +59,14 @@ static void usage(FILE *f)
         "  --max-body BYTES       request body limit (default 1048576)\n"
         "  --write-buffer BYTES   per-connection write queue; a stream pauses its\n"
         "                         generation above it (default 65536)\n"
-        "  --shutdown-grace-ms N  time requests get to finish on shutdown (default 10000)\n");
+        "  --shutdown-grace-ms N  time requests get to finish on shutdown (default 10000)\n"
+        "  --max-waiting N        requests queued for the batch before new ones get 429\n"
+        "                         (default 256)\n"
+        "  --api-key-file FILE    API keys, one per line: every path but /health and\n"
+        "                         /ready then needs `Authorization: Bearer KEY` or\n"
+        "                         `x-api-key: KEY`\n"
+        "\n"
+        "Environment: TANDEM_API_KEYS=KEY1,KEY2 adds API keys (with or without a file).\n");
 }
 
 static int parse_long(const char *s, long lo, long hi, long *out)
@@ -74,7 +83,7 @@ static int parse_long(const char *s, long lo, long hi, long *out)
 static int parse_args(int argc, char **argv, serve_args *a)
 {
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
-                      .max_body = 1 << 20};
+                      .max_body = 1 << 20, .max_waiting = 256};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
@@ -99,6 +108,9 @@ static int parse_args(int argc, char **argv, serve_args *a)
             bad = parse_long(v, 1024, 1L << 30, &a->write_buffer);
         else if (!strcmp(o, "--shutdown-grace-ms"))
             bad = parse_long(v, 1, 24L * 3600 * 1000, &a->grace_ms);
+        else if (!strcmp(o, "--max-waiting"))
+            bad = parse_long(v, 1, 1L << 20, &a->max_waiting);
+        else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
         else {
             fprintf(stderr, "tandem serve: unknown option %s\n\n", o);
             usage(stderr);
@@ -199,7 +211,11 @@ int cmd_serve(int argc, char **argv)
                          .tok = tok, .engine = td_engine_interface(s.engine),
                          .max_body = (size_t)a.max_body,
                          .write_buffer = (size_t)a.write_buffer,
-                         .shutdown_grace_ms = (unsigned)a.grace_ms};
+                         .shutdown_grace_ms = (unsigned)a.grace_ms,
+                         .max_waiting = a.max_waiting, .api_key_file = a.api_key_file,
+                         /* Keys from the environment: read here only (cmd/
+                          * is the one place that reads the environment). */
+                         .api_keys = getenv("TANDEM_API_KEYS")};
     if (td_router_create(&s.router, &s.loop, &ro, err, sizeof err)) {
         fprintf(stderr, "tandem serve: %s\n", err);
         td_engine_destroy(s.engine, on_engine_closed, &s);

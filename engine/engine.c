@@ -36,6 +36,7 @@ typedef struct ereq {
     size_t n_stop;
     int64_t max_tokens;
     td_router_sampling sampling;
+    char *session_id;            /* NULL = none; kept for a future scheduler */
     /* engine thread only */
     td_v4_seq *seq;
     td_sampler *smp;
@@ -94,6 +95,10 @@ struct td_engine {
     /* read anywhere */
     atomic_bool ready;
     atomic_llong ctx_len;
+    /* Load for td_router_load: waiting is raised by submit (loop thread)
+     * and lowered by the engine thread when it admits or finishes a
+     * waiting request; running is written by the engine thread. */
+    atomic_llong load_waiting, load_running;
     /* loop thread only */
     uint64_t next_id;
     VEC(event) delivering;
@@ -169,6 +174,7 @@ static void ereq_free(ereq *r)
     td_sampler_destroy(r->smp);
     free(r->prompt);
     free(r->stop_ids);
+    free(r->session_id);
     free(r);
 }
 
@@ -187,8 +193,9 @@ static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_
             break;
         }
     if (head == &e->running)
-        e->nrunning--;
+        atomic_store(&e->load_running, --e->nrunning);
     if (head == &e->waiting) {
+        atomic_fetch_sub(&e->load_waiting, 1);
         e->waiting_tail = NULL;
         for (ereq *q = e->waiting; q; q = q->next)
             e->waiting_tail = q;
@@ -259,7 +266,8 @@ static void admit(td_engine *e)
             e->waiting_tail = NULL;
         r->next = e->running;
         e->running = r;
-        e->nrunning++;
+        atomic_store(&e->load_running, ++e->nrunning);
+        atomic_fetch_sub(&e->load_waiting, 1);
     }
 }
 
@@ -455,6 +463,10 @@ static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_
     r->n_stop = q->n_stop_ids;
     r->max_tokens = q->max_tokens;
     r->sampling = q->sampling;
+    if (q->session_id && !(r->session_id = strdup(q->session_id))) {
+        ereq_free(r);
+        return TD_ENOMEM;
+    }
     r->cb = *cb;
     r->id = ++e->next_id;
     pthread_mutex_lock(&e->mu);
@@ -465,6 +477,7 @@ static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_
         else
             e->inbox = r;
         e->inbox_tail = r;
+        atomic_fetch_add(&e->load_waiting, 1);
         pthread_cond_signal(&e->cv);
     }
     pthread_mutex_unlock(&e->mu);
@@ -492,10 +505,18 @@ static void eng_pause(void *ctx, uint64_t id, bool paused)
     command(ctx, paused ? CMD_PAUSE : CMD_RESUME, id);
 }
 
+static void eng_load(void *ctx, td_router_load *out)
+{
+    td_engine *e = ctx;
+    out->running = atomic_load(&e->load_running);
+    out->waiting = atomic_load(&e->load_waiting);
+}
+
 td_router_engine td_engine_interface(td_engine *e)
 {
     return (td_router_engine){.ctx = e, .ready = eng_ready, .context_len = eng_context_len,
-                              .submit = eng_submit, .cancel = eng_cancel, .pause = eng_pause};
+                              .submit = eng_submit, .cancel = eng_cancel, .pause = eng_pause,
+                              .load = eng_load};
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */

@@ -47,6 +47,12 @@ typedef struct {
     td_router_sampling sampling;
     const int32_t *stop_ids;    /* borrowed for the call; copied */
     size_t n_stop_ids;
+    /* The client's session (an agent conversation) from headers such as
+     * X-Session-ID (docs/serve.md); NULL = none. Borrowed for the call;
+     * copied. Requests of one session share a growing prefix, so a
+     * scheduler can keep them where that prefix's KV state lives; an
+     * engine may ignore it. */
+    const char *session_id;
 } td_router_gen_req;
 
 typedef enum {
@@ -62,6 +68,12 @@ typedef struct {
     void *arg;
 } td_router_gen_cb;
 
+/* How busy the engine is: a snapshot, for admission control and metrics. */
+typedef struct {
+    int64_t running;             /* requests in the batch (paused ones too) */
+    int64_t waiting;             /* requests submitted, not yet in the batch */
+} td_router_load;
+
 typedef struct {
     void *ctx;
     /* Whether the engine can take requests now (model loaded, not stopping). */
@@ -72,6 +84,10 @@ typedef struct {
                      const td_router_gen_cb *cb, uint64_t *id);
     void (*cancel)(void *ctx, uint64_t id);
     void (*pause)(void *ctx, uint64_t id, bool paused);
+    /* Fills *out; may be NULL (then the router applies no queue limit and
+     * reports zeros). A request counts as waiting from the return of its
+     * submit until the engine admits or finishes it. */
+    void (*load)(void *ctx, td_router_load *out);
 } td_router_engine;
 
 #endif

@@ -50,6 +50,10 @@ typedef struct {
      * 0 = 30 s. */
     unsigned idle_timeout_ms;
     void (*on_request)(void *arg, td_http_req *req);
+    /* Optional: called once per dispatched request when its status line is
+     * written, or with 499 when the exchange ends without one (the client
+     * left first). For request counting; it must not end the exchange. */
+    void (*on_response)(void *arg, td_http_req *req, int status);
     void *arg;
 } td_http_opts;
 

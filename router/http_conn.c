@@ -53,6 +53,7 @@ static td_http_req *req_new(td_http_conn *c)
     if (!r)
         return NULL;
     r->conn = c;
+    r->srv = c->srv;
     /* hbuf always holds at least the URL's terminator. */
     if (buf_append(&r->hbuf, &r->hlen, &r->hcap, "", 0)) {
         free(r);
@@ -363,11 +364,23 @@ static void parse_failed(td_http_conn *c, llhttp_errno_t e)
     dispatch(c);
 }
 
+/* Reports the response status to the server's observer, once. */
+static void req_responded(td_http_req *r, int status)
+{
+    const td_http_opts *o = &r->srv->opts;
+    if (r->responded || r->state == REQ_PARSING)
+        return;
+    r->responded = true;
+    if (o->on_response)
+        o->on_response(o->arg, r, status);
+}
+
 /* Ends the exchange: frees r and moves the connection on. */
 static void req_done(td_http_req *r)
 {
     td_http_conn *c = r->conn;
     bool keep = r->keep_alive;
+    req_responded(r, 499);  /* no status line: the client had left */
     req_free(r);
     if (!c)
         return;
@@ -624,6 +637,7 @@ static int format_head(td_http_req *r, const td_http_head *h, char *buf, size_t 
     td_http_conn *c = r->conn;
     if (c->srv->draining || c->eof)
         r->keep_alive = false;
+    req_responded(r, h->status);
     char clen[48] = "";
     if (content_length >= 0)
         snprintf(clen, sizeof clen, "Content-Length: %lld\r\n", content_length);

@@ -35,6 +35,7 @@ typedef enum {
 
 struct td_http_req {
     td_http_conn *conn;         /* NULL once the connection is gone */
+    td_http_server *srv;        /* outlives every request */
     req_state state;
     char method[16];
     /* Header bytes: the URL, then name\0value\0 pairs. Growable. */
@@ -51,6 +52,7 @@ struct td_http_req {
     bool http10;
     bool aborted;
     bool expect_continue;
+    bool responded;             /* status line written (on_response called) */
     int err_status;             /* 400/413/431: rejected while parsing */
     const char *err_text;
     void (*on_abort)(void *arg);

@@ -1,5 +1,12 @@
-/* The router: routes, the small endpoints, errors, shutdown. Generation
- * endpoints live in api_gen.c. */
+/* The router: routes, the small endpoints, errors, shutdown, and the
+ * operations layer in front of the API (API keys, the queue limit, session
+ * ids, metrics). Generation endpoints live in api_gen.c.
+ *
+ * The operations layer wraps the engine table: api_gen.c calls rt->engine,
+ * which is a metered engine here that times tokens for the metrics, adds
+ * the request's session id and forwards to the real engine. So api_gen.c
+ * needs no metrics code, and the per-token cost is one clock read and one
+ * histogram bump on the loop thread. */
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -7,7 +14,27 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "router/auth.h"
+#include "router/metrics.h"
 #include "router/router_internal.h"
+
+/* The router with its operations state. It is allocated here only, so the
+ * state lives beside struct td_router (router_internal.h, shared with the
+ * API files) instead of inside it; ops_of() gets back to it. */
+typedef struct {
+    td_router rt;                /* first: a td_router * is a router_ops * */
+    td_router_engine inner;      /* the real engine */
+    td_metrics *metrics;
+    td_auth *auth;
+    int64_t max_waiting;
+    double start_time;
+    /* The request being handed to td_router_generate: the metered submit
+     * (called inside it) takes its session id and arrival time from here. */
+    const char *cur_session;
+    uint64_t cur_arrival;        /* uv_hrtime() */
+} router_ops;
+
+static router_ops *ops_of(td_router *rt) { return (router_ops *)rt; }
 
 /* ---- responses ------------------------------------------------------------ */
 
@@ -35,6 +62,20 @@ void td_router_send_error(td_http_req *req, const td_router_apierr *e)
     td_router_send_json(req, e->status, v);
 }
 
+/* An OpenAI-shaped error with a chosen type and extra header lines. */
+static void send_error_h(td_http_req *req, int status, const char *type, const char *code,
+                         const char *extra_headers, const char *msg)
+{
+    json_t *v = json_pack("{s:{s:s, s:s, s:n, s:s?}}", "error", "message", msg, "type", type,
+                          "param", "code", code);
+    char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
+    json_decref(v);
+    td_http_head h = {.status = status, .content_type = "application/json",
+                      .extra_headers = extra_headers};
+    td_http_respond(req, &h, s ? s : "", s ? strlen(s) : 0);
+    free(s);
+}
+
 void td_router_error(td_http_req *req, int status, const char *param, const char *code,
                      const char *fmt, ...)
 {
@@ -58,9 +99,148 @@ static void models(td_router *rt, td_http_req *req)
     td_router_send_json(req, 200, json_pack("{s:s, s:[o]}", "object", "list", "data", m));
 }
 
+static void load_of(router_ops *o, td_router_load *l)
+{
+    *l = (td_router_load){0};
+    if (o->inner.load)
+        o->inner.load(o->inner.ctx, l);
+}
+
+static void metrics(router_ops *o, td_http_req *req)
+{
+    td_router *rt = &o->rt;
+    td_router_load l;
+    load_of(o, &l);
+    td_metrics_gauges g = {
+        .running = l.running, .waiting = l.waiting, .max_waiting = o->max_waiting,
+        .connections = td_http_server_nconns(rt->http),
+        .ready = !rt->shutting_down && rt->engine.ready(rt->engine.ctx),
+        .start_time = o->start_time,
+    };
+    char *text;
+    size_t len;
+    if (td_metrics_render(o->metrics, &g, &text, &len)) {
+        td_router_error(req, 500, NULL, NULL, "out of memory");
+        return;
+    }
+    td_http_head h = {.status = 200, .content_type = "text/plain; version=0.0.4; charset=utf-8"};
+    td_http_respond(req, &h, text, len);
+    free(text);
+}
+
+/* ---- the metered engine ---------------------------------------------------------- */
+
+/* One generation as the metered engine sees it. */
+typedef struct {
+    router_ops *o;
+    td_router_gen_cb cb;         /* api_gen.c's */
+    uint64_t arrival, last;      /* uv_hrtime() */
+    bool first_done;
+} metered;
+
+static double seconds_between(uint64_t a, uint64_t b) { return (double)(b - a) * 1e-9; }
+
+static void metered_on_token(void *arg, int32_t token)
+{
+    metered *m = arg;
+    uint64_t now = uv_hrtime();
+    td_metrics_token(m->o->metrics, !m->first_done,
+                     seconds_between(m->first_done ? m->last : m->arrival, now));
+    m->first_done = true;
+    m->last = now;
+    m->cb.on_token(m->cb.arg, token);
+}
+
+static void metered_on_finish(void *arg, td_router_finish why, td_err err)
+{
+    metered *m = arg;
+    td_metrics_finish(m->o->metrics, seconds_between(m->arrival, uv_hrtime()));
+    td_router_gen_cb cb = m->cb;
+    free(m);
+    cb.on_finish(cb.arg, why, err);
+}
+
+static td_err metered_submit(void *ctx, const td_router_gen_req *req,
+                             const td_router_gen_cb *cb, uint64_t *id)
+{
+    router_ops *o = ctx;
+    metered *m = malloc(sizeof *m);
+    if (!m)
+        return TD_ENOMEM;
+    *m = (metered){.o = o, .cb = *cb,
+                   .arrival = o->cur_arrival ? o->cur_arrival : uv_hrtime()};
+    td_router_gen_req r = *req;
+    if (!r.session_id)
+        r.session_id = o->cur_session;
+    td_router_gen_cb mcb = {.on_token = metered_on_token, .on_finish = metered_on_finish,
+                            .arg = m};
+    td_err e = o->inner.submit(o->inner.ctx, &r, &mcb, id);
+    if (e) {
+        free(m);
+        return e;
+    }
+    td_metrics_prompt(o->metrics, req->n_prompt, 0);
+    return TD_OK;
+}
+
+static bool metered_ready(void *ctx)
+{
+    router_ops *o = ctx;
+    return o->inner.ready(o->inner.ctx);
+}
+
+static int64_t metered_context_len(void *ctx)
+{
+    router_ops *o = ctx;
+    return o->inner.context_len(o->inner.ctx);
+}
+
+static void metered_cancel(void *ctx, uint64_t id)
+{
+    router_ops *o = ctx;
+    o->inner.cancel(o->inner.ctx, id);
+}
+
+static void metered_pause(void *ctx, uint64_t id, bool paused)
+{
+    router_ops *o = ctx;
+    o->inner.pause(o->inner.ctx, id, paused);
+}
+
+static void metered_load(void *ctx, td_router_load *out) { load_of(ctx, out); }
+
+/* ---- session identity -------------------------------------------------------------- */
+
+/* Headers that agent clients send with a stable value per conversation,
+ * most specific first (sources in docs/serve.md). */
+static const char *const session_headers[] = {
+    "X-Session-ID",              /* generic; OpenRouter, opencode, crush */
+    "X-Claude-Code-Session-Id",  /* Claude Code */
+    "session_id",                /* Codex CLI (codex-rs) */
+    "session-id",                /* Codex CLI, newer */
+    "x-session-affinity",        /* opencode, nanobot, crush; Fireworks */
+    "x-opencode-session",        /* opencode to its own gateway */
+    "conversation_id",           /* Codex CLI, older */
+    "OpenAI-Conversation-ID",
+};
+
+/* Longest session id passed on; longer values are ignored (not truncated:
+ * two sessions must not collide on a shared prefix). */
+#define SESSION_MAX 256
+
+static const char *session_of(const td_http_req *req)
+{
+    for (size_t i = 0; i < sizeof session_headers / sizeof session_headers[0]; i++) {
+        const char *v = td_http_req_header(req, session_headers[i]);
+        if (v && *v && strlen(v) <= SESSION_MAX)
+            return v;
+    }
+    return NULL;
+}
+
 /* ---- routing ---------------------------------------------------------------- */
 
-typedef enum { EP_HEALTH, EP_READY, EP_MODELS, EP_COMPLETIONS, EP_CHAT } endpoint;
+typedef enum { EP_HEALTH, EP_READY, EP_MODELS, EP_COMPLETIONS, EP_CHAT, EP_METRICS } endpoint;
 
 static const struct {
     const char *path;
@@ -72,11 +252,46 @@ static const struct {
     {"/v1/models", "GET", EP_MODELS},
     {"/v1/completions", "POST", EP_COMPLETIONS},
     {"/v1/chat/completions", "POST", EP_CHAT},
+    {"/metrics", "GET", EP_METRICS},
 };
+
+static void on_response(void *arg, td_http_req *req, int status)
+{
+    router_ops *o = arg;
+    td_metrics_response(o->metrics, td_metrics_endpoint_of(td_http_req_path(req)), status);
+}
+
+/* 429 when the engine's queue is full: shed load before parsing the body. */
+static bool queue_full(router_ops *o)
+{
+    if (!o->inner.load || o->max_waiting <= 0)
+        return false;
+    td_router_load l;
+    load_of(o, &l);
+    return l.waiting >= o->max_waiting;
+}
+
+static void generate(router_ops *o, td_http_req *req, bool chat)
+{
+    if (queue_full(o) && !o->rt.shutting_down) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "the server is busy: %lld requests are already waiting; "
+                 "retry later", (long long)o->max_waiting);
+        send_error_h(req, 429, "rate_limit_error", "rate_limit_exceeded", "Retry-After: 1\r\n",
+                     msg);
+        return;
+    }
+    o->cur_session = session_of(req);
+    o->cur_arrival = uv_hrtime();
+    td_router_generate(&o->rt, req, chat);
+    o->cur_session = NULL;
+    o->cur_arrival = 0;
+}
 
 static void on_request(void *arg, td_http_req *req)
 {
-    td_router *rt = arg;
+    router_ops *o = arg;
+    td_router *rt = &o->rt;
     const char *why;
     int status = td_http_req_error(req, &why);
     if (status) {
@@ -86,25 +301,30 @@ static void on_request(void *arg, td_http_req *req)
     }
     const char *path = td_http_req_path(req);
     const char *method = td_http_req_method(req);
+    /* Probes stay open (a load balancer has no key); everything else,
+     * /metrics and unknown paths included, needs one when keys are set. */
+    if (strcmp(path, "/health") && strcmp(path, "/ready") &&
+        !td_auth_check(o->auth, td_http_req_header(req, "Authorization"),
+                       td_http_req_header(req, "x-api-key"))) {
+        bool none = !td_http_req_header(req, "Authorization") &&
+                    !td_http_req_header(req, "x-api-key");
+        send_error_h(req, 401, "invalid_request_error", "invalid_api_key",
+                     "WWW-Authenticate: Bearer realm=\"tandem\"\r\n",
+                     none ? "You didn't provide an API key: send it as `Authorization: Bearer "
+                            "KEY` or `x-api-key: KEY`."
+                          : "Incorrect API key provided.");
+        return;
+    }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
         if (strcmp(path, routes[i].path))
             continue;
         bool head = !strcmp(method, "HEAD") && !strcmp(routes[i].method, "GET");
         if (strcmp(method, routes[i].method) && !head) {
-            char allow[64];
+            char allow[64], msg[512];
             snprintf(allow, sizeof allow, "Allow: %s\r\n", routes[i].method);
-            td_router_apierr e = {.status = 405, .code = "method_not_allowed"};
-            snprintf(e.message, sizeof e.message, "%s %s is not allowed; use %s", method,
-                     path, routes[i].method);
-            /* send_error with an extra header: build it by hand. */
-            json_t *v = json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", e.message,
-                                  "type", "invalid_request_error", "param", "code", e.code);
-            char *s = json_dumps(v, JSON_COMPACT);
-            json_decref(v);
-            td_http_head h = {.status = 405, .content_type = "application/json",
-                              .extra_headers = allow};
-            td_http_respond(req, &h, s ? s : "", s ? strlen(s) : 0);
-            free(s);
+            snprintf(msg, sizeof msg, "%s %s is not allowed; use %s", method, path,
+                     routes[i].method);
+            send_error_h(req, 405, "invalid_request_error", "method_not_allowed", allow, msg);
             return;
         }
         switch (routes[i].ep) {
@@ -122,10 +342,13 @@ static void on_request(void *arg, td_http_req *req)
             models(rt, req);
             return;
         case EP_COMPLETIONS:
-            td_router_generate(rt, req, false);
+            generate(o, req, false);
             return;
         case EP_CHAT:
-            td_router_generate(rt, req, true);
+            generate(o, req, true);
+            return;
+        case EP_METRICS:
+            metrics(o, req);
             return;
         }
     }
@@ -137,20 +360,37 @@ static void on_request(void *arg, td_http_req *req)
 td_err td_router_create(td_router **out, uv_loop_t *loop, const td_router_opts *opts,
                         char *err, size_t errlen)
 {
-    td_router *rt = calloc(1, sizeof *rt);
-    if (!rt)
+    router_ops *o = calloc(1, sizeof *o);
+    if (!o)
         return td_errf(err, errlen, TD_ENOMEM, "out of memory");
+    td_router *rt = &o->rt;
     rt->loop = loop;
-    rt->engine = opts->engine;
+    o->inner = opts->engine;
+    rt->engine = (td_router_engine){
+        .ctx = o, .ready = metered_ready, .context_len = metered_context_len,
+        .submit = metered_submit, .cancel = metered_cancel, .pause = metered_pause,
+        .load = metered_load,
+    };
+    o->max_waiting = opts->max_waiting ? opts->max_waiting : 256;
     rt->tok = opts->tok;
     rt->grace_ms = opts->shutdown_grace_ms ? opts->shutdown_grace_ms : 10000;
     rt->started = (long long)time(NULL);
     struct timespec ts;
     clock_gettime(CLOCK_REALTIME, &ts);
+    o->start_time = (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
     rt->id_salt = ((uint64_t)ts.tv_sec << 32) ^ (uint64_t)ts.tv_nsec ^ (uint64_t)(uintptr_t)rt;
     td_err e = td_router_chat_ids_load(opts->tok, &rt->chat_ids, err, errlen);
     if (e)
         goto fail;
+    if ((e = td_metrics_create(&o->metrics))) {
+        td_errf(err, errlen, e, "out of memory");
+        goto fail;
+    }
+    if ((e = td_auth_create(&o->auth, opts->api_key_file, opts->api_keys, err, errlen)))
+        goto fail;
+    if (td_auth_count(o->auth))
+        td_log(TD_LOG_INFO, "router: %zu API key(s): requests need one (except /health, "
+               "/ready)", td_auth_count(o->auth));
     rt->model_id = strdup(opts->model_id ? opts->model_id : "model");
     json_t *idj = json_string(rt->model_id);
     rt->model_id_json = idj ? json_dumps(idj, JSON_ENCODE_ANY) : NULL;
@@ -160,7 +400,8 @@ td_err td_router_create(td_router **out, uv_loop_t *loop, const td_router_opts *
         goto fail;
     }
     td_http_opts ho = {.host = opts->host, .port = opts->port, .max_body = opts->max_body,
-                       .write_high = opts->write_buffer, .on_request = on_request, .arg = rt};
+                       .write_high = opts->write_buffer, .on_request = on_request,
+                       .on_response = on_response, .arg = o};
     if ((e = td_http_server_create(&rt->http, loop, &ho, err, errlen)))
         goto fail;
     uv_timer_init(loop, &rt->timer);
@@ -168,9 +409,11 @@ td_err td_router_create(td_router **out, uv_loop_t *loop, const td_router_opts *
     *out = rt;
     return TD_OK;
 fail:
+    td_metrics_destroy(o->metrics);
+    td_auth_destroy(o->auth);
     free(rt->model_id);
     free(rt->model_id_json);
-    free(rt);
+    free(o);
     return e;
 }
 
@@ -225,8 +468,11 @@ void td_router_destroy(td_router *rt)
 {
     if (!rt)
         return;
+    router_ops *o = ops_of(rt);
     td_http_server_destroy(rt->http);
+    td_metrics_destroy(o->metrics);
+    td_auth_destroy(o->auth);
     free(rt->model_id);
     free(rt->model_id_json);
-    free(rt);
+    free(o);
 }

@@ -1,7 +1,7 @@
 /* td_router: the OpenAI-compatible API over HTTP, in front of an engine.
  *
- * Endpoints: GET /health, GET /ready, GET /v1/models, POST /v1/completions,
- * POST /v1/chat/completions (docs/serve.md). Runs on one libuv loop; the
+ * Endpoints: GET /health, GET /ready, GET /metrics, GET /v1/models,
+ * POST /v1/completions, POST /v1/chat/completions (docs/serve.md). Runs on one libuv loop; the
  * engine's callbacks arrive on the same loop (router/engine.h).
  */
 #ifndef TD_ROUTER_ROUTER_H
@@ -28,6 +28,15 @@ typedef struct {
     /* On shutdown, requests in flight may run this long before they are
      * cancelled. 0 = 10 s. */
     unsigned shutdown_grace_ms;
+    /* Generation requests get 429 while this many already wait for the
+     * engine's batch (engine load()). 0 = 256. */
+    int64_t max_waiting;
+    /* API keys: a file with one key per line and/or a comma-separated list
+     * (tandem serve passes TANDEM_API_KEYS). Both NULL: no authentication.
+     * With keys, every path except /health and /ready needs one
+     * (router/auth.h). */
+    const char *api_key_file;
+    const char *api_keys;
 } td_router_opts;
 
 /* Binds and starts serving. On error nothing is left open. */

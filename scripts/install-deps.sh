@@ -4,11 +4,14 @@
 # fast on a machine that already has everything.
 set -eu
 
+# prometheus brings promtool (the /metrics format check in serve_ops); wrk
+# and nginx are for bench/run-http.sh. Only their binaries are used.
 PKGS="
 build-essential pkg-config meson ninja-build cmake clang libclang-rt-14-dev libsimde-dev
 libuv1-dev libnng-dev libprotobuf-c-dev protobuf-c-compiler node-llhttp
 libucx-dev ucx-utils liburing-dev libjansson-dev libxxhash-dev libutf8proc-dev
 python3 python3-numpy nodejs
+prometheus wrk nginx
 "
 
 missing=""
