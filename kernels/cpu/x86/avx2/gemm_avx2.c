@@ -321,11 +321,11 @@ static void gemm_q_rows(const td_gemm_job *job, int n0, int n1, int fp4)
     }
 }
 
-/* Decode batches (M <= SM_MAXM) stream the weights once with register
+/* Decode batches (M <= SM_MAXM_Q) stream the weights once with register
  * decoding (gemv_small.h); prefill keeps the blocked path above. */
 void td_gemm_fp8_rows_avx2(const td_gemm_job *job, int n0, int n1)
 {
-    if (job->M <= SM_MAXM)
+    if (job->M <= SM_MAXM_Q)
         sm_gemm_q(job, n0, n1, 0);
     else
         gemm_q_rows(job, n0, n1, 0);
@@ -333,7 +333,7 @@ void td_gemm_fp8_rows_avx2(const td_gemm_job *job, int n0, int n1)
 
 void td_gemm_fp4_rows_avx2(const td_gemm_job *job, int n0, int n1)
 {
-    if (job->M <= SM_MAXM)
+    if (job->M <= SM_MAXM_Q)
         sm_gemm_q(job, n0, n1, 1);
     else
         gemm_q_rows(job, n0, n1, 1);

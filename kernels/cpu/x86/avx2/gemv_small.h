@@ -39,7 +39,7 @@
 #define SM_INLINE static inline __attribute__((always_inline))
 
 enum {
-    SM_MAXM = 8,      /* input rows handled here; larger M takes the blocked path */
+    SM_MAXM = 8,      /* bound on M * R pairs and on M in the buffers */
     SM_XD = 8192,     /* fp64 input buffer: 64 KiB of stack, K chunked to fit */
     SM_NCH = 64,      /* weight rows per chunk (per-row accumulators kept between K chunks) */
     SM_PV = 4,        /* max accumulator vectors per row group */
@@ -284,14 +284,18 @@ SM_INLINE void sm_gemm_q_impl(const td_gemm_job *job, int n0, int n1, int M, int
     static __attribute__((noinline)) void sm_q4_##M(const td_gemm_job *j, int n0, int n1) \
     { sm_gemm_q_impl(j, n0, n1, M, R, 1); }
 SM_Q_INST(1, 4) SM_Q_INST(2, 4) SM_Q_INST(3, 2) SM_Q_INST(4, 2)
-SM_Q_INST(5, 1) SM_Q_INST(6, 1) SM_Q_INST(7, 1) SM_Q_INST(8, 1)
+
+/* M = 5..8 (one weight row per group, M input loads per FMA) measured no
+ * faster than the blocked 2x4 tiles, whose input loads are shared by 4
+ * weight rows; they stay there. */
+enum { SM_MAXM_Q = 4 };
 
 /* One function per (M, format) so each gets its own register allocation. */
 static void sm_gemm_q(const td_gemm_job *job, int n0, int n1, int fp4)
 {
-    static void (*const fn[2][SM_MAXM])(const td_gemm_job *, int, int) = {
-        {sm_q8_1, sm_q8_2, sm_q8_3, sm_q8_4, sm_q8_5, sm_q8_6, sm_q8_7, sm_q8_8},
-        {sm_q4_1, sm_q4_2, sm_q4_3, sm_q4_4, sm_q4_5, sm_q4_6, sm_q4_7, sm_q4_8},
+    static void (*const fn[2][SM_MAXM_Q])(const td_gemm_job *, int, int) = {
+        {sm_q8_1, sm_q8_2, sm_q8_3, sm_q8_4},
+        {sm_q4_1, sm_q4_2, sm_q4_3, sm_q4_4},
     };
     fn[fp4 != 0][job->M - 1](job, n0, n1);
 }

@@ -348,7 +348,7 @@ static void gemm_q_rows(const td_gemm_job *job, int n0, int n1, int fp4)
 
 void TD_SFX(td_gemm_fp8_rows)(const td_gemm_job *job, int n0, int n1)
 {
-    if (job->M <= SM_MAXM)
+    if (job->M <= SM_MAXM_Q)
         sm_gemm_q(job, n0, n1, 0);
     else
         gemm_q_rows(job, n0, n1, 0);
@@ -356,7 +356,7 @@ void TD_SFX(td_gemm_fp8_rows)(const td_gemm_job *job, int n0, int n1)
 
 void TD_SFX(td_gemm_fp4_rows)(const td_gemm_job *job, int n0, int n1)
 {
-    if (job->M <= SM_MAXM)
+    if (job->M <= SM_MAXM_Q)
         sm_gemm_q(job, n0, n1, 1);
     else
         gemm_q_rows(job, n0, n1, 1);
