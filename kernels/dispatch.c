@@ -95,15 +95,18 @@ static int ops_self_check(const td_kernel_ops *ops)
     };
     const td_gemm_rows_fn fn[4] = {ops->fp8, ops->fp4, ops->f32, ops->bf16};
     const td_gemm_rows_fn ref[4] = {ops_generic.fp8, ops_generic.fp4, ops_generic.f32, ops_generic.bf16};
-    for (int t = 0; t < 4; t++) {
-        td_gemm_job job = {.w = &ws[t], .q = q, .e = e, .x = xf, .M = M, .y = y0, .ldy = N};
-        ref[t](&job, 0, N);
-        job.y = y1;
-        fn[t](&job, 0, 5);
-        fn[t](&job, 5, N);
-        if (memcmp(y0, y1, sizeof y0) != 0)
-            return 0;
-    }
+    /* M = 3 takes the small-M decode path, M = 1 the GEMV one: check both. */
+    for (int rows = 1; rows <= M; rows += 2)
+        for (int t = 0; t < 4; t++) {
+            td_gemm_job job = {.w = &ws[t], .q = q, .e = e, .x = xf, .M = rows,
+                               .y = y0, .ldy = N};
+            ref[t](&job, 0, N);
+            job.y = y1;
+            fn[t](&job, 0, 5);
+            fn[t](&job, 5, N);
+            if (memcmp(y0, y1, sizeof(float) * (size_t)rows * N) != 0)
+                return 0;
+        }
     return 1;
 }
 
