@@ -157,6 +157,20 @@ static void cpu_name(char *buf, size_t len)
     fclose(f);
 }
 
+/* The 1-minute load average: these machines are shared, so the table says
+ * how busy the machine was while it ran. */
+static double load_average(void)
+{
+    double l = -1.0;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &l) != 1)
+            l = -1.0;
+        fclose(f);
+    }
+    return l;
+}
+
 static int parse(int argc, char **argv, bench_opts *o)
 {
     o->model_dir = NULL;
@@ -216,11 +230,11 @@ int td_bench_decode(int argc, char **argv)
     char table[8192];
     int n = 0;
     n += snprintf(table + n, sizeof table - (size_t)n,
-                  "Machine: %s, %d threads, kernels %s. Model: %s. Copy bandwidth "
-                  "(memcpy, read + write): %.1f GB/s.\n\n"
+                  "Machine: %s, %d threads, kernels %s, load average %.1f at start. "
+                  "Model: %s. Copy bandwidth (memcpy, read + write): %.1f GB/s.\n\n"
                   "| batch | context | step ms | tokens/s | weight GB/step | GB/s | %% of copy |\n"
                   "|---|---|---|---|---|---|---|\n",
-                  cpu, nthreads, td_isa_name(isa), o.model_dir, copy);
+                  cpu, nthreads, td_isa_name(isa), load_average(), o.model_dir, copy);
     int batches[] = {1, 8};
     for (int i = 0; i < 2; i++) {
         double bytes = 0;
