@@ -31,10 +31,15 @@ serve: build
 # fuzz target runs for FUZZ_SECONDS (clang, libFuzzer, ASan+UBSan).
 test: test-fast test-asan test-fuzz
 
-test-fast: build
+# The JavaScript SDK clients of tests/e2e, pinned by package-lock.json.
+E2E_DEPS = tests/e2e/node_modules/.package-lock.json
+$(E2E_DEPS): tests/e2e/package-lock.json
+	cd tests/e2e && npm ci --no-audit --no-fund
+
+test-fast: build $(E2E_DEPS)
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2
 
-test-asan: $(ASAN_BUILD)/build.ninja
+test-asan: $(ASAN_BUILD)/build.ninja $(E2E_DEPS)
 	ninja -C $(ASAN_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --no-suite slow

@@ -1,0 +1,116 @@
+// The official `openai` npm package, unmodified, against a running
+// `tandem serve`. TANDEM (the binary) and TD_SOURCE_ROOT come from meson.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import path from 'node:path';
+import OpenAI from 'openai';
+
+const TANDEM = process.env.TANDEM;
+const ROOT = process.env.TD_SOURCE_ROOT;
+const MODEL_DIR = path.join(ROOT, 'models', 'tiny-v4');
+let server;
+let client;
+let baseURL;
+
+function tokenCount(text) {
+  const out = execFileSync(TANDEM, ['tokenize', '--tokenizer',
+    path.join(MODEL_DIR, 'tokenizer.json'), text]);
+  return JSON.parse(out.toString()).length;
+}
+
+before(async () => {
+  server = spawn(TANDEM, ['serve', '--port', '0', '--model', MODEL_DIR, '--threads', '1'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  baseURL = await new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error('no startup line: ' + buf)), 60000);
+    const onData = (d) => {
+      buf += d.toString();
+      const m = buf.match(/on (http:\/\/[0-9.]+:[0-9]+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    };
+    server.stdout.on('data', onData);
+    server.stderr.on('data', onData);
+    server.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
+  });
+  for (let i = 0; i < 600; i++) {
+    const r = await fetch(baseURL + '/ready').catch(() => null);
+    if (r && r.status === 200) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  client = new OpenAI({ baseURL: baseURL + '/v1', apiKey: 'unused', maxRetries: 0 });
+});
+
+after(() => { if (server) server.kill('SIGTERM'); });
+
+test('models.list names the served model', async () => {
+  const ids = [];
+  for await (const m of client.models.list()) ids.push(m.id);
+  assert.deepEqual(ids, ['tiny-v4']);
+});
+
+test('chat completion, non-stream: message, finish reason, usage', async () => {
+  const r = await client.chat.completions.create({
+    model: 'tiny-v4', messages: [{ role: 'user', content: 'Hello there' }],
+    max_tokens: 12, temperature: 0 });
+  assert.equal(r.object, 'chat.completion');
+  assert.equal(r.choices[0].message.role, 'assistant');
+  assert.equal(typeof r.choices[0].message.content, 'string');
+  assert.ok(['length', 'stop'].includes(r.choices[0].finish_reason));
+  assert.ok(r.usage.prompt_tokens > 0);
+  if (r.choices[0].finish_reason === 'length') assert.equal(r.usage.completion_tokens, 12);
+  assert.equal(r.usage.total_tokens, r.usage.prompt_tokens + r.usage.completion_tokens);
+});
+
+test('chat stream equals the non-stream answer and ends with usage', async () => {
+  const req = { model: 'tiny-v4', messages: [{ role: 'system', content: 'Be brief.' },
+    { role: 'user', content: 'Count to five' }], max_tokens: 16, temperature: 0 };
+  const whole = await client.chat.completions.create(req);
+  const stream = await client.chat.completions.create({ ...req, stream: true,
+    stream_options: { include_usage: true } });
+  let text = '';
+  let usage = null;
+  let finish = null;
+  let first = true;
+  for await (const chunk of stream) {
+    assert.equal(chunk.object, 'chat.completion.chunk');
+    if (chunk.usage) usage = chunk.usage;
+    if (!chunk.choices.length) continue;
+    if (first) { assert.equal(chunk.choices[0].delta.role, 'assistant'); first = false; }
+    text += chunk.choices[0].delta.content ?? '';
+    if (chunk.choices[0].finish_reason) finish = chunk.choices[0].finish_reason;
+  }
+  assert.equal(text, whole.choices[0].message.content);
+  assert.equal(finish, whole.choices[0].finish_reason);
+  assert.deepEqual(usage, whole.usage);
+});
+
+test('completions: usage counts our tokenizer\'s tokens, seeds reproduce', async () => {
+  const prompt = 'Once upon a time, 42 engineers';
+  const a = await client.completions.create({ model: 'tiny-v4', prompt, max_tokens: 8,
+    temperature: 1, seed: 11 });
+  const b = await client.completions.create({ model: 'tiny-v4', prompt, max_tokens: 8,
+    temperature: 1, seed: 11 });
+  assert.equal(a.usage.prompt_tokens, tokenCount(prompt));
+  assert.equal(a.choices[0].text, b.choices[0].text);
+});
+
+test('completions stream', async () => {
+  const whole = await client.completions.create({ model: 'tiny-v4', prompt: 'abc',
+    max_tokens: 10, temperature: 0 });
+  const stream = await client.completions.create({ model: 'tiny-v4', prompt: 'abc',
+    max_tokens: 10, temperature: 0, stream: true });
+  let text = '';
+  for await (const c of stream) text += c.choices[0]?.text ?? '';
+  assert.equal(text, whole.choices[0].text);
+});
+
+test('errors surface as the SDK\'s APIError with status and message', async () => {
+  await assert.rejects(
+    client.chat.completions.create({ model: 'tiny-v4', messages: 'not a list' }),
+    (e) => e instanceof OpenAI.APIError && e.status === 400 && /messages/.test(e.message));
+  await assert.rejects(
+    client.completions.create({ model: 'tiny-v4', prompt: 'x'.repeat(100000), max_tokens: 4 }),
+    (e) => e instanceof OpenAI.APIError && (e.status === 400 || e.status === 413));
+});
