@@ -31,6 +31,19 @@ if [ -n "$missing" ]; then
     [ "$(id -u)" -ne 0 ] && SUDO="sudo"
     export DEBIAN_FRONTEND=noninteractive
     $SUDO apt-get update -qq
+    # Packages such as nginx and prometheus start a system service when
+    # installed; we only want their binaries. policy-rc.d exiting 101 tells
+    # Debian's maintainer scripts not to start anything (only while we
+    # install, and only if the machine has no policy of its own).
+    policy=/usr/sbin/policy-rc.d
+    own_policy=0
+    if [ ! -e "$policy" ]; then
+        printf '#!/bin/sh\nexit 101\n' | $SUDO tee "$policy" >/dev/null
+        $SUDO chmod 755 "$policy"
+        own_policy=1
+    fi
     # shellcheck disable=SC2086
-    $SUDO apt-get install -y -qq --no-install-recommends $missing
+    $SUDO apt-get install -y -qq --no-install-recommends $missing || status=$?
+    [ "$own_policy" = 1 ] && $SUDO rm -f "$policy"
+    exit "${status:-0}"
 fi
