@@ -11,6 +11,8 @@ typedef struct {
     const char *help;
 } subcommand;
 
+int cmd_render_chat(int argc, char **argv);  /* cmd_render_chat.c */
+
 static const subcommand subcommands[] = {
     {"serve",    cmd_serve,    "router + prefill + decode on this machine (embedded default)"},
     {"router",   cmd_not_yet,  "HTTP front door (OpenAI / Anthropic APIs)"},
@@ -19,6 +21,7 @@ static const subcommand subcommands[] = {
     {"generate", cmd_generate, "generate text from a prompt, streamed to stdout"},
     {"logits",   cmd_logits,   "write float32 logits for every position of a prompt"},
     {"tokenize", cmd_tokenize, "print token ids of a text (or --decode ids)"},
+    {"render-chat", cmd_render_chat, "print the exact V4 prompt of a chat request (or --ids)"},
     {"kv-size",  cmd_kv_size,  "KV state bytes per layer kind for a config and length"},
     {"kvstore",  cmd_not_yet,  "inspect the on-disk KV store"},
     {"bench",    cmd_bench,    "benchmarks (bench decode)"},

@@ -7,6 +7,11 @@
  * answer before the engine hears the cancel; a client that leaves ends the
  * exchange before the engine stops).
  *
+ * Chat answers go through the DSML parser (router/dsml.h): reasoning (before
+ * </think> in thinking mode) becomes reasoning_content, <｜DSML｜tool_calls>
+ * blocks become tool_calls, the rest content; in a stream each arrives as
+ * its own delta as soon as it is decided.
+ *
  * Backpressure: when the connection's write queue passes its high watermark
  * the engine is asked to pause this request, and to resume on drain, so a
  * slow reader costs a bounded amount of memory, not a growing buffer.
@@ -17,7 +22,14 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "router/dsml.h"
 #include "router/router_internal.h"
+
+typedef struct {
+    char id[40];                 /* call_... */
+    td_tok_bytes name, args;
+    bool done, aborted;
+} gen_call;
 
 struct td_gen {
     td_router *rt;
@@ -35,6 +47,13 @@ struct td_gen {
     td_router_stop stop;
     td_tok_bytes text;           /* non-stream: the answer; stream: one event */
     td_tok_bytes prefix;         /* stream: `data: {"id":...,"model":...,` */
+    /* chat */
+    td_dsml *dsml;
+    bool thinking, parallel;
+    td_tok_bytes reasoning;      /* non-stream: reasoning_content */
+    gen_call *calls;             /* tool calls reported so far */
+    int ncalls;
+    int calls_ok, calls_aborted; /* among the calls the answer carries */
 };
 
 /* ---- JSON text ---------------------------------------------------------- */
@@ -88,6 +107,13 @@ int td_router_json_escape(td_tok_bytes *b, const char *s, size_t n)
 
 static void gen_destroy(td_gen *g)
 {
+    td_dsml_destroy(g->dsml);
+    td_tok_bytes_free(&g->reasoning);
+    for (int i = 0; i < g->ncalls; i++) {
+        td_tok_bytes_free(&g->calls[i].name);
+        td_tok_bytes_free(&g->calls[i].args);
+    }
+    free(g->calls);
     td_tok_stream_free(&g->ts);
     td_router_stop_free(&g->stop);
     td_tok_bytes_free(&g->text);
@@ -139,6 +165,136 @@ static void gen_emit(td_gen *g, const char *s, size_t n)
     stream_event(g);
 }
 
+/* ---- chat: reasoning, content and tool calls ------------------------------------ */
+
+static void stream_chunk_begin(td_gen *g)
+{
+    g->text.len = 0;
+    append(&g->text, g->prefix.data, g->prefix.len);
+    appends(&g->text, "\"choices\":[{\"index\":0,\"delta\":{");
+}
+
+static void stream_chunk_end(td_gen *g)
+{
+    appends(&g->text, "},\"logprobs\":null,\"finish_reason\":null}]}");
+    stream_event(g);
+}
+
+static gen_call *call_at(td_gen *g, int index)
+{
+    return index >= 0 && index < g->ncalls ? &g->calls[index] : NULL;
+}
+
+/* Events of the output parser. Call i of the output is calls[i]; with
+ * parallel_tool_calls false only call 0 is kept. */
+static void on_dsml(void *arg, const td_dsml_event *ev)
+{
+    td_gen *g = arg;
+    if (!g->req)
+        return;
+    gen_call *c = call_at(g, ev->index);
+    char head[160];
+    switch (ev->kind) {
+    case TD_DSML_CONTENT:
+        gen_emit(g, ev->text, ev->len);
+        break;
+    case TD_DSML_REASONING:
+        if (!g->stream) {
+            append(&g->reasoning, ev->text, ev->len);
+            break;
+        }
+        stream_chunk_begin(g);
+        appends(&g->text, "\"reasoning_content\":\"");
+        td_router_json_escape(&g->text, ev->text, ev->len);
+        appends(&g->text, "\"");
+        stream_chunk_end(g);
+        break;
+    case TD_DSML_CALL_BEGIN: {
+        if ((!g->parallel && ev->index > 0) || ev->index != g->ncalls)
+            break;
+        gen_call *nc = realloc(g->calls, (size_t)(g->ncalls + 1) * sizeof *nc);
+        if (!nc)
+            break;
+        g->calls = nc;
+        c = &nc[g->ncalls++];
+        memset(c, 0, sizeof *c);
+        td_router *rt = g->rt;
+        snprintf(c->id, sizeof c->id, "call_%016llx%08llx",
+                 (unsigned long long)(rt->id_salt * 0x9E3779B97F4A7C15ull),
+                 (unsigned long long)++rt->next_id);
+        append(&c->name, ev->text, ev->len);
+        if (!g->stream)
+            break;
+        stream_chunk_begin(g);
+        snprintf(head, sizeof head, "\"tool_calls\":[{\"index\":%d,\"id\":\"%s\","
+                 "\"type\":\"function\",\"function\":{\"name\":\"", ev->index, c->id);
+        appends(&g->text, head);
+        td_router_json_escape(&g->text, ev->text, ev->len);
+        appends(&g->text, "\",\"arguments\":\"\"}}]");
+        stream_chunk_end(g);
+        break;
+    }
+    case TD_DSML_CALL_ARGS:
+        if (!c)
+            break;
+        append(&c->args, ev->text, ev->len);
+        if (!g->stream)
+            break;
+        stream_chunk_begin(g);
+        snprintf(head, sizeof head, "\"tool_calls\":[{\"index\":%d,\"function\":"
+                 "{\"arguments\":\"", ev->index);
+        appends(&g->text, head);
+        td_router_json_escape(&g->text, ev->text, ev->len);
+        appends(&g->text, "\"}}]");
+        stream_chunk_end(g);
+        break;
+    case TD_DSML_CALL_END:
+        if (c) {
+            c->done = true;
+            g->calls_ok++;
+        }
+        break;
+    case TD_DSML_CALL_ABORT:
+        /* A stream cannot take back what it sent: the call's arguments stay
+         * incomplete and the finish reason is not "tool_calls". */
+        if (c) {
+            c->aborted = true;
+            g->calls_aborted++;
+        }
+        break;
+    }
+}
+
+/* The chat message of a non-streamed answer. */
+static json_t *chat_message(td_gen *g, json_t *content)
+{
+    json_t *msg = json_pack("{s:s}", "role", "assistant");
+    json_t *calls = json_array();
+    for (int i = 0; i < g->ncalls; i++) {
+        gen_call *c = &g->calls[i];
+        if (!c->done || c->aborted)
+            continue;
+        json_array_append_new(calls, json_pack("{s:s, s:s, s:{s:s%, s:s%}}", "id", c->id,
+            "type", "function", "function", "name", c->name.data ? c->name.data : "",
+            c->name.len, "arguments", c->args.data ? c->args.data : "", c->args.len));
+    }
+    bool has_calls = json_array_size(calls) > 0;
+    if (has_calls && json_string_length(content) == 0) {
+        json_decref(content);
+        content = json_null();
+    }
+    json_object_set_new(msg, "content", content);
+    if (g->thinking) {
+        json_t *r = json_stringn(g->reasoning.data ? g->reasoning.data : "", g->reasoning.len);
+        json_object_set_new(msg, "reasoning_content", r ? r : json_string(""));
+    }
+    if (has_calls)
+        json_object_set_new(msg, "tool_calls", calls);
+    else
+        json_decref(calls);
+    return msg;
+}
+
 static json_t *usage_json(const td_gen *g)
 {
     return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)g->n_prompt,
@@ -154,6 +310,13 @@ static void gen_complete(td_gen *g, const char *reason)
     if (!req)
         return;
     td_router *rt = g->rt;
+    if (g->dsml) {
+        /* What the parser held back comes out now; an answer that ended
+         * with complete tool calls (and none broken) finishes "tool_calls". */
+        td_dsml_finish(g->dsml, NULL);
+        if (!strcmp(reason, "stop") && g->calls_ok > 0 && g->calls_aborted == 0)
+            reason = "tool_calls";
+    }
     if (g->stream) {
         char tail[160];
         g->text.len = 0;
@@ -189,8 +352,7 @@ static void gen_complete(td_gen *g, const char *reason)
     json_t *choice = json_object();
     json_object_set_new(choice, "index", json_integer(0));
     if (g->chat)
-        json_object_set_new(choice, "message", json_pack("{s:s, s:o}", "role", "assistant",
-                                                         "content", text));
+        json_object_set_new(choice, "message", chat_message(g, text));
     else
         json_object_set_new(choice, "text", text);
     json_object_set_new(choice, "logprobs", json_null());
@@ -236,7 +398,10 @@ static void feed(td_gen *g, const char *s, size_t n, bool final)
     const char *out;
     size_t on;
     bool hit = td_router_stop_feed(&g->stop, s, n, final, &out, &on);
-    gen_emit(g, out, on);
+    if (g->dsml)
+        td_dsml_feed(g->dsml, out, on);  /* fails only without memory; then text is lost */
+    else
+        gen_emit(g, out, on);
     if (hit) {
         g->rt->engine.cancel(g->rt->engine.ctx, g->id);
         gen_complete(g, "stop");
@@ -360,6 +525,15 @@ void td_router_generate(td_router *rt, td_http_req *req, bool chat)
     g->stream = p.stream;
     g->include_usage = p.stream && p.include_usage;
     g->n_prompt = p.prompt.len;
+    g->thinking = p.thinking;
+    g->parallel = p.parallel_tool_calls;
+    td_dsml_opts dopts = {.thinking = p.thinking, .tools = p.tools};
+    if (chat && td_dsml_create(&g->dsml, &dopts, on_dsml, g)) {
+        gen_destroy(g);
+        td_router_params_free(&p);
+        td_router_error(req, 500, NULL, NULL, "out of memory");
+        return;
+    }
     g->created = (long long)time(NULL);
     snprintf(g->resp_id, sizeof g->resp_id, "%s-%016llx%08llx", chat ? "chatcmpl" : "cmpl",
              (unsigned long long)rt->id_salt, (unsigned long long)++rt->next_id);

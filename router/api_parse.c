@@ -2,7 +2,7 @@
  * /v1/chat/completions into td_router_params, with OpenAI's error shape:
  * every rejection names the parameter. Unknown fields are ignored (clients
  * send many); known fields that would change the answer in a way we do not
- * implement yet (n > 1, logprobs, echo, tools...) are refused, not ignored. */
+ * implement yet (n > 1, logprobs, echo...) are refused, not ignored. */
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -133,9 +133,6 @@ static int refuse_unsupported(const json_t *root, bool chat, td_router_apierr *e
         return fail(e, 400, "best_of", "unsupported_parameter", "only best_of = 1 is supported");
     if (!chat && field(root, "suffix"))
         return fail(e, 400, "suffix", "unsupported_parameter", "suffix is not supported");
-    const json_t *tools = field(root, "tools");
-    if (chat && tools && !(json_is_array(tools) && json_array_size(tools) == 0))
-        return fail(e, 400, "tools", "unsupported_parameter", "tools are not supported yet");
     const json_t *rf = field(root, "response_format");
     const json_t *rft = rf ? json_object_get(rf, "type") : NULL;
     if (chat && rf && !(json_is_string(rft) && !strcmp(json_string_value(rft), "text")))
@@ -243,12 +240,23 @@ int td_router_params_parse(td_router *rt, bool chat, const char *body, size_t le
                            : rt->id_salt ^ (rt->next_id * 0x9E3779B97F4A7C15ull);
 
     if (chat) {
+        /* messages, tools, tool_choice, reasoning_effort → a conversation →
+         * the exact V4 prompt, as ids (router/conv.h, chat_encode.h). */
         char err[256];
-        td_err te = td_router_chat_render(rt->tok, &rt->chat_ids,
-                                          json_object_get(root, "messages"), &p->prompt,
-                                          err, sizeof err);
+        const char *param = "messages";
+        td_conv *conv = NULL;
+        td_err te = td_conv_from_request(&conv, root, &param, err, sizeof err);
+        if (!te)
+            te = td_chat_render_ids(conv, rt->tok, &rt->chat_ids, &p->prompt, err, sizeof err);
+        if (!te) {
+            p->thinking = td_conv_get_think(conv) != TD_CONV_THINK_NONE;
+            p->tools = td_conv_has_tools(conv);
+            p->parallel_tool_calls = td_conv_parallel_tool_calls(conv);
+        }
+        td_conv_destroy(conv);
         if (te) {
-            rc = fail(e, te == TD_ENOMEM ? 500 : 400, "messages", NULL, "%s", err);
+            rc = fail(e, te == TD_ENOMEM ? 500 : 400, param ? param : "messages",
+                      te == TD_ENOMEM ? NULL : "invalid_value", "%s", err);
             goto done;
         }
     } else if ((rc = parse_prompt(rt, root, p, e))) {

@@ -252,13 +252,15 @@ static bool st_block(td_dsml *p)
 }
 
 /* Reads NAME" from the front of buf into *name_len; false if not complete
- * yet. Sets *bad for names too long or containing a line break or '<'. */
+ * yet. Sets *bad for names that are empty, too long, or hold '<' or a
+ * control character (a line break, a NUL). */
 static bool read_name(td_dsml *p, size_t *name_len, bool *bad)
 {
     const char *q = memchr(p->buf.data, '"', p->buf.len);
     size_t upto = q ? (size_t)(q - p->buf.data) : p->buf.len;
-    *bad = upto > NAME_MAX_BYTES || memchr(p->buf.data, '\n', upto) ||
-           memchr(p->buf.data, '<', upto) || (q && upto == 0);
+    *bad = upto > NAME_MAX_BYTES || memchr(p->buf.data, '<', upto) || (q && upto == 0);
+    for (size_t i = 0; i < upto && !*bad; i++)
+        *bad = (unsigned char)p->buf.data[i] < 0x20;
     *name_len = upto;
     return q != NULL;
 }

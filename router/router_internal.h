@@ -66,6 +66,11 @@ typedef struct {
     int nstops;
     bool stream;
     bool include_usage;
+    /* chat: the prompt ends with <think> (reasoning comes first); tools are
+     * declared in it (parse tool-call blocks); more than one call allowed. */
+    bool thinking;
+    bool tools;
+    bool parallel_tool_calls;
 } td_router_params;
 
 /* An API error: HTTP status, message, the offending parameter (or NULL) and

@@ -268,6 +268,15 @@ static void duplicate_param(void)
     check("duplicate", t, false, true, &x);
 }
 
+static void control_in_name(void)
+{
+    /* A NUL or line break in a name cannot be a JSON key the client reads. */
+    const char *t = TC INV("f") "<｜DSML｜parameter name=\"a\x01\" string=\"true\">1"
+                    "</｜DSML｜parameter>" INVE TCE;
+    expect x = {"", t, 0, {0}, {0}, true, false};
+    check("control in name", t, false, true, &x);
+}
+
 static void truncated(void)
 {
     /* EOS (or max_tokens) in the middle of a block. */
@@ -309,5 +318,6 @@ static void utf8_split(void)
 TD_TEST_MAIN({"spec_completion", spec_completion}, {"args_exact", args_exact},
              {"two_calls", two_calls}, {"no_params_and_after", no_params_and_after},
              {"malformed_json", malformed_json}, {"malformed_second_call", malformed_second_call},
-             {"duplicate_param", duplicate_param}, {"truncated", truncated},
+             {"duplicate_param", duplicate_param},
+             {"control_in_name", control_in_name}, {"truncated", truncated},
              {"no_tools", no_tools}, {"lookalikes", lookalikes}, {"utf8_split", utf8_split})
