@@ -14,11 +14,12 @@ allowed() {
         bench)     echo "common kernels model" ;;
         engine)    echo "common kernels model tokenizer router" ;;
         router)    echo "common tokenizer proto" ;;
+        transport) echo "common proto" ;;
         *)         echo "*" ;;
     esac
 }
 fail=0
-for mod in common proto kernels tokenizer model bench engine router; do
+for mod in common proto kernels tokenizer model bench engine router transport; do
     [ -d "$mod" ] || continue
     ok=$(allowed "$mod")
     for f in $(find "$mod" -name '*.c' -o -name '*.h' -o -name '*.cu'); do
