@@ -108,15 +108,4 @@ out="$dir/section.md"
 } >"$out"
 cat "$out"
 
-python3 - "$out" docs/benchmarks.md <<'PY'
-import re, sys
-new = open(sys.argv[1]).read()
-try:
-    doc = open(sys.argv[2]).read()
-except FileNotFoundError:
-    doc = "# Benchmarks\n\nTables written by the benchmarks in bench/; each names the machine it ran on.\n\n"
-# Replace only this section (up to the next "## " heading), or append it.
-pat = re.compile(r"## HTTP \(`bench/run-http\.sh`\).*?(?=\n## |\Z)", re.S)
-doc = pat.sub(lambda m: new.rstrip("\n"), doc) if pat.search(doc) else doc.rstrip("\n") + "\n\n" + new
-open(sys.argv[2], "w").write(doc if doc.endswith("\n") else doc + "\n")
-PY
+python3 bench/update_benchmarks.py "$out" docs/benchmarks.md

@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd/args.h"
 #include "cmd/cmd.h"
 #include "common/fileio.h"
 #include "model/model.h"
@@ -30,28 +31,6 @@ typedef struct {
     unsigned long long seed;
     int chat;
 } gen_args;
-
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
-static int parse_float(const char *s, float lo, float hi, float *out)
-{
-    char *end;
-    errno = 0;
-    float v = strtof(s, &end);
-    if (errno || *end || end == s || !(v >= lo && v <= hi))
-        return -1;
-    *out = v;
-    return 0;
-}
 
 /* Parses the options both commands share; returns 0, or 2 on a usage error. */
 static int parse_args(int argc, char **argv, gen_args *a, const char *cmd)
@@ -79,14 +58,14 @@ static int parse_args(int argc, char **argv, gen_args *a, const char *cmd)
         else if (!strcmp(o, "--out")) a->out = v;
         else if (!strcmp(o, "--mtp-out")) a->mtp_out = v;
         else if (!strcmp(o, "--stop")) a->stop = v;
-        else if (!strcmp(o, "--decode-from")) bad = parse_long(v, 1, 1L << 30, &a->decode_from);
-        else if (!strcmp(o, "--max-tokens")) bad = parse_long(v, 0, 1L << 30, &a->max_tokens);
-        else if (!strcmp(o, "--chunk")) bad = parse_long(v, 1, 4096, &a->chunk);
-        else if (!strcmp(o, "--threads")) bad = parse_long(v, 1, 1024, &a->threads);
-        else if (!strcmp(o, "--ctx")) bad = parse_long(v, 1, 1L << 30, &a->ctx);
-        else if (!strcmp(o, "--temperature")) bad = parse_float(v, 0.0f, 100.0f, &a->temperature);
-        else if (!strcmp(o, "--top-p")) bad = parse_float(v, 1e-6f, 1.0f, &a->top_p);
-        else if (!strcmp(o, "--top-k")) bad = parse_long(v, 0, 1L << 30, &a->top_k);
+        else if (!strcmp(o, "--decode-from")) bad = td_arg_long(v, 1, 1L << 30, &a->decode_from);
+        else if (!strcmp(o, "--max-tokens")) bad = td_arg_long(v, 0, 1L << 30, &a->max_tokens);
+        else if (!strcmp(o, "--chunk")) bad = td_arg_long(v, 1, 4096, &a->chunk);
+        else if (!strcmp(o, "--threads")) bad = td_arg_long(v, 1, 1024, &a->threads);
+        else if (!strcmp(o, "--ctx")) bad = td_arg_long(v, 1, 1L << 30, &a->ctx);
+        else if (!strcmp(o, "--temperature")) bad = td_arg_float(v, 0.0f, 100.0f, &a->temperature);
+        else if (!strcmp(o, "--top-p")) bad = td_arg_float(v, 1e-6f, 1.0f, &a->top_p);
+        else if (!strcmp(o, "--top-k")) bad = td_arg_long(v, 0, 1L << 30, &a->top_k);
         else if (!strcmp(o, "--seed")) {
             char *end;
             errno = 0;

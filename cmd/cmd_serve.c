@@ -12,6 +12,7 @@
 #include <string.h>
 #include <uv.h>
 
+#include "cmd/args.h"
 #include "cmd/cmd.h"
 #include "engine/engine.h"
 #include "router/router.h"
@@ -69,17 +70,6 @@ static void usage(FILE *f)
         "Environment: TANDEM_API_KEYS=KEY1,KEY2 adds API keys (with or without a file).\n");
 }
 
-static int parse_long(const char *s, long lo, long hi, long *out)
-{
-    char *end;
-    errno = 0;
-    long v = strtol(s, &end, 10);
-    if (errno || *end || end == s || v < lo || v > hi)
-        return -1;
-    *out = v;
-    return 0;
-}
-
 static int parse_args(int argc, char **argv, serve_args *a)
 {
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
@@ -99,17 +89,17 @@ static int parse_args(int argc, char **argv, serve_args *a)
         if (!strcmp(o, "--model")) a->model_dir = v;
         else if (!strcmp(o, "--host")) a->host = v;
         else if (!strcmp(o, "--model-id")) a->model_id = v;
-        else if (!strcmp(o, "--port")) bad = parse_long(v, 0, 65535, &a->port);
-        else if (!strcmp(o, "--max-batch")) bad = parse_long(v, 1, 4096, &a->max_batch);
-        else if (!strcmp(o, "--threads")) bad = parse_long(v, 1, 1024, &a->threads);
-        else if (!strcmp(o, "--ctx")) bad = parse_long(v, 1, 1L << 30, &a->ctx);
-        else if (!strcmp(o, "--max-body")) bad = parse_long(v, 1, 1L << 30, &a->max_body);
+        else if (!strcmp(o, "--port")) bad = td_arg_long(v, 0, 65535, &a->port);
+        else if (!strcmp(o, "--max-batch")) bad = td_arg_long(v, 1, 4096, &a->max_batch);
+        else if (!strcmp(o, "--threads")) bad = td_arg_long(v, 1, 1024, &a->threads);
+        else if (!strcmp(o, "--ctx")) bad = td_arg_long(v, 1, 1L << 30, &a->ctx);
+        else if (!strcmp(o, "--max-body")) bad = td_arg_long(v, 1, 1L << 30, &a->max_body);
         else if (!strcmp(o, "--write-buffer"))
-            bad = parse_long(v, 1024, 1L << 30, &a->write_buffer);
+            bad = td_arg_long(v, 1024, 1L << 30, &a->write_buffer);
         else if (!strcmp(o, "--shutdown-grace-ms"))
-            bad = parse_long(v, 1, 24L * 3600 * 1000, &a->grace_ms);
+            bad = td_arg_long(v, 1, 24L * 3600 * 1000, &a->grace_ms);
         else if (!strcmp(o, "--max-waiting"))
-            bad = parse_long(v, 1, 1L << 20, &a->max_waiting);
+            bad = td_arg_long(v, 1, 1L << 20, &a->max_waiting);
         else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
         else {
             fprintf(stderr, "tandem serve: unknown option %s\n\n", o);
