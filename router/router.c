@@ -14,6 +14,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "router/api_anthropic.h"
 #include "router/auth.h"
 #include "router/metrics.h"
 #include "router/router_internal.h"
@@ -49,8 +50,18 @@ void td_router_send_json(td_http_req *req, int status, json_t *v)
     free(s);
 }
 
+/* Anthropic's endpoints answer every error in Anthropic's shape. */
+static bool is_anthropic(const td_http_req *req)
+{
+    return !strncmp(td_http_req_path(req), "/v1/messages", 12);
+}
+
 void td_router_send_error(td_http_req *req, const td_router_apierr *e)
 {
+    if (is_anthropic(req)) {
+        td_anth_send_error(req, e->status, NULL, e->message);
+        return;
+    }
     json_t *err = json_object();
     json_object_set_new(err, "message", json_string(e->message));
     json_object_set_new(err, "type", json_string(e->status >= 500 ? "server_error"
@@ -66,6 +77,10 @@ void td_router_send_error(td_http_req *req, const td_router_apierr *e)
 static void send_error_h(td_http_req *req, int status, const char *type, const char *code,
                          const char *extra_headers, const char *msg)
 {
+    if (is_anthropic(req)) {
+        td_anth_send_error(req, status, extra_headers, msg);
+        return;
+    }
     json_t *v = json_pack("{s:{s:s, s:s, s:n, s:s?}}", "error", "message", msg, "type", type,
                           "param", "code", code);
     char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
@@ -240,7 +255,8 @@ static const char *session_of(const td_http_req *req)
 
 /* ---- routing ---------------------------------------------------------------- */
 
-typedef enum { EP_HEALTH, EP_READY, EP_MODELS, EP_COMPLETIONS, EP_CHAT, EP_METRICS } endpoint;
+typedef enum { EP_HEALTH, EP_READY, EP_MODELS, EP_COMPLETIONS, EP_CHAT, EP_METRICS,
+               EP_MESSAGES, EP_COUNT_TOKENS } endpoint;
 
 static const struct {
     const char *path;
@@ -253,6 +269,8 @@ static const struct {
     {"/v1/completions", "POST", EP_COMPLETIONS},
     {"/v1/chat/completions", "POST", EP_CHAT},
     {"/metrics", "GET", EP_METRICS},
+    {"/v1/messages", "POST", EP_MESSAGES},
+    {"/v1/messages/count_tokens", "POST", EP_COUNT_TOKENS},
 };
 
 static void on_response(void *arg, td_http_req *req, int status)
@@ -284,6 +302,22 @@ static void generate(router_ops *o, td_http_req *req, bool chat)
     o->cur_session = session_of(req);
     o->cur_arrival = uv_hrtime();
     td_router_generate(&o->rt, req, chat);
+    o->cur_session = NULL;
+    o->cur_arrival = 0;
+}
+
+/* The Anthropic Messages API (api_anthropic_gen.c), with the same queue
+ * limit and session ids as the OpenAI endpoints. */
+static void messages(router_ops *o, td_http_req *req, bool count_only)
+{
+    if (!count_only && queue_full(o) && !o->rt.shutting_down) {
+        td_anth_send_error(req, 429, "Retry-After: 1\r\n",
+                           "the server is busy: too many requests are waiting; retry later");
+        return;
+    }
+    o->cur_session = session_of(req);
+    o->cur_arrival = uv_hrtime();
+    td_router_anthropic(&o->rt, req, count_only, o->cur_session);
     o->cur_session = NULL;
     o->cur_arrival = 0;
 }
@@ -349,6 +383,10 @@ static void on_request(void *arg, td_http_req *req)
             return;
         case EP_METRICS:
             metrics(o, req);
+            return;
+        case EP_MESSAGES:
+        case EP_COUNT_TOKENS:
+            messages(o, req, routes[i].ep == EP_COUNT_TOKENS);
             return;
         }
     }
@@ -441,6 +479,7 @@ static void on_shutdown_timer(uv_timer_t *t)
     if (rt->timer_stage == 0) {
         td_log(TD_LOG_INFO, "router: shutdown: cancelling requests still running");
         td_router_cancel_all(rt);
+        td_router_anthropic_cancel_all(rt);
         rt->timer_stage = 1;
         uv_timer_start(&rt->timer, on_shutdown_timer, 2000, 0);
     } else {
