@@ -1,0 +1,116 @@
+/* td_xfer: ship a sequence's serialised KV state (docs/kv-layout.md) from a
+ * prefill worker to a decode worker with UCX one-sided puts.
+ *
+ * The receiver (decode) registers the destination buffer and hands the
+ * sender a small "ticket" (remote address, length, packed rkey) through the
+ * control plane; the sender (prefill) puts the bytes section by section as
+ * they become ready, flushes, then sends a completion message carrying the
+ * descriptor. The receiver checks the descriptor and the XXH3-64 of the
+ * bytes that actually arrived, and answers with an acknowledgement that
+ * releases the sender's buffer. Protocol: docs/transfer.md.
+ *
+ * Threading: a td_xfer_ctx owns one ucp_worker and is used from one thread
+ * at a time. Nothing progresses unless that thread is inside a td_xfer call
+ * (one-sided puts only move while the target polls, see
+ * shared/notes/platform.md): a receiver must sit in td_xfer_recv_wait (or
+ * call td_xfer_progress) while a transfer is in flight. */
+#ifndef TD_TRANSPORT_XFER_H
+#define TD_TRANSPORT_XFER_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+
+typedef struct td_xfer_ctx td_xfer_ctx;
+typedef struct td_xfer_peer td_xfer_peer;
+typedef struct td_xfer_recv td_xfer_recv;
+typedef struct td_xfer_send td_xfer_send;
+
+/* What the completion message carries; mirrors proto KvReady. */
+typedef struct {
+    uint64_t transfer_id;    /* KvReady.request_id */
+    uint32_t layout_version;
+    uint64_t fingerprint;    /* td_v4_layout_fingerprint of the model */
+    uint64_t tokens;
+    uint64_t total_bytes;
+    uint64_t checksum;       /* XXH3-64 of the total_bytes state bytes */
+} td_xfer_desc;
+
+typedef struct {
+    /* UCP_ERR_HANDLING_MODE_PEER on the endpoints this context creates: a
+     * peer that dies becomes an error on our requests (and a forced close)
+     * instead of undefined behaviour. UCX 1.13 then refuses its shared
+     * memory transports, so on one host it costs the sm bandwidth and the
+     * transfer runs over tcp/lo. Zero (the default): shared memory where
+     * UCX finds it; every wait is still bounded by our timeouts. */
+    int peer_errors;
+} td_xfer_opts;
+
+/* One UCX context and worker; opts may be NULL. Transports are whatever
+ * UCX_TLS allows (read by UCX itself); keep tcp in the list. */
+td_err td_xfer_ctx_create(const td_xfer_opts *opts, td_xfer_ctx **out, char *err,
+                          size_t errlen);
+void td_xfer_ctx_destroy(td_xfer_ctx *ctx);
+
+/* The worker address to publish (WorkerRegister.ucx_address). The pointer
+ * stays valid until the context is destroyed. */
+td_err td_xfer_ctx_address(const td_xfer_ctx *ctx, const void **addr, size_t *len);
+
+/* One non-blocking round of UCX progress. */
+void td_xfer_progress(td_xfer_ctx *ctx);
+
+/* XXH3-64 of a buffer: the descriptor's checksum. */
+uint64_t td_xfer_checksum(const void *buf, size_t len);
+
+/* ---- receiver (decode) ---- */
+
+/* Registers buf[0..cap) for remote writes for transfer `id`. `expect`
+ * holds what decode requires: layout_version and fingerprint must match;
+ * tokens and total_bytes are checked when non-zero (total_bytes must not
+ * exceed cap in any case). The buffer must outlive the recv. */
+td_err td_xfer_recv_open(td_xfer_ctx *ctx, uint64_t id, void *buf, size_t cap,
+                         const td_xfer_desc *expect, td_xfer_recv **out,
+                         char *err, size_t errlen);
+
+/* The bytes the sender needs (valid until the recv is closed). */
+td_err td_xfer_recv_ticket(const td_xfer_recv *r, const void **ticket, size_t *len);
+
+/* Progresses until the completion for this transfer arrived and was
+ * verified (TD_OK, *got filled), was refused (TD_ECORRUPT / TD_EFORMAT with
+ * a message naming the field; the sender is told), or timeout_ms passed
+ * (TD_ETIMEDOUT). */
+td_err td_xfer_recv_wait(td_xfer_recv *r, int timeout_ms, td_xfer_desc *got,
+                         char *err, size_t errlen);
+
+/* Unregisters the buffer. Safe at any point, also after a timeout. */
+void td_xfer_recv_close(td_xfer_recv *r);
+
+/* ---- sender (prefill) ---- */
+
+/* Connects to a receiver's worker address and flushes the new endpoint
+ * (UCX 1.13 can hang the first send otherwise), within timeout_ms. */
+td_err td_xfer_connect(td_xfer_ctx *ctx, const void *addr, size_t len,
+                       int timeout_ms, td_xfer_peer **out, char *err, size_t errlen);
+void td_xfer_peer_close(td_xfer_peer *p);
+
+/* Starts a transfer of buf[0..size) into the buffer the ticket describes.
+ * buf is registered here and must stay untouched until td_xfer_send_finish
+ * returns (the lease). */
+td_err td_xfer_send_open(td_xfer_peer *p, const void *ticket, size_t ticket_len,
+                         const void *buf, size_t size, td_xfer_send **out,
+                         char *err, size_t errlen);
+
+/* Queues the put of buf[off..off+len) (non-blocking). Sections may come in
+ * any order, e.g. one per layer as prefill finishes it. */
+td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len);
+
+/* Flushes every put, sends the completion carrying *desc, and waits for the
+ * receiver's verdict until lease_ms has passed: TD_OK once the receiver has
+ * verified the bytes, the receiver's error if it refused them, TD_ETIMEDOUT
+ * if no answer came. After it returns, the buffer is the caller's again. */
+td_err td_xfer_send_finish(td_xfer_send *s, const td_xfer_desc *desc, int lease_ms,
+                           char *err, size_t errlen);
+void td_xfer_send_close(td_xfer_send *s);
+
+#endif
