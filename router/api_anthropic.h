@@ -117,7 +117,8 @@ td_err td_anth_enc_init(td_anth_enc *enc, const td_anth_enc_opts *opts);
 void td_anth_enc_free(td_anth_enc *enc);
 /* stream: message_start and a ping. */
 void td_anth_enc_start(td_anth_enc *enc);
-/* One event of the output parser (its td_dsml_cb can forward here). */
+/* One event of the output parser (its td_dsml_cb can forward here). Its
+ * text must be valid UTF-8, as the server's token stream makes it. */
 void td_anth_enc_event(td_anth_enc *enc, const td_dsml_event *ev);
 /* Closes the open block and ends the message. A TD_ANTH_STOP_END_TURN
  * becomes TD_ANTH_STOP_TOOL_USE when complete tool calls (and no broken
