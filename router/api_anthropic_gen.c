@@ -128,6 +128,10 @@ static void gen_fail(anth_gen *g, int status, const char *msg)
 
 static void feed(anth_gen *g, const char *s, size_t n, bool final)
 {
+    /* Nothing new and nothing held: skip the matcher, which would pass its
+     * NULL buffer to memmem (UBSan; stopstr.c is not ours to change). */
+    if (n == 0 && !g->stop.held)
+        return;
     const char *out;
     size_t on;
     bool hit = td_router_stop_feed(&g->stop, s, n, final, &out, &on);

@@ -15,10 +15,11 @@ let server;
 let client;
 let baseURL;
 
-before(async () => {
-  server = spawn(TANDEM, ['serve', '--port', '0', '--model', MODEL_DIR, '--threads', '1'],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
-  baseURL = await new Promise((resolve, reject) => {
+// Starts `tandem serve` on a free port; resolves to its base URL once ready.
+async function startServer(env) {
+  const proc = spawn(TANDEM, ['serve', '--port', '0', '--model', MODEL_DIR, '--threads', '1'],
+    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
+  const url = await new Promise((resolve, reject) => {
     let buf = '';
     const timer = setTimeout(() => reject(new Error('no startup line: ' + buf)), 60000);
     const onData = (d) => {
@@ -26,15 +27,22 @@ before(async () => {
       const m = buf.match(/on (http:\/\/[0-9.]+:[0-9]+)/);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     };
-    server.stdout.on('data', onData);
-    server.stderr.on('data', onData);
-    server.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
+    proc.stdout.on('data', onData);
+    proc.stderr.on('data', onData);
+    proc.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
   });
   for (let i = 0; i < 600; i++) {
-    const r = await fetch(baseURL + '/ready').catch(() => null);
+    const r = await fetch(url + '/ready').catch(() => null);
     if (r && r.status === 200) break;
     await new Promise((r) => setTimeout(r, 100));
   }
+  return { proc, url };
+}
+
+before(async () => {
+  const s = await startServer({});
+  server = s.proc;
+  baseURL = s.url;
   client = new Anthropic({ baseURL, apiKey: 'unused', maxRetries: 0 });
 });
 
@@ -180,4 +188,29 @@ test('errors surface as the SDK\'s APIError with Anthropic\'s shape and status',
   await bad(client.post('/v1/messages/nope', { body: {} }), 404, 'not_found_error');
   await bad(client.messages.create({ model: MODEL, max_tokens: 4,
     messages: [{ role: 'user', content: 'x'.repeat(2 << 20) }] }), 413, 'request_too_large');
+});
+
+test('a last assistant turn is a prefill: think mode answers with text only', async () => {
+  const m = await client.messages.create({ model: MODEL, max_tokens: 1030, temperature: 0,
+    thinking: { type: 'enabled', budget_tokens: 1024 }, stop_sequences: [],
+    messages: [{ role: 'user', content: 'Say hi' }, { role: 'assistant', content: 'Hi' }] });
+  for (const b of m.content) assert.equal(b.type === 'thinking', false);
+});
+
+test('API keys: 401 authentication_error in Anthropic\'s shape, x-api-key accepted', async () => {
+  const s = await startServer({ TANDEM_API_KEYS: 'sk-test' });
+  try {
+    const req = { model: MODEL, messages: [{ role: 'user', content: 'x' }] };
+    const wrong = new Anthropic({ baseURL: s.url, apiKey: 'nope', maxRetries: 0 });
+    await assert.rejects(wrong.messages.countTokens(req), (e) => {
+      assert.ok(e instanceof Anthropic.AuthenticationError, String(e));
+      assert.equal(e.status, 401);
+      assert.equal(e.error?.error?.type, 'authentication_error');
+      return true;
+    });
+    const right = new Anthropic({ baseURL: s.url, apiKey: 'sk-test', maxRetries: 0 });
+    assert.ok((await right.messages.countTokens(req)).input_tokens > 0);
+  } finally {
+    s.proc.kill('SIGTERM');
+  }
 });

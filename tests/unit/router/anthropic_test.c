@@ -197,6 +197,29 @@ static void decode_errors(void)
     td_anth_req_free(&r);
 }
 
+/* A last assistant turn is continued, not closed. */
+static void decode_prefill(void)
+{
+    td_anth_req r;
+    td_anth_err e;
+    int rc = decode("{\"model\":\"m\",\"max_tokens\":2000,\"thinking\":{\"type\":"
+                    "\"enabled\",\"budget_tokens\":1024},\"messages\":[{\"role\":\"user\","
+                    "\"content\":\"Hi\"},{\"role\":\"assistant\",\"content\":\"{\\\"a\\\":\"}]}",
+                    0, &r, &e);
+    TD_CHECK_EQ_INT(rc, 0);
+    if (rc)
+        return;
+    TD_CHECK(!r.thinking);  /* the prompt has </think>: the output is answer text */
+    td_tok_bytes text = {0};
+    char err[256];
+    TD_CHECK_EQ_INT(td_chat_render_text(r.conv, &text, err, sizeof err), TD_OK);
+    const char *tail = "</think>{\"a\":";
+    TD_CHECK(text.data && text.len > strlen(tail) &&
+             !strcmp(text.data + text.len - strlen(tail), tail));
+    td_tok_bytes_free(&text);
+    td_anth_req_free(&r);
+}
+
 static void session_ids(void)
 {
     char *s = td_anth_session_of("user_1_account_2_session_abc");
@@ -449,6 +472,6 @@ static void enc_two_calls_and_broken(void)
 
 TD_TEST_MAIN({"decode_basic", decode_basic}, {"decode_tools", decode_tools},
              {"decode_modes", decode_modes}, {"decode_errors", decode_errors},
-             {"session_ids", session_ids}, {"enc_thinking_text_tool", enc_thinking_text_tool},
+             {"decode_prefill", decode_prefill}, {"session_ids", session_ids}, {"enc_thinking_text_tool", enc_thinking_text_tool},
              {"enc_plain_and_stops", enc_plain_and_stops},
              {"enc_two_calls_and_broken", enc_two_calls_and_broken})
