@@ -51,6 +51,15 @@ struct td_xfer_ctx {
     int peer_errors;
 };
 
+struct td_xfer_region {
+    td_xfer_ctx *ctx;
+    void *buf;
+    size_t size;
+    ucp_mem_h memh;
+    void *rkey;
+    size_t rkey_len;
+};
+
 struct td_xfer_recv {
     td_xfer_ctx *ctx;
     td_xfer_recv *next;
@@ -58,7 +67,8 @@ struct td_xfer_recv {
     void *buf;
     size_t cap;
     td_xfer_desc expect;
-    ucp_mem_h memh;
+    td_xfer_region *region;
+    td_xfer_region *owned;  /* made by td_xfer_recv_open, destroyed at close */
     uint8_t *ticket;
     size_t ticket_len;
     int arrived;       /* completion received, not yet judged */
@@ -275,12 +285,76 @@ static void put_u64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }
 static uint32_t get_u32(const uint8_t *p) { uint32_t v; memcpy(&v, p, 4); return v; }
 static uint64_t get_u64(const uint8_t *p) { uint64_t v; memcpy(&v, p, 8); return v; }
 
-td_err td_xfer_recv_open(td_xfer_ctx *ctx, uint64_t id, void *buf, size_t cap,
-                         const td_xfer_desc *expect, td_xfer_recv **out,
-                         char *err, size_t errlen)
+td_err td_xfer_region_create(td_xfer_ctx *ctx, void *buf, size_t size,
+                             td_xfer_region **out, char *err, size_t errlen)
 {
-    if (!ctx || !buf || cap == 0 || !expect || !out)
-        return td_errf(err, errlen, TD_EINVAL, "recv_open: missing buffer or expectations");
+    if (!ctx || size == 0 || !out)
+        return td_errf(err, errlen, TD_EINVAL, "region_create: empty region");
+    td_xfer_region *g = calloc(1, sizeof *g);
+    if (!g)
+        return TD_ENOMEM;
+    g->ctx = ctx;
+    g->size = size;
+    g->buf = buf;
+    ucp_mem_map_params_t mp = {
+        .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH |
+                      UCP_MEM_MAP_PARAM_FIELD_FLAGS,
+        .address = buf,
+        .length = size,
+        .flags = buf ? 0 : UCP_MEM_MAP_ALLOCATE,
+    };
+    ucs_status_t st = ucp_mem_map(ctx->ucp, &mp, &g->memh);
+    if (st == UCS_OK && !buf) {
+        ucp_mem_attr_t attr = { .field_mask = UCP_MEM_ATTR_FIELD_ADDRESS };
+        st = ucp_mem_query(g->memh, &attr);
+        if (st == UCS_OK)
+            g->buf = attr.address;
+        else
+            ucp_mem_unmap(ctx->ucp, g->memh);
+    }
+    if (st != UCS_OK) {
+        free(g);
+        return td_errf(err, errlen, TD_EIO, "ucp_mem_map%s %zu bytes: %s",
+                       buf ? "" : " (allocate)", size, ucs_status_string(st));
+    }
+    /* Packed once: every ticket into this region carries the same rkey. */
+    st = ucp_rkey_pack(ctx->ucp, g->memh, &g->rkey, &g->rkey_len);
+    if (st != UCS_OK) {
+        ucp_mem_unmap(ctx->ucp, g->memh);
+        free(g);
+        return td_errf(err, errlen, TD_EIO, "ucp_rkey_pack: %s", ucs_status_string(st));
+    }
+    *out = g;
+    return TD_OK;
+}
+
+void *td_xfer_region_data(const td_xfer_region *g)
+{
+    return g ? g->buf : NULL;
+}
+
+void td_xfer_region_destroy(td_xfer_region *g)
+{
+    if (!g)
+        return;
+    for (td_xfer_recv *r = g->ctx->recvs; r; r = r->next)
+        if (r->region == g)
+            td_log(TD_LOG_ERROR, "xfer: region destroyed under open transfer %llu",
+                   (unsigned long long)r->id);
+    ucp_rkey_buffer_release(g->rkey);
+    ucp_mem_unmap(g->ctx->ucp, g->memh);
+    free(g);
+}
+
+td_err td_xfer_recv_open_at(td_xfer_ctx *ctx, uint64_t id, td_xfer_region *g, size_t off,
+                            size_t cap, const td_xfer_desc *expect, td_xfer_recv **out,
+                            char *err, size_t errlen)
+{
+    if (!ctx || !g || g->ctx != ctx || cap == 0 || !expect || !out)
+        return td_errf(err, errlen, TD_EINVAL, "recv_open: missing region or expectations");
+    if (off > g->size || cap > g->size - off)
+        return td_errf(err, errlen, TD_ERANGE, "recv_open: [%zu, +%zu) outside the %zu-byte "
+                       "region", off, cap, g->size);
     for (td_xfer_recv *o = ctx->recvs; o; o = o->next)
         if (o->id == id)
             return td_errf(err, errlen, TD_EBUSY, "transfer %llu already open",
@@ -290,49 +364,50 @@ td_err td_xfer_recv_open(td_xfer_ctx *ctx, uint64_t id, void *buf, size_t cap,
         return TD_ENOMEM;
     r->ctx = ctx;
     r->id = id;
-    r->buf = buf;
+    r->region = g;
+    r->buf = (uint8_t *)g->buf + off;
     r->cap = cap;
     r->expect = *expect;
-    ucp_mem_map_params_t mp = {
-        .field_mask = UCP_MEM_MAP_PARAM_FIELD_ADDRESS | UCP_MEM_MAP_PARAM_FIELD_LENGTH,
-        .address = buf,
-        .length = cap,
-    };
-    ucs_status_t st = ucp_mem_map(ctx->ucp, &mp, &r->memh);
-    if (st != UCS_OK) {
-        free(r);
-        return td_errf(err, errlen, TD_EIO, "ucp_mem_map %zu bytes: %s", cap,
-                       ucs_status_string(st));
-    }
-    void *rkey;
-    size_t rkey_len;
-    st = ucp_rkey_pack(ctx->ucp, r->memh, &rkey, &rkey_len);
-    if (st != UCS_OK) {
-        ucp_mem_unmap(ctx->ucp, r->memh);
-        free(r);
-        return td_errf(err, errlen, TD_EIO, "ucp_rkey_pack: %s", ucs_status_string(st));
-    }
     /* Ticket: magic, rkey length, id, remote address, capacity, zero, rkey. */
-    r->ticket_len = TICKET_HDR + rkey_len;
+    r->ticket_len = TICKET_HDR + g->rkey_len;
     r->ticket = malloc(r->ticket_len);
     if (!r->ticket) {
-        ucp_rkey_buffer_release(rkey);
-        ucp_mem_unmap(ctx->ucp, r->memh);
         free(r);
         return TD_ENOMEM;
     }
     put_u32(r->ticket, TICKET_MAGIC);
-    put_u32(r->ticket + 4, (uint32_t)rkey_len);
+    put_u32(r->ticket + 4, (uint32_t)g->rkey_len);
     put_u64(r->ticket + 8, id);
-    put_u64(r->ticket + 16, (uint64_t)(uintptr_t)buf);
+    put_u64(r->ticket + 16, (uint64_t)(uintptr_t)r->buf);
     put_u64(r->ticket + 24, cap);
     put_u64(r->ticket + 32, 0);
-    memcpy(r->ticket + TICKET_HDR, rkey, rkey_len);
-    ucp_rkey_buffer_release(rkey);
+    memcpy(r->ticket + TICKET_HDR, g->rkey, g->rkey_len);
     r->next = ctx->recvs;
     ctx->recvs = r;
     *out = r;
     return TD_OK;
+}
+
+td_err td_xfer_recv_open(td_xfer_ctx *ctx, uint64_t id, void *buf, size_t cap,
+                         const td_xfer_desc *expect, td_xfer_recv **out,
+                         char *err, size_t errlen)
+{
+    td_xfer_region *g;
+    td_err e = td_xfer_region_create(ctx, buf, cap, &g, err, errlen);
+    if (e)
+        return e;
+    e = td_xfer_recv_open_at(ctx, id, g, 0, cap, expect, out, err, errlen);
+    if (e) {
+        td_xfer_region_destroy(g);
+        return e;
+    }
+    (*out)->owned = g;
+    return TD_OK;
+}
+
+void *td_xfer_recv_data(const td_xfer_recv *r)
+{
+    return r ? r->buf : NULL;
 }
 
 td_err td_xfer_recv_ticket(const td_xfer_recv *r, const void **ticket, size_t *len)
@@ -425,9 +500,10 @@ void td_xfer_recv_close(td_xfer_recv *r)
     while (*pp != r)
         pp = &(*pp)->next;
     *pp = r->next;
-    ucp_mem_unmap(r->ctx->ucp, r->memh);
     free(r->ticket);
+    td_xfer_region *owned = r->owned;
     free(r);
+    td_xfer_region_destroy(owned);
 }
 
 /* ---- sender ---- */

@@ -25,6 +25,7 @@
 typedef struct td_xfer_ctx td_xfer_ctx;
 typedef struct td_xfer_peer td_xfer_peer;
 typedef struct td_xfer_recv td_xfer_recv;
+typedef struct td_xfer_region td_xfer_region;
 typedef struct td_xfer_send td_xfer_send;
 
 /* What the completion message carries; mirrors proto KvReady. */
@@ -68,10 +69,33 @@ uint64_t td_xfer_checksum(const void *buf, size_t len);
 /* Registers buf[0..cap) for remote writes for transfer `id`. `expect`
  * holds what decode requires: layout_version and fingerprint must match;
  * tokens and total_bytes are checked when non-zero (total_bytes must not
- * exceed cap in any case). The buffer must outlive the recv. */
+ * exceed cap in any case). The buffer must outlive the recv.
+ *
+ * buf == NULL: UCX allocates cap bytes itself (td_xfer_recv_data gives
+ * them; they go away at td_xfer_recv_close, so restore the state from
+ * them first). On one host that memory is shared, so puts land by direct
+ * copy instead of going through active messages: several times faster. */
 td_err td_xfer_recv_open(td_xfer_ctx *ctx, uint64_t id, void *buf, size_t cap,
                          const td_xfer_desc *expect, td_xfer_recv **out,
                          char *err, size_t errlen);
+
+/* A registered receive region, e.g. a decode worker's whole KV arena:
+ * registering once avoids a ucp_mem_map per transfer (and, for memory UCX
+ * allocates, the page faults of a fresh shared segment each time, which
+ * dominate transfer time). buf == NULL: UCX allocates size bytes. Destroy
+ * it only after every recv opened in it is closed. */
+td_err td_xfer_region_create(td_xfer_ctx *ctx, void *buf, size_t size,
+                             td_xfer_region **out, char *err, size_t errlen);
+void *td_xfer_region_data(const td_xfer_region *g);
+void td_xfer_region_destroy(td_xfer_region *g);
+
+/* As td_xfer_recv_open, into region bytes [off, off + cap). */
+td_err td_xfer_recv_open_at(td_xfer_ctx *ctx, uint64_t id, td_xfer_region *g, size_t off,
+                            size_t cap, const td_xfer_desc *expect, td_xfer_recv **out,
+                            char *err, size_t errlen);
+
+/* The receive buffer (the caller's, or the one UCX allocated). */
+void *td_xfer_recv_data(const td_xfer_recv *r);
 
 /* The bytes the sender needs (valid until the recv is closed). */
 td_err td_xfer_recv_ticket(const td_xfer_recv *r, const void **ticket, size_t *len);

@@ -197,6 +197,10 @@ static void stop(void)
 }
 
 /* Runs one transfer; returns the receiver's result, *sender_rc the sender's. */
+static int alloc;
+static td_xfer_region *region;  /* when set, receive into it at region_off */
+static size_t region_off;
+
 static td_err transfer(uint32_t cmd, size_t size, uint32_t sections, uint64_t seed,
                        int timeout_ms, uint8_t *buf, int32_t *sender_rc)
 {
@@ -204,7 +208,11 @@ static td_err transfer(uint32_t cmd, size_t size, uint32_t sections, uint64_t se
     td_xfer_desc expect = { .layout_version = LAYOUT, .fingerprint = FP,
                             .tokens = size / 4, .total_bytes = size };
     td_xfer_recv *r;
-    td_err e = td_xfer_recv_open(rctx, seed, buf, size, &expect, &r, err, sizeof err);
+    /* alloc: UCX allocates the receive buffer, copied to buf at the end. */
+    td_err e = region ? td_xfer_recv_open_at(rctx, seed, region, region_off, size, &expect,
+                                             &r, err, sizeof err)
+                      : td_xfer_recv_open(rctx, seed, alloc ? NULL : buf, size, &expect, &r,
+                                          err, sizeof err);
     TD_CHECK_EQ_INT(e, TD_OK);
     if (e)
         return e;
@@ -233,6 +241,8 @@ static td_err transfer(uint32_t cmd, size_t size, uint32_t sections, uint64_t se
             break;
     }
     TD_CHECK_EQ_INT(read_all(from_child, sender_rc, 4), 0);
+    if (alloc || region)
+        memcpy(buf, td_xfer_recv_data(r), size);
     td_xfer_recv_close(r);
     return e;
 }
@@ -254,6 +264,42 @@ static void test_sizes(void)
         free(buf);
         free(want);
     }
+    stop();
+}
+
+/* The same into memory UCX allocated (shared memory on one host). */
+static void test_sizes_ucx_memory(void)
+{
+    alloc = 1;
+    test_sizes();
+    alloc = 0;
+}
+
+/* A region registered once (UCX memory), transfers at several offsets. */
+static void test_region(void)
+{
+    TD_CHECK_EQ_INT(start(), 0);
+    char err[256];
+    size_t n = 1 << 20;
+    TD_CHECK_EQ_INT(td_xfer_region_create(rctx, NULL, 4 * n, &region, err, sizeof err), TD_OK);
+    uint8_t *buf = malloc(n), *want = malloc(n);
+    for (int i = 0; i < 4; i++) {
+        region_off = (size_t)(3 - i) * n;
+        int32_t src = -1;
+        TD_CHECK_EQ_INT(transfer(CMD_OK, n, 8, 400 + i, 30000, buf, &src), TD_OK);
+        TD_CHECK_EQ_INT(src, TD_OK);
+        fill(want, n, 400 + i);
+        TD_CHECK(memcmp(buf, want, n) == 0);
+        TD_CHECK(memcmp((uint8_t *)td_xfer_region_data(region) + region_off, want, n) == 0);
+    }
+    td_xfer_recv *r;
+    td_xfer_desc expect = { .layout_version = LAYOUT, .fingerprint = FP };
+    TD_CHECK_EQ_INT(td_xfer_recv_open_at(rctx, 9, region, 3 * n + 1, n, &expect, &r, err,
+                                         sizeof err), TD_ERANGE);
+    td_xfer_region_destroy(region);
+    region = NULL;
+    free(buf);
+    free(want);
     stop();
 }
 
@@ -306,6 +352,8 @@ int main(int argc, char **argv)
 {
     static const td_test_case cases[] = {
         { "sizes", test_sizes },
+        { "sizes_ucx_memory", test_sizes_ucx_memory },
+        { "region", test_region },
         { "bad_descriptors", test_bad_descriptors },
         { "timeouts", test_timeouts },
         { NULL, NULL },
