@@ -3,7 +3,7 @@
 BUILD      ?= build
 ASAN_BUILD ?= build-asan
 FUZZ_BUILD ?= build-fuzz
-FUZZ_SECONDS ?= 20
+FUZZ_SECONDS ?= 15
 MESON_OPTS ?= -Dbuildtype=debugoptimized
 
 .PHONY: all deps build serve test test-fast test-asan test-fuzz bench clean
@@ -19,7 +19,8 @@ $(BUILD)/build.ninja:
 
 $(ASAN_BUILD)/build.ninja:
 	@./scripts/install-deps.sh
-	meson setup $(ASAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false
+	meson setup $(ASAN_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined -Db_lundef=false \
+	  -Dcuda=disabled
 
 build: $(BUILD)/build.ninja
 	ninja -C $(BUILD)
@@ -44,10 +45,13 @@ test-asan: $(ASAN_BUILD)/build.ninja $(E2E_DEPS)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
 	  meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --no-suite slow
 
+# Every library is instrumented for coverage (fuzzer-no-link), not only the
+# targets, or libFuzzer would see nothing past the target file.
 $(FUZZ_BUILD)/build.ninja:
 	@./scripts/install-deps.sh
 	CC=clang meson setup $(FUZZ_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined \
-	  -Db_lundef=false -Dfuzz_seconds=$(FUZZ_SECONDS)
+	  -Db_lundef=false -Dfuzz_seconds=$(FUZZ_SECONDS) -Dc_args=-fsanitize=fuzzer-no-link \
+	  -Dcuda=disabled
 
 test-fuzz: $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD) fuzzers

@@ -84,7 +84,8 @@ bool td_router_stop_feed(td_router_stop *s, const char *text, size_t len, bool f
 
     /* The earliest match wins, whichever stop string it is. */
     size_t best = s->held_len;
-    for (int i = 0; i < s->n; i++) {
+    /* Nothing held yet (held may still be NULL): nothing can match. */
+    for (int i = 0; s->held_len > 0 && i < s->n; i++) {
         const char *m = memmem(s->held, s->held_len, s->stops[i], s->lens[i]);
         if (m && (size_t)(m - s->held) < best)
             best = (size_t)(m - s->held);

@@ -11,7 +11,7 @@ allowed() {
         kernels)   echo "common" ;;
         tokenizer) echo "common" ;;
         model)     echo "common kernels" ;;
-        bench)     echo "common kernels model" ;;
+        bench)     echo "common kernels model proto transport" ;;
         engine)    echo "common kernels model tokenizer router" ;;
         router)    echo "common tokenizer proto" ;;
         transport) echo "common proto" ;;
