@@ -51,7 +51,7 @@ $(FUZZ_BUILD)/build.ninja:
 	@./scripts/install-deps.sh
 	CC=clang meson setup $(FUZZ_BUILD) $(MESON_OPTS) -Db_sanitize=address,undefined \
 	  -Db_lundef=false -Dfuzz_seconds=$(FUZZ_SECONDS) -Dc_args=-fsanitize=fuzzer-no-link \
-	  -Dcuda=disabled
+	  -Dcuda=disabled -Dsimd_kernels=false
 
 test-fuzz: $(FUZZ_BUILD)/build.ninja
 	ninja -C $(FUZZ_BUILD) fuzzers
