@@ -505,14 +505,8 @@ int td_anth_decode(const char *body, size_t len, unsigned flags, td_anth_req *r,
     }
     /* A last assistant turn is a prefill: the answer continues it (no EOS
      * after it). In think mode its reasoning is closed by </think> in the
-     * prompt, so the output is answer text from the first token. The
-     * conversation's messages are mutable while it is being built (as
-     * td_conv_add hands them out); td_conv_msg_at only returns them const. */
-    size_t n = td_conv_len(r->conv);
-    td_conv_msg *last = (td_conv_msg *)td_conv_msg_at(r->conv, n - 1);
-    bool prefill = last && last->role == TD_CONV_ASSISTANT;
-    if (prefill)
-        last->wo_eos = true;
+     * prompt, so the output is answer text from the first token. */
+    bool prefill = td_conv_continue_last(r->conv);
     r->thinking = td_conv_get_think(r->conv) != TD_CONV_THINK_NONE && !prefill;
     r->tools = td_conv_has_tools(r->conv);
     r->parallel = td_conv_parallel_tool_calls(r->conv);

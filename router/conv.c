@@ -62,6 +62,14 @@ void td_conv_destroy(td_conv *c)
 
 size_t td_conv_len(const td_conv *c) { return c->n; }
 const td_conv_msg *td_conv_msg_at(const td_conv *c, size_t i) { return i < c->n ? &c->msgs[i] : NULL; }
+
+bool td_conv_continue_last(td_conv *c)
+{
+    if (c->n == 0 || c->msgs[c->n - 1].role != TD_CONV_ASSISTANT)
+        return false;
+    c->msgs[c->n - 1].wo_eos = true;
+    return true;
+}
 td_conv_think td_conv_get_think(const td_conv *c) { return c->think; }
 void td_conv_set_think(td_conv *c, td_conv_think t) { c->think = t; }
 td_conv_tool_choice td_conv_get_tool_choice(const td_conv *c) { return c->choice; }

@@ -96,6 +96,9 @@ void td_conv_destroy(td_conv *c);
 
 size_t td_conv_len(const td_conv *c);
 const td_conv_msg *td_conv_msg_at(const td_conv *c, size_t i);
+/* Makes a last assistant turn a prefill: the answer continues it (no EOS
+ * after it). Returns true if the last message is an assistant turn. */
+bool td_conv_continue_last(td_conv *c);
 
 td_conv_think td_conv_get_think(const td_conv *c);
 void td_conv_set_think(td_conv *c, td_conv_think t);
