@@ -13,21 +13,26 @@
 static const td_kernel_ops ops_generic = {
     td_gemm_fp8_rows_generic, td_gemm_fp4_rows_generic,
     td_gemm_f32_rows_generic, td_gemm_bf16_rows_generic,
+    td_i8_dot32_generic,
 };
 #ifdef TD_HAVE_X86_KERNELS
 static const td_kernel_ops ops_avx2 = {
     td_gemm_fp8_rows_avx2, td_gemm_fp4_rows_avx2,
     td_gemm_f32_rows_avx2, td_gemm_bf16_rows_avx2,
+    td_i8_dot32_avx2,
 };
+/* AVX-512 machines run the AVX2 integer dot (a 32-byte block is one ymm). */
 static const td_kernel_ops ops_avx512 = {
     td_gemm_fp8_rows_avx512, td_gemm_fp4_rows_avx512,
     td_gemm_f32_rows_avx512, td_gemm_bf16_rows_avx512,
+    td_i8_dot32_avx2,
 };
 #endif
 
 static td_kernel_ops g_ops = {
     td_gemm_fp8_rows_generic, td_gemm_fp4_rows_generic,
     td_gemm_f32_rows_generic, td_gemm_bf16_rows_generic,
+    td_i8_dot32_generic,
 };
 
 #ifdef TD_HAVE_X86_KERNELS
@@ -107,7 +112,16 @@ static int ops_self_check(const td_kernel_ops *ops)
             if (memcmp(y0, y1, sizeof(float) * (size_t)rows * N) != 0)
                 return 0;
         }
-    return 1;
+    /* The integer block dot, extreme values included. */
+    int8_t qi[3 * 64], ki[64];
+    int32_t d0[6], d1[6];
+    for (int i = 0; i < 3 * 64; i++)
+        qi[i] = (int8_t)((i * 37) % 255 - 127);
+    for (int i = 0; i < 64; i++)
+        ki[i] = (int8_t)(i % 2 ? 127 : -127 + i);
+    ops_generic.i8dot32(qi, 3, ki, 64, d0);
+    ops->i8dot32(qi, 3, ki, 64, d1);
+    return memcmp(d0, d1, sizeof d0) == 0;
 }
 
 td_isa td_kernels_init(int force)
@@ -210,4 +224,9 @@ void td_gemm_f(td_pool *pool, const td_weight *w, const float *x, int M,
         gemm_run(pool, g_ops.bf16, &job);
     else
         abort();
+}
+
+void td_i8_dot32(const int8_t *q, int nq, const int8_t *k, int d, int32_t *out)
+{
+    g_ops.i8dot32(q, nq, k, d, out);
 }

@@ -109,6 +109,11 @@ void td_gemm_q(td_pool *pool, const td_weight *w, const uint8_t *q,
 void td_gemm_f(td_pool *pool, const td_weight *w, const float *x, int M,
                float *y, int ldy);
 
+/* ---- integer block dot products (the lightning indexer's FP4 scores) ----
+ * out[h][b] = sum_{i<32} q[h][32b+i] * k[32b+i] for h < nq, b < d/32
+ * (d % 32 == 0; q is [nq][d]). Values in [-127, 127]: the sums are exact. */
+void td_i8_dot32(const int8_t *q, int nq, const int8_t *k, int d, int32_t *out);
+
 /* ---- ISA ---------------------------------------------------------------- */
 
 typedef enum { TD_ISA_SCALAR, TD_ISA_AVX2, TD_ISA_AVX512 } td_isa;

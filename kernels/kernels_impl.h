@@ -31,9 +31,16 @@ typedef struct {
 
 typedef void (*td_gemm_rows_fn)(const td_gemm_job *job, int n0, int n1);
 
+typedef void (*td_i8_dot32_fn)(const int8_t *q, int nq, const int8_t *k, int d,
+                               int32_t *out);
+
 typedef struct {
     td_gemm_rows_fn fp8, fp4, f32, bf16;
+    td_i8_dot32_fn i8dot32;
 } td_kernel_ops;
+
+void td_i8_dot32_generic(const int8_t *q, int nq, const int8_t *k, int d, int32_t *out);
+void td_i8_dot32_avx2(const int8_t *q, int nq, const int8_t *k, int d, int32_t *out);
 
 /* Scalar reference (kernels/cpu/generic/gemm_generic.c). */
 void td_gemm_fp8_rows_generic(const td_gemm_job *job, int n0, int n1);

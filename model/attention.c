@@ -124,22 +124,6 @@ static inline double pow2d(int e)
     return x.d;
 }
 
-/* q . k of two FP4-simulated vectors. Each 32-block's products are small
- * integers (twice-values, at most 144 each), so the block sums are exact in
- * int32 and the result equals the fp64 sum of the dequantised products that
- * docs/numerics.md defines, at a fraction of the cost. */
-static double fp4_dot(const int8_t *q, const int *qe, const int8_t *k, const int *ke, int d)
-{
-    double dot = 0.0;
-    for (int b = 0; b < d / 32; b++) {
-        int32_t acc = 0;
-        for (int i = 0; i < 32; i++)
-            acc += (int32_t)q[b * 32 + i] * (int32_t)k[b * 32 + i];
-        dot += (double)acc * pow2d(qe[b] + ke[b] - 2);
-    }
-    return dot;
-}
-
 /* Is block a (score sa) ranked before block b? Score descending, then the
  * lower index: the tie rule shared with the reference. */
 static inline int ranks_before(float sa, int32_t a, float sb, int32_t b)
@@ -179,11 +163,19 @@ static int indexer_topk(td_v4_model *m, td_v4_seq *s, const td_v4_layer_state *s
         unpack_fp4(m->iqrec + ((size_t)r * nI + h) * m->ikrec, dI, q8 + (size_t)h * dI,
                    qe + h * nb);
     float *score = s->idx_score;
+    int32_t dots[64 * 32];   /* [nI][dI/32]: nI <= 64, dI <= 1024 (model create checks) */
     for (int64_t j = 0; j < nblocks; j++) {
         unpack_fp4(st->ikey + (size_t)j * m->ikrec, dI, k8, ke);
+        /* Each 32-block's products are small integers (twice-values, at most
+         * 144 each): exact int32 sums, then the two power-of-two scales; the
+         * result equals the fp64 sum docs/numerics.md defines. */
+        td_i8_dot32(q8, nI, k8, dI, dots);
         double total = 0.0;
         for (int h = 0; h < nI; h++) {
-            float l = td_bf16_round((float)fp4_dot(q8 + (size_t)h * dI, qe + h * nb, k8, ke, dI));
+            double dot = 0.0;
+            for (int b = 0; b < nb; b++)
+                dot += (double)dots[h * nb + b] * pow2d(qe[h * nb + b] + ke[b] - 2);
+            float l = td_bf16_round((float)dot);
             if (l < 0.0f)
                 l = 0.0f;
             total += td_bf16_round(l * w[h]);

@@ -22,8 +22,9 @@ static td_err check_limits(const td_v4_config *c, char *err, size_t errlen)
 {
     if (c->hc_mult > 16)
         return td_errf(err, errlen, TD_ENOTSUP, "hc_mult %d > 16", c->hc_mult);
-    if (c->head_dim > 1024 || c->index_head_dim > 1024)
-        return td_errf(err, errlen, TD_ENOTSUP, "head_dim or index_head_dim > 1024");
+    if (c->head_dim > 1024 || c->index_head_dim > 1024 || c->index_n_heads > 64)
+        return td_errf(err, errlen, TD_ENOTSUP,
+                       "head_dim or index_head_dim > 1024, or index_n_heads > 64");
     if (c->n_routed_experts > 512 || c->n_activated_experts > 64)
         return td_errf(err, errlen, TD_ENOTSUP, "more than 512 experts or 64 active");
     if (c->n_heads % c->o_groups)
