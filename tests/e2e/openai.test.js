@@ -114,3 +114,44 @@ test('errors surface as the SDK\'s APIError with status and message', async () =
     client.completions.create({ model: 'tiny-v4', prompt: 'x'.repeat(100000), max_tokens: 4 }),
     (e) => e instanceof OpenAI.APIError && (e.status === 400 || e.status === 413));
 });
+
+// A tool-calling loop as an agent drives it: the assistant's tool call and
+// the tool's result go back in the history and the next turn is served. The
+// tiny model's random text never emits a DSML block, so the call itself is
+// supplied as history (the parser is tested on recorded streams in C); what
+// this checks is that the SDK's shapes round-trip and the prompt the server
+// encodes is exactly `tandem render-chat` of the same body.
+test('tool-calling loop: tool call and result in history, next turn, exact prompt', async () => {
+  const tools = [{ type: 'function', function: { name: 'get_weather',
+    description: 'Weather of a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' },
+      days: { type: 'integer' } }, required: ['city'] } } }];
+  const messages = [
+    { role: 'system', content: 'You are a helpful agent.' },
+    { role: 'user', content: 'Weather in Tokyo for 3 days?' },
+  ];
+  const first = await client.chat.completions.create({ model: 'tiny-v4', messages, tools,
+    max_tokens: 8, temperature: 0 });
+  assert.ok(['stop', 'length', 'tool_calls'].includes(first.choices[0].finish_reason));
+  const history = [...messages,
+    { role: 'assistant', content: '', reasoning_content: 'Need the weather tool.',
+      tool_calls: [{ id: 'call_1', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city": "Tokyo", "days": 3}' } }] },
+    { role: 'tool', tool_call_id: 'call_1', content: '{"forecast": ["sun", "rain", "sun"]}' },
+  ];
+  const body = { model: 'tiny-v4', messages: history, tools, max_tokens: 8, temperature: 0,
+    reasoning_effort: 'high' };
+  const next = await client.chat.completions.create(body);
+  assert.equal(next.object, 'chat.completion');
+  const fs = await import('node:fs');
+  const os = await import('node:os');
+  const file = path.join(fs.mkdtempSync(path.join(os.tmpdir(), 'td-')), 'body.json');
+  fs.writeFileSync(file, JSON.stringify(body));
+  const ids = JSON.parse(execFileSync(TANDEM, ['render-chat', '--model', MODEL_DIR, '--ids',
+    file]).toString());
+  assert.equal(next.usage.prompt_tokens, ids.length);
+  const text = execFileSync(TANDEM, ['render-chat', file]).toString();
+  assert.match(text, /<｜DSML｜invoke name="get_weather">/);
+  assert.match(text, /<tool_result>/);
+  assert.match(text, /Need the weather tool\./);   // reasoning kept: the conversation has tools
+});
