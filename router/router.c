@@ -15,6 +15,7 @@
 
 #include "common/log.h"
 #include "router/api_anthropic.h"
+#include "router/api_responses.h"
 #include "router/auth.h"
 #include "router/metrics.h"
 #include "router/router_internal.h"
@@ -256,7 +257,7 @@ static const char *session_of(const td_http_req *req)
 /* ---- routing ---------------------------------------------------------------- */
 
 typedef enum { EP_HEALTH, EP_READY, EP_MODELS, EP_COMPLETIONS, EP_CHAT, EP_METRICS,
-               EP_MESSAGES, EP_COUNT_TOKENS } endpoint;
+               EP_MESSAGES, EP_COUNT_TOKENS, EP_RESPONSES } endpoint;
 
 static const struct {
     const char *path;
@@ -271,6 +272,7 @@ static const struct {
     {"/metrics", "GET", EP_METRICS},
     {"/v1/messages", "POST", EP_MESSAGES},
     {"/v1/messages/count_tokens", "POST", EP_COUNT_TOKENS},
+    {"/v1/responses", "POST", EP_RESPONSES},
 };
 
 static void on_response(void *arg, td_http_req *req, int status)
@@ -318,6 +320,22 @@ static void messages(router_ops *o, td_http_req *req, bool count_only)
     o->cur_session = session_of(req);
     o->cur_arrival = uv_hrtime();
     td_router_anthropic(&o->rt, req, count_only, o->cur_session);
+    o->cur_session = NULL;
+    o->cur_arrival = 0;
+}
+
+/* The OpenAI Responses API (api_responses_gen.c), with the same queue
+ * limit and session ids as the other generation endpoints. */
+static void responses(router_ops *o, td_http_req *req)
+{
+    if (queue_full(o) && !o->rt.shutting_down) {
+        send_error_h(req, 429, "rate_limit_error", "rate_limit_exceeded", "Retry-After: 1\r\n",
+                     "the server is busy: too many requests are waiting; retry later");
+        return;
+    }
+    o->cur_session = session_of(req);
+    o->cur_arrival = uv_hrtime();
+    td_router_responses(&o->rt, req);
     o->cur_session = NULL;
     o->cur_arrival = 0;
 }
@@ -387,6 +405,9 @@ static void on_request(void *arg, td_http_req *req)
         case EP_MESSAGES:
         case EP_COUNT_TOKENS:
             messages(o, req, routes[i].ep == EP_COUNT_TOKENS);
+            return;
+        case EP_RESPONSES:
+            responses(o, req);
             return;
         }
     }
@@ -480,6 +501,7 @@ static void on_shutdown_timer(uv_timer_t *t)
         td_log(TD_LOG_INFO, "router: shutdown: cancelling requests still running");
         td_router_cancel_all(rt);
         td_router_anthropic_cancel_all(rt);
+        td_router_responses_cancel_all(rt);
         rt->timer_stage = 1;
         uv_timer_start(&rt->timer, on_shutdown_timer, 2000, 0);
     } else {

@@ -1,0 +1,177 @@
+// The official `openai` npm package, unmodified, against a running
+// `tandem serve`: the Responses API (POST /v1/responses). The tiny model's
+// text is random: these tests check shapes, event order, that the stream
+// adds up to the final response, and token counts, not content.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, execFileSync } from 'node:child_process';
+import path from 'node:path';
+import OpenAI from 'openai';
+
+const TANDEM = process.env.TANDEM;
+const ROOT = process.env.TD_SOURCE_ROOT;
+const MODEL_DIR = path.join(ROOT, 'models', 'tiny-v4');
+let server;
+let client;
+
+// The prompt length of an OpenAI chat body, as `tandem render-chat --ids`
+// (the server's own encoder) counts it.
+function promptTokens(chatBody) {
+  const out = execFileSync(TANDEM, ['render-chat', '--model', MODEL_DIR, '--ids', '-'],
+    { input: JSON.stringify(chatBody) });
+  return JSON.parse(out.toString()).length;
+}
+
+before(async () => {
+  server = spawn(TANDEM, ['serve', '--port', '0', '--model', MODEL_DIR, '--threads', '1'],
+    { stdio: ['ignore', 'pipe', 'pipe'] });
+  const baseURL = await new Promise((resolve, reject) => {
+    let buf = '';
+    const timer = setTimeout(() => reject(new Error('no startup line: ' + buf)), 60000);
+    const onData = (d) => {
+      buf += d.toString();
+      const m = buf.match(/on (http:\/\/[0-9.]+:[0-9]+)/);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    };
+    server.stdout.on('data', onData);
+    server.stderr.on('data', onData);
+    server.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
+  });
+  for (let i = 0; i < 600; i++) {
+    const r = await fetch(baseURL + '/ready').catch(() => null);
+    if (r && r.status === 200) break;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  client = new OpenAI({ baseURL: baseURL + '/v1', apiKey: 'unused', maxRetries: 0 });
+});
+
+after(() => { if (server) server.kill('SIGTERM'); });
+
+const ITEM_TYPES = ['reasoning', 'message', 'function_call'];
+
+function outputText(r) {
+  return r.output.filter((i) => i.type === 'message')
+    .flatMap((i) => i.content).map((c) => c.text).join('');
+}
+
+test('responses.create: response shape, status, usage = our token counts', async () => {
+  const r = await client.responses.create({ model: 'tiny-v4', instructions: 'Be brief.',
+    input: 'Hello there', max_output_tokens: 12, temperature: 0, store: false });
+  assert.match(r.id, /^resp_/);
+  assert.equal(r.object, 'response');
+  assert.equal(r.model, 'tiny-v4');
+  assert.equal(typeof r.created_at, 'number');
+  assert.ok(['completed', 'incomplete'].includes(r.status));
+  for (const it of r.output) {
+    assert.ok(ITEM_TYPES.includes(it.type), it.type);
+    if (it.type === 'message') {
+      assert.match(it.id, /^msg_/);
+      assert.equal(it.role, 'assistant');
+      for (const c of it.content) { assert.equal(c.type, 'output_text'); assert.deepEqual(c.annotations, []); }
+    }
+  }
+  if (r.status === 'incomplete') {
+    assert.deepEqual(r.incomplete_details, { reason: 'max_output_tokens' });
+    assert.equal(r.usage.output_tokens, 12);
+  } else {
+    assert.equal(r.incomplete_details, null);
+  }
+  assert.equal(r.output_text, outputText(r));  // the SDK's convenience field
+  assert.equal(r.usage.input_tokens, promptTokens({ messages: [
+    { role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hello there' }] }));
+  assert.equal(r.usage.total_tokens, r.usage.input_tokens + r.usage.output_tokens);
+});
+
+test('responses.create stream: event order, deltas add up to response.completed', async () => {
+  const req = { model: 'tiny-v4', input: [{ role: 'user', content: [{ type: 'input_text',
+    text: 'Count to five' }] }], max_output_tokens: 16, temperature: 0 };
+  const whole = await client.responses.create(req);
+  const stream = await client.responses.create({ ...req, stream: true });
+  const events = [];
+  for await (const e of stream) events.push(e);
+  const names = events.map((e) => e.type);
+  assert.deepEqual(names.slice(0, 2), ['response.created', 'response.in_progress']);
+  const last = events[events.length - 1];
+  assert.ok(['response.completed', 'response.incomplete'].includes(last.type));
+  events.forEach((e, i) => assert.equal(e.sequence_number, i));
+  // Per item: added, (part added, deltas, text done, part done), item done.
+  let open = null;
+  let nextIndex = 0;
+  let deltas = '';
+  for (const e of events.slice(2, -1)) {
+    if (e.type === 'response.output_item.added') {
+      assert.equal(open, null); assert.equal(e.output_index, nextIndex++); open = e.item;
+    } else if (e.type === 'response.output_item.done') {
+      assert.equal(e.item.id, open.id); open = null;
+    } else {
+      assert.ok(open, e.type);
+      assert.equal(e.item_id, open.id);
+      if (e.type === 'response.output_text.delta') deltas += e.delta;
+    }
+  }
+  assert.equal(open, null);
+  const final = last.response;
+  assert.equal(outputText(final), deltas);
+  assert.deepEqual(final.output.map((i) => i.type), whole.output.map((i) => i.type));
+  assert.equal(outputText(final), outputText(whole));
+  assert.equal(final.status, whole.status);
+  assert.deepEqual(final.usage, whole.usage);
+});
+
+test('responses.stream helper: finalResponse equals the streamed text', async () => {
+  const stream = client.responses.stream({ model: 'tiny-v4', input: 'Say hi',
+    max_output_tokens: 8, temperature: 0 });
+  let text = '';
+  stream.on('response.output_text.delta', (e) => { text += e.delta; });
+  const final = await stream.finalResponse();
+  assert.equal(outputText(final), text);
+});
+
+test('reasoning effort: the output opens with a reasoning item; tools and items are counted', async () => {
+  const r = await client.responses.create({ model: 'tiny-v4', input: 'Why is the sky blue?',
+    reasoning: { effort: 'high' }, max_output_tokens: 24, temperature: 0 });
+  assert.ok(r.output.length > 0);
+  assert.equal(r.output[0].type, 'reasoning');
+  assert.match(r.output[0].id, /^rs_/);
+  assert.equal(r.output[0].content[0].type, 'reasoning_text');
+  const tools = [{ type: 'function', name: 'get_weather', description: 'Weather for a city',
+    parameters: { type: 'object', properties: { city: { type: 'string' } }, required: ['city'] } }];
+  const input = [
+    { role: 'user', content: 'Weather in Paris?' },
+    { type: 'function_call', call_id: 'call_1', name: 'get_weather', arguments: '{"city": "Paris"}' },
+    { type: 'function_call_output', call_id: 'call_1', output: '18C, sunny' },
+  ];
+  const t = await client.responses.create({ model: 'tiny-v4', input, tools,
+    tool_choice: 'required', max_output_tokens: 8, temperature: 0 });
+  assert.equal(t.usage.input_tokens, promptTokens({ tool_choice: 'required',
+    tools: [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city',
+      parameters: tools[0].parameters } }],
+    messages: [{ role: 'user', content: 'Weather in Paris?' },
+      { role: 'assistant', content: '', tool_calls: [{ id: 'call_1', type: 'function',
+        function: { name: 'get_weather', arguments: '{"city": "Paris"}' } }] },
+      { role: 'tool', tool_call_id: 'call_1', content: '18C, sunny' }] }));
+  for (const it of t.output) {
+    assert.ok(ITEM_TYPES.includes(it.type));
+    if (it.type === 'function_call') {
+      assert.match(it.id, /^fc_/); assert.match(it.call_id, /^call_/);
+      assert.equal(typeof JSON.parse(it.arguments), 'object');
+    }
+  }
+});
+
+test('errors surface as the SDK\'s APIError 400 in OpenAI\'s shape', async () => {
+  const bad = (p, param, re) => assert.rejects(p, (e) => {
+    assert.ok(e instanceof OpenAI.APIError, String(e));
+    assert.equal(e.status, 400);
+    assert.equal(e.error?.type, 'invalid_request_error');
+    assert.equal(e.param, param);
+    assert.match(e.message, re);
+    return true;
+  });
+  await bad(client.responses.create({ model: 'tiny-v4', input: 'x',
+    previous_response_id: 'resp_123' }), 'previous_response_id', /not supported/);
+  await bad(client.responses.create({ model: 'tiny-v4', input: 'x', max_output_tokens: 0 }),
+    'max_output_tokens', /max_output_tokens/);
+  await bad(client.responses.create({ model: 'tiny-v4', input: 'x',
+    tools: [{ type: 'web_search' }] }), 'tools', /web_search/);
+});
