@@ -4,40 +4,12 @@
 // block types the prompt makes certain, and token counts, not content.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
-import path from 'node:path';
 import Anthropic from '@anthropic-ai/sdk';
+import { startServer } from './server.js';
 
-const TANDEM = process.env.TANDEM;
-const ROOT = process.env.TD_SOURCE_ROOT;
-const MODEL_DIR = path.join(ROOT, 'models', 'tiny-v4');
 let server;
 let client;
 let baseURL;
-
-// Starts `tandem serve` on a free port; resolves to its base URL once ready.
-async function startServer(env) {
-  const proc = spawn(TANDEM, ['serve', '--port', '0', '--model', MODEL_DIR, '--threads', '1'],
-    { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...env } });
-  const url = await new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('no startup line: ' + buf)), 60000);
-    const onData = (d) => {
-      buf += d.toString();
-      const m = buf.match(/on (http:\/\/[0-9.]+:[0-9]+)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    };
-    proc.stdout.on('data', onData);
-    proc.stderr.on('data', onData);
-    proc.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
-  });
-  for (let i = 0; i < 600; i++) {
-    const r = await fetch(url + '/ready').catch(() => null);
-    if (r && r.status === 200) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  return { proc, url };
-}
 
 before(async () => {
   const s = await startServer({});

@@ -4,45 +4,16 @@
 // adds up to the final response, and token counts, not content.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, execFileSync } from 'node:child_process';
-import path from 'node:path';
 import OpenAI from 'openai';
+import { startServer, promptTokens } from './server.js';
 
-const TANDEM = process.env.TANDEM;
-const ROOT = process.env.TD_SOURCE_ROOT;
-const MODEL_DIR = path.join(ROOT, 'models', 'tiny-v4');
 let server;
 let client;
 
-// The prompt length of an OpenAI chat body, as `tandem render-chat --ids`
-// (the server's own encoder) counts it.
-function promptTokens(chatBody) {
-  const out = execFileSync(TANDEM, ['render-chat', '--model', MODEL_DIR, '--ids', '-'],
-    { input: JSON.stringify(chatBody) });
-  return JSON.parse(out.toString()).length;
-}
-
 before(async () => {
-  server = spawn(TANDEM, ['serve', '--port', '0', '--model', MODEL_DIR, '--threads', '1'],
-    { stdio: ['ignore', 'pipe', 'pipe'] });
-  const baseURL = await new Promise((resolve, reject) => {
-    let buf = '';
-    const timer = setTimeout(() => reject(new Error('no startup line: ' + buf)), 60000);
-    const onData = (d) => {
-      buf += d.toString();
-      const m = buf.match(/on (http:\/\/[0-9.]+:[0-9]+)/);
-      if (m) { clearTimeout(timer); resolve(m[1]); }
-    };
-    server.stdout.on('data', onData);
-    server.stderr.on('data', onData);
-    server.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
-  });
-  for (let i = 0; i < 600; i++) {
-    const r = await fetch(baseURL + '/ready').catch(() => null);
-    if (r && r.status === 200) break;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  client = new OpenAI({ baseURL: baseURL + '/v1', apiKey: 'unused', maxRetries: 0 });
+  const s = await startServer();
+  server = s.proc;
+  client = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'unused', maxRetries: 0 });
 });
 
 after(() => { if (server) server.kill('SIGTERM'); });
