@@ -25,7 +25,8 @@
     X(TD_ENOTSUP,   "not supported")                               \
     X(TD_EBUSY,     "resource busy")                               \
     X(TD_ETIMEDOUT, "timed out")                                   \
-    X(TD_ECLOSED,   "closed")
+    X(TD_ECLOSED,   "closed")                                      \
+    X(TD_ENOSPC,    "no space left")
 
 typedef enum {
 #define TD_ERR_ENUM(name, msg) name,

@@ -1,0 +1,103 @@
+/* On-disk formats of the kvstore (docs/kvstore.md): block headers, manifest
+ * log records, the checkpoint. Pure byte encoding and checked parsing, no
+ * I/O, so the fuzz target can drive every parser. Little-endian. */
+#ifndef TD_KVSTORE_FORMAT_H
+#define TD_KVSTORE_FORMAT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "kvstore/kvstore.h"
+
+#define KV_PAGE 4096u
+#define KV_VERSION 1u
+#define KV_BLOCK_MAGIC 0x42564b54u   /* "TKVB" */
+#define KV_REC_MAGIC 0x52564b54u     /* "TKVR" */
+#define KV_LOG_MAGIC 0x4c564b54u     /* "TKVL" */
+#define KV_CKPT_MAGIC 0x43564b54u    /* "TKVC" */
+#define KV_BLOCK_HDR 128u
+#define KV_REC_HDR 24u               /* magic, type, len, lsn */
+#define KV_LOG_HDR 64u
+#define KV_CKPT_HDR 96u
+/* A record bigger than this is damage, not data: the largest PUT (a 4 GiB
+ * value in 4 KiB-page extents, worst case fragmented) stays far below. */
+#define KV_REC_MAX (64u << 20)
+
+typedef struct {
+    uint64_t fingerprint;
+    td_kv_key key;
+    uint32_t section;
+    uint32_t index;          /* block number within the value */
+    uint32_t n_blocks;
+    uint32_t payload_len;    /* bytes of value in this block */
+    uint64_t tokens;         /* token range [0, tokens) */
+    uint64_t seq;            /* the put that wrote it */
+    uint64_t value_len;
+    uint64_t payload_off;    /* offset of this block's bytes in the value */
+} kv_block_hdr;
+
+/* Writes the 128-byte header for h at buf and returns the checksum that
+ * covers header and payload (written at byte 120). payload follows the
+ * header at buf + KV_BLOCK_HDR. */
+void kv_block_hdr_write(uint8_t *buf, const kv_block_hdr *h);
+/* Parses and checks one block (header then payload_len bytes); len is how
+ * many bytes are available. TD_ECORRUPT with a message on any mismatch. */
+td_err kv_block_hdr_parse(const uint8_t *buf, size_t len, kv_block_hdr *h,
+                          char *err, size_t errlen);
+
+typedef enum {
+    KV_REC_PUT = 1,
+    KV_REC_DEL = 2,
+    KV_REC_PIN = 3,
+} kv_rec_type;
+
+typedef struct {
+    uint32_t seg, page, pages;
+} kv_ext;
+
+/* One manifest record, decoded. ext points into the parsed buffer's copy
+ * (kv_rec_parse) or the caller's array (kv_rec_write). */
+typedef struct {
+    kv_rec_type type;
+    uint64_t lsn;
+    td_kv_key key;
+    uint32_t section;
+    uint32_t pinned;         /* PIN: new state; PUT: pinned at put */
+    uint64_t tokens, value_len, seq;
+    uint32_t n_ext;
+    const uint8_t *ext_raw;  /* n_ext x 12 bytes, read with kv_rec_ext */
+} kv_rec;
+
+/* Bytes kv_rec_write needs for r. */
+size_t kv_rec_size(const kv_rec *r);
+/* Encodes r with ext[0..n_ext) into buf (kv_rec_size bytes). */
+void kv_rec_write(uint8_t *buf, const kv_rec *r, const kv_ext *ext);
+/* Parses the record at buf[0..len): *used gets its size. TD_ECORRUPT if it
+ * is torn or damaged (the log ends there). */
+td_err kv_rec_parse(const uint8_t *buf, size_t len, kv_rec *r, size_t *used,
+                    char *err, size_t errlen);
+kv_ext kv_rec_ext(const kv_rec *r, uint32_t i);
+
+/* Store geometry, at the head of the log and of the checkpoint. */
+typedef struct {
+    uint64_t fingerprint;
+    uint32_t block_tokens, block_bytes;
+    uint64_t segment_bytes, capacity_bytes;
+    uint64_t next_lsn, next_seq;   /* checkpoint: state covers lsn < next_lsn */
+    uint64_t n_records;            /* checkpoint: records that follow */
+    uint64_t body_bytes;           /* checkpoint: bytes of records that follow */
+} kv_geom;
+
+void kv_log_hdr_write(uint8_t buf[KV_LOG_HDR], const kv_geom *g);
+td_err kv_log_hdr_parse(const uint8_t *buf, size_t len, kv_geom *g, char *err, size_t errlen);
+/* Checkpoint: header, body_bytes of PUT records, then XXH3-64 of all of it. */
+void kv_ckpt_hdr_write(uint8_t buf[KV_CKPT_HDR], const kv_geom *g);
+td_err kv_ckpt_parse(const uint8_t *buf, size_t len, kv_geom *g, const uint8_t **body,
+                     char *err, size_t errlen);
+uint64_t kv_checksum(const void *buf, size_t len);
+
+/* Checks geometry fields a store could have been created with. */
+td_err kv_geom_check(const kv_geom *g, char *err, size_t errlen);
+
+#endif

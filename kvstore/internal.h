@@ -1,0 +1,125 @@
+/* The kvstore's private state, shared by its files:
+ *   store.c    open/close, index, LRU, put/get/del/pin, prefix lookup
+ *   space.c    segment files and the page allocator
+ *   io.c       io_uring: staging pool, block writes and reads in flight
+ *   manifest.c log append, checkpoint, recovery
+ *   format.c   byte formats
+ *   key.c      the token hash chain */
+#ifndef TD_KVSTORE_INTERNAL_H
+#define TD_KVSTORE_INTERNAL_H
+
+#include <liburing.h>
+#include <stdint.h>
+
+#include "kvstore/format.h"
+#include "kvstore/kvstore.h"
+
+typedef struct kv_entry {
+    td_kv_key key;
+    uint32_t section;
+    uint32_t pinned;
+    uint64_t tokens, value_len, seq;
+    uint32_t n_ext;
+    kv_ext *ext;                 /* owned */
+    struct kv_entry *hnext;      /* hash chain */
+    struct kv_entry *prev, *next; /* LRU list: head = least recent */
+} kv_entry;
+
+typedef struct {
+    int fd;                      /* -1: not created (or missing) */
+    uint32_t used;               /* pages in use */
+    int dirty;                   /* written since the last fdatasync */
+    uint64_t *map;               /* one bit per page */
+} kv_seg;
+
+/* One block in flight. */
+typedef struct {
+    uint8_t *buf;                /* staging slot (aligned) */
+    uint32_t seg, index;         /* segment; block number in the value */
+    uint64_t off;                /* file offset of the remaining part */
+    uint32_t done, len;          /* bytes transferred so far / in total */
+    int busy;
+} kv_slot;
+
+typedef struct {
+    struct io_uring ring;
+    int ring_ok;
+    uint32_t depth;
+    uint8_t *pool;               /* depth x block_bytes, 4096-aligned */
+    kv_slot *slots;
+    int bufs_registered, files_registered;
+} kv_io;
+
+/* Where block i of a value lives: derived from the extent list. */
+typedef struct {
+    uint32_t seg, page, pages;
+} kv_loc;
+
+struct td_kv {
+    kv_geom g;                   /* geometry (from the checkpoint) */
+    char *dir;
+    int dir_fd, lock_fd, log_fd;
+    int read_only, direct_io;
+    uint64_t log_end;            /* append offset of the log */
+    uint64_t log_records;        /* records since the last checkpoint */
+    uint32_t checkpoint_every;
+    uint64_t next_lsn, next_seq;
+
+    /* index: (key, section) -> entry, chained buckets; LRU list */
+    kv_entry **buckets;
+    size_t n_buckets, n_entries, n_pinned;
+    kv_entry *lru_head, *lru_tail;
+
+    /* space */
+    kv_seg *segs;
+    uint32_t n_segs;             /* capacity / segment_bytes */
+    uint32_t seg_pages;
+    uint64_t used_pages, cap_pages;
+    uint32_t hint_seg, hint_page; /* next-fit allocator position */
+
+    kv_io io;
+    kv_loc *locs;                /* scratch: block locations of one value */
+    size_t locs_cap;
+    uint8_t *rec_buf;            /* scratch: one encoded log record */
+    size_t rec_cap;
+
+    td_kv_stats st;
+};
+
+/* store.c */
+kv_entry *kv_find(td_kv *kv, td_kv_key key, uint32_t section);
+void kv_index_insert(td_kv *kv, kv_entry *e);
+void kv_index_remove(td_kv *kv, kv_entry *e);  /* frees its pages and e */
+uint32_t kv_blocks_of(const td_kv *kv, uint64_t value_len);
+uint32_t kv_block_pages(const td_kv *kv, uint64_t value_len, uint32_t index);
+
+/* space.c */
+td_err kv_space_init(td_kv *kv, char *err, size_t errlen);
+void kv_space_fini(td_kv *kv);
+/* Marks an extent used; -1 if it lies outside the store or overlaps. */
+int kv_space_claim(td_kv *kv, kv_ext x);
+void kv_space_release(td_kv *kv, kv_ext x);
+/* Allocates a contiguous run of `pages`, creating (preallocating) a
+ * segment file if needed. TD_ENOSPC if no run is free. */
+td_err kv_space_alloc(td_kv *kv, uint32_t pages, kv_ext *out, char *err, size_t errlen);
+td_err kv_space_drop_empty(td_kv *kv, char *err, size_t errlen);
+
+/* io.c */
+td_err kv_io_init(td_kv *kv, uint32_t depth, int try_register, char *err, size_t errlen);
+void kv_io_fini(td_kv *kv);
+void kv_io_file_set(td_kv *kv, uint32_t seg);
+/* Writes all blocks of e (locations in kv->locs) from value. */
+td_err kv_io_write(td_kv *kv, const kv_entry *e, const void *value, char *err, size_t errlen);
+/* Reads and verifies all blocks of e into out (value_len bytes). */
+td_err kv_io_read(td_kv *kv, const kv_entry *e, void *out, char *err, size_t errlen);
+/* Fills kv->locs from e's extents; TD_ECORRUPT if they do not fit. */
+td_err kv_locs(td_kv *kv, const kv_entry *e, char *err, size_t errlen);
+
+/* manifest.c */
+td_err kv_manifest_create(td_kv *kv, char *err, size_t errlen);
+td_err kv_manifest_recover(td_kv *kv, const td_kv_opts *opts, char *err, size_t errlen);
+/* Appends one record and makes it durable. */
+td_err kv_log_append(td_kv *kv, kv_rec *r, const kv_ext *ext, char *err, size_t errlen);
+td_err kv_checkpoint(td_kv *kv, char *err, size_t errlen);
+
+#endif

@@ -1,0 +1,499 @@
+/* td_kv: open/close, the in-memory index and LRU list, and the operations
+ * of kvstore.h. Ordering that keeps the store crash-safe (docs/kvstore.md):
+ *   put:   blocks written and fdatasync'd  ->  PUT record durable  ->  the
+ *          replaced entry's pages become free
+ *   evict/del:  DEL record durable  ->  pages become free
+ * so no page is reused while a durable record may still point at it. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "kvstore/internal.h"
+
+/* ---- index ---- */
+
+static size_t bucket(const td_kv *kv, td_kv_key key, uint32_t section)
+{
+    uint64_t h = key.lo ^ (key.hi * 0x9e3779b97f4a7c15ull) ^ ((uint64_t)section * 0xff51afd7ed558ccdull);
+    return (size_t)(h ^ (h >> 29)) & (kv->n_buckets - 1);
+}
+
+kv_entry *kv_find(td_kv *kv, td_kv_key key, uint32_t section)
+{
+    for (kv_entry *e = kv->buckets[bucket(kv, key, section)]; e; e = e->hnext)
+        if (e->key.lo == key.lo && e->key.hi == key.hi && e->section == section)
+            return e;
+    return NULL;
+}
+
+static void lru_unlink(td_kv *kv, kv_entry *e)
+{
+    if (e->prev)
+        e->prev->next = e->next;
+    else
+        kv->lru_head = e->next;
+    if (e->next)
+        e->next->prev = e->prev;
+    else
+        kv->lru_tail = e->prev;
+    e->prev = e->next = NULL;
+}
+
+static void lru_append(td_kv *kv, kv_entry *e)
+{
+    e->prev = kv->lru_tail;
+    e->next = NULL;
+    if (kv->lru_tail)
+        kv->lru_tail->next = e;
+    else
+        kv->lru_head = e;
+    kv->lru_tail = e;
+}
+
+static void touch(td_kv *kv, kv_entry *e)
+{
+    lru_unlink(kv, e);
+    lru_append(kv, e);
+}
+
+static void grow(td_kv *kv)
+{
+    size_t n = kv->n_buckets * 2;
+    kv_entry **b = calloc(n, sizeof(*b));
+    if (!b)
+        return;   /* longer chains, still correct */
+    kv_entry **old = kv->buckets;
+    size_t old_n = kv->n_buckets;
+    kv->buckets = b;
+    kv->n_buckets = n;
+    for (size_t i = 0; i < old_n; i++)
+        for (kv_entry *e = old[i], *next; e; e = next) {
+            next = e->hnext;
+            size_t k = bucket(kv, e->key, e->section);
+            e->hnext = b[k];
+            b[k] = e;
+        }
+    free(old);
+}
+
+void kv_index_insert(td_kv *kv, kv_entry *e)
+{
+    if (kv->n_entries >= kv->n_buckets)
+        grow(kv);
+    size_t k = bucket(kv, e->key, e->section);
+    e->hnext = kv->buckets[k];
+    kv->buckets[k] = e;
+    lru_append(kv, e);
+    kv->n_entries++;
+    if (e->pinned)
+        kv->n_pinned++;
+}
+
+void kv_index_remove(td_kv *kv, kv_entry *e)
+{
+    kv_entry **p = &kv->buckets[bucket(kv, e->key, e->section)];
+    while (*p != e)
+        p = &(*p)->hnext;
+    *p = e->hnext;
+    lru_unlink(kv, e);
+    for (uint32_t i = 0; i < e->n_ext; i++)
+        kv_space_release(kv, e->ext[i]);
+    kv->n_entries--;
+    if (e->pinned)
+        kv->n_pinned--;
+    free(e->ext);
+    free(e);
+}
+
+uint32_t kv_blocks_of(const td_kv *kv, uint64_t value_len)
+{
+    uint64_t p = kv->g.block_bytes - KV_BLOCK_HDR;
+    return value_len == 0 ? 1 : (uint32_t)((value_len + p - 1) / p);
+}
+
+uint32_t kv_block_pages(const td_kv *kv, uint64_t value_len, uint32_t index)
+{
+    uint64_t p = kv->g.block_bytes - KV_BLOCK_HDR, off = (uint64_t)index * p;
+    uint64_t plen = value_len - off < p ? value_len - off : p;
+    return (uint32_t)((KV_BLOCK_HDR + plen + KV_PAGE - 1) / KV_PAGE);
+}
+
+/* ---- open / close ---- */
+
+static td_err open_dir(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen)
+{
+    if (o->create && !o->read_only && mkdir(o->dir, 0755) != 0 && errno != EEXIST)
+        return td_errf(err, errlen, errno == ENOSPC ? TD_ENOSPC : TD_EIO,
+                       "kvstore: create directory %s: %s", o->dir, strerror(errno));
+    kv->dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (kv->dir_fd < 0)
+        return td_errf(err, errlen, errno == ENOENT ? TD_ENOENT : TD_EIO, "kvstore: open %s: %s",
+                       o->dir, strerror(errno));
+    /* One writer, or any number of read-only inspectors, per store. */
+    kv->lock_fd = openat(kv->dir_fd, "lock", o->read_only ? O_RDONLY | O_CLOEXEC
+                                                         : O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+    if (kv->lock_fd < 0 && !(o->read_only && errno == ENOENT))
+        return td_errf(err, errlen, TD_EIO, "kvstore: %s/lock: %s", o->dir, strerror(errno));
+    if (kv->lock_fd >= 0 && flock(kv->lock_fd, (o->read_only ? LOCK_SH : LOCK_EX) | LOCK_NB) != 0)
+        return td_errf(err, errlen, errno == EWOULDBLOCK ? TD_EBUSY : TD_EIO,
+                       "kvstore: %s is in use by another process (%s)", o->dir, strerror(errno));
+    return TD_OK;
+}
+
+td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (!o || !o->dir || !*o->dir)
+        return td_errf(err, errlen, TD_EINVAL, "kvstore: no directory given");
+    uint32_t depth = o->queue_depth ? o->queue_depth : 16;
+    if (depth > 4096)
+        return td_errf(err, errlen, TD_EINVAL, "kvstore: queue_depth %u > 4096", depth);
+    td_kv *kv = calloc(1, sizeof(*kv));
+    if (!kv)
+        return td_errf(err, errlen, TD_ENOMEM, "kvstore: out of memory");
+    kv->dir_fd = kv->lock_fd = kv->log_fd = -1;
+    kv->read_only = o->read_only;
+    kv->direct_io = 1;
+    kv->checkpoint_every = o->checkpoint_every ? o->checkpoint_every : 1024;
+    kv->n_buckets = 1024;
+    kv->dir = strdup(o->dir);
+    kv->buckets = calloc(kv->n_buckets, sizeof(*kv->buckets));
+    td_err r;
+    if (!kv->dir || !kv->buckets) {
+        r = td_errf(err, errlen, TD_ENOMEM, "kvstore: out of memory");
+        goto fail;
+    }
+    if ((r = open_dir(kv, o, err, errlen)) || (r = kv_manifest_recover(kv, o, err, errlen)))
+        goto fail;
+    if ((r = kv_io_init(kv, depth, !o->no_register, err, errlen)))
+        goto fail;
+    *out = kv;
+    return TD_OK;
+fail:
+    kv->read_only = 1;   /* no checkpoint of a half-open store */
+    td_kv_close(kv);
+    return r;
+}
+
+void td_kv_close(td_kv *kv)
+{
+    if (!kv)
+        return;
+    if (!kv->read_only && kv->log_fd >= 0)
+        kv_checkpoint(kv, NULL, 0);   /* best effort: the log is as good */
+    kv_io_fini(kv);
+    while (kv->lru_head)
+        kv_index_remove(kv, kv->lru_head);
+    kv_space_fini(kv);
+    if (kv->log_fd >= 0)
+        close(kv->log_fd);
+    if (kv->lock_fd >= 0)
+        close(kv->lock_fd);
+    if (kv->dir_fd >= 0)
+        close(kv->dir_fd);
+    free(kv->buckets);
+    free(kv->locs);
+    free(kv->rec_buf);
+    free(kv->dir);
+    free(kv);
+}
+
+/* ---- put ---- */
+
+static td_err drop(td_kv *kv, kv_entry *e, char *err, size_t errlen)
+{
+    kv_rec r = {.type = KV_REC_DEL, .key = e->key, .section = e->section};
+    td_err x = kv_log_append(kv, &r, NULL, err, errlen);
+    if (!x)
+        kv_index_remove(kv, e);
+    return x;
+}
+
+/* Least recently used entry that may go; NULL if all are pinned. */
+static kv_entry *victim(td_kv *kv, const kv_entry *keep)
+{
+    for (kv_entry *e = kv->lru_head; e; e = e->next)
+        if (!e->pinned && e != keep)
+            return e;
+    return NULL;
+}
+
+static td_err evict_one(td_kv *kv, const kv_entry *keep, uint64_t need, char *err, size_t errlen)
+{
+    kv_entry *v = victim(kv, keep);
+    if (!v)
+        return td_errf(err, errlen, TD_ENOSPC,
+                       "kvstore: %s full: %llu of %llu bytes used, %zu entries pinned, need %llu more",
+                       kv->dir, (unsigned long long)(kv->used_pages * KV_PAGE),
+                       (unsigned long long)(kv->cap_pages * KV_PAGE), kv->n_pinned,
+                       (unsigned long long)(need * KV_PAGE));
+    td_err r = drop(kv, v, err, errlen);
+    if (!r)
+        kv->st.evictions++;
+    return r;
+}
+
+/* Allocates e's extents, one run per block, merging neighbours. */
+static td_err alloc_value(td_kv *kv, kv_entry *e, uint32_t n, char *err, size_t errlen)
+{
+    e->n_ext = 0;
+    for (uint32_t i = 0; i < n; i++) {
+        kv_ext x;
+        td_err r = kv_space_alloc(kv, kv_block_pages(kv, e->value_len, i), &x, err, errlen);
+        if (r) {
+            for (uint32_t k = 0; k < e->n_ext; k++)
+                kv_space_release(kv, e->ext[k]);
+            e->n_ext = 0;
+            return r;
+        }
+        kv_ext *last = e->n_ext ? &e->ext[e->n_ext - 1] : NULL;
+        if (last && last->seg == x.seg && last->page + last->pages == x.page)
+            last->pages += x.pages;
+        else
+            e->ext[e->n_ext++] = x;
+    }
+    return TD_OK;
+}
+
+td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
+                 const void *value, size_t len, char *err, size_t errlen)
+{
+    if (kv->read_only)
+        return td_errf(err, errlen, TD_EINVAL, "kvstore: %s is open read-only", kv->dir);
+    uint32_t n = kv_blocks_of(kv, len);
+    uint64_t need = 0;
+    for (uint32_t i = 0; i < n; i++)
+        need += kv_block_pages(kv, len, i);
+    if (need > kv->cap_pages)
+        return td_errf(err, errlen, TD_ENOSPC, "kvstore: a %zu-byte value exceeds the capacity of %s",
+                       len, kv->dir);
+    kv_entry *old = kv_find(kv, key, section);
+    kv_entry *e = calloc(1, sizeof(*e));
+    if (e)
+        e->ext = malloc(n * sizeof(kv_ext));
+    if (!e || !e->ext) {
+        free(e);
+        return td_errf(err, errlen, TD_ENOMEM, "kvstore: entry of %u blocks", n);
+    }
+    *e = (kv_entry){.key = key, .section = section, .pinned = old ? old->pinned : 0,
+                    .tokens = tokens, .value_len = len, .seq = kv->next_seq++, .ext = e->ext};
+    td_err r = TD_OK;
+    /* Make room by count first, then evict further while fragmentation
+     * leaves no run for some block. */
+    while (!r && kv->used_pages + need > kv->cap_pages)
+        r = evict_one(kv, old, need, err, errlen);
+    while (!r && (r = alloc_value(kv, e, n, err, errlen)) == TD_ENOSPC)
+        r = evict_one(kv, old, need, err, errlen);
+    if (!r)
+        r = kv_locs(kv, e, err, errlen);
+    if (!r)
+        r = kv_io_write(kv, e, value, err, errlen);
+    if (!r) {
+        kv_rec rec = {.type = KV_REC_PUT, .key = key, .section = section, .pinned = e->pinned,
+                      .tokens = tokens, .value_len = len, .seq = e->seq, .n_ext = e->n_ext};
+        r = kv_log_append(kv, &rec, e->ext, err, errlen);
+    }
+    if (r) {
+        for (uint32_t k = 0; k < e->n_ext; k++)
+            kv_space_release(kv, e->ext[k]);
+        free(e->ext);
+        free(e);
+        return r;
+    }
+    if (old)
+        kv_index_remove(kv, old);
+    kv_index_insert(kv, e);
+    kv->st.puts++;
+    kv->st.put_bytes += len;
+    if (kv->log_records >= kv->checkpoint_every)
+        kv_checkpoint(kv, NULL, 0);   /* the put is durable in the log either way */
+    return TD_OK;
+}
+
+/* ---- reads ---- */
+
+static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t errlen)
+{
+    td_err r = kv_locs(kv, e, err, errlen);
+    if (!r)
+        r = kv_io_read(kv, e, buf, err, errlen);
+    if (r == TD_ECORRUPT) {
+        kv->st.checksum_failures++;
+        /* Never serve it again; the caller recomputes. */
+        if (!kv->read_only)
+            drop(kv, e, NULL, 0);
+    }
+    return r;
+}
+
+td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
+                 size_t *len, char *err, size_t errlen)
+{
+    kv_entry *e = kv_find(kv, key, section);
+    *len = 0;
+    if (!e)
+        return td_errf(err, errlen, TD_ENOENT, "kvstore: no entry for that key and section %u", section);
+    *len = e->value_len;
+    if (cap < e->value_len)
+        return td_errf(err, errlen, TD_ERANGE, "kvstore: value of %llu bytes, buffer of %zu",
+                       (unsigned long long)e->value_len, cap);
+    uint64_t vlen = e->value_len;
+    td_err r = read_entry(kv, e, buf, err, errlen);
+    if (r)
+        return r;
+    touch(kv, e);
+    kv->st.gets++;
+    kv->st.get_bytes += vlen;
+    return TD_OK;
+}
+
+static void info_of(const td_kv *kv, const kv_entry *e, td_kv_entry_info *i)
+{
+    *i = (td_kv_entry_info){.key = e->key, .section = e->section, .pinned = (int)e->pinned,
+                            .tokens = e->tokens, .value_bytes = e->value_len, .seq = e->seq,
+                            .blocks = kv_blocks_of(kv, e->value_len)};
+}
+
+td_err td_kv_stat_entry(td_kv *kv, td_kv_key key, uint32_t section, td_kv_entry_info *info)
+{
+    kv_entry *e = kv_find(kv, key, section);
+    if (!e)
+        return TD_ENOENT;
+    info_of(kv, e, info);
+    return TD_OK;
+}
+
+td_err td_kv_longest_prefix(td_kv *kv, const int32_t *tokens, size_t n, uint32_t section,
+                            uint64_t *tokens_out, td_kv_key *key_out)
+{
+    uint32_t bt = kv->g.block_tokens;
+    size_t blocks = n / bt;
+    *tokens_out = 0;
+    memset(key_out, 0, sizeof(*key_out));
+    td_kv_key *keys = blocks ? malloc(blocks * sizeof(*keys)) : NULL;
+    if (blocks && !keys)
+        return TD_ENOMEM;
+    td_kv_chain(kv->g.fingerprint, bt, tokens, n, keys, blocks);
+    /* Not the first gap: a session may have stored only some boundaries. */
+    size_t best = 0;
+    kv_entry *hit = NULL;
+    for (size_t i = blocks; i-- > 0;) {
+        kv_entry *e = kv_find(kv, keys[i], section);
+        if (e) {
+            best = i + 1;
+            hit = e;
+            *key_out = keys[i];
+            break;
+        }
+    }
+    free(keys);
+    if (hit)
+        touch(kv, hit);
+    kv->st.hit_blocks += best;
+    kv->st.miss_blocks += blocks - best;
+    kv->st.hit_tokens += best * bt;
+    kv->st.miss_tokens += n - best * bt;
+    *tokens_out = best * bt;
+    return TD_OK;
+}
+
+/* ---- del, pin, stats, listing, verify, gc ---- */
+
+td_err td_kv_del(td_kv *kv, td_kv_key key, uint32_t section, char *err, size_t errlen)
+{
+    kv_entry *e = kv_find(kv, key, section);
+    if (!e)
+        return td_errf(err, errlen, TD_ENOENT, "kvstore: no entry for that key and section %u", section);
+    return drop(kv, e, err, errlen);
+}
+
+td_err td_kv_pin(td_kv *kv, td_kv_key key, uint32_t section, int pinned, char *err, size_t errlen)
+{
+    kv_entry *e = kv_find(kv, key, section);
+    if (!e)
+        return td_errf(err, errlen, TD_ENOENT, "kvstore: no entry for that key and section %u", section);
+    uint32_t p = pinned ? 1 : 0;
+    if (e->pinned == p)
+        return TD_OK;
+    kv_rec r = {.type = KV_REC_PIN, .key = key, .section = section, .pinned = p};
+    td_err x = kv_log_append(kv, &r, NULL, err, errlen);
+    if (x)
+        return x;
+    e->pinned = p;
+    if (p)
+        kv->n_pinned++;
+    else
+        kv->n_pinned--;
+    return TD_OK;
+}
+
+void td_kv_stats_get(const td_kv *kv, td_kv_stats *st)
+{
+    *st = kv->st;
+    st->fingerprint = kv->g.fingerprint;
+    st->block_tokens = kv->g.block_tokens;
+    st->block_bytes = kv->g.block_bytes;
+    st->segment_bytes = kv->g.segment_bytes;
+    st->capacity_bytes = kv->cap_pages * KV_PAGE;
+    st->bytes_used = kv->used_pages * KV_PAGE;
+    st->bytes_free = st->capacity_bytes - st->bytes_used;
+    st->entries = kv->n_entries;
+    st->pinned = kv->n_pinned;
+    st->buffers_registered = kv->io.bufs_registered;
+    st->files_registered = kv->io.files_registered;
+    st->direct_io = kv->direct_io;
+}
+
+void td_kv_foreach(td_kv *kv, int (*fn)(const td_kv_entry_info *, void *), void *arg)
+{
+    for (kv_entry *e = kv->lru_head; e; e = e->next) {
+        td_kv_entry_info i;
+        info_of(kv, e, &i);
+        if (fn(&i, arg))
+            return;
+    }
+}
+
+td_err td_kv_verify(td_kv *kv, uint64_t *ok, uint64_t *bad, char *err, size_t errlen)
+{
+    *ok = *bad = 0;
+    uint8_t *buf = NULL;
+    size_t cap = 0;
+    td_err first = TD_OK;
+    for (kv_entry *e = kv->lru_head, *next; e; e = next) {
+        next = e->next;   /* read_entry may drop e */
+        if (e->value_len > cap) {
+            free(buf);
+            cap = e->value_len;
+            buf = malloc(cap);
+            if (!buf) {
+                cap = 0;
+                return td_errf(err, errlen, TD_ENOMEM, "kvstore: %llu-byte verify buffer",
+                               (unsigned long long)e->value_len);
+            }
+        }
+        char msg[512];
+        td_err r = read_entry(kv, e, buf, msg, sizeof(msg));
+        if (r == TD_OK) {
+            (*ok)++;
+        } else {
+            (*bad)++;
+            if (!first)
+                first = td_errf(err, errlen, r, "%s", msg);
+        }
+    }
+    free(buf);
+    return first;
+}
+
+td_err td_kv_gc(td_kv *kv, char *err, size_t errlen)
+{
+    if (kv->read_only)
+        return td_errf(err, errlen, TD_EINVAL, "kvstore: %s is open read-only", kv->dir);
+    td_err r = kv_checkpoint(kv, err, errlen);
+    return r ? r : kv_space_drop_empty(kv, err, errlen);
+}
