@@ -12,6 +12,7 @@ typedef struct {
 } subcommand;
 
 int cmd_render_chat(int argc, char **argv);  /* cmd_render_chat.c */
+int cmd_kvstore(int argc, char **argv);      /* cmd_kvstore.c */
 
 static const subcommand subcommands[] = {
     {"serve",    cmd_serve,    "router + prefill + decode on this machine (embedded default)"},
@@ -23,7 +24,7 @@ static const subcommand subcommands[] = {
     {"tokenize", cmd_tokenize, "print token ids of a text (or --decode ids)"},
     {"render-chat", cmd_render_chat, "print the exact V4 prompt of a chat request (or --ids)"},
     {"kv-size",  cmd_kv_size,  "KV state bytes per layer kind for a config and length"},
-    {"kvstore",  cmd_not_yet,  "inspect the on-disk KV store"},
+    {"kvstore",  cmd_kvstore,  "inspect the on-disk KV store (stat, verify, gc, dump)"},
     {"bench",    cmd_bench,    "benchmarks (bench decode)"},
     {NULL, NULL, NULL},
 };

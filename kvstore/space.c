@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "kvstore/internal.h"
@@ -58,8 +59,16 @@ td_err kv_space_init(td_kv *kv, char *err, size_t errlen)
             seg_name(name, sizeof(name), i);
             return td_errf(err, errlen, TD_EIO, "kvstore: %s/%s: %s", kv->dir, name, strerror(errno));
         }
-        if (s->fd >= 0)
-            kv->st.segments++;
+        if (s->fd < 0)
+            continue;
+        kv->st.segments++;
+        /* A crash while a segment was being created can leave it short:
+         * finish the preallocation (blocks past the end would read as
+         * truncated, and writes there extend the file slowly). */
+        struct stat sb;
+        if (!kv->read_only && fstat(s->fd, &sb) == 0 && (uint64_t)sb.st_size < kv->g.segment_bytes &&
+            fallocate(s->fd, 0, 0, (off_t)kv->g.segment_bytes) == 0)
+            fsync(s->fd);
     }
     return TD_OK;
 }

@@ -12,6 +12,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "common/log.h"
 #include "kvstore/internal.h"
 
 /* ---- index ---- */
@@ -130,9 +131,10 @@ static td_err open_dir(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen)
         return td_errf(err, errlen, errno == ENOSPC ? TD_ENOSPC : TD_EIO,
                        "kvstore: create directory %s: %s", o->dir, strerror(errno));
     kv->dir_fd = open(o->dir, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (kv->dir_fd < 0 && errno == ENOENT)
+        return td_errf(err, errlen, TD_ENOENT, "kvstore: no store in %s (no such directory)", o->dir);
     if (kv->dir_fd < 0)
-        return td_errf(err, errlen, errno == ENOENT ? TD_ENOENT : TD_EIO, "kvstore: open %s: %s",
-                       o->dir, strerror(errno));
+        return td_errf(err, errlen, TD_EIO, "kvstore: open %s: %s", o->dir, strerror(errno));
     /* One writer, or any number of read-only inspectors, per store. */
     kv->lock_fd = openat(kv->dir_fd, "lock", o->read_only ? O_RDONLY | O_CLOEXEC
                                                          : O_RDWR | O_CREAT | O_CLOEXEC, 0644);
@@ -171,6 +173,10 @@ td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
         goto fail;
     if ((r = kv_io_init(kv, depth, !o->no_register, err, errlen)))
         goto fail;
+    if (kv->st.torn_bytes || kv->st.dropped_records)
+        td_log(TD_LOG_WARN, "kvstore: %s: recovery cut %llu bytes of torn log, dropped %llu records",
+               kv->dir, (unsigned long long)kv->st.torn_bytes,
+               (unsigned long long)kv->st.dropped_records);
     *out = kv;
     return TD_OK;
 fail:
@@ -318,16 +324,18 @@ td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
 
 static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t errlen)
 {
-    td_err r = kv_locs(kv, e, err, errlen);
+    char msg[512];
+    td_err r = kv_locs(kv, e, msg, sizeof(msg));
     if (!r)
-        r = kv_io_read(kv, e, buf, err, errlen);
+        r = kv_io_read(kv, e, buf, msg, sizeof(msg));
     if (r == TD_ECORRUPT) {
         kv->st.checksum_failures++;
+        td_log(TD_LOG_WARN, "%s; entry dropped", msg);
         /* Never serve it again; the caller recomputes. */
         if (!kv->read_only)
             drop(kv, e, NULL, 0);
     }
-    return r;
+    return r ? td_errf(err, errlen, r, "%s", msg) : TD_OK;
 }
 
 td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,

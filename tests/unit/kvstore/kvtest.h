@@ -15,7 +15,7 @@
 
 #define KVT_FP 0x1234abcd5678ef01ull
 
-static int kvt_rm_one(const char *p, const struct stat *s, int flag, struct FTW *f)
+static inline int kvt_rm_one(const char *p, const struct stat *s, int flag, struct FTW *f)
 {
     (void)s;
     (void)flag;
@@ -23,13 +23,13 @@ static int kvt_rm_one(const char *p, const struct stat *s, int flag, struct FTW 
     return remove(p);
 }
 
-static void kvt_rmrf(const char *dir)
+static inline void kvt_rmrf(const char *dir)
 {
     nftw(dir, kvt_rm_one, 16, FTW_DEPTH | FTW_PHYS);
 }
 
 /* A fresh directory path (not created: td_kv_open creates it). */
-static void kvt_dir(char *buf, size_t len, const char *tag)
+static inline void kvt_dir(char *buf, size_t len, const char *tag)
 {
     char tmpl[] = "/tmp/td-kvtest-XXXXXX";
     char *d = mkdtemp(tmpl);
@@ -40,7 +40,7 @@ static void kvt_dir(char *buf, size_t len, const char *tag)
     snprintf(buf, len, "%s/%s", d, tag);
 }
 
-static void kvt_cleanup(const char *dir)
+static inline void kvt_cleanup(const char *dir)
 {
     char parent[512];
     snprintf(parent, sizeof(parent), "%s", dir);
@@ -51,7 +51,7 @@ static void kvt_cleanup(const char *dir)
 }
 
 /* Small blocks and segments so tests cross many blocks and segments fast. */
-static td_kv_opts kvt_opts(const char *dir)
+static inline td_kv_opts kvt_opts(const char *dir)
 {
     return (td_kv_opts){.dir = dir, .fingerprint = KVT_FP, .create = 1,
                         .block_tokens = 16, .block_bytes = 16384,
@@ -59,7 +59,7 @@ static td_kv_opts kvt_opts(const char *dir)
                         .queue_depth = 8};
 }
 
-static uint64_t kvt_rng(uint64_t *s)
+static inline uint64_t kvt_rng(uint64_t *s)
 {
     *s += 0x9e3779b97f4a7c15ull;
     uint64_t z = *s;
@@ -70,7 +70,7 @@ static uint64_t kvt_rng(uint64_t *s)
 
 /* Value number `id`, `len` bytes: the first 8 bytes are id (when len >= 8),
  * the rest a stream seeded by id. */
-static void kvt_fill(uint8_t *buf, size_t len, uint64_t id)
+static inline void kvt_fill(uint8_t *buf, size_t len, uint64_t id)
 {
     uint64_t s = id * 0x2545f4914f6cdd1dull + 1;
     for (size_t i = 0; i < len; i++)
@@ -79,7 +79,7 @@ static void kvt_fill(uint8_t *buf, size_t len, uint64_t id)
         memcpy(buf, &id, 8);
 }
 
-static td_kv_key kvt_key(uint64_t n)
+static inline td_kv_key kvt_key(uint64_t n)
 {
     uint64_t s = n;
     td_kv_key k = {kvt_rng(&s), kvt_rng(&s)};

@@ -1,0 +1,33 @@
+#!/bin/sh
+# tandem kvstore stat / verify / dump / gc on a store made by kvstore_fixture.
+# Usage: cli.sh TANDEM FIXTURE
+set -u
+tandem=$1 fixture=$2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+fail() { echo "FAIL: $*"; exit 1; }
+store=$work/store
+
+key=$("$fixture" "$store" "$work/expect") || fail "fixture"
+"$tandem" kvstore stat "$store" > "$work/stat" || fail "stat"
+grep -q '^entries  *3$' "$work/stat" || fail "stat entries: $(cat "$work/stat")"
+grep -q '^pinned  *1$' "$work/stat" || fail "stat pinned"
+"$tandem" kvstore verify "$store" | grep -q '^3 entries ok, 0 failed$' || fail "verify"
+[ "$("$tandem" kvstore dump "$store" | wc -l)" = 3 ] || fail "dump list"
+"$tandem" kvstore dump "$store" "$key" -o "$work/got" | grep -q 'tokens 48 .*pinned' || fail "dump entry"
+cmp -s "$work/got" "$work/expect" || fail "dumped bytes differ"
+
+# One flipped byte in the first block of the first entry.
+printf 'X' | dd of="$store/seg-000000.dat" bs=1 seek=1000 conv=notrunc 2>/dev/null
+"$tandem" kvstore verify "$store" > "$work/v" 2>&1 && fail "verify passed a flipped byte"
+grep -q 'checksum mismatch' "$work/v" || fail "verify message: $(cat "$work/v")"
+"$tandem" kvstore verify "$store" --repair > /dev/null 2>&1
+"$tandem" kvstore verify "$store" | grep -q '^2 entries ok, 0 failed$' || fail "verify after repair"
+"$tandem" kvstore gc "$store" | grep -q 'checkpoint written' || fail "gc"
+
+# Errors: a directory without a store, usage.
+"$tandem" kvstore stat "$work/none" 2> "$work/e" && fail "stat of nothing"
+grep -q 'no store' "$work/e" || fail "stat error: $(cat "$work/e")"
+"$tandem" kvstore frob "$store" 2> /dev/null; [ $? = 2 ] || fail "unknown verb exit status"
+"$tandem" kvstore dump "$store" nothex 2> /dev/null; [ $? = 2 ] || fail "bad key exit status"
+echo "kvstore cli ok"
