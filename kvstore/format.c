@@ -46,8 +46,7 @@ static uint64_t get64(const uint8_t *p)
 
 /* ---- block header ---- */
 
-/* Covers header bytes [0,120) and the payload that follows the header. */
-static uint64_t block_sum(const uint8_t *buf, uint32_t payload_len)
+uint64_t kv_block_sum(const uint8_t *buf, uint32_t payload_len)
 {
     XXH3_state_t st;
     /* A stack state must be initialised before a seeded reset, or xxHash
@@ -76,7 +75,7 @@ void kv_block_hdr_write(uint8_t *buf, const kv_block_hdr *h)
     put64(buf + 72, h->payload_off);
     put32(buf + 80, h->payload_len);
     put32(buf + 84, h->n_blocks);
-    put64(buf + 120, block_sum(buf, h->payload_len));
+    put64(buf + 120, kv_block_sum(buf, h->payload_len));
 }
 
 td_err kv_block_hdr_parse(const uint8_t *buf, size_t len, kv_block_hdr *h,
@@ -115,7 +114,7 @@ td_err kv_block_hdr_parse(const uint8_t *buf, size_t len, kv_block_hdr *h,
                        "block %u/%u range [%llu,+%u) outside value of %llu bytes", h->index,
                        h->n_blocks, (unsigned long long)h->payload_off, h->payload_len,
                        (unsigned long long)h->value_len);
-    uint64_t want = get64(buf + 120), got = block_sum(buf, h->payload_len);
+    uint64_t want = get64(buf + 120), got = kv_block_sum(buf, h->payload_len);
     if (want != got)
         return td_errf(err, errlen, TD_ECORRUPT, "block checksum mismatch (stored %016llx, computed %016llx)",
                        (unsigned long long)want, (unsigned long long)got);

@@ -41,6 +41,8 @@ typedef struct {
  * covers header and payload (written at byte 120). payload follows the
  * header at buf + KV_BLOCK_HDR. */
 void kv_block_hdr_write(uint8_t *buf, const kv_block_hdr *h);
+/* The block checksum: header bytes [0,120) and the payload after them. */
+uint64_t kv_block_sum(const uint8_t *buf, uint32_t payload_len);
 /* Parses and checks one block (header then payload_len bytes); len is how
  * many bytes are available. TD_ECORRUPT with a message on any mismatch. */
 td_err kv_block_hdr_parse(const uint8_t *buf, size_t len, kv_block_hdr *h,

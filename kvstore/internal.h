@@ -91,6 +91,8 @@ kv_entry *kv_find(td_kv *kv, td_kv_key key, uint32_t section);
 void kv_index_insert(td_kv *kv, kv_entry *e);
 void kv_index_remove(td_kv *kv, kv_entry *e);  /* frees its pages and e */
 uint32_t kv_blocks_of(const td_kv *kv, uint64_t value_len);
+/* Pages all blocks of a value take; UINT64_MAX if beyond any capacity. */
+uint64_t kv_value_pages(const td_kv *kv, uint64_t value_len);
 uint32_t kv_block_pages(const td_kv *kv, uint64_t value_len, uint32_t index);
 
 /* space.c */

@@ -188,13 +188,16 @@ static td_err apply(td_kv *kv, const kv_rec *r, char *err, size_t errlen)
                     .tokens = r->tokens, .value_len = r->value_len, .seq = r->seq,
                     .n_ext = r->n_ext, .ext = ext};
     uint32_t claimed = 0;
+    uint64_t pages = 0;
     for (; claimed < r->n_ext; claimed++) {
         ext[claimed] = kv_rec_ext(r, claimed);
         if (kv_space_claim(kv, ext[claimed]))
             break;
+        pages += ext[claimed].pages;
     }
     char msg[128];
-    if (claimed < r->n_ext || kv_locs(kv, e, msg, sizeof(msg))) {
+    if (claimed < r->n_ext || pages != kv_value_pages(kv, r->value_len) ||
+        kv_locs(kv, e, msg, sizeof(msg))) {
         /* A record that passed its checksum but points outside the store or
          * at pages another entry holds: never serve it. */
         for (uint32_t i = 0; i < claimed && i < r->n_ext; i++)

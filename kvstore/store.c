@@ -116,6 +116,17 @@ uint32_t kv_blocks_of(const td_kv *kv, uint64_t value_len)
     return value_len == 0 ? 1 : (uint32_t)((value_len + p - 1) / p);
 }
 
+uint64_t kv_value_pages(const td_kv *kv, uint64_t value_len)
+{
+    uint64_t p = kv->g.block_bytes - KV_BLOCK_HDR, full = value_len / p, rest = value_len % p;
+    if (full > kv->cap_pages)
+        return UINT64_MAX;   /* more than the store holds; no overflow below */
+    uint64_t pages = full * (kv->g.block_bytes / KV_PAGE);
+    if (rest || value_len == 0)
+        pages += (KV_BLOCK_HDR + rest + KV_PAGE - 1) / KV_PAGE;
+    return pages;
+}
+
 uint32_t kv_block_pages(const td_kv *kv, uint64_t value_len, uint32_t index)
 {
     uint64_t p = kv->g.block_bytes - KV_BLOCK_HDR, off = (uint64_t)index * p;
@@ -270,13 +281,11 @@ td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
 {
     if (kv->read_only)
         return td_errf(err, errlen, TD_EINVAL, "kvstore: %s is open read-only", kv->dir);
-    uint32_t n = kv_blocks_of(kv, len);
-    uint64_t need = 0;
-    for (uint32_t i = 0; i < n; i++)
-        need += kv_block_pages(kv, len, i);
+    uint64_t need = kv_value_pages(kv, len);
     if (need > kv->cap_pages)
         return td_errf(err, errlen, TD_ENOSPC, "kvstore: a %zu-byte value exceeds the capacity of %s",
                        len, kv->dir);
+    uint32_t n = kv_blocks_of(kv, len);
     kv_entry *old = kv_find(kv, key, section);
     kv_entry *e = calloc(1, sizeof(*e));
     if (e)
