@@ -297,6 +297,11 @@ td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
     *e = (kv_entry){.key = key, .section = section, .pinned = old ? old->pinned : 0,
                     .tokens = tokens, .value_len = len, .seq = kv->next_seq++, .ext = e->ext};
     td_err r = TD_OK;
+    /* Lowest free pages first, then next fit for the rest of the value:
+     * space written before is reused (overwriting allocated extents is about
+     * twice as fast as writing fresh ones) and the store stays compact, so
+     * gc can give back whole segments. */
+    kv->hint_seg = kv->hint_page = 0;
     /* Make room by count first, then evict further while fragmentation
      * leaves no run for some block. */
     while (!r && kv->used_pages + need > kv->cap_pages)

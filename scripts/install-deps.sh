@@ -6,12 +6,14 @@ set -eu
 
 # prometheus brings promtool (the /metrics format check in serve_ops); wrk
 # and nginx are for bench/run-http.sh. Only their binaries are used.
+# fio is the disk baseline of bench/kvstore.sh.
 PKGS="
 build-essential pkg-config meson ninja-build cmake clang libclang-rt-14-dev libsimde-dev
 libuv1-dev libnng-dev libprotobuf-c-dev protobuf-c-compiler node-llhttp
 libucx-dev ucx-utils liburing-dev libjansson-dev libxxhash-dev libutf8proc-dev
 python3 python3-numpy nodejs
 prometheus wrk nginx
+fio
 "
 
 missing=""

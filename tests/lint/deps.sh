@@ -11,15 +11,16 @@ allowed() {
         kernels)   echo "common" ;;
         tokenizer) echo "common" ;;
         model)     echo "common kernels" ;;
-        bench)     echo "common kernels model proto transport" ;;
+        bench)     echo "common kernels model proto transport kvstore" ;;
         engine)    echo "common kernels model tokenizer router" ;;
         router)    echo "common tokenizer proto" ;;
         transport) echo "common proto" ;;
+        kvstore)   echo "common" ;;
         *)         echo "*" ;;
     esac
 }
 fail=0
-for mod in common proto kernels tokenizer model bench engine router transport; do
+for mod in common proto kernels tokenizer model bench engine router transport kvstore; do
     [ -d "$mod" ] || continue
     ok=$(allowed "$mod")
     for f in $(find "$mod" -name '*.c' -o -name '*.h' -o -name '*.cu'); do
