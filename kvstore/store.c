@@ -239,15 +239,19 @@ static kv_entry *victim(td_kv *kv, const kv_entry *keep)
     return NULL;
 }
 
-static td_err evict_one(td_kv *kv, const kv_entry *keep, uint64_t need, char *err, size_t errlen)
+/* Evicts the least recently used unpinned entry. `why` is the allocation
+ * failure that asked for it (NULL: the capacity count), kept in the message
+ * when nothing can go, so a full disk reads as such. */
+static td_err evict_one(td_kv *kv, const kv_entry *keep, uint64_t need, const char *why,
+                        char *err, size_t errlen)
 {
     kv_entry *v = victim(kv, keep);
     if (!v)
         return td_errf(err, errlen, TD_ENOSPC,
-                       "kvstore: %s full: %llu of %llu bytes used, %zu entries pinned, need %llu more",
+                       "kvstore: %s full: %llu of %llu bytes used, %zu entries pinned, need %llu more%s%s",
                        kv->dir, (unsigned long long)(kv->used_pages * KV_PAGE),
                        (unsigned long long)(kv->cap_pages * KV_PAGE), kv->n_pinned,
-                       (unsigned long long)(need * KV_PAGE));
+                       (unsigned long long)(need * KV_PAGE), why ? "; " : "", why ? why : "");
     td_err r = drop(kv, v, err, errlen);
     if (!r)
         kv->st.evictions++;
@@ -304,10 +308,19 @@ td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
     kv->hint_seg = kv->hint_page = 0;
     /* Make room by count first, then evict further while fragmentation
      * leaves no run for some block. */
+    char why[256];
     while (!r && kv->used_pages + need > kv->cap_pages)
-        r = evict_one(kv, old, need, err, errlen);
-    while (!r && (r = alloc_value(kv, e, n, err, errlen)) == TD_ENOSPC)
-        r = evict_one(kv, old, need, err, errlen);
+        r = evict_one(kv, old, need, NULL, err, errlen);
+    while (!r) {
+        r = alloc_value(kv, e, n, why, sizeof(why));
+        if (r == TD_OK)
+            break;
+        if (r != TD_ENOSPC) {
+            td_errf(err, errlen, r, "%s", why);
+            break;
+        }
+        r = evict_one(kv, old, need, why, err, errlen);
+    }
     if (!r)
         r = kv_locs(kv, e, err, errlen);
     if (!r)

@@ -1,6 +1,8 @@
 /* td_kv: round trips, prefix lookup, corruption and truncation, fingerprint,
  * eviction and pinning, reopen, errors. Crash safety: crash_test.c. */
 #include <fcntl.h>
+#include <sched.h>
+#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -487,7 +489,67 @@ static void test_errors(void)
     kvt_cleanup(dir);
 }
 
+/* A real full disk: a 1200 KiB tmpfs in a private mount namespace (needs
+ * root; skipped elsewhere) holds two 512 KiB segments and the manifest. */
+static void disk_full_child(const char *mnt)
+{
+    if (unshare(CLONE_NEWNS) != 0 || mount(NULL, "/", NULL, MS_REC | MS_PRIVATE, NULL) != 0 ||
+        mount("tmpfs", mnt, "tmpfs", 0, "size=1200k") != 0)
+        _exit(77);
+    char dir[300], err[512] = "";
+    snprintf(dir, sizeof(dir), "%s/s", mnt);
+    td_kv_opts o = kvt_opts(dir);
+    o.segment_bytes = 512u << 10;
+    o.capacity_bytes = 4u << 20;   /* more than the disk holds */
+    td_kv *kv = open_ok(&o);
+    if (!kv)
+        _exit(1);
+    td_err r = TD_OK;
+    uint64_t i = 0;
+    for (; i < 40 && !r; i++) {
+        uint8_t v[100000];
+        kvt_fill(v, sizeof(v), i);
+        r = td_kv_put(kv, kvt_key(i), 0, i, v, sizeof(v), err, sizeof(err));
+        if (!r)
+            TD_CHECK_EQ_INT(td_kv_pin(kv, kvt_key(i), 0, 1, NULL, 0), TD_OK);
+    }
+    fprintf(stderr, "  (expected) %s\n", err);
+    TD_CHECK_EQ_INT(r, TD_ENOSPC);
+    TD_CHECK(strstr(err, "No space left on device") != NULL);
+    TD_CHECK(i > 5);
+    for (uint64_t k = 0; k + 1 < i; k++)   /* nothing else lost */
+        get_ok(kv, k, 100000);
+    /* Unpinning one makes room by eviction, inside the existing segments. */
+    TD_CHECK_EQ_INT(td_kv_pin(kv, kvt_key(0), 0, 0, NULL, 0), TD_OK);
+    put_ok(kv, 100, 100000);
+    get_ok(kv, 100, 100000);
+    td_kv_close(kv);
+    kv = open_ok(&o);
+    if (kv) {
+        get_ok(kv, 1, 100000);
+        td_kv_close(kv);
+    }
+    _exit(td_test_failures ? 1 : 0);
+}
+
+static void test_disk_full(void)
+{
+    char mnt[256];
+    kvt_dir(mnt, sizeof(mnt), "mnt");
+    mkdir(mnt, 0755);
+    pid_t pid = fork();
+    if (pid == 0)
+        disk_full_child(mnt);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    kvt_cleanup(mnt);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+        TD_SKIP("disk_full: cannot mount a tmpfs here (not root?)");
+    TD_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 TD_TEST_MAIN({"roundtrip", test_roundtrip}, {"no_register", test_no_register},
              {"prefix", test_prefix}, {"corrupt", test_corrupt},
              {"truncated", test_truncated}, {"fingerprint", test_fingerprint},
-             {"eviction", test_eviction}, {"reopen", test_reopen}, {"errors", test_errors})
+             {"eviction", test_eviction}, {"reopen", test_reopen}, {"errors", test_errors},
+             {"disk_full", test_disk_full})
