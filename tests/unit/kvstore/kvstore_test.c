@@ -168,7 +168,15 @@ static void test_prefix(void)
     TD_CHECK_EQ_INT(st.miss_blocks, 45 - 16);
     TD_CHECK_EQ_INT(st.hit_tokens, 16 * 16);
     TD_CHECK_EQ_INT(st.miss_tokens, 200 + 159 + 200 + 200 - 16 * 16);
+    /* The scheme is an on-disk format (docs/kvstore.md): pin it. */
+    int32_t g[8] = {1, 2, 3, 4, 5, 6, 7, -8};
+    td_kv_key gk[2];
     char hex[33];
+    TD_CHECK_EQ_INT(td_kv_chain(0x1234, 4, g, 8, gk, 2), 2);
+    td_kv_key_hex(gk[0], hex);
+    TD_CHECK_STR(hex, "e3882f8bc440d7cb08da86bcf2b3b99a");
+    td_kv_key_hex(gk[1], hex);
+    TD_CHECK_STR(hex, "566b55e7b2634423f801949ec2fde3f1");
     td_kv_key_hex(ka[3], hex);
     TD_CHECK_EQ_INT(td_kv_key_parse(hex, &k), TD_OK);
     TD_CHECK(k.lo == ka[3].lo && k.hi == ka[3].hi);
