@@ -18,6 +18,7 @@ typedef struct kv_entry {
     td_kv_key key;
     uint32_t section;
     uint32_t pinned;
+    uint32_t replacing;          /* a put in progress replaces it: keep */
     uint64_t tokens, value_len, seq;
     uint32_t n_ext;
     kv_ext *ext;                 /* owned */
@@ -86,7 +87,9 @@ struct td_kv {
     td_kv_stats st;
 };
 
-/* store.c */
+/* store.c, put.c */
+/* Logs a DEL for e, then removes it and frees its pages. */
+td_err kv_drop(td_kv *kv, kv_entry *e, char *err, size_t errlen);
 kv_entry *kv_find(td_kv *kv, td_kv_key key, uint32_t section);
 void kv_index_insert(td_kv *kv, kv_entry *e);
 void kv_index_remove(td_kv *kv, kv_entry *e);  /* frees its pages and e */
@@ -112,6 +115,8 @@ void kv_io_fini(td_kv *kv);
 void kv_io_file_set(td_kv *kv, uint32_t seg);
 /* Writes all blocks of e (locations in kv->locs) from value. */
 td_err kv_io_write(td_kv *kv, const kv_entry *e, const void *value, char *err, size_t errlen);
+/* fdatasync every segment written since the last call. */
+td_err kv_io_sync(td_kv *kv, char *err, size_t errlen);
 /* Reads and verifies all blocks of e into out (value_len bytes). */
 td_err kv_io_read(td_kv *kv, const kv_entry *e, void *out, char *err, size_t errlen);
 /* Fills kv->locs from e's extents; TD_ECORRUPT if they do not fit. */
@@ -120,8 +125,10 @@ td_err kv_locs(td_kv *kv, const kv_entry *e, char *err, size_t errlen);
 /* manifest.c */
 td_err kv_manifest_create(td_kv *kv, char *err, size_t errlen);
 td_err kv_manifest_recover(td_kv *kv, const td_kv_opts *opts, char *err, size_t errlen);
-/* Appends one record and makes it durable. */
-td_err kv_log_append(td_kv *kv, kv_rec *r, const kv_ext *ext, char *err, size_t errlen);
+/* Appends n records (exts[i]: the extents of PUT record i; exts may be NULL
+ * when none is a PUT) with one write and one fdatasync. */
+td_err kv_log_append(td_kv *kv, kv_rec *recs, const kv_ext *const *exts, size_t n,
+                     char *err, size_t errlen);
 td_err kv_checkpoint(td_kv *kv, char *err, size_t errlen);
 
 #endif

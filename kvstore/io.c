@@ -260,10 +260,15 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
 td_err kv_io_write(td_kv *kv, const kv_entry *e, const void *value, char *err, size_t errlen)
 {
     xfer x = {.e = e, .src = value, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
-    td_err r = run(kv, &x, 1, err, errlen);
+    return run(kv, &x, 1, err, errlen);
+}
+
+td_err kv_io_sync(td_kv *kv, char *err, size_t errlen)
+{
     /* O_DIRECT bypasses the page cache, not the device cache nor the
      * metadata of extents written for the first time: fdatasync each
-     * segment touched before the log record may reference the blocks. */
+     * segment touched before a log record may reference the blocks. */
+    td_err r = TD_OK;
     for (uint32_t i = 0; i < kv->n_segs; i++) {
         kv_seg *s = &kv->segs[i];
         if (!s->dirty)

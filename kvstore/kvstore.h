@@ -109,6 +109,23 @@ size_t td_kv_chain(uint64_t fingerprint, uint32_t block_tokens, const int32_t *t
 td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
                  const void *value, size_t len, char *err, size_t errlen);
 
+/* One value of td_kv_put_many. value is borrowed for the call. */
+typedef struct {
+    td_kv_key key;
+    uint32_t section;
+    uint64_t tokens;
+    const void *value;
+    size_t len;
+} td_kv_item;
+
+/* Stores n values (say, every layer section of one state) with one data
+ * sync and one log write for all of them (each value's blocks go out
+ * queue_depth at a time, one value after the other): all or none
+ * are stored, except that a crash during the log write may keep a prefix
+ * of the items (each of them complete). TD_EINVAL if an (key, section)
+ * appears twice. */
+td_err td_kv_put_many(td_kv *kv, const td_kv_item *items, size_t n, char *err, size_t errlen);
+
 /* Reads the value into buf[0..cap), verifying every block; *len gets its
  * size (TD_ERANGE with *len set if cap is too small). TD_ENOENT if absent;
  * TD_ECORRUPT if a block fails its checks: the entry is then dropped and

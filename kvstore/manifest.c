@@ -60,23 +60,31 @@ static uint8_t *rec_space(td_kv *kv, size_t size)
     return kv->rec_buf;
 }
 
-td_err kv_log_append(td_kv *kv, kv_rec *r, const kv_ext *ext, char *err, size_t errlen)
+td_err kv_log_append(td_kv *kv, kv_rec *recs, const kv_ext *const *exts, size_t n,
+                     char *err, size_t errlen)
 {
     if (kv->read_only)
         return td_errf(err, errlen, TD_EINVAL, "kvstore: %s is open read-only", kv->dir);
-    r->lsn = kv->next_lsn;
-    size_t size = kv_rec_size(r);
+    size_t size = 0;
+    for (size_t i = 0; i < n; i++)
+        size += kv_rec_size(&recs[i]);
     uint8_t *buf = rec_space(kv, size);
     if (!buf)
-        return td_errf(err, errlen, TD_ENOMEM, "kvstore: log record of %zu bytes", size);
-    kv_rec_write(buf, r, ext);
-    /* On failure log_end stays put: the next record overwrites whatever
-     * part of this one reached the file. */
+        return td_errf(err, errlen, TD_ENOMEM, "kvstore: log records of %zu bytes", size);
+    size_t off = 0;
+    for (size_t i = 0; i < n; i++) {
+        recs[i].lsn = kv->next_lsn + i;
+        kv_rec_write(buf + off, &recs[i], exts ? exts[i] : NULL);
+        off += kv_rec_size(&recs[i]);
+    }
+    /* One write and one sync for the batch. On failure log_end stays put:
+     * the next append overwrites whatever part of this one reached the
+     * file. */
     if (write_all(kv->log_fd, buf, size, (off_t)kv->log_end) != 0 || fdatasync(kv->log_fd) != 0)
         return sys_err(err, errlen, kv, "append to", LOG_NAME);
-    kv->next_lsn++;
+    kv->next_lsn += n;
     kv->log_end += size;
-    kv->log_records++;
+    kv->log_records += n;
     return TD_OK;
 }
 

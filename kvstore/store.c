@@ -1,9 +1,6 @@
 /* td_kv: open/close, the in-memory index and LRU list, and the operations
- * of kvstore.h. Ordering that keeps the store crash-safe (docs/kvstore.md):
- *   put:   blocks written and fdatasync'd  ->  PUT record durable  ->  the
- *          replaced entry's pages become free
- *   evict/del:  DEL record durable  ->  pages become free
- * so no page is reused while a durable record may still point at it. */
+ * of kvstore.h other than put (put.c). A delete makes its DEL record
+ * durable before the pages become free (docs/kvstore.md). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdlib.h>
@@ -219,134 +216,6 @@ void td_kv_close(td_kv *kv)
     free(kv);
 }
 
-/* ---- put ---- */
-
-static td_err drop(td_kv *kv, kv_entry *e, char *err, size_t errlen)
-{
-    kv_rec r = {.type = KV_REC_DEL, .key = e->key, .section = e->section};
-    td_err x = kv_log_append(kv, &r, NULL, err, errlen);
-    if (!x)
-        kv_index_remove(kv, e);
-    return x;
-}
-
-/* Least recently used entry that may go; NULL if all are pinned. */
-static kv_entry *victim(td_kv *kv, const kv_entry *keep)
-{
-    for (kv_entry *e = kv->lru_head; e; e = e->next)
-        if (!e->pinned && e != keep)
-            return e;
-    return NULL;
-}
-
-/* Evicts the least recently used unpinned entry. `why` is the allocation
- * failure that asked for it (NULL: the capacity count), kept in the message
- * when nothing can go, so a full disk reads as such. */
-static td_err evict_one(td_kv *kv, const kv_entry *keep, uint64_t need, const char *why,
-                        char *err, size_t errlen)
-{
-    kv_entry *v = victim(kv, keep);
-    if (!v)
-        return td_errf(err, errlen, TD_ENOSPC,
-                       "kvstore: %s full: %llu of %llu bytes used, %zu entries pinned, need %llu more%s%s",
-                       kv->dir, (unsigned long long)(kv->used_pages * KV_PAGE),
-                       (unsigned long long)(kv->cap_pages * KV_PAGE), kv->n_pinned,
-                       (unsigned long long)(need * KV_PAGE), why ? "; " : "", why ? why : "");
-    td_err r = drop(kv, v, err, errlen);
-    if (!r)
-        kv->st.evictions++;
-    return r;
-}
-
-/* Allocates e's extents, one run per block, merging neighbours. */
-static td_err alloc_value(td_kv *kv, kv_entry *e, uint32_t n, char *err, size_t errlen)
-{
-    e->n_ext = 0;
-    for (uint32_t i = 0; i < n; i++) {
-        kv_ext x;
-        td_err r = kv_space_alloc(kv, kv_block_pages(kv, e->value_len, i), &x, err, errlen);
-        if (r) {
-            for (uint32_t k = 0; k < e->n_ext; k++)
-                kv_space_release(kv, e->ext[k]);
-            e->n_ext = 0;
-            return r;
-        }
-        kv_ext *last = e->n_ext ? &e->ext[e->n_ext - 1] : NULL;
-        if (last && last->seg == x.seg && last->page + last->pages == x.page)
-            last->pages += x.pages;
-        else
-            e->ext[e->n_ext++] = x;
-    }
-    return TD_OK;
-}
-
-td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
-                 const void *value, size_t len, char *err, size_t errlen)
-{
-    if (kv->read_only)
-        return td_errf(err, errlen, TD_EINVAL, "kvstore: %s is open read-only", kv->dir);
-    uint64_t need = kv_value_pages(kv, len);
-    if (need > kv->cap_pages)
-        return td_errf(err, errlen, TD_ENOSPC, "kvstore: a %zu-byte value exceeds the capacity of %s",
-                       len, kv->dir);
-    uint32_t n = kv_blocks_of(kv, len);
-    kv_entry *old = kv_find(kv, key, section);
-    kv_entry *e = calloc(1, sizeof(*e));
-    if (e)
-        e->ext = malloc(n * sizeof(kv_ext));
-    if (!e || !e->ext) {
-        free(e);
-        return td_errf(err, errlen, TD_ENOMEM, "kvstore: entry of %u blocks", n);
-    }
-    *e = (kv_entry){.key = key, .section = section, .pinned = old ? old->pinned : 0,
-                    .tokens = tokens, .value_len = len, .seq = kv->next_seq++, .ext = e->ext};
-    td_err r = TD_OK;
-    /* Lowest free pages first, then next fit for the rest of the value:
-     * space written before is reused (overwriting allocated extents is about
-     * twice as fast as writing fresh ones) and the store stays compact, so
-     * gc can give back whole segments. */
-    kv->hint_seg = kv->hint_page = 0;
-    /* Make room by count first, then evict further while fragmentation
-     * leaves no run for some block. */
-    char why[256];
-    while (!r && kv->used_pages + need > kv->cap_pages)
-        r = evict_one(kv, old, need, NULL, err, errlen);
-    while (!r) {
-        r = alloc_value(kv, e, n, why, sizeof(why));
-        if (r == TD_OK)
-            break;
-        if (r != TD_ENOSPC) {
-            td_errf(err, errlen, r, "%s", why);
-            break;
-        }
-        r = evict_one(kv, old, need, why, err, errlen);
-    }
-    if (!r)
-        r = kv_locs(kv, e, err, errlen);
-    if (!r)
-        r = kv_io_write(kv, e, value, err, errlen);
-    if (!r) {
-        kv_rec rec = {.type = KV_REC_PUT, .key = key, .section = section, .pinned = e->pinned,
-                      .tokens = tokens, .value_len = len, .seq = e->seq, .n_ext = e->n_ext};
-        r = kv_log_append(kv, &rec, e->ext, err, errlen);
-    }
-    if (r) {
-        for (uint32_t k = 0; k < e->n_ext; k++)
-            kv_space_release(kv, e->ext[k]);
-        free(e->ext);
-        free(e);
-        return r;
-    }
-    if (old)
-        kv_index_remove(kv, old);
-    kv_index_insert(kv, e);
-    kv->st.puts++;
-    kv->st.put_bytes += len;
-    if (kv->log_records >= kv->checkpoint_every)
-        kv_checkpoint(kv, NULL, 0);   /* the put is durable in the log either way */
-    return TD_OK;
-}
-
 /* ---- reads ---- */
 
 static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t errlen)
@@ -360,7 +229,7 @@ static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t er
         td_log(TD_LOG_WARN, "%s; entry dropped", msg);
         /* Never serve it again; the caller recomputes. */
         if (!kv->read_only)
-            drop(kv, e, NULL, 0);
+            kv_drop(kv, e, NULL, 0);
     }
     return r ? td_errf(err, errlen, r, "%s", msg) : TD_OK;
 }
@@ -443,7 +312,7 @@ td_err td_kv_del(td_kv *kv, td_kv_key key, uint32_t section, char *err, size_t e
     kv_entry *e = kv_find(kv, key, section);
     if (!e)
         return td_errf(err, errlen, TD_ENOENT, "kvstore: no entry for that key and section %u", section);
-    return drop(kv, e, err, errlen);
+    return kv_drop(kv, e, err, errlen);
 }
 
 td_err td_kv_pin(td_kv *kv, td_kv_key key, uint32_t section, int pinned, char *err, size_t errlen)
@@ -455,7 +324,7 @@ td_err td_kv_pin(td_kv *kv, td_kv_key key, uint32_t section, int pinned, char *e
     if (e->pinned == p)
         return TD_OK;
     kv_rec r = {.type = KV_REC_PIN, .key = key, .section = section, .pinned = p};
-    td_err x = kv_log_append(kv, &r, NULL, err, errlen);
+    td_err x = kv_log_append(kv, &r, NULL, 1, err, errlen);
     if (x)
         return x;
     e->pinned = p;

@@ -54,7 +54,19 @@ static void child(const td_kv_opts *o, uint64_t first, int fd)
             td_kv_pin(kv, kvt_key(slot), 0, (int)(i & 1), NULL, 0);
         size_t len = len_of(i);
         kvt_fill(v, len, i);
-        td_err r = td_kv_put(kv, kvt_key(slot), 0, i, v, len, err, sizeof(err));
+        td_err r;
+        if (i % 5 == 1) {
+            /* A batch: the value in section 0 plus two more sections, so
+             * kills also land in multi-record log writes. */
+            td_kv_item it[3] = {
+                {.key = kvt_key(slot), .section = 0, .tokens = i, .value = v, .len = len},
+                {.key = kvt_key(slot), .section = 1, .tokens = i, .value = v, .len = len / 2},
+                {.key = kvt_key(slot), .section = 2, .tokens = i, .value = v, .len = len / 3},
+            };
+            r = td_kv_put_many(kv, it, 3, err, sizeof(err));
+        } else {
+            r = td_kv_put(kv, kvt_key(slot), 0, i, v, len, err, sizeof(err));
+        }
         if (r == TD_ENOSPC)
             continue;   /* evict mode with everything pinned */
         if (r) {

@@ -497,6 +497,58 @@ static void test_errors(void)
     kvt_cleanup(dir);
 }
 
+/* A state's layer sections in one batch; all or none. */
+static void test_put_many(void)
+{
+    char dir[256];
+    td_kv_opts o;
+    td_kv *kv = fresh(dir, &o);
+    if (!kv)
+        return;
+    enum { N = 12 };
+    static uint8_t v[N][30000];
+    td_kv_item it[N];
+    td_kv_key key = kvt_key(42);
+    for (int i = 0; i < N; i++) {
+        kvt_fill(v[i], sizeof(v[i]), 100 + (uint64_t)i);
+        it[i] = (td_kv_item){.key = key, .section = 1 + (uint32_t)i, .tokens = 64,
+                             .value = v[i], .len = sizeof(v[i]) - (size_t)i * 1000};
+    }
+    char err[512] = "";
+    TD_CHECK_EQ_INT(td_kv_put_many(kv, it, N, err, sizeof(err)), TD_OK);
+    uint8_t got[30000];
+    for (int i = 0; i < N; i++) {
+        size_t n = 0;
+        TD_CHECK_EQ_INT(td_kv_get(kv, key, 1 + (uint32_t)i, got, sizeof(got), &n, err, sizeof(err)), TD_OK);
+        TD_CHECK(n == it[i].len && memcmp(got, v[i], n) == 0);
+    }
+    td_kv_stats st;
+    td_kv_stats_get(kv, &st);
+    TD_CHECK_EQ_INT(st.puts, N);
+    TD_CHECK_EQ_INT(st.recovered_records, 0);
+    /* A duplicate (key, section): refused, nothing stored. */
+    it[1].section = it[0].section;
+    it[0].key = kvt_key(43);
+    it[1].key = kvt_key(43);
+    TD_CHECK_EQ_INT(td_kv_put_many(kv, it, 2, err, sizeof(err)), TD_EINVAL);
+    fprintf(stderr, "  (expected) %s\n", err);
+    /* More than the capacity in total: refused, nothing stored or lost. */
+    td_kv_item big[3];
+    static uint8_t huge[3u << 20];
+    for (int i = 0; i < 3; i++)
+        big[i] = (td_kv_item){.key = kvt_key(44), .section = (uint32_t)i, .value = huge,
+                              .len = sizeof(huge)};
+    TD_CHECK_EQ_INT(td_kv_put_many(kv, big, 3, err, sizeof(err)), TD_ENOSPC);
+    fprintf(stderr, "  (expected) %s\n", err);
+    td_kv_entry_info info;
+    TD_CHECK_EQ_INT(td_kv_stat_entry(kv, kvt_key(44), 0, &info), TD_ENOENT);
+    TD_CHECK_EQ_INT(td_kv_stat_entry(kv, kvt_key(43), it[0].section, &info), TD_ENOENT);
+    td_kv_stats_get(kv, &st);
+    TD_CHECK_EQ_INT(st.entries, N);
+    td_kv_close(kv);
+    kvt_cleanup(dir);
+}
+
 /* A real full disk: a 1200 KiB tmpfs in a private mount namespace (needs
  * root; skipped elsewhere) holds two 512 KiB segments and the manifest. */
 static void disk_full_child(const char *mnt)
@@ -560,4 +612,4 @@ TD_TEST_MAIN({"roundtrip", test_roundtrip}, {"no_register", test_no_register},
              {"prefix", test_prefix}, {"corrupt", test_corrupt},
              {"truncated", test_truncated}, {"fingerprint", test_fingerprint},
              {"eviction", test_eviction}, {"reopen", test_reopen}, {"errors", test_errors},
-             {"disk_full", test_disk_full})
+             {"put_many", test_put_many}, {"disk_full", test_disk_full})

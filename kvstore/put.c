@@ -1,0 +1,194 @@
+/* td_kv_put / td_kv_put_many: room, allocation, writes, the log record.
+ *
+ * Ordering (docs/kvstore.md): blocks written and fdatasync'd -> PUT records
+ * durable -> the replaced entries' pages become free; an evicted entry's DEL
+ * record is durable before its pages are reused. So no page is reused while
+ * a durable record may still point at it. On any error before the log write
+ * the store is as it was. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "kvstore/internal.h"
+
+td_err kv_drop(td_kv *kv, kv_entry *e, char *err, size_t errlen)
+{
+    kv_rec r = {.type = KV_REC_DEL, .key = e->key, .section = e->section};
+    td_err x = kv_log_append(kv, &r, NULL, 1, err, errlen);
+    if (!x)
+        kv_index_remove(kv, e);
+    return x;
+}
+
+/* Evicts the least recently used entry that is neither pinned nor being
+ * replaced. `why` is the allocation failure that asked for it (NULL: the
+ * capacity count), kept in the message when nothing can go, so that a full
+ * disk reads as such. */
+static td_err evict_one(td_kv *kv, uint64_t need, const char *why, char *err, size_t errlen)
+{
+    kv_entry *v = kv->lru_head;
+    while (v && (v->pinned || v->replacing))
+        v = v->next;
+    if (!v)
+        return td_errf(err, errlen, TD_ENOSPC,
+                       "kvstore: %s full: %llu of %llu bytes used, %zu entries pinned, need %llu more%s%s",
+                       kv->dir, (unsigned long long)(kv->used_pages * KV_PAGE),
+                       (unsigned long long)(kv->cap_pages * KV_PAGE), kv->n_pinned,
+                       (unsigned long long)(need * KV_PAGE), why ? "; " : "", why ? why : "");
+    td_err r = kv_drop(kv, v, err, errlen);
+    if (!r)
+        kv->st.evictions++;
+    return r;
+}
+
+static void release(td_kv *kv, kv_entry *e)
+{
+    for (uint32_t k = 0; k < e->n_ext; k++)
+        kv_space_release(kv, e->ext[k]);
+    e->n_ext = 0;
+}
+
+/* Allocates e's extents, one run per block, merging neighbours. */
+static td_err alloc_value(td_kv *kv, kv_entry *e, char *err, size_t errlen)
+{
+    uint32_t n = kv_blocks_of(kv, e->value_len);
+    for (uint32_t i = 0; i < n; i++) {
+        kv_ext x;
+        td_err r = kv_space_alloc(kv, kv_block_pages(kv, e->value_len, i), &x, err, errlen);
+        if (r) {
+            release(kv, e);
+            return r;
+        }
+        kv_ext *last = e->n_ext ? &e->ext[e->n_ext - 1] : NULL;
+        if (last && last->seg == x.seg && last->page + last->pages == x.page)
+            last->pages += x.pages;
+        else
+            e->ext[e->n_ext++] = x;
+    }
+    return TD_OK;
+}
+
+/* Room and pages for every entry: evict by count first, then further while
+ * fragmentation leaves no run for some block. */
+static td_err make_room(td_kv *kv, kv_entry **ents, size_t n, uint64_t need, char *err,
+                        size_t errlen)
+{
+    /* Lowest free pages first, then next fit for the rest: space written
+     * before is reused (overwriting allocated extents is about twice as
+     * fast as writing fresh ones) and the store stays compact, so gc can
+     * give back whole segments. */
+    kv->hint_seg = kv->hint_page = 0;
+    td_err r = TD_OK;
+    while (!r && kv->used_pages + need > kv->cap_pages)
+        r = evict_one(kv, need, NULL, err, errlen);
+    char why[256] = "";
+    for (size_t i = 0; i < n && !r; i++) {
+        while (!r && (r = alloc_value(kv, ents[i], why, sizeof(why))) == TD_ENOSPC)
+            r = evict_one(kv, need, why, err, errlen);
+        if (r && r != TD_ENOSPC && why[0])
+            td_errf(err, errlen, r, "%s", why);
+    }
+    return r;
+}
+
+static td_err check_items(td_kv *kv, const td_kv_item *it, size_t n, uint64_t *need, char *err,
+                          size_t errlen)
+{
+    if (kv->read_only)
+        return td_errf(err, errlen, TD_EINVAL, "kvstore: %s is open read-only", kv->dir);
+    *need = 0;
+    for (size_t i = 0; i < n; i++) {
+        uint64_t p = kv_value_pages(kv, it[i].len);
+        if (p > kv->cap_pages || (*need += p) > kv->cap_pages)
+            return td_errf(err, errlen, TD_ENOSPC, "kvstore: %zu bytes of values exceed the capacity of %s",
+                           it[i].len, kv->dir);
+        /* Quadratic, but batches are a state's sections: tens. */
+        for (size_t k = 0; k < i; k++)
+            if (it[k].section == it[i].section && it[k].key.lo == it[i].key.lo &&
+                it[k].key.hi == it[i].key.hi)
+                return td_errf(err, errlen, TD_EINVAL, "kvstore: items %zu and %zu have the same key and section", k, i);
+    }
+    return TD_OK;
+}
+
+td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size_t errlen)
+{
+    uint64_t need = 0;
+    td_err r = check_items(kv, it, n, &need, err, errlen);
+    if (r || n == 0)
+        return r;
+    /* One allocation for the batch: entry pointers, old entries, records,
+     * extent pointers. */
+    kv_entry **ents = calloc(n, sizeof(*ents));
+    kv_entry **olds = calloc(n, sizeof(*olds));
+    kv_rec *recs = calloc(n, sizeof(*recs));
+    const kv_ext **exts = calloc(n, sizeof(*exts));
+    if (!ents || !olds || !recs || !exts)
+        r = td_errf(err, errlen, TD_ENOMEM, "kvstore: batch of %zu", n);
+    for (size_t i = 0; i < n && !r; i++) {
+        kv_entry *e = calloc(1, sizeof(*e));
+        kv_ext *x = e ? malloc(kv_blocks_of(kv, it[i].len) * sizeof(kv_ext)) : NULL;
+        if (!x) {
+            free(e);
+            r = td_errf(err, errlen, TD_ENOMEM, "kvstore: entry of %zu bytes", it[i].len);
+            break;
+        }
+        olds[i] = kv_find(kv, it[i].key, it[i].section);
+        if (olds[i])
+            olds[i]->replacing = 1;
+        *e = (kv_entry){.key = it[i].key, .section = it[i].section,
+                        .pinned = olds[i] ? olds[i]->pinned : 0, .tokens = it[i].tokens,
+                        .value_len = it[i].len, .seq = kv->next_seq++, .ext = x};
+        ents[i] = e;
+    }
+    if (!r)
+        r = make_room(kv, ents, n, need, err, errlen);
+    for (size_t i = 0; i < n && !r; i++) {
+        r = kv_locs(kv, ents[i], err, errlen);
+        if (!r)
+            r = kv_io_write(kv, ents[i], it[i].value, err, errlen);
+    }
+    /* Even after a failed write: clears the dirty marks. */
+    td_err s = kv_io_sync(kv, err, errlen);
+    if (!r)
+        r = s;
+    for (size_t i = 0; i < n && !r; i++) {
+        kv_entry *e = ents[i];
+        recs[i] = (kv_rec){.type = KV_REC_PUT, .key = e->key, .section = e->section,
+                           .pinned = e->pinned, .tokens = e->tokens, .value_len = e->value_len,
+                           .seq = e->seq, .n_ext = e->n_ext};
+        exts[i] = e->ext;
+    }
+    if (!r)
+        r = kv_log_append(kv, recs, exts, n, err, errlen);
+    for (size_t i = 0; ents && i < n; i++) {
+        if (olds[i])
+            olds[i]->replacing = 0;
+        if (!ents[i])
+            continue;
+        if (r) {
+            release(kv, ents[i]);
+            free(ents[i]->ext);
+            free(ents[i]);
+            continue;
+        }
+        if (olds[i])
+            kv_index_remove(kv, olds[i]);
+        kv_index_insert(kv, ents[i]);
+        kv->st.puts++;
+        kv->st.put_bytes += ents[i]->value_len;
+    }
+    free(ents);
+    free(olds);
+    free(recs);
+    free(exts);
+    if (!r && kv->log_records >= kv->checkpoint_every)
+        kv_checkpoint(kv, NULL, 0);   /* the puts are durable in the log either way */
+    return r;
+}
+
+td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
+                 const void *value, size_t len, char *err, size_t errlen)
+{
+    td_kv_item it = {.key = key, .section = section, .tokens = tokens, .value = value, .len = len};
+    return td_kv_put_many(kv, &it, 1, err, errlen);
+}
