@@ -2,7 +2,9 @@
  * eviction and pinning, reopen, errors. Crash safety: crash_test.c. */
 #include <fcntl.h>
 #include <sched.h>
+#include <grp.h>
 #include <sys/mount.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -497,6 +499,66 @@ static void test_errors(void)
     kvt_cleanup(dir);
 }
 
+/* As an unprivileged user (a child that drops root, or the test's own user):
+ * registration beyond RLIMIT_MEMLOCK falls back cleanly, and a directory
+ * without write permission is a clear error. */
+static void unprivileged_child(const char *base)
+{
+    if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setgid(65534) != 0 || setuid(65534) != 0))
+        _exit(77);
+    char dir[300], err[512] = "";
+    snprintf(dir, sizeof(dir), "%s/open/s", base);
+    td_kv_opts o = kvt_opts(dir);
+    o.block_bytes = 1u << 20;
+    o.queue_depth = 16;   /* a 16 MiB pool: over the 8 MiB memlock limit */
+    td_kv *kv = open_ok(&o);
+    if (!kv)
+        _exit(1);
+    struct rlimit rl;
+    td_kv_stats st;
+    td_kv_stats_get(kv, &st);
+    if (getrlimit(RLIMIT_MEMLOCK, &rl) == 0 && rl.rlim_cur < (16u << 20))
+        TD_CHECK_EQ_INT(st.buffers_registered, 0);
+    fprintf(stderr, "  unprivileged: buffers registered %d, files registered %d\n",
+            st.buffers_registered, st.files_registered);
+    put_ok(kv, 1, 3000000);
+    get_ok(kv, 1, 3000000);
+    td_kv_close(kv);
+    snprintf(dir, sizeof(dir), "%s/closed/s", base);
+    o = kvt_opts(dir);
+    kv = NULL;
+    TD_CHECK_EQ_INT(td_kv_open(&kv, &o, err, sizeof(err)), TD_EIO);
+    fprintf(stderr, "  (expected) %s\n", err);
+    TD_CHECK(strstr(err, "Permission denied") != NULL);
+    _exit(td_test_failures ? 1 : 0);
+}
+
+static void test_unprivileged(void)
+{
+    char base[256], sub[300];
+    kvt_dir(base, sizeof(base), "u");
+    mkdir(base, 0755);
+    snprintf(sub, sizeof(sub), "%s/open", base);
+    mkdir(sub, 0777);
+    chmod(sub, 0777);
+    snprintf(sub, sizeof(sub), "%s/closed", base);
+    mkdir(sub, 0555);
+    /* The scratch parent is 0700 (mkdtemp): let the child through. */
+    char parent[256];
+    snprintf(parent, sizeof(parent), "%s", base);
+    *strrchr(parent, '/') = '\0';
+    chmod(parent, 0755);
+    pid_t pid = fork();
+    if (pid == 0)
+        unprivileged_child(base);
+    int status = 0;
+    waitpid(pid, &status, 0);
+    kvt_cleanup(base);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77)
+        TD_SKIP("unprivileged: cannot drop to uid 65534");
+    TD_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
 /* A state's layer sections in one batch; all or none. */
 static void test_put_many(void)
 {
@@ -612,4 +674,5 @@ TD_TEST_MAIN({"roundtrip", test_roundtrip}, {"no_register", test_no_register},
              {"prefix", test_prefix}, {"corrupt", test_corrupt},
              {"truncated", test_truncated}, {"fingerprint", test_fingerprint},
              {"eviction", test_eviction}, {"reopen", test_reopen}, {"errors", test_errors},
-             {"put_many", test_put_many}, {"disk_full", test_disk_full})
+             {"put_many", test_put_many}, {"unprivileged", test_unprivileged},
+             {"disk_full", test_disk_full})
