@@ -36,7 +36,7 @@ typedef struct {
 /* One block in flight. */
 typedef struct {
     uint8_t *buf;                /* staging slot (aligned) */
-    uint32_t seg, index;         /* segment; block number in the value */
+    uint32_t seg, item, index;   /* segment; which value of the run; block number in it */
     uint64_t off;                /* file offset of the remaining part */
     uint32_t done, len;          /* bytes transferred so far / in total */
     int busy;
@@ -113,14 +113,16 @@ td_err kv_space_drop_empty(td_kv *kv, char *err, size_t errlen);
 td_err kv_io_init(td_kv *kv, uint32_t depth, int try_register, char *err, size_t errlen);
 void kv_io_fini(td_kv *kv);
 void kv_io_file_set(td_kv *kv, uint32_t seg);
-/* Writes all blocks of e (locations in kv->locs) from value. */
-td_err kv_io_write(td_kv *kv, const kv_entry *e, const void *value, char *err, size_t errlen);
+/* Writes all blocks of ents[i] from values[i], for every i, keeping the
+ * queue full across values. Does not sync (kv_io_sync). */
+td_err kv_io_write(td_kv *kv, const kv_entry *const *ents, const void *const *values, size_t n,
+                   char *err, size_t errlen);
 /* fdatasync every segment written since the last call. */
 td_err kv_io_sync(td_kv *kv, char *err, size_t errlen);
 /* Reads and verifies all blocks of e into out (value_len bytes). */
 td_err kv_io_read(td_kv *kv, const kv_entry *e, void *out, char *err, size_t errlen);
-/* Fills kv->locs from e's extents; TD_ECORRUPT if they do not fit. */
-td_err kv_locs(td_kv *kv, const kv_entry *e, char *err, size_t errlen);
+/* Fills kv->locs[base..] from e's extents; TD_ECORRUPT if they do not fit. */
+td_err kv_locs(td_kv *kv, const kv_entry *e, size_t base, char *err, size_t errlen);
 
 /* manifest.c */
 td_err kv_manifest_create(td_kv *kv, char *err, size_t errlen);

@@ -75,15 +75,15 @@ void kv_io_file_set(td_kv *kv, uint32_t seg)
     }
 }
 
-td_err kv_locs(td_kv *kv, const kv_entry *e, char *err, size_t errlen)
+td_err kv_locs(td_kv *kv, const kv_entry *e, size_t base, char *err, size_t errlen)
 {
     uint32_t n = kv_blocks_of(kv, e->value_len);
-    if (n > kv->locs_cap) {
-        kv_loc *l = realloc(kv->locs, n * sizeof(*l));
+    if (base + n > kv->locs_cap) {
+        kv_loc *l = realloc(kv->locs, (base + n) * sizeof(*l));
         if (!l)
-            return td_errf(err, errlen, TD_ENOMEM, "kvstore: %u block locations", n);
+            return td_errf(err, errlen, TD_ENOMEM, "kvstore: %zu block locations", base + n);
         kv->locs = l;
-        kv->locs_cap = n;
+        kv->locs_cap = base + n;
     }
     uint32_t x = 0, used = 0;
     for (uint32_t i = 0; i < n; i++) {
@@ -96,7 +96,7 @@ td_err kv_locs(td_kv *kv, const kv_entry *e, char *err, size_t errlen)
             return td_errf(err, errlen, TD_ECORRUPT,
                            "kvstore: extents of a %llu-byte value do not hold block %u",
                            (unsigned long long)e->value_len, i);
-        kv->locs[i] = (kv_loc){e->ext[x].seg, e->ext[x].page + used, pages};
+        kv->locs[base + i] = (kv_loc){e->ext[x].seg, e->ext[x].page + used, pages};
         used += pages;
     }
     if (x + 1 != e->n_ext || used != e->ext[x].pages)
@@ -104,11 +104,14 @@ td_err kv_locs(td_kv *kv, const kv_entry *e, char *err, size_t errlen)
     return TD_OK;
 }
 
+/* The values one run moves: n entries, their blocks' locations one after
+ * the other in kv->locs. */
 typedef struct {
-    const kv_entry *e;
-    const uint8_t *src;   /* write */
-    uint8_t *dst;         /* read */
-    uint32_t payload;     /* value bytes per block */
+    const kv_entry *const *ents;
+    const void *const *src;  /* write: n values */
+    uint8_t *dst;            /* read: one value (n == 1) */
+    size_t n;
+    uint32_t payload;        /* value bytes per block */
 } xfer;
 
 static void prep(kv_io *io, kv_slot *s, int write, int fd)
@@ -137,7 +140,7 @@ static void prep(kv_io *io, kv_slot *s, int write, int fd)
 
 static void fill_write(td_kv *kv, const xfer *x, kv_slot *s)
 {
-    const kv_entry *e = x->e;
+    const kv_entry *e = x->ents[s->item];
     uint64_t off = (uint64_t)s->index * x->payload;
     uint64_t left = e->value_len - off;
     uint32_t plen = left < x->payload ? (uint32_t)left : x->payload;
@@ -147,7 +150,7 @@ static void fill_write(td_kv *kv, const xfer *x, kv_slot *s)
         .payload_len = plen, .tokens = e->tokens, .seq = e->seq,
         .value_len = e->value_len, .payload_off = off,
     };
-    memcpy(s->buf + KV_BLOCK_HDR, x->src + off, plen);
+    memcpy(s->buf + KV_BLOCK_HDR, (const uint8_t *)x->src[s->item] + off, plen);
     memset(s->buf + KV_BLOCK_HDR + plen, 0, s->len - KV_BLOCK_HDR - plen);
     kv_block_hdr_write(s->buf, &h);
 }
@@ -157,7 +160,7 @@ static void fill_write(td_kv *kv, const xfer *x, kv_slot *s)
  * this entry's put wrote (and not an older tenant of the same pages). */
 static td_err check_read(td_kv *kv, const xfer *x, kv_slot *s, char *err, size_t errlen)
 {
-    const kv_entry *e = x->e;
+    const kv_entry *e = x->ents[s->item];
     kv_block_hdr h;
     char msg[160];
     td_err r = kv_block_hdr_parse(s->buf, s->len, &h, msg, sizeof(msg));
@@ -183,21 +186,23 @@ static td_err check_read(td_kv *kv, const xfer *x, kv_slot *s, char *err, size_t
     return TD_OK;
 }
 
-/* Moves every block of x->e between the slots and the disk with up to
- * `depth` in flight. On error, stops queueing, drains what is in flight and
+/* Moves every block of the entries of x between the slots and the disk
+ * with up to `depth` in flight, the next value's blocks queued as soon as a
+ * slot frees. On error, stops queueing, drains what is in flight and
  * returns the first error. */
 static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
 {
     kv_io *io = &kv->io;
-    uint32_t n = kv_blocks_of(kv, x->e->value_len), next = 0, inflight = 0;
+    size_t item = 0, next = 0;   /* cursor: next block to queue, and its index in kv->locs */
+    uint32_t blk = 0, inflight = 0;
     td_err first = TD_OK;
-    while ((next < n && !first) || inflight) {
-        for (uint32_t i = 0; i < io->depth && next < n && !first; i++) {
+    while ((item < x->n && !first) || inflight) {
+        for (uint32_t i = 0; i < io->depth && item < x->n && !first; i++) {
             kv_slot *s = &io->slots[i];
             if (s->busy)
                 continue;
             const kv_loc *l = &kv->locs[next];
-            *s = (kv_slot){.buf = s->buf, .seg = l->seg, .index = next,
+            *s = (kv_slot){.buf = s->buf, .seg = l->seg, .item = (uint32_t)item, .index = blk,
                            .off = (uint64_t)l->page * KV_PAGE, .len = l->pages * KV_PAGE, .busy = 1};
             int fd = kv->segs[l->seg].fd;
             if (fd < 0) {
@@ -213,6 +218,10 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
             prep(io, s, write, io->files_registered ? (int)l->seg : fd);
             next++;
             inflight++;
+            if (++blk == kv_blocks_of(kv, x->ents[item]->value_len)) {
+                item++;
+                blk = 0;
+            }
         }
         if (!inflight)
             break;
@@ -257,9 +266,17 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
     return first;
 }
 
-td_err kv_io_write(td_kv *kv, const kv_entry *e, const void *value, char *err, size_t errlen)
+td_err kv_io_write(td_kv *kv, const kv_entry *const *ents, const void *const *values, size_t n,
+                   char *err, size_t errlen)
 {
-    xfer x = {.e = e, .src = value, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
+    size_t base = 0;
+    for (size_t i = 0; i < n; i++) {
+        td_err r = kv_locs(kv, ents[i], base, err, errlen);
+        if (r)
+            return r;
+        base += kv_blocks_of(kv, ents[i]->value_len);
+    }
+    xfer x = {.ents = ents, .src = values, .n = n, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
     return run(kv, &x, 1, err, errlen);
 }
 
@@ -283,6 +300,9 @@ td_err kv_io_sync(td_kv *kv, char *err, size_t errlen)
 
 td_err kv_io_read(td_kv *kv, const kv_entry *e, void *out, char *err, size_t errlen)
 {
-    xfer x = {.e = e, .dst = out, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
+    td_err r = kv_locs(kv, e, 0, err, errlen);
+    if (r)
+        return r;
+    xfer x = {.ents = &e, .dst = out, .n = 1, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
     return run(kv, &x, 0, err, errlen);
 }

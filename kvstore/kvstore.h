@@ -118,9 +118,9 @@ typedef struct {
     size_t len;
 } td_kv_item;
 
-/* Stores n values (say, every layer section of one state) with one data
- * sync and one log write for all of them (each value's blocks go out
- * queue_depth at a time, one value after the other): all or none
+/* Stores n values (say, every layer section of one state) with the blocks
+ * of all of them in one stream of writes (queue_depth in flight), one data
+ * sync and one log write: all or none
  * are stored, except that a crash during the log write may keep a prefix
  * of the items (each of them complete). TD_EINVAL if an (key, section)
  * appears twice. */

@@ -205,7 +205,7 @@ static td_err apply(td_kv *kv, const kv_rec *r, char *err, size_t errlen)
     }
     char msg[128];
     if (claimed < r->n_ext || pages != kv_value_pages(kv, r->value_len) ||
-        kv_locs(kv, e, msg, sizeof(msg))) {
+        kv_locs(kv, e, 0, msg, sizeof(msg))) {
         /* A record that passed its checksum but points outside the store or
          * at pages another entry holds: never serve it. */
         for (uint32_t i = 0; i < claimed && i < r->n_ext; i++)

@@ -116,8 +116,8 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
     td_err r = check_items(kv, it, n, &need, err, errlen);
     if (r || n == 0)
         return r;
-    /* One allocation for the batch: entry pointers, old entries, records,
-     * extent pointers. */
+    /* Per batch, not per block: entries, the entries they replace, log
+     * records and their extents. */
     kv_entry **ents = calloc(n, sizeof(*ents));
     kv_entry **olds = calloc(n, sizeof(*olds));
     kv_rec *recs = calloc(n, sizeof(*recs));
@@ -142,11 +142,14 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
     }
     if (!r)
         r = make_room(kv, ents, n, need, err, errlen);
-    for (size_t i = 0; i < n && !r; i++) {
-        r = kv_locs(kv, ents[i], err, errlen);
-        if (!r)
-            r = kv_io_write(kv, ents[i], it[i].value, err, errlen);
-    }
+    const void **values = r ? NULL : calloc(n, sizeof(*values));
+    if (!r && !values)
+        r = td_errf(err, errlen, TD_ENOMEM, "kvstore: batch of %zu", n);
+    for (size_t i = 0; i < n && !r; i++)
+        values[i] = it[i].value;
+    if (!r)
+        r = kv_io_write(kv, (const kv_entry *const *)ents, values, n, err, errlen);
+    free(values);
     /* Even after a failed write: clears the dirty marks. */
     td_err s = kv_io_sync(kv, err, errlen);
     if (!r)

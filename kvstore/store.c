@@ -221,9 +221,7 @@ void td_kv_close(td_kv *kv)
 static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t errlen)
 {
     char msg[512];
-    td_err r = kv_locs(kv, e, msg, sizeof(msg));
-    if (!r)
-        r = kv_io_read(kv, e, buf, msg, sizeof(msg));
+    td_err r = kv_io_read(kv, e, buf, msg, sizeof(msg));
     if (r == TD_ECORRUPT) {
         kv->st.checksum_failures++;
         td_log(TD_LOG_WARN, "%s; entry dropped", msg);
