@@ -7,6 +7,7 @@
  * queue it, reap completions in batches, requeue short transfers and
  * -EAGAIN (io_uring-cp.c's loop). Nothing is allocated per block. */
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -109,8 +110,11 @@ td_err kv_locs(td_kv *kv, const kv_entry *e, size_t base, char *err, size_t errl
 typedef struct {
     const kv_entry *const *ents;
     const void *const *src;  /* write: n values */
-    uint8_t *dst;            /* read: one value (n == 1) */
-    size_t n;
+    void *const *dst;        /* read: n buffers */
+    uint32_t *left;          /* read: blocks still to arrive, per value */
+    kv_ready_fn ready;       /* read: called when a value is complete */
+    void *arg;
+    size_t n, bad;           /* bad: the value a corrupt block belongs to */
     uint32_t payload;        /* value bytes per block */
 } xfer;
 
@@ -182,7 +186,9 @@ static td_err check_read(td_kv *kv, const xfer *x, kv_slot *s, char *err, size_t
                        kv->dir, s->seg, (unsigned long long)(s->off / KV_PAGE), hex, e->section,
                        s->index, msg);
     }
-    memcpy(x->dst + off, s->buf + KV_BLOCK_HDR, plen);
+    memcpy((uint8_t *)x->dst[s->item] + off, s->buf + KV_BLOCK_HDR, plen);
+    if (--x->left[s->item] == 0 && x->ready)
+        x->ready(s->item, x->arg);
     return TD_OK;
 }
 
@@ -208,6 +214,7 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
             if (fd < 0) {
                 first = td_errf(err, errlen, TD_ECORRUPT, "kvstore: %s/seg-%06u.dat is missing",
                                 kv->dir, l->seg);
+                x->bad = item;
                 s->busy = 0;
                 break;
             }
@@ -260,6 +267,8 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
                                         kv->dir, s->seg, (unsigned long long)s->off);
             else if (!write)
                 first = check_read(kv, x, s, err, errlen);
+            if (first == TD_ECORRUPT)
+                x->bad = s->item;
         }
         io_uring_cq_advance(&io->ring, seen);
     }
@@ -298,11 +307,28 @@ td_err kv_io_sync(td_kv *kv, char *err, size_t errlen)
     return r;
 }
 
-td_err kv_io_read(td_kv *kv, const kv_entry *e, void *out, char *err, size_t errlen)
+td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size_t n,
+                  kv_ready_fn ready, void *arg, size_t *bad, char *err, size_t errlen)
 {
-    td_err r = kv_locs(kv, e, 0, err, errlen);
-    if (r)
-        return r;
-    xfer x = {.ents = &e, .dst = out, .n = 1, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
-    return run(kv, &x, 0, err, errlen);
+    *bad = SIZE_MAX;
+    uint32_t *left = calloc(n, sizeof(*left));
+    if (!left)
+        return td_errf(err, errlen, TD_ENOMEM, "kvstore: read of %zu values", n);
+    size_t base = 0;
+    td_err r = TD_OK;
+    for (size_t i = 0; i < n && !r; i++) {
+        r = kv_locs(kv, ents[i], base, err, errlen);
+        if (r)
+            *bad = i;
+        left[i] = kv_blocks_of(kv, ents[i]->value_len);
+        base += left[i];
+    }
+    xfer x = {.ents = ents, .dst = out, .left = left, .ready = ready, .arg = arg, .n = n,
+              .bad = SIZE_MAX, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
+    if (!r) {
+        r = run(kv, &x, 0, err, errlen);
+        *bad = x.bad;
+    }
+    free(left);
+    return r;
 }

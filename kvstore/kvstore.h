@@ -133,6 +133,26 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *items, size_t n, char *err, s
 td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
                  size_t *len, char *err, size_t errlen);
 
+/* One value of td_kv_get_many. buf is borrowed for the call. */
+typedef struct {
+    td_kv_key key;
+    uint32_t section;
+    void *buf;
+    size_t cap;
+    size_t len;               /* out: the value's size */
+} td_kv_get_item;
+
+/* Reads n values (say, the layer sections of a state) in one stream of
+ * reads, queue_depth blocks in flight, and calls ready(i, arg) as soon as
+ * value i is complete and verified while later blocks are still being read,
+ * so a resume can load sections as they arrive (ready runs on this thread;
+ * the reads already queued continue meanwhile). Every item must exist
+ * (TD_ENOENT) and fit (TD_ERANGE) before anything is read. A corrupt block:
+ * TD_ECORRUPT, its entry dropped and counted; ready has been called for the
+ * values completed before it. */
+td_err td_kv_get_many(td_kv *kv, td_kv_get_item *items, size_t n,
+                      void (*ready)(size_t item, void *arg), void *arg, char *err, size_t errlen);
+
 /* Size and metadata of an entry without reading it (TD_ENOENT if absent). */
 td_err td_kv_stat_entry(td_kv *kv, td_kv_key key, uint32_t section, td_kv_entry_info *info);
 

@@ -3,6 +3,7 @@
  * durable before the pages become free (docs/kvstore.md). */
 #include <errno.h>
 #include <fcntl.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/file.h>
@@ -218,39 +219,75 @@ void td_kv_close(td_kv *kv)
 
 /* ---- reads ---- */
 
+/* A corrupt block: count, log, and never serve the entry again (the
+ * caller recomputes). */
+static void corrupt(td_kv *kv, kv_entry *e, const char *msg)
+{
+    kv->st.checksum_failures++;
+    td_log(TD_LOG_WARN, "%s; entry dropped", msg);
+    if (!kv->read_only)
+        kv_drop(kv, e, NULL, 0);
+}
+
 static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t errlen)
 {
     char msg[512];
-    td_err r = kv_io_read(kv, e, buf, msg, sizeof(msg));
-    if (r == TD_ECORRUPT) {
-        kv->st.checksum_failures++;
-        td_log(TD_LOG_WARN, "%s; entry dropped", msg);
-        /* Never serve it again; the caller recomputes. */
-        if (!kv->read_only)
-            kv_drop(kv, e, NULL, 0);
-    }
+    size_t bad;
+    const kv_entry *one = e;
+    td_err r = kv_io_read(kv, &one, &buf, 1, NULL, NULL, &bad, msg, sizeof(msg));
+    if (r == TD_ECORRUPT)
+        corrupt(kv, e, msg);
     return r ? td_errf(err, errlen, r, "%s", msg) : TD_OK;
+}
+
+td_err td_kv_get_many(td_kv *kv, td_kv_get_item *items, size_t n,
+                      void (*ready)(size_t item, void *arg), void *arg, char *err, size_t errlen)
+{
+    kv_entry **ents = calloc(n ? n : 1, sizeof(*ents));
+    void **out = calloc(n ? n : 1, sizeof(*out));
+    if (!ents || !out) {
+        free(ents);
+        free(out);
+        return td_errf(err, errlen, TD_ENOMEM, "kvstore: read of %zu values", n);
+    }
+    td_err r = TD_OK;
+    for (size_t i = 0; i < n && !r; i++) {
+        ents[i] = kv_find(kv, items[i].key, items[i].section);
+        items[i].len = ents[i] ? ents[i]->value_len : 0;
+        out[i] = items[i].buf;
+        if (!ents[i])
+            r = td_errf(err, errlen, TD_ENOENT, "kvstore: no entry for item %zu (section %u)", i,
+                        items[i].section);
+        else if (items[i].cap < ents[i]->value_len)
+            r = td_errf(err, errlen, TD_ERANGE, "kvstore: item %zu: value of %llu bytes, buffer of %zu",
+                        i, (unsigned long long)ents[i]->value_len, items[i].cap);
+    }
+    if (!r) {
+        char msg[512];
+        size_t bad = SIZE_MAX;
+        r = kv_io_read(kv, (const kv_entry *const *)ents, out, n, ready, arg, &bad, msg, sizeof(msg));
+        if (r == TD_ECORRUPT && bad < n)
+            corrupt(kv, ents[bad], msg);   /* ents[bad] is freed: not touched below */
+        if (r)
+            td_errf(err, errlen, r, "%s", msg);
+    }
+    for (size_t i = 0; i < n && !r; i++) {
+        touch(kv, ents[i]);
+        kv->st.gets++;
+        kv->st.get_bytes += items[i].len;
+    }
+    free(ents);
+    free(out);
+    return r;
 }
 
 td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
                  size_t *len, char *err, size_t errlen)
 {
-    kv_entry *e = kv_find(kv, key, section);
-    *len = 0;
-    if (!e)
-        return td_errf(err, errlen, TD_ENOENT, "kvstore: no entry for that key and section %u", section);
-    *len = e->value_len;
-    if (cap < e->value_len)
-        return td_errf(err, errlen, TD_ERANGE, "kvstore: value of %llu bytes, buffer of %zu",
-                       (unsigned long long)e->value_len, cap);
-    uint64_t vlen = e->value_len;
-    td_err r = read_entry(kv, e, buf, err, errlen);
-    if (r)
-        return r;
-    touch(kv, e);
-    kv->st.gets++;
-    kv->st.get_bytes += vlen;
-    return TD_OK;
+    td_kv_get_item it = {.key = key, .section = section, .buf = buf, .cap = cap};
+    td_err r = td_kv_get_many(kv, &it, 1, NULL, NULL, err, errlen);
+    *len = it.len;
+    return r;
 }
 
 static void info_of(const td_kv *kv, const kv_entry *e, td_kv_entry_info *i)

@@ -559,6 +559,11 @@ static void test_unprivileged(void)
     TD_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
+static void on_ready(size_t item, void *arg)
+{
+    ((int *)arg)[item]++;
+}
+
 /* A state's layer sections in one batch; all or none. */
 static void test_put_many(void)
 {
@@ -584,9 +589,25 @@ static void test_put_many(void)
         TD_CHECK_EQ_INT(td_kv_get(kv, key, 1 + (uint32_t)i, got, sizeof(got), &n, err, sizeof(err)), TD_OK);
         TD_CHECK(n == it[i].len && memcmp(got, v[i], n) == 0);
     }
+    /* Read back as one stream, each section announced once when whole. */
+    static uint8_t back[N][30000];
+    td_kv_get_item gi[N];
+    for (int i = 0; i < N; i++)
+        gi[i] = (td_kv_get_item){.key = key, .section = 1 + (uint32_t)i, .buf = back[i],
+                                 .cap = sizeof(back[i])};
+    int seen[N + 1] = {0};
+    TD_CHECK_EQ_INT(td_kv_get_many(kv, gi, N, on_ready, seen, err, sizeof(err)), TD_OK);
+    for (int i = 0; i < N; i++) {
+        TD_CHECK_EQ_INT(seen[i], 1);
+        TD_CHECK(gi[i].len == it[i].len && memcmp(back[i], v[i], gi[i].len) == 0);
+    }
+    gi[3].section = 99;   /* missing: nothing is read */
+    TD_CHECK_EQ_INT(td_kv_get_many(kv, gi, N, on_ready, seen, err, sizeof(err)), TD_ENOENT);
+    TD_CHECK_EQ_INT(seen[0], 1);
     td_kv_stats st;
     td_kv_stats_get(kv, &st);
     TD_CHECK_EQ_INT(st.puts, N);
+    TD_CHECK_EQ_INT(st.gets, 2 * N);
     TD_CHECK_EQ_INT(st.recovered_records, 0);
     /* A duplicate (key, section): refused, nothing stored. */
     it[1].section = it[0].section;
