@@ -105,7 +105,8 @@ size_t td_kv_chain(uint64_t fingerprint, uint32_t block_tokens, const int32_t *t
 /* Stores value[0..len) under (key, section) as the state after `tokens`
  * tokens, replacing an older value there. Returns when the blocks and the
  * log record are on disk. Evicts least recently used unpinned entries to
- * make room; TD_ENOSPC if it cannot. On error the store is as before. */
+ * make room; TD_ENOSPC if it cannot. On error nothing is stored and
+ * the older value stays (entries evicted to make room stay evicted). */
 td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
                  const void *value, size_t len, char *err, size_t errlen);
 
@@ -120,16 +121,16 @@ typedef struct {
 
 /* Stores n values (say, every layer section of one state) with the blocks
  * of all of them in one stream of writes (queue_depth in flight), one data
- * sync and one log write: all or none
- * are stored, except that a crash during the log write may keep a prefix
- * of the items (each of them complete). TD_EINVAL if an (key, section)
- * appears twice. */
+ * sync and one log write: all or none are stored, except that a crash
+ * during the log write may keep a prefix of the items (each of them
+ * complete). TD_EINVAL if a (key, section) appears twice. */
 td_err td_kv_put_many(td_kv *kv, const td_kv_item *items, size_t n, char *err, size_t errlen);
 
 /* Reads the value into buf[0..cap), verifying every block; *len gets its
  * size (TD_ERANGE with *len set if cap is too small). TD_ENOENT if absent;
  * TD_ECORRUPT if a block fails its checks: the entry is then dropped and
- * the failure counted, so the caller recomputes. */
+ * the failure counted, so the caller recomputes (or asks
+ * td_kv_longest_prefix again: it now finds the next shorter prefix). */
 td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
                  size_t *len, char *err, size_t errlen);
 
