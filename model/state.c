@@ -26,7 +26,7 @@
 #include "model/state.h"
 
 #define MAGIC 0x564b4454u   /* "TDKV" */
-#define VERSION 1u
+#define VERSION TD_V4_STATE_LAYOUT
 #define HEADER_BYTES 64
 
 uint64_t td_v4_layout_fingerprint(const td_v4_config *c)

@@ -9,6 +9,9 @@
 
 #include "model/model.h"
 
+/* The layout version td_v4_seq_save writes (docs/kv-layout.md). */
+#define TD_V4_STATE_LAYOUT 1u
+
 /* A hash of the model geometry the layout depends on. */
 uint64_t td_v4_layout_fingerprint(const td_v4_config *c);
 
