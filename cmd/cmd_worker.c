@@ -133,6 +133,22 @@ static void on_ready(void *arg, const char *err)
     stop(w);
 }
 
+/* Endpoints with peer error handling unless UCX may use shared memory:
+ * over tcp it is what survives a dead peer (and avoids a crash of UCX 1.13's
+ * tcp transport seen without it); UCX 1.13 refuses shared memory with it. */
+static int peer_errors_from_env(void)
+{
+    const char *tls = getenv("UCX_TLS");
+    if (!tls || !*tls)
+        return 0;
+    static const char *const shm[] = {"all", "sm", "shm", "posix", "sysv", "xpmem", "cma",
+                                      "knem", "mm"};
+    for (size_t i = 0; i < sizeof shm / sizeof *shm; i++)
+        if (strstr(tls, shm[i]))
+            return 0;
+    return 1;
+}
+
 static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
@@ -154,6 +170,7 @@ static int run(int argc, char **argv, bool decode)
                             .listen_url = a.listen_url, .worker_id = a.id,
                             .nthreads = (int)a.threads, .max_batch = (int)a.max_batch,
                             .heartbeat_ms = (int)a.heartbeat_ms,
+                            .ucx_peer_errors = peer_errors_from_env(),
                             .kv_capacity = (uint64_t)a.kv_capacity_mib << 20,
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
@@ -162,6 +179,7 @@ static int run(int argc, char **argv, bool decode)
                              .listen_url = a.listen_url, .worker_id = a.id,
                              .nthreads = (int)a.threads, .max_batch = (int)a.max_batch,
                              .heartbeat_ms = (int)a.heartbeat_ms,
+                             .ucx_peer_errors = peer_errors_from_env(),
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }

@@ -159,9 +159,10 @@ static bool is_pending(td_decode *d, djob *j)
     return false;
 }
 
-static void poll_pending(td_decode *d)
+/* Returns whether anything moved. */
+static bool poll_pending(td_decode *d)
 {
-    td_xfer_progress(d->xfer);
+    bool busy = td_xfer_progress(d->xfer) > 0;
     int64_t now = now_ms();
     for (djob *j = d->pending, *next; j; j = next) {
         next = j->next;
@@ -176,13 +177,15 @@ static void poll_pending(td_decode *d)
         unpend(d, j);
         j->err = e;
         post(d, j, PH_ARRIVED);
+        busy = true;
     }
+    return busy;
 }
 
 /* UCX state is created, used and destroyed on this thread only. */
 static bool start_ucx(td_decode *d)
 {
-    td_err e = td_xfer_ctx_create(NULL, &d->xfer, d->ucx_err, sizeof d->ucx_err);
+    td_err e = td_xfer_ctx_create(&(td_xfer_opts){.peer_errors = d->o.ucx_peer_errors}, &d->xfer, d->ucx_err, sizeof d->ucx_err);
     if (!e)
         e = td_xfer_ctx_address(d->xfer, &d->ucx_addr, &d->ucx_addr_len);
     pthread_mutex_lock(&d->mu);
@@ -195,6 +198,7 @@ static bool start_ucx(td_decode *d)
 static void *receiver_main(void *arg)
 {
     td_decode *d = arg;
+    long nap_us = 0;
     if (!start_ucx(d))
         return NULL;
     for (;;) {
@@ -225,11 +229,15 @@ static void *receiver_main(void *arg)
         if (stop)
             break;
         if (d->pending) {
-            poll_pending(d);
-            /* One-sided puts over tcp move only while we progress; a short
-             * nap keeps a waiting transfer from taking a whole core. */
-            if (d->pending)
-                nanosleep(&(struct timespec){0, 50000}, NULL);
+            /* Puts over tcp move only while we progress, but a ticket waits
+             * through the whole prefill: spin while bytes move, nap (up to
+             * 1 ms) while nothing does, so waiting costs no core. */
+            if (poll_pending(d))
+                nap_us = 0;
+            else if (d->pending) {
+                nap_us = nap_us ? (nap_us < 500 ? 2 * nap_us : 1000) : 10;
+                nanosleep(&(struct timespec){0, nap_us * 1000}, NULL);
+            }
         }
     }
     while (d->pending) {

@@ -25,6 +25,11 @@ typedef struct {
     int nthreads;
     int max_batch;               /* sequences decoded together; 0: 16 */
     int heartbeat_ms;            /* 0: 200 */
+    /* UCP_ERR_HANDLING_MODE_PEER on UCX endpoints (td_xfer_opts): needed
+     * over tcp (a dead peer, and UCX 1.13's tcp transport without it
+     * crashed in about one transfer in ten here), off for shared memory,
+     * which it would disable. cmd/ decides from UCX_TLS. */
+    int ucx_peer_errors;
     int transfer_timeout_ms;     /* ticket to verified state; 0: 60000 */
     uint64_t kv_capacity;        /* bytes of state held at once; 0: 8 GiB */
     void (*on_ready)(void *arg, const char *err);

@@ -142,7 +142,7 @@ static void ship(td_prefill *p, pjob *j)
 /* UCX state is created, used and destroyed on this thread only. */
 static bool start_ucx(td_prefill *p)
 {
-    td_err e = td_xfer_ctx_create(NULL, &p->xfer, p->ucx_err, sizeof p->ucx_err);
+    td_err e = td_xfer_ctx_create(&(td_xfer_opts){.peer_errors = p->o.ucx_peer_errors}, &p->xfer, p->ucx_err, sizeof p->ucx_err);
     if (!e)
         e = td_xfer_ctx_address(p->xfer, &p->ucx_addr, &p->ucx_addr_len);
     pthread_mutex_lock(&p->mu);

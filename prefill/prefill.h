@@ -24,6 +24,11 @@ typedef struct {
     int max_batch;               /* requests prefilled together; 0: 16 */
     int prefill_budget;          /* prompt tokens per engine iteration; 0: 512 */
     int heartbeat_ms;            /* 0: 200 */
+    /* UCP_ERR_HANDLING_MODE_PEER on UCX endpoints (td_xfer_opts): needed
+     * over tcp (a dead peer, and UCX 1.13's tcp transport without it
+     * crashed in about one transfer in ten here), off for shared memory,
+     * which it would disable. cmd/ decides from UCX_TLS. */
+    int ucx_peer_errors;
     int lease_ms;                /* how long a shipped state waits for decode; 0: 30000 */
     /* Loop thread, once: NULL when serving, else why it cannot. */
     void (*on_ready)(void *arg, const char *err);

@@ -116,10 +116,12 @@ uint64_t td_xfer_checksum(const void *buf, size_t len)
     return XXH3_64bits(buf, len);
 }
 
-void td_xfer_progress(td_xfer_ctx *ctx)
+unsigned td_xfer_progress(td_xfer_ctx *ctx)
 {
-    while (ucp_worker_progress(ctx->worker))
-        ;
+    unsigned n = 0, k;
+    while ((k = ucp_worker_progress(ctx->worker)))
+        n += k;
+    return n;
 }
 
 /* Progresses until req completes or the deadline passes. A request that

@@ -59,8 +59,9 @@ void td_xfer_ctx_destroy(td_xfer_ctx *ctx);
  * stays valid until the context is destroyed. */
 td_err td_xfer_ctx_address(const td_xfer_ctx *ctx, const void **addr, size_t *len);
 
-/* One non-blocking round of UCX progress. */
-void td_xfer_progress(td_xfer_ctx *ctx);
+/* Non-blocking UCX progress until nothing is left to do; returns how much
+ * happened (0: idle, so a poller may nap). */
+unsigned td_xfer_progress(td_xfer_ctx *ctx);
 
 /* XXH3-64 of a buffer: the descriptor's checksum. */
 uint64_t td_xfer_checksum(const void *buf, size_t len);
