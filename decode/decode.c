@@ -20,6 +20,7 @@
 #include "model/state.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
+#include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
 typedef enum { PH_OPENED, PH_ARRIVED } phase;
@@ -67,15 +68,7 @@ struct td_decode {
     uint64_t kv_used;
     uint64_t fingerprint;
     /* receiver thread */
-    td_xfer_ctx *xfer;
-    const void *ucx_addr;
-    size_t ucx_addr_len;
-    int ucx_state;               /* under mu: 0 starting, 1 up, -1 failed */
-    char ucx_err[256];
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
     cmd *cmds, *cmds_tail;       /* under mu */
     bool stop;                   /* under mu */
     djob *pending;               /* receiver only: waiting for their state */
@@ -98,14 +91,14 @@ static void push_cmd(td_decode *d, cmd_kind kind, djob *j, td_xfer_recv *r)
         return;
     }
     *c = (cmd){.kind = kind, .job = j, .recv = r};
-    pthread_mutex_lock(&d->mu);
+    pthread_mutex_lock(&d->u.mu);
     if (d->cmds_tail)
         d->cmds_tail->next = c;
     else
         d->cmds = c;
     d->cmds_tail = c;
-    pthread_cond_signal(&d->cv);
-    pthread_mutex_unlock(&d->mu);
+    pthread_cond_signal(&d->u.cv);
+    pthread_mutex_unlock(&d->u.mu);
 }
 
 /* ---- receiver thread -------------------------------------------------------------- */
@@ -125,7 +118,7 @@ static void open_recv(td_decode *d, djob *j)
                            .total_bytes = j->reserve};
     const void *t;
     size_t tl;
-    j->err = td_xfer_recv_open(d->xfer, j->rid, NULL, j->reserve, &expect, &j->recv, j->msg,
+    j->err = td_xfer_recv_open(d->u.xfer, j->rid, NULL, j->reserve, &expect, &j->recv, j->msg,
                                sizeof j->msg);
     if (!j->err && !td_xfer_recv_ticket(j->recv, &t, &tl) && (j->ticket = malloc(tl))) {
         memcpy(j->ticket, t, tl);
@@ -162,7 +155,7 @@ static bool is_pending(td_decode *d, djob *j)
 /* Returns whether anything moved. */
 static bool poll_pending(td_decode *d)
 {
-    bool busy = td_xfer_progress(d->xfer) > 0;
+    bool busy = td_xfer_progress(d->u.xfer) > 0;
     int64_t now = now_ms();
     for (djob *j = d->pending, *next; j; j = next) {
         next = j->next;
@@ -182,33 +175,20 @@ static bool poll_pending(td_decode *d)
     return busy;
 }
 
-/* UCX state is created, used and destroyed on this thread only. */
-static bool start_ucx(td_decode *d)
-{
-    td_err e = td_xfer_ctx_create(&(td_xfer_opts){.peer_errors = d->o.ucx_peer_errors}, &d->xfer, d->ucx_err, sizeof d->ucx_err);
-    if (!e)
-        e = td_xfer_ctx_address(d->xfer, &d->ucx_addr, &d->ucx_addr_len);
-    pthread_mutex_lock(&d->mu);
-    d->ucx_state = e ? -1 : 1;
-    pthread_cond_broadcast(&d->cv);
-    pthread_mutex_unlock(&d->mu);
-    return !e;
-}
-
 static void *receiver_main(void *arg)
 {
     td_decode *d = arg;
     long nap_us = 0;
-    if (!start_ucx(d))
+    if (!td_wk_ucx_ready(&d->u))
         return NULL;
     for (;;) {
-        pthread_mutex_lock(&d->mu);
+        pthread_mutex_lock(&d->u.mu);
         while (!d->stop && !d->cmds && !d->pending)
-            pthread_cond_wait(&d->cv, &d->mu);
+            pthread_cond_wait(&d->u.cv, &d->u.mu);
         cmd *c = d->cmds;
         d->cmds = d->cmds_tail = NULL;
         bool stop = d->stop;
-        pthread_mutex_unlock(&d->mu);
+        pthread_mutex_unlock(&d->u.mu);
         while (c) {
             cmd *next = c->next;
             if (c->kind == CMD_OPEN) {
@@ -469,40 +449,18 @@ static void on_loaded(void *arg, const char *why)
 {
     td_decode *d = arg;
     char err[512] = "";
-    td_err e = TD_OK;
-    if (why) {
-        snprintf(err, sizeof err, "%s", why);
-        e = TD_EIO;
-    }
-    if (!e) {
-        d->fingerprint = td_engine_fingerprint(d->engine);
-        if (pthread_create(&d->thread, NULL, receiver_main, d) != 0)
-            e = td_errf(err, sizeof err, TD_ENOMEM, "cannot start the receiver thread");
-    }
-    if (!e) {
-        d->thread_started = true;
-        pthread_mutex_lock(&d->mu);
-        while (d->ucx_state == 0)
-            pthread_cond_wait(&d->cv, &d->mu);
-        pthread_mutex_unlock(&d->mu);
-        if (d->ucx_state < 0)
-            e = td_errf(err, sizeof err, TD_EIO, "UCX: %s", d->ucx_err);
-    }
-    const void *addr = d->ucx_addr;
-    size_t alen = d->ucx_addr_len;
-    if (!e) {
-        td_wk_opts wo = {
-            .worker_id = d->o.worker_id, .role = TANDEM__CTL__ROLE__ROLE_DECODE,
-            .router_url = d->o.router_url, .listen_url = d->o.listen_url,
-            .heartbeat_ms = d->o.heartbeat_ms, .fingerprint = d->fingerprint,
-            .layout_version = TD_V4_STATE_LAYOUT, .max_batch = (uint32_t)d->o.max_batch,
-            .max_context = (uint64_t)d->ei.context_len(d->ei.ctx),
-            .kv_capacity_bytes = d->o.kv_capacity,
-            .ucx_address = addr, .ucx_address_len = alen,
-            .on_msg = on_msg, .load = load, .arg = d,
-        };
-        e = td_wk_create(&d->wk, d->loop, &wo, err, sizeof err);
-    }
+    d->fingerprint = why ? 0 : td_engine_fingerprint(d->engine);
+    td_wk_opts wo = {
+        .worker_id = d->o.worker_id, .role = TANDEM__CTL__ROLE__ROLE_DECODE,
+        .router_url = d->o.router_url, .listen_url = d->o.listen_url,
+        .heartbeat_ms = d->o.heartbeat_ms, .fingerprint = d->fingerprint,
+        .layout_version = TD_V4_STATE_LAYOUT, .max_batch = (uint32_t)d->o.max_batch,
+        .max_context = (uint64_t)d->ei.context_len(d->ei.ctx),
+        .kv_capacity_bytes = d->o.kv_capacity,
+        .on_msg = on_msg, .load = load, .arg = d,
+    };
+    td_err e = td_wk_ucx_bring_up(&d->u, why, receiver_main, d, d->loop, &wo, &d->wk, err,
+                                  sizeof err);
     if (d->o.on_ready)
         d->o.on_ready(d->o.arg, e ? err : NULL);
 }
@@ -521,8 +479,7 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     if (!d->o.kv_capacity)
         d->o.kv_capacity = 8ull << 30;
     d->loop = loop;
-    pthread_mutex_init(&d->mu, NULL);
-    pthread_cond_init(&d->cv, NULL);
+    td_wk_ucx_init(&d->u, o->ucx_peer_errors);
     td_err e = td_mbox_create(&d->events, loop, on_event, d);
     if (e) {
         free(d);
@@ -548,8 +505,6 @@ static void engine_closed(void *arg)
     void *cbarg = d->closed_arg;
     while (d->jobs)
         job_free(d, d->jobs);
-    pthread_mutex_destroy(&d->mu);
-    pthread_cond_destroy(&d->cv);
     free(d);
     if (cb)
         cb(cbarg);
@@ -564,14 +519,13 @@ void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg)
     /* The engine cancels its requests and releases their buffers (CLOSE
      * commands the receiver runs before it stops). */
     td_engine_destroy(d->engine, engine_closed, d);
-    pthread_mutex_lock(&d->mu);
+    pthread_mutex_lock(&d->u.mu);
     d->stop = true;
-    pthread_cond_signal(&d->cv);
-    pthread_mutex_unlock(&d->mu);
-    if (d->thread_started)
-        pthread_join(d->thread, NULL);
+    pthread_cond_signal(&d->u.cv);
+    pthread_mutex_unlock(&d->u.mu);
+    td_wk_ucx_join(&d->u);
     drain_cmds(d);
     td_mbox_destroy(d->events);   /* the receiver's last posts: jobs freed */
     drain_cmds(d);
-    td_xfer_ctx_destroy(d->xfer);
+    td_wk_ucx_fini(&d->u);
 }

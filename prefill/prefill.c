@@ -16,6 +16,7 @@
 #include "prefill/prefill.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
+#include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
 enum { CONNECT_TIMEOUT_MS = 5000 };
@@ -56,15 +57,7 @@ struct td_prefill {
     int running;                 /* jobs in the engine or the shipper */
     uint64_t fingerprint;
     /* shipper thread */
-    td_xfer_ctx *xfer;
-    const void *ucx_addr;
-    size_t ucx_addr_len;
-    int ucx_state;               /* under mu: 0 starting, 1 up, -1 failed */
-    char ucx_err[256];
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
+    td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
     pjob *queue, *queue_tail;    /* under mu */
     bool stop;                   /* under mu */
     peer *peers;                 /* shipper only */
@@ -89,7 +82,7 @@ static td_xfer_peer *peer_for(td_prefill *p, const uint8_t *addr, size_t len, ch
     }
     memcpy(q->addr, addr, len);
     q->len = len;
-    if (td_xfer_connect(p->xfer, addr, len, CONNECT_TIMEOUT_MS, &q->xp, err, errlen)) {
+    if (td_xfer_connect(p->u.xfer, addr, len, CONNECT_TIMEOUT_MS, &q->xp, err, errlen)) {
         free(q->addr);
         free(q);
         return NULL;
@@ -139,28 +132,15 @@ static void ship(td_prefill *p, pjob *j)
     j->ship_err = e;
 }
 
-/* UCX state is created, used and destroyed on this thread only. */
-static bool start_ucx(td_prefill *p)
-{
-    td_err e = td_xfer_ctx_create(&(td_xfer_opts){.peer_errors = p->o.ucx_peer_errors}, &p->xfer, p->ucx_err, sizeof p->ucx_err);
-    if (!e)
-        e = td_xfer_ctx_address(p->xfer, &p->ucx_addr, &p->ucx_addr_len);
-    pthread_mutex_lock(&p->mu);
-    p->ucx_state = e ? -1 : 1;
-    pthread_cond_broadcast(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    return !e;
-}
-
 static void *shipper_main(void *arg)
 {
     td_prefill *p = arg;
-    if (!start_ucx(p))
+    if (!td_wk_ucx_ready(&p->u))
         return NULL;
     for (;;) {
-        pthread_mutex_lock(&p->mu);
+        pthread_mutex_lock(&p->u.mu);
         while (!p->stop && !p->queue)
-            pthread_cond_wait(&p->cv, &p->mu);
+            pthread_cond_wait(&p->u.cv, &p->u.mu);
         pjob *j = p->queue;
         if (j) {
             p->queue = j->next;
@@ -168,7 +148,7 @@ static void *shipper_main(void *arg)
                 p->queue_tail = NULL;
         }
         bool stop = p->stop;
-        pthread_mutex_unlock(&p->mu);
+        pthread_mutex_unlock(&p->u.mu);
         if (!j && stop)
             break;
         if (stop) {
@@ -257,15 +237,15 @@ static void on_finish(void *arg, td_router_finish why, td_err err)
     unlink_job(p, j);
     if (why == TD_ROUTER_FINISH_LENGTH && j->ticket_len && !j->cancelled) {
         /* to the shipper; it comes back through on_shipped */
-        pthread_mutex_lock(&p->mu);
+        pthread_mutex_lock(&p->u.mu);
         j->next = NULL;
         if (p->queue_tail)
             p->queue_tail->next = j;
         else
             p->queue = j;
         p->queue_tail = j;
-        pthread_cond_signal(&p->cv);
-        pthread_mutex_unlock(&p->mu);
+        pthread_cond_signal(&p->u.cv);
+        pthread_mutex_unlock(&p->u.mu);
         return;
     }
     p->running--;
@@ -343,11 +323,11 @@ static void cancel(td_prefill *p, uint64_t rid)
             return;
         }
     /* In the shipper: it finishes its transfer (the decode side drops it). */
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&p->u.mu);
     for (pjob *j = p->queue; j; j = j->next)
         if (j->rid == rid)
             j->cancelled = true;
-    pthread_mutex_unlock(&p->mu);
+    pthread_mutex_unlock(&p->u.mu);
 }
 
 static void on_msg(void *arg, td_ctl_msg *m)
@@ -382,39 +362,17 @@ static void on_loaded(void *arg, const char *why)
 {
     td_prefill *p = arg;
     char err[512] = "";
-    td_err e = TD_OK;
-    if (why) {
-        snprintf(err, sizeof err, "%s", why);
-        e = TD_EIO;
-    }
-    if (!e) {
-        p->fingerprint = td_engine_fingerprint(p->engine);
-        if (pthread_create(&p->thread, NULL, shipper_main, p) != 0)
-            e = td_errf(err, sizeof err, TD_ENOMEM, "cannot start the shipper thread");
-    }
-    if (!e) {
-        p->thread_started = true;
-        pthread_mutex_lock(&p->mu);
-        while (p->ucx_state == 0)
-            pthread_cond_wait(&p->cv, &p->mu);
-        pthread_mutex_unlock(&p->mu);
-        if (p->ucx_state < 0)
-            e = td_errf(err, sizeof err, TD_EIO, "UCX: %s", p->ucx_err);
-    }
-    const void *addr = p->ucx_addr;
-    size_t alen = p->ucx_addr_len;
-    if (!e) {
-        td_wk_opts wo = {
-            .worker_id = p->o.worker_id, .role = TANDEM__CTL__ROLE__ROLE_PREFILL,
-            .router_url = p->o.router_url, .listen_url = p->o.listen_url,
-            .heartbeat_ms = p->o.heartbeat_ms, .fingerprint = p->fingerprint,
-            .layout_version = TD_V4_STATE_LAYOUT, .max_batch = (uint32_t)p->o.max_batch,
-            .max_context = (uint64_t)p->ei.context_len(p->ei.ctx),
-            .ucx_address = addr, .ucx_address_len = alen,
-            .on_msg = on_msg, .load = load, .arg = p,
-        };
-        e = td_wk_create(&p->wk, p->loop, &wo, err, sizeof err);
-    }
+    p->fingerprint = why ? 0 : td_engine_fingerprint(p->engine);
+    td_wk_opts wo = {
+        .worker_id = p->o.worker_id, .role = TANDEM__CTL__ROLE__ROLE_PREFILL,
+        .router_url = p->o.router_url, .listen_url = p->o.listen_url,
+        .heartbeat_ms = p->o.heartbeat_ms, .fingerprint = p->fingerprint,
+        .layout_version = TD_V4_STATE_LAYOUT, .max_batch = (uint32_t)p->o.max_batch,
+        .max_context = (uint64_t)p->ei.context_len(p->ei.ctx),
+        .on_msg = on_msg, .load = load, .arg = p,
+    };
+    td_err e = td_wk_ucx_bring_up(&p->u, why, shipper_main, p, p->loop, &wo, &p->wk, err,
+                                  sizeof err);
     if (p->o.on_ready)
         p->o.on_ready(p->o.arg, e ? err : NULL);
 }
@@ -431,8 +389,7 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     if (!p->o.lease_ms)
         p->o.lease_ms = 30000;
     p->loop = loop;
-    pthread_mutex_init(&p->mu, NULL);
-    pthread_cond_init(&p->cv, NULL);
+    td_wk_ucx_init(&p->u, o->ucx_peer_errors);
     td_err e = td_mbox_create(&p->shipped, loop, on_shipped, p);
     if (e) {
         free(p);
@@ -459,8 +416,6 @@ static void closed_one(void *arg)
         return;
     void (*cb)(void *) = p->on_closed;
     void *cbarg = p->closed_arg;
-    pthread_mutex_destroy(&p->mu);
-    pthread_cond_destroy(&p->cv);
     free(p);
     if (cb)
         cb(cbarg);
@@ -478,12 +433,11 @@ void td_prefill_destroy(td_prefill *p, void (*cb)(void *arg), void *arg)
     for (pjob *j = p->jobs; j; j = j->next)
         j->cancelled = true;
     td_engine_destroy(p->engine, closed_one, p);
-    pthread_mutex_lock(&p->mu);
+    pthread_mutex_lock(&p->u.mu);
     p->stop = true;
-    pthread_cond_signal(&p->cv);
-    pthread_mutex_unlock(&p->mu);
-    if (p->thread_started)
-        pthread_join(p->thread, NULL);
+    pthread_cond_signal(&p->u.cv);
+    pthread_mutex_unlock(&p->u.mu);
+    td_wk_ucx_join(&p->u);
     td_mbox_destroy(p->shipped);  /* delivers the shipper's last results */
-    td_xfer_ctx_destroy(p->xfer);
+    td_wk_ucx_fini(&p->u);
 }

@@ -18,7 +18,7 @@
 
 typedef struct td_wk td_wk;
 
-typedef struct {
+typedef struct td_wk_opts {
     const char *worker_id;       /* NULL: "<role>-<pid>" */
     Tandem__Ctl__Role role;
     const char *router_url;      /* the router's control listener */

@@ -97,20 +97,9 @@ class Cluster:
         self.workers.append(p)
         return p
 
-    def conn(self, timeout=60):
-        import http.client
-        return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
-
-    def wait_ready(self, timeout=60):
-        end = time.time() + timeout
-        while time.time() < end:
-            try:
-                if request(self, "GET", "/ready")[0] == 200:
-                    return
-            except OSError:
-                pass
-            time.sleep(0.05)
-        raise AssertionError("router not ready within %ds: %s" % (timeout, self.router.stderr()))
+    # serve_test's, which need only .port
+    conn = st.Server.conn
+    wait_ready = st.Server.wait_ready
 
     def logs(self):
         return "\n".join(["router: " + self.router.stderr()] +
