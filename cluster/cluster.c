@@ -27,7 +27,7 @@ typedef struct wkr {
     uint8_t *ucx;
     size_t ucx_len;
     uint64_t fingerprint, max_context, kv_free;
-    uint32_t running, waiting;
+    uint32_t running, waiting, max_batch;
     bool draining;
     uint64_t last_seen;          /* uv_now */
     int assigned;                /* attempts placed on it, not finished */
@@ -458,6 +458,7 @@ static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
                : can_prefill(w) ? "prefill" : "decode", w->url);
     }
     w->role = m->role;
+    w->max_batch = m->max_batch;
     w->fingerprint = m->model_fingerprint;
     w->max_context = m->max_context;
     w->last_seen = uv_now(c->loop);
@@ -621,15 +622,23 @@ static void cl_pause(void *ctx, uint64_t id, bool paused)
     send_to(r->D, &env);
 }
 
+/* Running: in a decode worker's batch. A decode worker admits in order up
+ * to its max_batch, so of the requests it holds, the first max_batch run
+ * and the rest wait, as they would in-process. */
 static void cl_load(void *ctx, td_router_load *out)
 {
     td_cluster *c = ctx;
     *out = (td_router_load){0};
-    for (creq *r = c->reqs; r; r = r->next) {
-        if (r->ph == PH_DECODE)
-            out->running++;
-        else
+    for (creq *r = c->reqs; r; r = r->next)
+        if (r->ph != PH_DECODE || !r->D)
             out->waiting++;
+    for (wkr *w = c->workers; w; w = w->next) {
+        int64_t n = 0;
+        for (creq *r = c->reqs; r; r = r->next)
+            n += r->ph == PH_DECODE && r->D == w;
+        int64_t run = n < (int64_t)w->max_batch ? n : (int64_t)w->max_batch;
+        out->running += run;
+        out->waiting += n - run;
     }
 }
 

@@ -6,6 +6,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
+#include <unistd.h>
 #include <uv.h>
 
 #include "cmd/args.h"
@@ -17,7 +19,8 @@ typedef struct {
     bool decode;
     const char *name;
     const char *model_dir, *router_url, *listen_url, *id;
-    long threads, max_batch, heartbeat_ms, kv_capacity_mib;
+    long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx;
+    bool exit_with_parent;
 } worker_args;
 
 typedef struct {
@@ -44,7 +47,9 @@ static void usage(FILE *f, const char *name)
         "  --id NAME             worker id (default %s-<pid>)\n"
         "  --threads N           model threads (default: one per CPU)\n"
         "  --max-batch N         sequences in the batch (default 16)\n"
+        "  --ctx N               cap on prompt + completion tokens (default: the model's)\n"
         "  --heartbeat-ms N      heartbeat interval (default 200)\n"
+        "  --exit-with-parent    stop when the parent process dies (tandem serve's workers)\n"
         "%s"
         "\n"
         "UCX picks the KV transport (UCX_TLS, e.g. UCX_TLS=tcp across hosts without RDMA).\n",
@@ -61,6 +66,10 @@ static int parse(int argc, char **argv, worker_args *a)
             usage(stdout, a->name);
             return -1;
         }
+        if (!strcmp(o, "--exit-with-parent")) {
+            a->exit_with_parent = true;
+            continue;
+        }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
             fprintf(stderr, "tandem %s: %s needs a value\n", a->name, o);
@@ -73,6 +82,7 @@ static int parse(int argc, char **argv, worker_args *a)
         else if (!strcmp(o, "--id")) a->id = v;
         else if (!strcmp(o, "--threads")) bad = td_arg_long(v, 1, 1024, &a->threads);
         else if (!strcmp(o, "--max-batch")) bad = td_arg_long(v, 1, 4096, &a->max_batch);
+        else if (!strcmp(o, "--ctx")) bad = td_arg_long(v, 1, 1L << 30, &a->ctx);
         else if (!strcmp(o, "--heartbeat-ms"))
             bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
         else if (a->decode && !strcmp(o, "--kv-capacity-mib"))
@@ -156,6 +166,12 @@ static int run(int argc, char **argv, bool decode)
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
+    /* SIGTERM when the parent goes, even by SIGKILL; it may be gone already. */
+    if (a.exit_with_parent &&
+        (prctl(PR_SET_PDEATHSIG, SIGTERM) != 0 || getppid() == 1)) {
+        fprintf(stderr, "tandem %s: the parent process is gone\n", a.name);
+        return 1;
+    }
     worker w = {.name = a.name};
     uv_loop_init(&w.loop);
     uv_signal_init(&w.loop, &w.sigint);
@@ -169,6 +185,7 @@ static int run(int argc, char **argv, bool decode)
         td_decode_opts o = {.model_dir = a.model_dir, .router_url = a.router_url,
                             .listen_url = a.listen_url, .worker_id = a.id,
                             .nthreads = (int)a.threads, .max_batch = (int)a.max_batch,
+                            .max_context = a.ctx,
                             .heartbeat_ms = (int)a.heartbeat_ms,
                             .ucx_peer_errors = peer_errors_from_env(),
                             .kv_capacity = (uint64_t)a.kv_capacity_mib << 20,
@@ -178,6 +195,7 @@ static int run(int argc, char **argv, bool decode)
         td_prefill_opts o = {.model_dir = a.model_dir, .router_url = a.router_url,
                              .listen_url = a.listen_url, .worker_id = a.id,
                              .nthreads = (int)a.threads, .max_batch = (int)a.max_batch,
+                            .max_context = a.ctx,
                              .heartbeat_ms = (int)a.heartbeat_ms,
                              .ucx_peer_errors = peer_errors_from_env(),
                              .on_ready = on_ready, .arg = &w};

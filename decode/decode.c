@@ -486,7 +486,8 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
         return td_errf(err, errlen, e, "cannot create a mailbox");
     }
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = d->o.max_batch,
-                         .nthreads = o->nthreads, .on_loaded = on_loaded, .arg = d};
+                         .nthreads = o->nthreads,
+                         .max_context = o->max_context, .on_loaded = on_loaded, .arg = d};
     e = td_engine_create(&d->engine, loop, &eo, err, errlen);
     if (e) {
         td_mbox_destroy(d->events);

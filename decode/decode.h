@@ -22,6 +22,7 @@ typedef struct {
     const char *router_url;
     const char *listen_url;      /* NULL: tcp://127.0.0.1:0 */
     const char *worker_id;       /* NULL: decode-<pid> */
+    int64_t max_context;         /* cap on tokens per sequence; 0: the model's */
     int nthreads;
     int max_batch;               /* sequences decoded together; 0: 16 */
     int heartbeat_ms;            /* 0: 200 */

@@ -397,6 +397,7 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     }
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = p->o.max_batch,
                          .prefill_budget = o->prefill_budget, .nthreads = o->nthreads,
+                         .max_context = o->max_context,
                          .on_loaded = on_loaded, .arg = p};
     e = td_engine_create(&p->engine, loop, &eo, err, errlen);
     if (e) {

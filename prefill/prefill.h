@@ -9,6 +9,7 @@
 #ifndef TD_PREFILL_PREFILL_H
 #define TD_PREFILL_PREFILL_H
 
+#include <stdint.h>
 #include <uv.h>
 
 #include "common/err.h"
@@ -20,6 +21,7 @@ typedef struct {
     const char *router_url;      /* the router's control listener */
     const char *listen_url;      /* ours; NULL: tcp://127.0.0.1:0 */
     const char *worker_id;       /* NULL: prefill-<pid> */
+    int64_t max_context;         /* cap on tokens per sequence; 0: the model's */
     int nthreads;                /* model threads; 0: one per CPU */
     int max_batch;               /* requests prefilled together; 0: 16 */
     int prefill_budget;          /* prompt tokens per engine iteration; 0: 512 */

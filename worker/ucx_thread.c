@@ -59,7 +59,7 @@ td_err td_wk_ucx_bring_up(td_wk_ucx *u, const char *load_err, void *(*main)(void
                           char *err, size_t errlen)
 {
     if (load_err)
-        return td_errf(err, errlen, TD_EIO, "%s", load_err);
+        return td_errf(err, errlen, TD_EIO, "cannot load the model: %s", load_err);
     td_err e = td_wk_ucx_start(u, main, arg, err, errlen);
     if (e)
         return e;
