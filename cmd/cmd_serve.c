@@ -14,6 +14,8 @@
 
 #include "cmd/args.h"
 #include "cmd/cmd.h"
+#include "cmd/serve_workers.h"
+#include "cluster/cluster.h"
 #include "engine/engine.h"
 #include "router/router.h"
 #include "tokenizer/tokenizer.h"
@@ -31,6 +33,10 @@ typedef struct {
     long grace_ms;
     long max_waiting;
     const char *api_key_file;
+    bool router_only;          /* tandem router: workers register at workers_url */
+    bool in_process;           /* tandem serve --in-process: the model in this process */
+    const char *workers_url;
+    long worker_timeout_ms;
 } serve_args;
 
 typedef struct {
@@ -38,24 +44,40 @@ typedef struct {
     uv_signal_t sigint, sigterm;
     td_router *router;
     td_engine *engine;
+    td_cluster *cluster;
+    serve_workers *workers;    /* the embedded default's worker processes */
     int status;             /* exit status */
     bool stopping;
 } server;
 
-static void usage(FILE *f)
+static void usage(FILE *f, bool router_only)
 {
+    if (router_only)
+        fprintf(f,
+            "usage: tandem router [--workers URL] [--model DIR] [--host ADDR] [--port N] [options]\n"
+            "\n"
+            "The HTTP front door (OpenAI and Anthropic APIs) over remote workers:\n"
+            "`tandem prefill` and `tandem decode` processes register at --workers.\n"
+            "The model directory provides the tokenizer and the served model's name.\n"
+            "\n"
+            "  --workers URL          workers' control listener (default tcp://127.0.0.1:7100)\n"
+            "  --worker-timeout-ms N  silence after which a worker is dropped (default 1500)\n");
+    else
+        fprintf(f,
+            "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
+            "\n"
+            "Serves the OpenAI and Anthropic APIs on this machine: the router in this\n"
+            "process, one prefill and one decode worker as child processes (restarted if\n"
+            "they die), KV state between them over UCX.\n"
+            "\n"
+            "  --in-process           run the model in this process instead of workers\n");
     fprintf(f,
-        "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
-        "\n"
-        "Serves the OpenAI API (/v1/chat/completions, /v1/completions, /v1/models,\n"
-        "/health, /ready, /metrics) with the model in this process.\n"
-        "\n"
         "  --model DIR            model directory (default models/tiny-v4)\n"
         "  --host ADDR            address to listen on (default 127.0.0.1)\n"
         "  --port N               port (default 8080; 0 picks a free one)\n"
         "  --model-id NAME        id in /v1/models (default: the directory's name)\n"
         "  --max-batch N          sequences decoded together (default 16)\n"
-        "  --threads N            model threads (default: one per CPU)\n"
+        "  --threads N            model threads per process (default: one per CPU)\n"
         "  --ctx N                cap on prompt + completion tokens (default: the model's)\n"
         "  --max-body BYTES       request body limit (default 1048576)\n"
         "  --write-buffer BYTES   per-connection write queue; a stream pauses its\n"
@@ -72,13 +94,19 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, serve_args *a)
 {
+    bool router_only = a->router_only;
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
-                      .max_body = 1 << 20, .max_waiting = 256};
+                      .max_body = 1 << 20, .max_waiting = 256, .router_only = router_only,
+                      .workers_url = "tcp://127.0.0.1:7100"};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
-            usage(stdout);
+            usage(stdout, a->router_only);
             return -1;
+        }
+        if (!a->router_only && !strcmp(o, "--in-process")) {
+            a->in_process = true;
+            continue;
         }
         const char *v = i + 1 < argc ? argv[i + 1] : NULL;
         if (!v) {
@@ -101,9 +129,12 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (!strcmp(o, "--max-waiting"))
             bad = td_arg_long(v, 1, 1L << 20, &a->max_waiting);
         else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
+        else if (a->router_only && !strcmp(o, "--workers")) a->workers_url = v;
+        else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
+            bad = td_arg_long(v, 50, 3600L * 1000, &a->worker_timeout_ms);
         else {
             fprintf(stderr, "tandem serve: unknown option %s\n\n", o);
-            usage(stderr);
+            usage(stderr, a->router_only);
             return 2;
         }
         if (bad) {
@@ -138,7 +169,14 @@ static void on_router_down(void *arg)
     server *s = arg;
     /* The router is quiet; the engine's last callbacks (cancellations) land
      * in it while it still exists. */
-    td_engine_destroy(s->engine, on_engine_closed, s);
+    if (s->engine)
+        td_engine_destroy(s->engine, on_engine_closed, s);
+    if (s->cluster)
+        td_cluster_destroy(s->cluster);
+    s->cluster = NULL;
+    if (s->workers)
+        serve_workers_stop(s->workers, NULL, NULL);  /* the loop runs until they exit */
+    s->workers = NULL;
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
@@ -147,6 +185,24 @@ static void stop(server *s)
 {
     s->stopping = true;
     td_router_shutdown(s->router, on_router_down, s);
+}
+
+static bool registered(void *arg, const char *role)
+{
+    server *s = arg;
+    int np, nd;
+    td_cluster_workers(s->cluster, &np, &nd);
+    return !strcmp(role, "prefill") ? np > 0 : nd > 0;
+}
+
+static void worker_failed(void *arg, const char *role)
+{
+    server *s = arg;
+    fprintf(stderr, "tandem serve: the %s worker could not start (see its message above)\n",
+            role);
+    s->status = 1;
+    if (!s->stopping && s->router)
+        stop(s);
 }
 
 static void on_signal(uv_signal_t *h, int signum)
@@ -171,9 +227,9 @@ static void on_loaded(void *arg, const char *err)
         stop(s);
 }
 
-int cmd_serve(int argc, char **argv)
+static int serve(int argc, char **argv, bool router_only)
 {
-    serve_args a;
+    serve_args a = {.router_only = router_only};
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -189,16 +245,33 @@ int cmd_serve(int argc, char **argv)
 
     server s = {0};
     uv_loop_init(&s.loop);
-    td_engine_opts eo = {.model_dir = a.model_dir, .max_batch = (int)a.max_batch,
-                         .nthreads = (int)a.threads, .max_context = a.ctx,
-                         .on_loaded = on_loaded, .arg = &s};
-    if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
-        fprintf(stderr, "tandem serve: %s\n", err);
-        rc = 1;
-        goto out;
+    td_router_engine ei;
+    if (!a.in_process) {
+        td_cluster_opts co = {.listen_url = router_only ? a.workers_url : "tcp://127.0.0.1:0",
+                              .heartbeat_timeout_ms = (int)a.worker_timeout_ms};
+        if (td_cluster_create(&s.cluster, &s.loop, &co, err, sizeof err)) {
+            fprintf(stderr, "tandem router: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+        ei = td_cluster_interface(s.cluster);
+        if (router_only) {
+            /* stdout, before the serving line: scripts start workers from it */
+            printf("tandem: workers register at %s\n", td_cluster_url(s.cluster));
+        }
+    } else {
+        td_engine_opts eo = {.model_dir = a.model_dir, .max_batch = (int)a.max_batch,
+                             .nthreads = (int)a.threads, .max_context = a.ctx,
+                             .on_loaded = on_loaded, .arg = &s};
+        if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
+            fprintf(stderr, "tandem serve: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+        ei = td_engine_interface(s.engine);
     }
     td_router_opts ro = {.host = a.host, .port = (int)a.port, .model_id = model_id,
-                         .tok = tok, .engine = td_engine_interface(s.engine),
+                         .tok = tok, .engine = ei,
                          .max_body = (size_t)a.max_body,
                          .write_buffer = (size_t)a.write_buffer,
                          .shutdown_grace_ms = (unsigned)a.grace_ms,
@@ -208,7 +281,10 @@ int cmd_serve(int argc, char **argv)
                          .api_keys = getenv("TANDEM_API_KEYS")};
     if (td_router_create(&s.router, &s.loop, &ro, err, sizeof err)) {
         fprintf(stderr, "tandem serve: %s\n", err);
-        td_engine_destroy(s.engine, on_engine_closed, &s);
+        if (s.engine)
+            td_engine_destroy(s.engine, on_engine_closed, &s);
+        if (s.cluster)
+            td_cluster_destroy(s.cluster);
         uv_run(&s.loop, UV_RUN_DEFAULT);
         rc = 1;
         goto out;
@@ -218,6 +294,18 @@ int cmd_serve(int argc, char **argv)
     s.sigint.data = s.sigterm.data = &s;
     uv_signal_start(&s.sigint, on_signal, SIGINT);
     uv_signal_start(&s.sigterm, on_signal, SIGTERM);
+    if (s.cluster && !router_only) {
+        serve_workers_opts wo = {.router_url = td_cluster_url(s.cluster),
+                                 .model_dir = a.model_dir, .threads = a.threads,
+                                 .max_batch = a.max_batch, .ctx = a.ctx,
+                                 .registered = registered,
+                                 .on_failed = worker_failed, .arg = &s};
+        if (serve_workers_start(&s.workers, &s.loop, &wo, err, sizeof err)) {
+            fprintf(stderr, "tandem serve: %s\n", err);
+            s.status = 1;
+            stop(&s);
+        }
+    }
 
     bool v6 = strchr(a.host, ':') != NULL;
     printf("tandem: serving %s on http://%s%s%s:%d (OpenAI API: /v1/chat/completions, "
@@ -235,3 +323,6 @@ out:
     td_tok_destroy(tok);
     return rc;
 }
+
+int cmd_serve(int argc, char **argv) { return serve(argc, argv, false); }
+int cmd_router(int argc, char **argv) { return serve(argc, argv, true); }

@@ -15,12 +15,16 @@ allowed() {
         engine)    echo "common kernels model tokenizer router" ;;
         router)    echo "common tokenizer proto" ;;
         transport) echo "common proto" ;;
+        cluster)   echo "common proto transport router" ;;
+        worker)    echo "common proto transport" ;;
+        prefill)   echo "common proto transport kernels model engine router worker" ;;
+        decode)    echo "common proto transport kernels model engine router worker" ;;
         kvstore)   echo "common" ;;
         *)         echo "*" ;;
     esac
 }
 fail=0
-for mod in common proto kernels tokenizer model bench engine router transport kvstore; do
+for mod in common proto kernels tokenizer model bench engine router transport cluster worker prefill decode kvstore; do
     [ -d "$mod" ] || continue
     ok=$(allowed "$mod")
     for f in $(find "$mod" -name '*.c' -o -name '*.h' -o -name '*.cu'); do
@@ -34,8 +38,8 @@ for mod in common proto kernels tokenizer model bench engine router transport kv
     done
 done
 # The router never links the model, kernels, UCX or CUDA.
-if grep -rlE '#include <(ucp/|cuda|nccl)' router 2>/dev/null; then
-    echo "router/ includes UCX or CUDA headers"; fail=1
+if grep -rlE '#include <(ucp/|cuda|nccl)' router cluster 2>/dev/null; then
+    echo "router/ or cluster/ includes UCX or CUDA headers"; fail=1
 fi
 [ $fail = 0 ] && echo "module dependencies are one-way"
 exit $fail
