@@ -45,7 +45,7 @@ static void print_entry(const td_kv_entry_info *i)
 {
     char hex[33];
     td_kv_key_hex(i->key, hex);
-    printf("%s  section %-4u tokens %-9llu bytes %-12llu blocks %-7u seq %-8llu%s\n", hex,
+    printf("%s  section %-4u tokens %-9llu bytes %-12llu blocks %-7u seq %llu%s\n", hex,
            i->section, (unsigned long long)i->tokens, (unsigned long long)i->value_bytes,
            i->blocks, (unsigned long long)i->seq, i->pinned ? "  pinned" : "");
 }
