@@ -150,8 +150,9 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
     if (!r)
         r = kv_io_write(kv, (const kv_entry *const *)ents, values, n, err, errlen);
     free(values);
-    /* Even after a failed write: clears the dirty marks. */
-    td_err s = kv_io_sync(kv, err, errlen);
+    /* Even after a failed write: clears the dirty marks (and keeps the
+     * first error's message). */
+    td_err s = kv_io_sync(kv, r ? NULL : err, r ? 0 : errlen);
     if (!r)
         r = s;
     for (size_t i = 0; i < n && !r; i++) {
@@ -163,7 +164,7 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
     }
     if (!r)
         r = kv_log_append(kv, recs, exts, n, err, errlen);
-    for (size_t i = 0; ents && i < n; i++) {
+    for (size_t i = 0; ents && olds && i < n; i++) {
         if (olds[i])
             olds[i]->replacing = 0;
         if (!ents[i])
