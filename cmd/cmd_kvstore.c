@@ -14,12 +14,13 @@
 static void usage(FILE *f)
 {
     fprintf(f,
-            "usage: tandem kvstore stat DIR\n"
+            "usage: tandem kvstore stat DIR [--metrics]\n"
             "       tandem kvstore verify DIR [--repair]\n"
             "       tandem kvstore gc DIR\n"
             "       tandem kvstore dump DIR [KEY [SECTION]] [-o FILE]\n"
             "\n"
-            "  stat    geometry, space, entries and what recovery found\n"
+            "  stat    geometry, space, entries and what recovery found; --metrics\n"
+            "          prints the counters in the Prometheus text format\n"
             "  verify  read every block and check its checksum and header; --repair\n"
             "          drops the entries that fail (exit status 1 if any failed)\n"
             "  gc      write a checkpoint, empty the log, delete segment files that\n"
@@ -57,10 +58,16 @@ static int list_one(const td_kv_entry_info *i, void *arg)
     return 0;
 }
 
-static int do_stat(td_kv *kv)
+static int do_stat(td_kv *kv, int metrics)
 {
     td_kv_stats s;
     td_kv_stats_get(kv, &s);
+    if (metrics) {
+        char buf[8192];
+        size_t n = td_kv_metrics_text(&s, buf, sizeof(buf));
+        fputs(buf, stdout);
+        return n < sizeof(buf) ? 0 : 1;
+    }
     printf("fingerprint     %016llx\n", (unsigned long long)s.fingerprint);
     printf("block_tokens    %u\n", s.block_tokens);
     printf("block_bytes     %u\n", s.block_bytes);
@@ -151,11 +158,13 @@ int cmd_kvstore(int argc, char **argv)
         return argc < 2 ? 2 : 0;
     }
     const char *verb = argv[1], *out = NULL;
-    int repair = 0, nargs = 0;
+    int repair = 0, metrics = 0, nargs = 0;
     char *args[4];
     for (int i = 2; i < argc; i++) {
         if (!strcmp(argv[i], "--repair")) {
             repair = 1;
+        } else if (!strcmp(argv[i], "--metrics")) {
+            metrics = 1;
         } else if (!strcmp(argv[i], "-o") && i + 1 < argc) {
             out = argv[++i];
         } else if (argv[i][0] == '-' || nargs == 4) {
@@ -186,7 +195,7 @@ int cmd_kvstore(int argc, char **argv)
         return 1;
     int rc;
     if (is_stat) {
-        rc = do_stat(kv);
+        rc = do_stat(kv, metrics);
     } else if (is_verify) {
         rc = do_verify(kv);
     } else if (is_gc) {

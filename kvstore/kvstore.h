@@ -172,6 +172,11 @@ td_err td_kv_pin(td_kv *kv, td_kv_key key, uint32_t section, int pinned,
 
 void td_kv_stats_get(const td_kv *kv, td_kv_stats *st);
 
+/* The stats as Prometheus text (tandem_kvstore_* gauges and counters) into
+ * buf[0..cap), NUL-terminated; returns the length the whole text needs
+ * (snprintf-style: larger than cap - 1 means it was cut). */
+size_t td_kv_metrics_text(const td_kv_stats *st, char *buf, size_t cap);
+
 /* Calls fn for every entry, least recently used first; stops when fn
  * returns non-zero. fn must not modify the store. */
 void td_kv_foreach(td_kv *kv, int (*fn)(const td_kv_entry_info *, void *), void *arg);

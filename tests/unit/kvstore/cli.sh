@@ -12,6 +12,11 @@ key=$("$fixture" "$store" "$work/expect") || fail "fixture"
 "$tandem" kvstore stat "$store" > "$work/stat" || fail "stat"
 grep -q '^entries  *3$' "$work/stat" || fail "stat entries: $(cat "$work/stat")"
 grep -q '^pinned  *1$' "$work/stat" || fail "stat pinned"
+"$tandem" kvstore stat "$store" --metrics > "$work/metrics" || fail "stat --metrics"
+grep -q '^tandem_kvstore_entries 3$' "$work/metrics" || fail "metrics: $(cat "$work/metrics")"
+if command -v promtool >/dev/null 2>&1; then
+    promtool check metrics < "$work/metrics" || fail "promtool check metrics"
+fi
 "$tandem" kvstore verify "$store" | grep -q '^3 entries ok, 0 failed$' || fail "verify"
 [ "$("$tandem" kvstore dump "$store" | wc -l)" = 3 ] || fail "dump list"
 "$tandem" kvstore dump "$store" "$key" -o "$work/got" | grep -q 'tokens 48 .*pinned' || fail "dump entry"
