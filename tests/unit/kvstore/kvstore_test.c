@@ -454,6 +454,36 @@ static void test_eviction(void)
     kvt_cleanup(dir);
 }
 
+/* Enough free pages by count but no run long enough: eviction goes on
+ * until a run forms, and the value lands whole. */
+static void test_fragmented(void)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    td_kv_opts o = kvt_opts(dir);
+    o.capacity_bytes = o.segment_bytes = 256u << 10;   /* 64 pages */
+    o.block_bytes = 8192;                              /* blocks of 1 or 2 pages */
+    td_kv *kv = open_ok(&o);
+    if (!kv)
+        return;
+    for (uint64_t i = 0; i < 64; i++)
+        put_ok(kv, i, 100);                            /* one page each */
+    for (uint64_t i = 0; i < 64; i += 2)
+        TD_CHECK_EQ_INT(td_kv_del(kv, kvt_key(i), 0, NULL, 0), TD_OK);
+    td_kv_stats st;
+    td_kv_stats_get(kv, &st);
+    TD_CHECK_EQ_INT(st.bytes_free, 32 * 4096);
+    put_ok(kv, 100, 8000);                             /* one block of 2 pages */
+    get_ok(kv, 100, 8000);
+    td_kv_stats_get(kv, &st);
+    TD_CHECK_EQ_INT(st.evictions, 1);                  /* entry 1: pages 0..2 free */
+    char err[512];
+    TD_CHECK_EQ_INT(get_check(kv, 1, 100, err, sizeof(err)), TD_ENOENT);
+    get_ok(kv, 3, 100);
+    td_kv_close(kv);
+    kvt_cleanup(dir);
+}
+
 static void test_reopen(void)
 {
     char dir[256];
@@ -739,7 +769,7 @@ static void test_disk_full(void)
 TD_TEST_MAIN({"roundtrip", test_roundtrip}, {"no_register", test_no_register},
              {"prefix", test_prefix}, {"corrupt", test_corrupt},
              {"truncated", test_truncated}, {"log_damage", test_log_damage},
-             {"fingerprint", test_fingerprint},
-             {"eviction", test_eviction}, {"reopen", test_reopen}, {"errors", test_errors},
+             {"fingerprint", test_fingerprint}, {"eviction", test_eviction},
+             {"fragmented", test_fragmented}, {"reopen", test_reopen}, {"errors", test_errors},
              {"put_many", test_put_many}, {"unprivileged", test_unprivileged},
              {"disk_full", test_disk_full})
