@@ -18,7 +18,8 @@
 typedef struct {
     bool decode;
     const char *name;
-    const char *model_dir, *router_url, *listen_url, *id;
+    const char *model_dir, *router_url, *listen_url, *id, *metrics_host;
+    long metrics_port;
     long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx;
     bool exit_with_parent;
 } worker_args;
@@ -45,6 +46,8 @@ static void usage(FILE *f, const char *name)
         "  --listen URL          our control listener (default tcp://127.0.0.1:0)\n"
         "  --model DIR           model directory (default models/tiny-v4)\n"
         "  --id NAME             worker id (default %s-<pid>)\n"
+        "  --metrics-host ADDR   address of GET /metrics (default 127.0.0.1)\n"
+        "  --metrics-port N      its port (default 0: a free one, logged; -1: none)\n"
         "  --threads N           model threads (default: one per CPU)\n"
         "  --max-batch N         sequences in the batch (default 16)\n"
         "  --ctx N               cap on prompt + completion tokens (default: the model's)\n"
@@ -80,6 +83,8 @@ static int parse(int argc, char **argv, worker_args *a)
         else if (!strcmp(o, "--listen")) a->listen_url = v;
         else if (!strcmp(o, "--model")) a->model_dir = v;
         else if (!strcmp(o, "--id")) a->id = v;
+        else if (!strcmp(o, "--metrics-host")) a->metrics_host = v;
+        else if (!strcmp(o, "--metrics-port")) bad = td_arg_long(v, -1, 65535, &a->metrics_port);
         else if (!strcmp(o, "--threads")) bad = td_arg_long(v, 1, 1024, &a->threads);
         else if (!strcmp(o, "--max-batch")) bad = td_arg_long(v, 1, 4096, &a->max_batch);
         else if (!strcmp(o, "--ctx")) bad = td_arg_long(v, 1, 1L << 30, &a->ctx);
@@ -188,6 +193,7 @@ static int run(int argc, char **argv, bool decode)
                             .max_context = a.ctx,
                             .heartbeat_ms = (int)a.heartbeat_ms,
                             .ucx_peer_errors = peer_errors_from_env(),
+                            .metrics_host = a.metrics_host, .metrics_port = (int)a.metrics_port,
                             .kv_capacity = (uint64_t)a.kv_capacity_mib << 20,
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
@@ -198,6 +204,8 @@ static int run(int argc, char **argv, bool decode)
                             .max_context = a.ctx,
                              .heartbeat_ms = (int)a.heartbeat_ms,
                              .ucx_peer_errors = peer_errors_from_env(),
+                             .metrics_host = a.metrics_host,
+                             .metrics_port = (int)a.metrics_port,
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }

@@ -36,6 +36,7 @@ typedef struct djob {
     size_t n_stop;
     char *session_id;
     size_t reserve;              /* state bytes held for it */
+    uint64_t t_ticket;           /* uv_hrtime when the ticket went out */
     uint64_t index;              /* next token's position in the completion */
     bool cancelled, in_engine;
     phase ph;                    /* what the receiver posted last */
@@ -67,6 +68,9 @@ struct td_decode {
     djob *jobs;                  /* loop: every job it owns or lent out */
     uint64_t kv_used;
     uint64_t fingerprint;
+    /* /metrics (loop thread) */
+    uint64_t m_tokens, m_transfers, m_transfer_failures, m_transfer_bytes;
+    td_prom_hist m_kv_wait;
     /* receiver thread */
     td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
     cmd *cmds, *cmds_tail;       /* under mu */
@@ -287,6 +291,7 @@ static void on_token(void *arg, int32_t t)
         td_wk_send_tokens(j->d->wk, j->rid, j->index, &t, 1,
                           TANDEM__CTL__FINISH_REASON__FINISH_UNSPECIFIED, NULL);
     j->index++;
+    j->d->m_tokens++;
 }
 
 static void on_finish(void *arg, td_router_finish why, td_err err)
@@ -342,11 +347,19 @@ static void on_event(void *arg, void *item)
             td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
             env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_TICKET;
             env.kv_ticket = &kt;
+            j->t_ticket = uv_hrtime();
             td_wk_send(d->wk, &env);
         }
         return;
     }
     /* PH_ARRIVED */
+    if (j->err && !j->cancelled)
+        d->m_transfer_failures++;
+    if (!j->err) {
+        d->m_transfers++;
+        d->m_transfer_bytes += j->got.total_bytes;
+        td_prom_observe(&d->m_kv_wait, (double)(uv_hrtime() - j->t_ticket) * 1e-9);
+    }
     if (j->err || j->cancelled || !d->wk) {
         if (j->recv)
             push_cmd(d, CMD_CLOSE, NULL, j->recv);
@@ -445,6 +458,32 @@ static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
     hb->kv_free_bytes = d->kv_used < d->o.kv_capacity ? d->o.kv_capacity - d->kv_used : 0;
 }
 
+static void metrics(void *arg, td_prom_buf *b)
+{
+    td_decode *d = arg;
+    td_router_load l = {0};
+    d->ei.load(d->ei.ctx, &l);
+    td_prom_counter(b, "tandem_generation_tokens_total",
+                    "Tokens generated here (the first comes from prefill).", d->m_tokens);
+    td_prom_counter(b, "tandem_kv_transfers_total", "KV states received and verified.",
+                    d->m_transfers);
+    td_prom_counter(b, "tandem_kv_transfer_failures_total",
+                    "KV states refused or not received in time.", d->m_transfer_failures);
+    td_prom_counter(b, "tandem_kv_transfer_bytes_total", "Bytes of KV state received.",
+                    d->m_transfer_bytes);
+    td_prom_histogram(b, "tandem_kv_wait_seconds",
+                      "From the ticket to a verified state: prefill plus transfer.",
+                      &d->m_kv_wait);
+    td_prom_gauge(b, "tandem_num_requests_running", "Requests in the decode batch.",
+                  (double)l.running);
+    td_prom_gauge(b, "tandem_num_requests_waiting",
+                  "Requests with their state here, waiting for the batch.", (double)l.waiting);
+    td_prom_gauge(b, "tandem_kv_bytes_in_use", "KV state bytes reserved or held.",
+                  (double)d->kv_used);
+    td_prom_gauge(b, "tandem_kv_capacity_bytes", "KV state bytes this worker may hold.",
+                  (double)d->o.kv_capacity);
+}
+
 static void on_loaded(void *arg, const char *why)
 {
     td_decode *d = arg;
@@ -458,6 +497,8 @@ static void on_loaded(void *arg, const char *why)
         .max_context = (uint64_t)d->ei.context_len(d->ei.ctx),
         .kv_capacity_bytes = d->o.kv_capacity,
         .on_msg = on_msg, .load = load, .arg = d,
+        .metrics_host = d->o.metrics_host, .metrics_port = d->o.metrics_port,
+        .metrics = metrics,
     };
     td_err e = td_wk_ucx_bring_up(&d->u, why, receiver_main, d, d->loop, &wo, &d->wk, err,
                                   sizeof err);

@@ -31,6 +31,8 @@ typedef struct {
      * crashed in about one transfer in ten here), off for shared memory,
      * which it would disable. cmd/ decides from UCX_TLS. */
     int ucx_peer_errors;
+    const char *metrics_host;    /* /metrics; NULL: 127.0.0.1 */
+    int metrics_port;            /* 0: a free port; -1: none */
     int transfer_timeout_ms;     /* ticket to verified state; 0: 60000 */
     uint64_t kv_capacity;        /* bytes of state held at once; 0: 8 GiB */
     void (*on_ready)(void *arg, const char *err);

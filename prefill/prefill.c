@@ -33,6 +33,8 @@ typedef struct pjob {
     void *state;
     size_t state_len;
     bool cancelled;
+    uint64_t t_arrived;          /* uv_hrtime at the PrefillRequest */
+    double ship_seconds;         /* the shipper's transfer time */
     /* shipper's result */
     td_err ship_err;
     uint64_t checksum;
@@ -55,6 +57,10 @@ struct td_prefill {
     td_mbox *shipped;            /* shipper -> loop */
     pjob *jobs;                  /* in the engine */
     int running;                 /* jobs in the engine or the shipper */
+    /* /metrics (loop thread) */
+    uint64_t m_requests, m_prompt_tokens, m_transfers, m_transfer_failures, m_transfer_bytes;
+    uint64_t m_state_bytes;      /* states held for the shipper */
+    td_prom_hist m_prefill, m_transfer;
     uint64_t fingerprint;
     /* shipper thread */
     td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
@@ -108,6 +114,7 @@ static void forget_peer(td_prefill *p, td_xfer_peer *xp)
 
 static void ship(td_prefill *p, pjob *j)
 {
+    uint64_t t0 = uv_hrtime();
     j->checksum = td_xfer_checksum(j->state, j->state_len);
     td_xfer_peer *xp = peer_for(p, j->daddr, j->daddr_len, j->msg, sizeof j->msg);
     if (!xp) {
@@ -130,6 +137,7 @@ static void ship(td_prefill *p, pjob *j)
     if (e && e != TD_ECORRUPT && e != TD_EFORMAT)
         forget_peer(p, xp);
     j->ship_err = e;
+    j->ship_seconds = (double)(uv_hrtime() - t0) * 1e-9;
 }
 
 static void *shipper_main(void *arg)
@@ -191,6 +199,14 @@ static void on_shipped(void *arg, void *item)
     td_prefill *p = arg;
     pjob *j = item;
     p->running--;
+    p->m_state_bytes -= j->state_len;
+    if (j->ship_err) {
+        p->m_transfer_failures++;
+    } else {
+        p->m_transfers++;
+        p->m_transfer_bytes += j->state_len;
+        td_prom_observe(&p->m_transfer, j->ship_seconds);
+    }
     if (j->cancelled || !p->wk) {
         /* the router has moved on, or we are stopping */
     } else if (j->ship_err) {
@@ -221,7 +237,12 @@ static void on_shipped(void *arg, void *item)
     job_free(j);
 }
 
-static void on_token(void *arg, int32_t t) { ((pjob *)arg)->first = t; }
+static void on_token(void *arg, int32_t t)
+{
+    pjob *j = arg;
+    j->first = t;
+    td_prom_observe(&j->p->m_prefill, (double)(uv_hrtime() - j->t_arrived) * 1e-9);
+}
 
 static void on_state(void *arg, void *state, size_t len)
 {
@@ -237,6 +258,7 @@ static void on_finish(void *arg, td_router_finish why, td_err err)
     unlink_job(p, j);
     if (why == TD_ROUTER_FINISH_LENGTH && j->ticket_len && !j->cancelled) {
         /* to the shipper; it comes back through on_shipped */
+        p->m_state_bytes += j->state_len;
         pthread_mutex_lock(&p->u.mu);
         j->next = NULL;
         if (p->queue_tail)
@@ -286,6 +308,7 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
         return;
     }
     j->p = p;
+    j->t_arrived = uv_hrtime();
     j->rid = m->request_id;
     j->ntok = m->n_token_ids;
     j->ticket_len = m->kv_ticket.len;
@@ -312,6 +335,8 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
     j->next = p->jobs;
     p->jobs = j;
     p->running++;
+    p->m_requests++;
+    p->m_prompt_tokens += j->ntok;
 }
 
 static void cancel(td_prefill *p, uint64_t rid)
@@ -358,6 +383,35 @@ static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
     hb->waiting = (uint32_t)l.waiting;
 }
 
+static void metrics(void *arg, td_prom_buf *b)
+{
+    td_prefill *p = arg;
+    td_router_load l = {0};
+    p->ei.load(p->ei.ctx, &l);
+    td_prom_counter(b, "tandem_prefill_requests_total", "Prefill requests accepted.",
+                    p->m_requests);
+    td_prom_counter(b, "tandem_prompt_tokens_total", "Prompt tokens of accepted requests.",
+                    p->m_prompt_tokens);
+    td_prom_histogram(b, "tandem_prefill_latency_seconds",
+                      "From a prefill request's arrival to its first token.", &p->m_prefill);
+    td_prom_counter(b, "tandem_kv_transfers_total", "KV states shipped and verified by decode.",
+                    p->m_transfers);
+    td_prom_counter(b, "tandem_kv_transfer_failures_total",
+                    "KV states not delivered (unreachable, refused, timed out).",
+                    p->m_transfer_failures);
+    td_prom_counter(b, "tandem_kv_transfer_bytes_total", "Bytes of KV state shipped.",
+                    p->m_transfer_bytes);
+    td_prom_histogram(b, "tandem_kv_transfer_duration_seconds",
+                      "One state's transfer: connect, puts, flush, decode's verdict.",
+                      &p->m_transfer);
+    td_prom_gauge(b, "tandem_num_requests_running", "Requests being prefilled or shipped.",
+                  (double)p->running);
+    td_prom_gauge(b, "tandem_num_requests_waiting", "Requests queued for the prefill batch.",
+                  (double)l.waiting);
+    td_prom_gauge(b, "tandem_kv_bytes_in_use", "Bytes of saved states waiting to be shipped.",
+                  (double)p->m_state_bytes);
+}
+
 static void on_loaded(void *arg, const char *why)
 {
     td_prefill *p = arg;
@@ -370,6 +424,8 @@ static void on_loaded(void *arg, const char *why)
         .layout_version = TD_V4_STATE_LAYOUT, .max_batch = (uint32_t)p->o.max_batch,
         .max_context = (uint64_t)p->ei.context_len(p->ei.ctx),
         .on_msg = on_msg, .load = load, .arg = p,
+        .metrics_host = p->o.metrics_host, .metrics_port = p->o.metrics_port,
+        .metrics = metrics,
     };
     td_err e = td_wk_ucx_bring_up(&p->u, why, shipper_main, p, p->loop, &wo, &p->wk, err,
                                   sizeof err);

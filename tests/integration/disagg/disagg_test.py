@@ -229,7 +229,50 @@ def case_prefill_killed_before_first_token(c):
     check(res["out"][0] == want, "retried output %r != generate's %r" % (res["out"][0], want))
 
 
-CASES = [case_greedy_identity, case_seeded_sampling, case_concurrent,
+def case_worker_metrics(c):
+    """Each worker's own /metrics: counters move by exactly what was asked."""
+    import ops_test  # noqa: E402  (the metrics parser and promtool check)
+
+    def scrape(w):
+        m = None
+        end = time.time() + 10
+        while not m and time.time() < end:
+            m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", w.stderr())
+            time.sleep(0.05)
+        check(m, "no metrics line: %s" % w.stderr())
+        srv = type("S", (), {"port": int(m.group(1)), "conn": st.Server.conn})()
+        status, _, out = request(srv, "GET", "/metrics")
+        check(status == 200, "worker /metrics: %d" % status)
+        text = out.decode()
+        ops_test.promtool(text)
+        return ops_test.parse(text)[0]
+    pre, dec = [w for w in c.workers if w.proc.args[1] == "prefill"][0], \
+        [w for w in c.workers if w.proc.args[1] == "decode"][0]
+    p0, d0 = scrape(pre), scrape(dec)
+    gen = 0
+    for p in PROMPTS[:3]:
+        status, _, out = request(c, "POST", "/v1/completions",
+                                 dict(prompt=p, max_tokens=10, temperature=0))
+        gen += json.loads(out)["usage"]["completion_tokens"]
+    p1, d1 = scrape(pre), scrape(dec)
+
+    def delta(a, b, name):
+        return b.get((name, ""), 0) - a.get((name, ""), 0)
+    check(delta(p0, p1, "tandem_prefill_requests_total") == 3, "prefill requests")
+    check(delta(p0, p1, "tandem_kv_transfers_total") == 3, "prefill transfers")
+    check(delta(d0, d1, "tandem_kv_transfers_total") == 3, "decode transfers")
+    sent = delta(p0, p1, "tandem_kv_transfer_bytes_total")
+    check(sent > 0 and sent == delta(d0, d1, "tandem_kv_transfer_bytes_total"),
+          "bytes sent %r vs received" % sent)
+    # the first token of each comes from prefill; EOS is not counted in usage
+    check(delta(d0, d1, "tandem_generation_tokens_total") >= gen - 3,
+          "decode tokens %r for %d generated" % (delta(d0, d1, "tandem_generation_tokens_total"),
+                                                 gen))
+    check(delta(p0, p1, "tandem_kv_transfer_duration_seconds_count") == 3, "transfer histogram")
+    check(d1.get(("tandem_kv_bytes_in_use", "")) == 0, "decode holds KV after the requests")
+
+
+CASES = [case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 
