@@ -20,7 +20,7 @@ typedef struct {
     const char *name;
     const char *model_dir, *router_url, *listen_url, *id, *metrics_host;
     long metrics_port;
-    long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx;
+    long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx, prefix_cache_mib;
     bool exit_with_parent;
 } worker_args;
 
@@ -58,7 +58,8 @@ static void usage(FILE *f, const char *name)
         "UCX picks the KV transport (UCX_TLS, e.g. UCX_TLS=tcp across hosts without RDMA).\n",
         name, name, name,
         !strcmp(name, "decode") ? "  --kv-capacity-mib N   KV state held at once (default 8192)\n"
-                                : "");
+                                : "  --prefix-cache-mib N  recent states kept for prompts that extend them\n"
+                                  "                        (default 256; 0: off)\n");
 }
 
 static int parse(int argc, char **argv, worker_args *a)
@@ -90,6 +91,8 @@ static int parse(int argc, char **argv, worker_args *a)
         else if (!strcmp(o, "--ctx")) bad = td_arg_long(v, 1, 1L << 30, &a->ctx);
         else if (!strcmp(o, "--heartbeat-ms"))
             bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
+        else if (!a->decode && !strcmp(o, "--prefix-cache-mib"))
+            bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
         else if (a->decode && !strcmp(o, "--kv-capacity-mib"))
             bad = td_arg_long(v, 1, 1L << 30, &a->kv_capacity_mib);
         else {
@@ -167,7 +170,7 @@ static int peer_errors_from_env(void)
 static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
-                     .model_dir = "models/tiny-v4"};
+                     .model_dir = "models/tiny-v4", .prefix_cache_mib = -1};
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -206,6 +209,9 @@ static int run(int argc, char **argv, bool decode)
                              .ucx_peer_errors = peer_errors_from_env(),
                              .metrics_host = a.metrics_host,
                              .metrics_port = (int)a.metrics_port,
+                             .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
+                                                   : a.prefix_cache_mib == 0 ? -1
+                                                   : a.prefix_cache_mib << 20,
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }

@@ -528,7 +528,9 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     }
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = d->o.max_batch,
                          .nthreads = o->nthreads,
-                         .max_context = o->max_context, .on_loaded = on_loaded, .arg = d};
+                         .max_context = o->max_context, .on_loaded = on_loaded, .arg = d,
+                         /* resumed requests have no prompt to key a cache with */
+                         .prefix_cache_bytes = -1};
     e = td_engine_create(&d->engine, loop, &eo, err, errlen);
     if (e) {
         td_mbox_destroy(d->events);

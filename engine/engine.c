@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "engine/engine.h"
+#include "engine/prefix_cache.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/sample.h"
@@ -52,6 +53,8 @@ typedef struct ereq {
     int64_t generated;
     int32_t last;                /* the token to feed next */
     bool paused;
+    int32_t *gen;                /* emitted tokens, for the prefix cache */
+    size_t n_gen, cap_gen;
 } ereq;
 
 typedef enum { CMD_CANCEL, CMD_PAUSE, CMD_RESUME } cmd_kind;
@@ -110,6 +113,8 @@ struct td_engine {
      * and lowered by the engine thread when it admits or finishes a
      * waiting request; running is written by the engine thread. */
     atomic_llong load_waiting, load_running;
+    /* the prefix cache's counters, published by the engine thread */
+    atomic_ullong pc_lookups, pc_hits, pc_tokens, pc_bytes, pc_entries, pc_evictions;
     /* loop thread only */
     uint64_t next_id;
     VEC(event) delivering;
@@ -127,6 +132,7 @@ struct td_engine {
     td_v4_step *steps;           /* (max_batch) */
     ereq **step_req;             /* (max_batch) */
     int *step_take;              /* (max_batch) prompt tokens in the step, 0 = decode */
+    td_pcache *pcache;
     VEC(cmd) cmds_local;
     VEC(event) events;           /* this iteration's */
 };
@@ -198,6 +204,7 @@ static void ereq_free(ereq *r)
     free(r->prompt);
     free(r->stop_ids);
     free(r->session_id);
+    free(r->gen);
     free(r);
 }
 
@@ -207,9 +214,30 @@ static void emit(td_engine *e, event ev)
         td_log(TD_LOG_ERROR, "engine: out of memory queueing an event");
 }
 
+/* Keeps what r's sequence processed (its prompt and the emitted tokens it
+ * was fed) for a later prompt that extends it. */
+static void remember(td_engine *e, ereq *r)
+{
+    int64_t len = r->seq ? td_v4_seq_len(r->seq) : 0;
+    if (!e->pcache || !r->prompt || len < (int64_t)r->n_prompt ||
+        (size_t)len - r->n_prompt > r->n_gen)
+        return;
+    size_t k = (size_t)len - r->n_prompt;
+    int32_t *toks = malloc((size_t)len * sizeof *toks);
+    if (!toks)
+        return;
+    memcpy(toks, r->prompt, r->n_prompt * sizeof *toks);
+    memcpy(toks + r->n_prompt, r->gen, k * sizeof *toks);
+    if (td_pcache_put(e->pcache, r->seq, toks, (size_t)len))
+        td_log(TD_LOG_WARN, "engine: prefix cache: out of memory");
+    free(toks);
+}
+
 /* Unlinks r from the list at *head and finishes it. */
 static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_err err)
 {
+    if (why != TD_ROUTER_FINISH_ERROR)
+        remember(e, r);
     for (ereq **p = head; *p; p = &(*p)->next)
         if (*p == r) {
             *p = r->next;
@@ -300,6 +328,8 @@ static void admit(td_engine *e)
             er = td_sampler_create(&r->smp, e->vocab, &so);
         if (!er && r->state)
             er = resume(e, r, err, sizeof err);
+        else if (!er && e->pcache)
+            r->prefilled = td_pcache_restore(e->pcache, r->seq, r->prompt, r->n_prompt);
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
                    (unsigned long long)r->id, err[0] ? err : td_strerror(er));
@@ -394,6 +424,19 @@ static void step(td_engine *e)
         }
         emit(e, (event){.kind = EV_TOKEN, .token = t, .cb = r->cb});
         r->last = t;
+        if (e->pcache && r->prompt) {
+            /* amortised: the array doubles, a handful of times per request */
+            if (r->n_gen == r->cap_gen) {
+                size_t nc = r->cap_gen ? 2 * r->cap_gen : 64;
+                int32_t *ng = realloc(r->gen, nc * sizeof *ng);
+                if (ng) {
+                    r->gen = ng;
+                    r->cap_gen = nc;
+                }
+            }
+            if (r->n_gen < r->cap_gen)
+                r->gen[r->n_gen++] = t;
+        }
         if (++r->generated == r->max_tokens) {
             td_err se = r->on_state ? hand_over_state(e, r) : TD_OK;
             finish(e, &e->running, r, se ? TD_ROUTER_FINISH_ERROR : TD_ROUTER_FINISH_LENGTH, se);
@@ -428,6 +471,11 @@ static td_err load(td_engine *e)
     if (e->opts.max_context > 0 && e->opts.max_context < ctx)
         ctx = e->opts.max_context;
     atomic_store(&e->ctx_len, ctx);
+    int64_t pc = e->opts.prefix_cache_bytes;
+    if (pc >= 0 && td_pcache_create(&e->pcache, pc ? (size_t)pc : (size_t)256 << 20)) {
+        snprintf(e->load_err, sizeof e->load_err, "out of memory for the prefix cache");
+        return TD_ENOMEM;
+    }
     return TD_OK;
 }
 
@@ -475,12 +523,23 @@ static void *engine_main(void *arg)
         if (!er) {
             admit(e);
             step(e);
+            if (e->pcache) {
+                td_pcache_stats ps = td_pcache_get_stats(e->pcache);
+                atomic_store(&e->pc_lookups, ps.lookups);
+                atomic_store(&e->pc_hits, ps.hits);
+                atomic_store(&e->pc_tokens, ps.tokens_reused);
+                atomic_store(&e->pc_bytes, ps.bytes);
+                atomic_store(&e->pc_entries, ps.entries);
+                atomic_store(&e->pc_evictions, ps.evictions);
+            }
         } else {
             while (e->waiting)  /* cannot happen: submit refuses; be safe */
                 finish(e, &e->waiting, e->waiting, TD_ROUTER_FINISH_ERROR, er);
         }
         post_events(e);
     }
+    td_pcache_destroy(e->pcache);
+    e->pcache = NULL;
     td_v4_model_destroy(e->m);
     td_v4_weights_destroy(e->w);
     e->m = NULL;
@@ -578,6 +637,15 @@ static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_
 size_t td_engine_state_size(td_engine *e, int64_t tokens)
 {
     return atomic_load(&e->ready) ? td_v4_state_size_at(e->m, tokens, 0) : 0;
+}
+
+td_engine_cache_stats td_engine_cache(td_engine *e)
+{
+    return (td_engine_cache_stats){
+        .lookups = atomic_load(&e->pc_lookups), .hits = atomic_load(&e->pc_hits),
+        .tokens_reused = atomic_load(&e->pc_tokens), .bytes = atomic_load(&e->pc_bytes),
+        .entries = atomic_load(&e->pc_entries), .evictions = atomic_load(&e->pc_evictions),
+    };
 }
 
 uint64_t td_engine_fingerprint(td_engine *e)

@@ -30,6 +30,9 @@ typedef struct {
     int prefill_budget;
     int nthreads;                /* model threads; 0 = one per CPU */
     int64_t max_context;         /* cap on tokens per sequence; 0 = the model's */
+    /* Bytes of recent sequence states kept so a prompt that extends one is
+     * prefilled only past it (engine/prefix_cache.h). 0 = 256 MiB, -1 = off. */
+    int64_t prefix_cache_bytes;
     /* Called once on the loop thread when loading ends: err is NULL on
      * success, else the reason (the engine then refuses every request). */
     void (*on_loaded)(void *arg, const char *err);
@@ -68,6 +71,13 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *req, const td_router_
  * the model is loaded. */
 size_t td_engine_state_size(td_engine *e, int64_t tokens);
 uint64_t td_engine_fingerprint(td_engine *e);
+
+/* The prefix cache's counters (any thread; a snapshot at most one
+ * iteration old). */
+typedef struct {
+    uint64_t lookups, hits, tokens_reused, bytes, entries, evictions;
+} td_engine_cache_stats;
+td_engine_cache_stats td_engine_cache(td_engine *e);
 
 /* Starts the engine thread (which loads the model). Called on the loop
  * thread; loop must outlive the engine. */

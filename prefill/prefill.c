@@ -410,6 +410,18 @@ static void metrics(void *arg, td_prom_buf *b)
                   (double)l.waiting);
     td_prom_gauge(b, "tandem_kv_bytes_in_use", "Bytes of saved states waiting to be shipped.",
                   (double)p->m_state_bytes);
+    td_engine_cache_stats cs = td_engine_cache(p->engine);
+    td_prom_counter(b, "tandem_prefix_cache_queries_total",
+                    "Prompts looked up in the prefix cache.", cs.lookups);
+    td_prom_counter(b, "tandem_prefix_cache_hits_total",
+                    "Prompts that extended a cached state.", cs.hits);
+    td_prom_counter(b, "tandem_prompt_tokens_cached_total",
+                    "Prompt tokens restored from the prefix cache instead of prefilled.",
+                    cs.tokens_reused);
+    td_prom_counter(b, "tandem_prefix_cache_evictions_total",
+                    "States dropped from the prefix cache to make room.", cs.evictions);
+    td_prom_gauge(b, "tandem_prefix_cache_bytes", "Bytes of states in the prefix cache.",
+                  (double)cs.bytes);
 }
 
 static void on_loaded(void *arg, const char *why)
@@ -454,6 +466,7 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = p->o.max_batch,
                          .prefill_budget = o->prefill_budget, .nthreads = o->nthreads,
                          .max_context = o->max_context,
+                         .prefix_cache_bytes = o->prefix_cache_bytes,
                          .on_loaded = on_loaded, .arg = p};
     e = td_engine_create(&p->engine, loop, &eo, err, errlen);
     if (e) {

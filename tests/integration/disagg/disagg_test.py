@@ -229,25 +229,34 @@ def case_prefill_killed_before_first_token(c):
     check(res["out"][0] == want, "retried output %r != generate's %r" % (res["out"][0], want))
 
 
+def scrape(w):
+    """A worker's /metrics (its port from its log), checked by promtool."""
+    import ops_test  # noqa: E402  (the metrics parser and promtool check)
+    m = None
+    end = time.time() + 10
+    while not m and time.time() < end:
+        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", w.stderr())
+        time.sleep(0.05)
+    check(m, "no metrics line: %s" % w.stderr())
+    srv = type("S", (), {"port": int(m.group(1)), "conn": st.Server.conn})()
+    status, _, out = request(srv, "GET", "/metrics")
+    check(status == 200, "worker /metrics: %d" % status)
+    text = out.decode()
+    ops_test.promtool(text)
+    return ops_test.parse(text)[0]
+
+
+def role(c, name):
+    return [w for w in c.workers if w.proc.args[1] == name][0]
+
+
+def delta(a, b, name):
+    return b.get((name, ""), 0) - a.get((name, ""), 0)
+
+
 def case_worker_metrics(c):
     """Each worker's own /metrics: counters move by exactly what was asked."""
-    import ops_test  # noqa: E402  (the metrics parser and promtool check)
-
-    def scrape(w):
-        m = None
-        end = time.time() + 10
-        while not m and time.time() < end:
-            m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", w.stderr())
-            time.sleep(0.05)
-        check(m, "no metrics line: %s" % w.stderr())
-        srv = type("S", (), {"port": int(m.group(1)), "conn": st.Server.conn})()
-        status, _, out = request(srv, "GET", "/metrics")
-        check(status == 200, "worker /metrics: %d" % status)
-        text = out.decode()
-        ops_test.promtool(text)
-        return ops_test.parse(text)[0]
-    pre, dec = [w for w in c.workers if w.proc.args[1] == "prefill"][0], \
-        [w for w in c.workers if w.proc.args[1] == "decode"][0]
+    pre, dec = role(c, "prefill"), role(c, "decode")
     p0, d0 = scrape(pre), scrape(dec)
     gen = 0
     for p in PROMPTS[:3]:
@@ -255,9 +264,6 @@ def case_worker_metrics(c):
                                  dict(prompt=p, max_tokens=10, temperature=0))
         gen += json.loads(out)["usage"]["completion_tokens"]
     p1, d1 = scrape(pre), scrape(dec)
-
-    def delta(a, b, name):
-        return b.get((name, ""), 0) - a.get((name, ""), 0)
     check(delta(p0, p1, "tandem_prefill_requests_total") == 3, "prefill requests")
     check(delta(p0, p1, "tandem_kv_transfers_total") == 3, "prefill transfers")
     check(delta(d0, d1, "tandem_kv_transfers_total") == 3, "decode transfers")
@@ -272,7 +278,49 @@ def case_worker_metrics(c):
     check(d1.get(("tandem_kv_bytes_in_use", "")) == 0, "decode holds KV after the requests")
 
 
-CASES = [case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+def case_next_turn_reuses_prefix(c):
+    """An agent's next turn extends the last prompt: the prefill worker
+    restores the cached state and prefills only the rest, and the answer is
+    token-identical to a full prefill (an in-process server without a cache)."""
+    pre = role(c, "prefill")
+    turn1 = {"messages": [{"role": "system", "content": "You are terse."},
+                          {"role": "user", "content": "List three colours. " * 6}],
+             "max_tokens": 8, "temperature": 0}
+    ids1 = json.loads(subprocess.run([TANDEM, "render-chat", "--model", MODEL, "--ids", "-"],
+                                     input=json.dumps(turn1).encode(), check=True,
+                                     capture_output=True).stdout)
+    m0 = scrape(pre)
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn1)
+    check(status == 200, "turn 1: %d" % status)
+    answer = json.loads(out)["choices"][0]["message"]["content"]
+    turn2 = dict(turn1, messages=turn1["messages"] + [
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "And three animals."}])
+    ids2 = json.loads(subprocess.run([TANDEM, "render-chat", "--model", MODEL, "--ids", "-"],
+                                     input=json.dumps(turn2).encode(), check=True,
+                                     capture_output=True).stdout)
+    check(ids2[:len(ids1)] == ids1, "turn 2's prompt does not extend turn 1's")
+    m1 = scrape(pre)
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn2)
+    check(status == 200, "turn 2: %d" % status)
+    got = json.loads(out)["choices"][0]["message"]["content"]
+    m2 = scrape(pre)
+    check(delta(m0, m1, "tandem_prompt_tokens_cached_total") == 0, "turn 1 hit the cache")
+    check(delta(m1, m2, "tandem_prefix_cache_hits_total") == 1, "turn 2 missed the cache")
+    check(delta(m1, m2, "tandem_prompt_tokens_cached_total") == len(ids1),
+          "turn 2 reused %r tokens, turn 1's prompt has %d" %
+          (delta(m1, m2, "tandem_prompt_tokens_cached_total"), len(ids1)))
+    ref = st.Server(extra=("--in-process", "--prefix-cache-mib", "0"))
+    try:
+        ref.wait_ready()
+        status, _, out = request(ref, "POST", "/v1/chat/completions", turn2)
+        want = json.loads(out)["choices"][0]["message"]["content"]
+    finally:
+        ref.stop()
+    check(got == want, "turn 2 after the cache %r != a full prefill's %r" % (got, want))
+
+
+CASES = [case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 
