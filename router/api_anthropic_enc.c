@@ -18,16 +18,16 @@
 
 static void put(td_anth_enc *enc, const char *s, size_t n)
 {
-    if (td_conv_bytes_append(&enc->out, s, n))
-        enc->oom = true;
+    if (td_conv_bytes_append(&enc->base.out, s, n))
+        enc->base.oom = true;
 }
 
 static void puts_(td_anth_enc *enc, const char *s) { put(enc, s, strlen(s)); }
 
 static void put_json_string(td_anth_enc *enc, const char *s, size_t n)
 {
-    if (td_conv_json_string(&enc->out, s, n))
-        enc->oom = true;
+    if (td_conv_json_string(&enc->base.out, s, n))
+        enc->base.oom = true;
 }
 
 /* event: NAME\ndata: <head>"<escaped text>"<tail>\n\n */
@@ -49,7 +49,7 @@ static void event_json(td_anth_enc *enc, const char *name, json_t *v)
     char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
     json_decref(v);
     if (!s) {
-        enc->oom = true;
+        enc->base.oom = true;
         return;
     }
     event_text(enc, name, s, NULL, 0, "");
@@ -59,6 +59,8 @@ static void event_json(td_anth_enc *enc, const char *name, json_t *v)
 td_err td_anth_enc_init(td_anth_enc *enc, const td_anth_enc_opts *opts)
 {
     memset(enc, 0, sizeof *enc);
+    enc->base.ops = &td_anth_enc_ops;
+    enc->base.stream = opts->stream;
     enc->o = *opts;
     enc->open_call = -1;
     if (!opts->stream && !(enc->content = json_array()))
@@ -69,7 +71,7 @@ td_err td_anth_enc_init(td_anth_enc *enc, const td_anth_enc_opts *opts)
 void td_anth_enc_free(td_anth_enc *enc)
 {
     json_decref(enc->content);
-    td_tok_bytes_free(&enc->out);
+    td_tok_bytes_free(&enc->base.out);
     td_tok_bytes_free(&enc->text);
     td_tok_bytes_free(&enc->name);
     memset(enc, 0, sizeof *enc);
@@ -137,7 +139,7 @@ static void close_block(td_anth_enc *enc, bool keep)
                           enc->name.data ? enc->name.data : "", enc->name.len, "input", input);
         }
         if (json_array_append_new(enc->content, b))
-            enc->oom = true;
+            enc->base.oom = true;
     } else {
         /* A non-streamed block that is dropped frees its index again. */
         enc->nblocks--;
@@ -157,7 +159,7 @@ static void open_block(td_anth_enc *enc, td_anth_block kind, int call,
     int index = enc->nblocks++;
     if (!enc->o.stream) {
         if (name && td_conv_bytes_append(&enc->name, name, name_len))
-            enc->oom = true;
+            enc->base.oom = true;
         return;
     }
     char head[192];
@@ -184,7 +186,7 @@ static void block_delta(td_anth_enc *enc, const char *s, size_t n)
 {
     if (!enc->o.stream) {
         if (td_conv_bytes_append(&enc->text, s, n))
-            enc->oom = true;
+            enc->base.oom = true;
         return;
     }
     static const char *const kinds[] = {
@@ -273,10 +275,10 @@ void td_anth_enc_finish(td_anth_enc *enc, td_anth_stop why, const char *stop_seq
     char *s = m ? json_dumps(m, JSON_COMPACT) : NULL;
     json_decref(m);
     if (!s) {
-        enc->oom = true;
+        enc->base.oom = true;
         return;
     }
-    enc->out.len = 0;
+    enc->base.out.len = 0;
     puts_(enc, s);
     free(s);
 }
@@ -287,3 +289,36 @@ void td_anth_enc_error(td_anth_enc *enc, int status, const char *message)
                           td_anth_error_type(status), "message", message ? message : "");
     event_json(enc, "error", v);
 }
+
+/* ---- as a td_gen encoder ------------------------------------------------------ */
+
+static td_anth_enc *of(td_gen_enc *e) { return (td_anth_enc *)e; }
+static void op_start(td_gen_enc *e) { td_anth_enc_start(of(e)); }
+static void op_event(td_gen_enc *e, const td_dsml_event *ev) { td_anth_enc_event(of(e), ev); }
+static void op_fini(td_gen_enc *e) { td_anth_enc_free(of(e)); }
+
+static void op_finish(td_gen_enc *e, td_gen_end why, const char *stop_seq, size_t output_tokens)
+{
+    td_anth_stop s = why == TD_GEN_END_LENGTH ? TD_ANTH_STOP_MAX_TOKENS
+                     : why == TD_GEN_END_STOP_SEQ ? TD_ANTH_STOP_SEQUENCE
+                                                  : TD_ANTH_STOP_END_TURN;
+    td_anth_enc_finish(of(e), s, stop_seq, output_tokens);
+}
+
+static void op_error(td_gen_enc *e, int status, const char *code, const char *msg)
+{
+    (void)code;
+    td_anth_enc_error(of(e), status, msg);
+}
+
+static void op_send_error(td_http_req *req, int status, const char *code, const char *msg)
+{
+    (void)code;
+    td_anth_send_error(req, status, NULL, msg);
+}
+
+const td_gen_enc_ops td_anth_enc_ops = {
+    .start = op_start, .event = op_event, .finish = op_finish, .error = op_error,
+    .send_error = op_send_error, .fini = op_fini,
+    .cancelled = "the request was cancelled (the server is shutting down)",
+};

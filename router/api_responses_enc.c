@@ -16,11 +16,12 @@
 #include <string.h>
 
 #include "router/api_responses.h"
+#include "router/router_internal.h"
 
 static void put(td_resp_enc *enc, const char *s, size_t n)
 {
-    if (td_conv_bytes_append(&enc->out, s, n))
-        enc->oom = true;
+    if (td_conv_bytes_append(&enc->base.out, s, n))
+        enc->base.oom = true;
 }
 
 /* event: NAME\ndata: {"type":NAME,"sequence_number":N,...v}\n\n (takes v) */
@@ -31,14 +32,14 @@ static void event(td_resp_enc *enc, const char *name, json_t *v)
     if (!d || !v || json_object_update(d, v)) {
         json_decref(d);
         json_decref(v);
-        enc->oom = true;
+        enc->base.oom = true;
         return;
     }
     json_decref(v);
     char *s = json_dumps(d, JSON_COMPACT);
     json_decref(d);
     if (!s) {
-        enc->oom = true;
+        enc->base.oom = true;
         return;
     }
     put(enc, "event: ", 7);
@@ -52,6 +53,8 @@ static void event(td_resp_enc *enc, const char *name, json_t *v)
 td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts)
 {
     memset(enc, 0, sizeof *enc);
+    enc->base.ops = &td_resp_enc_ops;
+    enc->base.stream = opts->stream;
     enc->o = *opts;
     enc->open_call = -1;
     if (!(enc->output = json_array()))
@@ -62,7 +65,7 @@ td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts)
 void td_resp_enc_free(td_resp_enc *enc)
 {
     json_decref(enc->output);
-    td_tok_bytes_free(&enc->out);
+    td_tok_bytes_free(&enc->base.out);
     td_tok_bytes_free(&enc->text);
     td_tok_bytes_free(&enc->name);
     memset(enc, 0, sizeof *enc);
@@ -166,7 +169,7 @@ static void close_item(td_resp_enc *enc, bool keep)
             event(enc, "response.output_item.done", json_pack("{s:i, s:O}", "output_index",
                   index, "item", it));
         if (json_array_append_new(enc->output, it))
-            enc->oom = true;
+            enc->base.oom = true;
     } else {
         enc->nitems--;  /* a dropped non-streamed item frees its index again */
     }
@@ -188,7 +191,7 @@ static void open_item(td_resp_enc *enc, td_resp_item kind, int call, const char 
                                          [TD_RESP_ITEM_CALL] = "fc"};
     snprintf(enc->item_id, sizeof enc->item_id, "%s_%s_%d", prefix[kind], enc->o.id, index);
     if (name && td_conv_bytes_append(&enc->name, name, name_len))
-        enc->oom = true;
+        enc->base.oom = true;
     if (!enc->o.stream)
         return;
     /* Announced empty: the deltas fill it. */
@@ -208,7 +211,7 @@ static void open_item(td_resp_enc *enc, td_resp_item kind, int call, const char 
 static void delta(td_resp_enc *enc, const char *s, size_t n)
 {
     if (td_conv_bytes_append(&enc->text, s, n))
-        enc->oom = true;
+        enc->base.oom = true;
     if (!enc->o.stream)
         return;
     int index = enc->nitems - 1;
@@ -288,10 +291,10 @@ void td_resp_enc_finish(td_resp_enc *enc, bool incomplete, size_t output_tokens)
     char *s = r ? json_dumps(r, JSON_COMPACT) : NULL;
     json_decref(r);
     if (!s) {
-        enc->oom = true;
+        enc->base.oom = true;
         return;
     }
-    enc->out.len = 0;
+    enc->base.out.len = 0;
     put(enc, s, strlen(s));
     free(s);
 }
@@ -302,3 +305,35 @@ void td_resp_enc_error(td_resp_enc *enc, int status, const char *message)
                                   status >= 500 ? "server_error" : "invalid_request_error",
                                   "message", message ? message : "", "param"));
 }
+
+/* ---- as a td_gen encoder ------------------------------------------------------ */
+
+static td_resp_enc *of(td_gen_enc *e) { return (td_resp_enc *)e; }
+static void op_start(td_gen_enc *e) { td_resp_enc_start(of(e)); }
+static void op_event(td_gen_enc *e, const td_dsml_event *ev) { td_resp_enc_event(of(e), ev); }
+static void op_fini(td_gen_enc *e) { td_resp_enc_free(of(e)); }
+
+static void op_finish(td_gen_enc *e, td_gen_end why, const char *stop_seq, size_t output_tokens)
+{
+    (void)stop_seq;  /* the Responses API has no stop strings */
+    td_resp_enc_finish(of(e), why == TD_GEN_END_LENGTH, output_tokens);
+}
+
+static void op_error(td_gen_enc *e, int status, const char *code, const char *msg)
+{
+    (void)code;
+    td_resp_enc_error(of(e), status, msg);
+}
+
+/* Responses errors are OpenAI-shaped, without a code. */
+static void op_send_error(td_http_req *req, int status, const char *code, const char *msg)
+{
+    (void)code;
+    td_router_error(req, status, NULL, NULL, "%s", msg);
+}
+
+const td_gen_enc_ops td_resp_enc_ops = {
+    .start = op_start, .event = op_event, .finish = op_finish, .error = op_error,
+    .send_error = op_send_error, .fini = op_fini,
+    .cancelled = "the request was cancelled (the server is shutting down)",
+};

@@ -80,11 +80,11 @@ static void encode(const uint8_t *data, size_t size, bool stream)
     td_dsml_finish(p, NULL);
     td_anth_enc_finish(&enc, (td_anth_stop)(size % 3), "s", size);
     td_dsml_destroy(p);
-    if (!enc.oom) {
+    if (!enc.base.oom) {
         if (stream) {
-            check_sse(enc.out.data ? enc.out.data : "", enc.out.len);
+            check_sse(enc.base.out.data ? enc.base.out.data : "", enc.base.out.len);
         } else {
-            json_t *m = json_loadb(enc.out.data, enc.out.len, JSON_ALLOW_NUL, NULL);
+            json_t *m = json_loadb(enc.base.out.data, enc.base.out.len, JSON_ALLOW_NUL, NULL);
             if (!json_is_array(json_object_get(m, "content")))
                 abort();
             json_decref(m);

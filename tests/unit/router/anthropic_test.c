@@ -266,7 +266,7 @@ static char *encode(const char *out, bool stream, bool thinking, int step, td_an
     td_dsml_finish(p, NULL);
     td_anth_enc_finish(&enc, why, why == TD_ANTH_STOP_SEQUENCE ? "STOP" : NULL, 11);
     td_dsml_destroy(p);
-    char *s = strndup(enc.out.data ? enc.out.data : "", enc.out.len);
+    char *s = strndup(enc.base.out.data ? enc.base.out.data : "", enc.base.out.len);
     td_anth_enc_free(&enc);
     return s;
 }
@@ -465,7 +465,7 @@ static void enc_two_calls_and_broken(void)
     td_anth_enc_opts o = {.stream = true, .msg_id = "m", .model = "x"};
     td_anth_enc_init(&enc, &o);
     td_anth_enc_error(&enc, 500, "boom");
-    TD_CHECK(enc.out.data && !strcmp(enc.out.data, "event: error\ndata: {\"type\":\"error\","
+    TD_CHECK(enc.base.out.data && !strcmp(enc.base.out.data, "event: error\ndata: {\"type\":\"error\","
              "\"error\":{\"type\":\"api_error\",\"message\":\"boom\"}}\n\n"));
     td_anth_enc_free(&enc);
 }

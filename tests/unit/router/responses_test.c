@@ -213,8 +213,8 @@ static char *encode(const char *out, bool stream, bool thinking, bool parallel, 
     td_dsml_finish(p, NULL);
     td_resp_enc_finish(&enc, incomplete, 11);
     td_dsml_destroy(p);
-    TD_CHECK(!enc.oom);
-    char *s = strndup(enc.out.data ? enc.out.data : "", enc.out.len);
+    TD_CHECK(!enc.base.oom);
+    char *s = strndup(enc.base.out.data ? enc.base.out.data : "", enc.base.out.len);
     td_resp_enc_free(&enc);
     return s;
 }
@@ -451,7 +451,7 @@ static void enc_two_calls_and_broken(void)
     td_resp_enc_opts o = {.stream = true, .id = "m", .model = "x"};
     td_resp_enc_init(&enc, &o);
     td_resp_enc_error(&enc, 500, "boom");
-    TD_CHECK(enc.out.data && !strcmp(enc.out.data, "event: error\ndata: {\"type\":\"error\","
+    TD_CHECK(enc.base.out.data && !strcmp(enc.base.out.data, "event: error\ndata: {\"type\":\"error\","
              "\"sequence_number\":0,\"code\":\"server_error\",\"message\":\"boom\","
              "\"param\":null}\n\n"));
     td_resp_enc_free(&enc);
