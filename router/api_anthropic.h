@@ -87,9 +87,6 @@ typedef enum {
     TD_ANTH_STOP_TOOL_USE,       /* chosen by the encoder, not the caller */
 } td_anth_stop;
 
-typedef enum { TD_ANTH_BLOCK_NONE, TD_ANTH_BLOCK_THINKING, TD_ANTH_BLOCK_TEXT,
-               TD_ANTH_BLOCK_TOOL } td_anth_block;
-
 typedef struct {
     bool stream;
     bool parallel;               /* keep tool calls after the first */
@@ -104,13 +101,11 @@ typedef struct {
      * non-stream: the whole JSON message after finish. base.oom: memory ran out. */
     td_gen_enc base;             /* first */
     td_anth_enc_opts o;
-    td_anth_block open;          /* the block in progress */
+    td_gen_parts parts;          /* the block in progress, calls counted */
     int nblocks;                 /* content blocks started so far */
-    int open_call;               /* the DSML call index of an open tool block */
     json_t *content;             /* non-stream: finished blocks */
     td_tok_bytes text;           /* non-stream: the open block's text / JSON */
     td_tok_bytes name;           /* non-stream: the open tool block's name */
-    int calls_ok, calls_aborted;
 } td_anth_enc;
 
 td_err td_anth_enc_init(td_anth_enc *enc, const td_anth_enc_opts *opts);

@@ -90,14 +90,6 @@ int td_router_json_escape(td_tok_bytes *b, const char *s, size_t n)
 
 /* ---- the encoder ----------------------------------------------------------- */
 
-static void put(oai_enc *o, const char *s, size_t n)
-{
-    if (append(&o->base.out, s, n))
-        o->base.oom = true;
-}
-
-static void puts_(oai_enc *o, const char *s) { put(o, s, strlen(s)); }
-
 static void put_escaped(oai_enc *o, const char *s, size_t n)
 {
     if (td_router_json_escape(&o->base.out, s, n))
@@ -107,14 +99,14 @@ static void put_escaped(oai_enc *o, const char *s, size_t n)
 /* stream: one event is `data: {"id":...,"model":...,` + rest + a blank line */
 static void chunk_begin(oai_enc *o, const char *rest)
 {
-    put(o, o->prefix.data, o->prefix.len);
-    puts_(o, rest);
+    td_gen_put(&o->base, o->prefix.data, o->prefix.len);
+    td_gen_puts(&o->base, rest);
 }
 
 static void chunk_end(oai_enc *o, const char *rest)
 {
-    puts_(o, rest);
-    puts_(o, "\n\n");
+    td_gen_puts(&o->base, rest);
+    td_gen_puts(&o->base, "\n\n");
 }
 
 /* Content that is final (past any stop-string doubt). */
@@ -137,9 +129,9 @@ static void emit_text(oai_enc *o, const char *s, size_t n)
 static void delta(oai_enc *o, const char *head, const char *s, size_t n, const char *tail)
 {
     chunk_begin(o, "\"choices\":[{\"index\":0,\"delta\":{");
-    puts_(o, head);
+    td_gen_puts(&o->base, head);
     put_escaped(o, s, n);
-    puts_(o, tail);
+    td_gen_puts(&o->base, tail);
     chunk_end(o, "},\"logprobs\":null,\"finish_reason\":null}]}");
 }
 
@@ -254,18 +246,6 @@ static json_t *usage_json(const oai_enc *o, size_t n_completion)
                      "total_tokens", (json_int_t)(o->n_prompt + n_completion));
 }
 
-/* Appends v (taken) as compact JSON text. */
-static void put_json(oai_enc *o, json_t *v)
-{
-    char *s = v ? json_dumps(v, JSON_COMPACT) : NULL;
-    json_decref(v);
-    if (s)
-        puts_(o, s);
-    else
-        o->base.oom = true;
-    free(s);
-}
-
 static void oai_finish(td_gen_enc *base, td_gen_end why, const char *stop_seq,
                        size_t n_completion)
 {
@@ -291,11 +271,11 @@ static void oai_finish(td_gen_enc *base, td_gen_end why, const char *stop_seq,
             json_decref(uj);
             chunk_begin(o, "\"choices\":[],\"usage\":");
             if (u)
-                puts_(o, u);
+                td_gen_puts(&o->base, u);
             chunk_end(o, "}");
             free(u);
         }
-        puts_(o, "data: [DONE]\n\n");
+        td_gen_puts(&o->base, "data: [DONE]\n\n");
         return;
     }
     json_t *text = json_stringn(o->text.data ? o->text.data : "", o->text.len);
@@ -310,7 +290,7 @@ static void oai_finish(td_gen_enc *base, td_gen_end why, const char *stop_seq,
     json_object_set_new(choice, "logprobs", json_null());
     json_object_set_new(choice, "finish_reason", json_string(reason));
     o->base.out.len = 0;
-    put_json(o, json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", o->resp_id,
+    td_gen_put_json(&o->base, json_pack("{s:s, s:s, s:I, s:s, s:[o], s:o}", "id", o->resp_id,
                           "object", o->chat ? "chat.completion" : "text_completion",
                           "created", (json_int_t)o->created, "model", o->rt->model_id,
                           "choices", choice, "usage", usage_json(o, n_completion)));
@@ -319,11 +299,11 @@ static void oai_finish(td_gen_enc *base, td_gen_end why, const char *stop_seq,
 static void oai_error(td_gen_enc *base, int status, const char *code, const char *msg)
 {
     oai_enc *o = (oai_enc *)base;
-    puts_(o, "data: ");
-    put_json(o, json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type",
+    td_gen_puts(&o->base, "data: ");
+    td_gen_put_json(&o->base, json_pack("{s:{s:s, s:s, s:n, s:s}}", "error", "message", msg, "type",
                           status >= 500 ? "server_error" : "invalid_request_error",
                           "param", "code", code));
-    puts_(o, "\n\ndata: [DONE]\n\n");
+    td_gen_puts(&o->base, "\n\ndata: [DONE]\n\n");
 }
 
 static void oai_start(td_gen_enc *base)

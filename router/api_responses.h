@@ -57,9 +57,6 @@ void td_resp_req_free(td_resp_req *r);
 
 /* ---- the event encoder ----------------------------------------------------- */
 
-typedef enum { TD_RESP_ITEM_NONE, TD_RESP_ITEM_REASONING, TD_RESP_ITEM_MESSAGE,
-               TD_RESP_ITEM_CALL } td_resp_item;
-
 typedef struct {
     bool stream;
     bool parallel;               /* keep function calls after the first */
@@ -75,14 +72,12 @@ typedef struct {
     td_gen_enc base;             /* first */
     td_resp_enc_opts o;
     json_t *output;              /* finished items */
-    td_resp_item open;           /* the item in progress */
+    td_gen_parts parts;          /* the item in progress, calls counted */
     int nitems;                  /* output indices handed out */
-    int open_call;               /* the DSML call index of an open call item */
     char item_id[96];            /* the open item's id */
     td_tok_bytes text;           /* the open item's text / arguments */
     td_tok_bytes name;           /* the open call's name */
     long long seq;               /* stream: the next sequence_number */
-    int calls_ok, calls_aborted;
 } td_resp_enc;
 
 td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts);

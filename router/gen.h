@@ -20,6 +20,7 @@
 #ifndef TD_ROUTER_GEN_H
 #define TD_ROUTER_GEN_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 
@@ -69,6 +70,58 @@ struct td_gen_enc {
     bool stream;
     bool oom;
 };
+
+/* ---- encoder plumbing (gen_enc.c) ------------------------------------------ */
+
+/* Appending to enc->out: a failure sets enc->oom (and loses those bytes). */
+void td_gen_put(td_gen_enc *enc, const char *s, size_t n);
+void td_gen_puts(td_gen_enc *enc, const char *s);
+/* s[0..n) as a quoted JSON string (td_conv_json_string). */
+void td_gen_put_jstring(td_gen_enc *enc, const char *s, size_t n);
+/* v (taken; NULL counts as a failure) as compact JSON text. */
+void td_gen_put_json(td_gen_enc *enc, json_t *v);
+/* One server-sent event is td_gen_sse_begin, its data line, td_gen_sse_end:
+ * `event: NAME\ndata: ` ... `\n\n`. */
+void td_gen_sse_begin(td_gen_enc *enc, const char *name);
+void td_gen_sse_end(td_gen_enc *enc);
+/* A whole event whose data is v (taken) as compact JSON; nothing when v is
+ * NULL or does not dump (oom set). */
+void td_gen_sse_json(td_gen_enc *enc, const char *name, json_t *v);
+
+/* The parts of an answer as the Anthropic and Responses APIs shape it
+ * (content blocks, output items): reasoning opens a reasoning part, content
+ * a text part, a tool call a call part; a change of kind closes the part in
+ * progress, and a part opens only when it has something in it. */
+typedef enum {
+    TD_GEN_PART_NONE,
+    TD_GEN_PART_REASONING,
+    TD_GEN_PART_TEXT,
+    TD_GEN_PART_CALL,
+} td_gen_part;
+
+typedef struct {
+    td_gen_part open;            /* the part in progress */
+    int open_call;               /* the parser's call index of an open call part */
+    int calls_ok, calls_aborted; /* call parts closed complete / broken */
+} td_gen_parts;
+
+/* What the encoder does when a part opens, grows and closes; open is set
+ * while these run. close's keep is false for a call that broke. */
+typedef struct {
+    void (*open)(td_gen_enc *enc, td_gen_part kind, const char *name, size_t name_len);
+    void (*delta)(td_gen_enc *enc, const char *s, size_t n);
+    void (*close)(td_gen_enc *enc, bool keep);
+} td_gen_parts_ops;
+
+void td_gen_parts_init(td_gen_parts *p);
+/* One event of the output parser; with parallel false only call 0 counts. */
+void td_gen_parts_event(td_gen_parts *p, const td_gen_parts_ops *ops, td_gen_enc *enc,
+                        bool parallel, const td_dsml_event *ev);
+/* Closes the part in progress at the end of the answer; a call part still
+ * open (the output ended inside it) is a broken call. */
+void td_gen_parts_finish(td_gen_parts *p, const td_gen_parts_ops *ops, td_gen_enc *enc);
+
+/* ---- the lifecycle (gen.c) ---------------------------------------------------- */
 
 /* Answers 503 in the API's shape and returns false when no generation can
  * start now (shutting down, or the engine is still loading). */
