@@ -17,6 +17,7 @@
 #include "router/api_responses.h"
 #include "router/chat_encode.h"
 #include "tests/td_test.h"
+#include "tests/unit/router/enc_test_util.h"
 
 /* ---- the decoder ------------------------------------------------------------- */
 
@@ -184,39 +185,20 @@ static void decode_errors(void)
 
 /* ---- the encoder, fed by the parser ----------------------------------------------- */
 
-#define TC "<｜DSML｜tool_calls>"
-#define TCE "</｜DSML｜tool_calls>"
-#define INV(n) "<｜DSML｜invoke name=\"" n "\">"
-#define INVE "</｜DSML｜invoke>"
-#define PS(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"true\">" v "</｜DSML｜parameter>"
-#define PJ(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"false\">" v "</｜DSML｜parameter>"
-
-static void forward(void *arg, const td_dsml_event *ev) { td_resp_enc_event(arg, ev); }
+static td_gen_enc *make(bool stream, bool parallel)
+{
+    static td_resp_enc enc;
+    td_resp_enc_opts o = {.stream = stream, .parallel = parallel, .id = "X1", .model = "tiny",
+                          .created_at = 1700000000, .input_tokens = 7};
+    td_resp_enc_init(&enc, &o);
+    return &enc.base;
+}
 
 static char *encode(const char *out, bool stream, bool thinking, bool parallel, int step,
                     bool incomplete)
 {
-    td_resp_enc enc;
-    td_resp_enc_opts o = {.stream = stream, .parallel = parallel, .id = "X1", .model = "tiny",
-                          .created_at = 1700000000, .input_tokens = 7};
-    td_resp_enc_init(&enc, &o);
-    td_dsml *p;
-    td_dsml_opts dopts = {.thinking = thinking, .tools = true};
-    td_dsml_create(&p, &dopts, forward, &enc);
-    td_resp_enc_start(&enc);
-    size_t n = strlen(out);
-    for (size_t i = 0; i < n;) {
-        size_t k = step && n - i > (size_t)step ? (size_t)step : n - i;
-        td_dsml_feed(p, out + i, k);
-        i += k;
-    }
-    td_dsml_finish(p, NULL);
-    td_resp_enc_finish(&enc, incomplete, 11);
-    td_dsml_destroy(p);
-    TD_CHECK(!enc.base.oom);
-    char *s = strndup(enc.base.out.data ? enc.base.out.data : "", enc.base.out.len);
-    td_resp_enc_free(&enc);
-    return s;
+    return et_encode(make, out, stream, thinking, parallel, step,
+                     incomplete ? TD_GEN_END_LENGTH : TD_GEN_END_STOP);
 }
 
 static const char *sget(const json_t *o, const char *k)
@@ -329,28 +311,10 @@ static json_t *replay(const char *sse)
     return final;
 }
 
-/* The non-streamed response, and the stream replayed whole and split at
- * every byte size 1..7, must be the same object. */
 static json_t *check_same(const char *out, bool thinking, bool incomplete)
 {
-    char *whole = encode(out, false, thinking, true, 0, incomplete);
-    json_t *want = json_loads(whole, 0, NULL);
-    TD_CHECK(want != NULL);
-    free(whole);
-    for (int step = 0; step <= 7; step++) {
-        char *sse = encode(out, true, thinking, true, step, incomplete);
-        json_t *got = replay(sse);
-        if (!json_equal(got, want)) {
-            char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
-            fprintf(stderr, "step %d: stream %s\n  != response %s\n", step, g, w);
-            free(g);
-            free(w);
-            td_test_failures++;
-        }
-        json_decref(got);
-        free(sse);
-    }
-    return want;
+    return et_check_same(make, replay, out, thinking,
+                         incomplete ? TD_GEN_END_LENGTH : TD_GEN_END_STOP);
 }
 
 static const json_t *item_at(const json_t *r, size_t i)
