@@ -44,20 +44,7 @@ typedef struct {
 
 static int append(td_tok_bytes *b, const char *s, size_t n)
 {
-    if (b->len + n + 1 > b->cap) {
-        size_t nc = b->cap ? b->cap : 256;
-        while (nc < b->len + n + 1)
-            nc *= 2;
-        char *nd = realloc(b->data, nc);
-        if (!nd)
-            return -1;
-        b->data = nd;
-        b->cap = nc;
-    }
-    memcpy(b->data + b->len, s, n);
-    b->len += n;
-    b->data[b->len] = '\0';
-    return 0;
+    return td_conv_bytes_append(b, s, n);
 }
 
 static int appends(td_tok_bytes *b, const char *s) { return append(b, s, strlen(s)); }

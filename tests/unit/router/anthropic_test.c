@@ -256,17 +256,9 @@ static json_t *replay(const char *sse)
                                              * 4 after message_delta, 5 stopped */
     int next_index = 0;
     const char *p = sse;
-    while (*p) {
-        const char *end = strstr(p, "\n\n");
-        TD_CHECK(end != NULL);
-        if (!end)
-            break;
-        char name[64];
-        const char *nl = strchr(p, '\n');
-        TD_CHECK(!strncmp(p, "event: ", 7) && nl && !strncmp(nl, "\ndata: ", 7));
-        snprintf(name, sizeof name, "%.*s", (int)(nl - p - 7), p + 7);
-        json_t *d = json_loadb(nl + 7, (size_t)(end - nl - 7), 0, NULL);
-        TD_CHECK(d && !strcmp(json_string_value(json_object_get(d, "type")), name));
+    char name[64];
+    json_t *d;
+    while (et_next_event(&p, name, sizeof name, &d)) {
         int index = (int)json_integer_value(json_object_get(d, "index"));
         if (!strcmp(name, "message_start")) {
             TD_CHECK_EQ_INT(state, 0);
@@ -326,7 +318,6 @@ static json_t *replay(const char *sse)
             TD_CHECK(!"unknown event");
         }
         json_decref(d);
-        p = end + 2;
     }
     TD_CHECK_EQ_INT(state, 5);
     json_decref(partial);

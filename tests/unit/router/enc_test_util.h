@@ -32,6 +32,27 @@ typedef td_gen_enc *(*et_make_fn)(bool stream, bool parallel);
  * gets (NULL if it cannot). */
 typedef json_t *(*et_replay_fn)(const char *sse);
 
+/* The next event of the SSE text at *p: `event: NAME\ndata: JSON\n\n`
+ * whose JSON "type" is NAME. Fills name and *data (NULL if the data is not
+ * JSON) and advances *p; false at the end or on broken framing (counted as
+ * a failure). */
+static ET_UNUSED bool et_next_event(const char **p, char *name, size_t namelen, json_t **data)
+{
+    if (!**p)
+        return false;
+    const char *end = strstr(*p, "\n\n"), *nl = strchr(*p, '\n');
+    TD_CHECK(end && nl && !strncmp(*p, "event: ", 7) && !strncmp(nl, "\ndata: ", 7));
+    if (!end || !nl)
+        return false;
+    snprintf(name, namelen, "%.*s", (int)(nl - *p - 7), *p + 7);
+    json_t *d = json_loadb(nl + 7, (size_t)(end - nl - 7), 0, NULL);
+    const char *type = json_string_value(json_object_get(d, "type"));
+    TD_CHECK(type && !strcmp(type, name));
+    *data = d;
+    *p = end + 2;
+    return true;
+}
+
 static void et_forward(void *arg, const td_dsml_event *ev)
 {
     td_gen_enc *enc = arg;

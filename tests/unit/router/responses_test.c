@@ -221,16 +221,9 @@ static json_t *replay(const char *sse)
     long long seq = 0;
     int index = -1;
     const char *p = sse;
-    while (*p) {
-        const char *end = strstr(p, "\n\n");
-        const char *nl = strchr(p, '\n');
-        TD_CHECK(end && nl && !strncmp(p, "event: ", 7) && !strncmp(nl, "\ndata: ", 7));
-        if (!end || !nl)
-            break;
-        char name[80];
-        snprintf(name, sizeof name, "%.*s", (int)(nl - p - 7), p + 7);
-        json_t *d = json_loadb(nl + 7, (size_t)(end - nl - 7), 0, NULL);
-        TD_CHECK(d && !strcmp(sget(d, "type"), name));
+    char name[80];
+    json_t *d;
+    while (et_next_event(&p, name, sizeof name, &d)) {
         TD_CHECK_EQ_INT(iget(d, "sequence_number"), seq);
         seq++;
         json_t *items = json_object_get(snap, "output");
@@ -304,7 +297,6 @@ static json_t *replay(const char *sse)
             TD_CHECK(!"unexpected event");
         }
         json_decref(d);
-        p = end + 2;
     }
     TD_CHECK_EQ_INT(state, 5);
     json_decref(snap);
