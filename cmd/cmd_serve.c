@@ -14,6 +14,7 @@
 
 #include "cmd/args.h"
 #include "cmd/cmd.h"
+#include "cluster/cluster.h"
 #include "engine/engine.h"
 #include "router/router.h"
 #include "tokenizer/tokenizer.h"
@@ -31,6 +32,9 @@ typedef struct {
     long grace_ms;
     long max_waiting;
     const char *api_key_file;
+    bool router_only;          /* tandem router: workers register at workers_url */
+    const char *workers_url;
+    long worker_timeout_ms;
 } serve_args;
 
 typedef struct {
@@ -38,6 +42,7 @@ typedef struct {
     uv_signal_t sigint, sigterm;
     td_router *router;
     td_engine *engine;
+    td_cluster *cluster;
     int status;             /* exit status */
     bool stopping;
 } server;
@@ -72,8 +77,10 @@ static void usage(FILE *f)
 
 static int parse_args(int argc, char **argv, serve_args *a)
 {
+    bool router_only = a->router_only;
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
-                      .max_body = 1 << 20, .max_waiting = 256};
+                      .max_body = 1 << 20, .max_waiting = 256, .router_only = router_only,
+                      .workers_url = "tcp://127.0.0.1:7100"};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
@@ -101,6 +108,9 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (!strcmp(o, "--max-waiting"))
             bad = td_arg_long(v, 1, 1L << 20, &a->max_waiting);
         else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
+        else if (a->router_only && !strcmp(o, "--workers")) a->workers_url = v;
+        else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
+            bad = td_arg_long(v, 50, 3600L * 1000, &a->worker_timeout_ms);
         else {
             fprintf(stderr, "tandem serve: unknown option %s\n\n", o);
             usage(stderr);
@@ -138,7 +148,11 @@ static void on_router_down(void *arg)
     server *s = arg;
     /* The router is quiet; the engine's last callbacks (cancellations) land
      * in it while it still exists. */
-    td_engine_destroy(s->engine, on_engine_closed, s);
+    if (s->engine)
+        td_engine_destroy(s->engine, on_engine_closed, s);
+    if (s->cluster)
+        td_cluster_destroy(s->cluster);
+    s->cluster = NULL;
     uv_close((uv_handle_t *)&s->sigint, NULL);
     uv_close((uv_handle_t *)&s->sigterm, NULL);
 }
@@ -171,9 +185,9 @@ static void on_loaded(void *arg, const char *err)
         stop(s);
 }
 
-int cmd_serve(int argc, char **argv)
+static int serve(int argc, char **argv, bool router_only)
 {
-    serve_args a;
+    serve_args a = {.router_only = router_only};
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -189,16 +203,31 @@ int cmd_serve(int argc, char **argv)
 
     server s = {0};
     uv_loop_init(&s.loop);
-    td_engine_opts eo = {.model_dir = a.model_dir, .max_batch = (int)a.max_batch,
-                         .nthreads = (int)a.threads, .max_context = a.ctx,
-                         .on_loaded = on_loaded, .arg = &s};
-    if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
-        fprintf(stderr, "tandem serve: %s\n", err);
-        rc = 1;
-        goto out;
+    td_router_engine ei;
+    if (router_only) {
+        td_cluster_opts co = {.listen_url = a.workers_url,
+                              .heartbeat_timeout_ms = (int)a.worker_timeout_ms};
+        if (td_cluster_create(&s.cluster, &s.loop, &co, err, sizeof err)) {
+            fprintf(stderr, "tandem router: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+        ei = td_cluster_interface(s.cluster);
+        /* stdout, before the serving line: scripts start workers from it */
+        printf("tandem: workers register at %s\n", td_cluster_url(s.cluster));
+    } else {
+        td_engine_opts eo = {.model_dir = a.model_dir, .max_batch = (int)a.max_batch,
+                             .nthreads = (int)a.threads, .max_context = a.ctx,
+                             .on_loaded = on_loaded, .arg = &s};
+        if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
+            fprintf(stderr, "tandem serve: %s\n", err);
+            rc = 1;
+            goto out;
+        }
+        ei = td_engine_interface(s.engine);
     }
     td_router_opts ro = {.host = a.host, .port = (int)a.port, .model_id = model_id,
-                         .tok = tok, .engine = td_engine_interface(s.engine),
+                         .tok = tok, .engine = ei,
                          .max_body = (size_t)a.max_body,
                          .write_buffer = (size_t)a.write_buffer,
                          .shutdown_grace_ms = (unsigned)a.grace_ms,
@@ -208,7 +237,10 @@ int cmd_serve(int argc, char **argv)
                          .api_keys = getenv("TANDEM_API_KEYS")};
     if (td_router_create(&s.router, &s.loop, &ro, err, sizeof err)) {
         fprintf(stderr, "tandem serve: %s\n", err);
-        td_engine_destroy(s.engine, on_engine_closed, &s);
+        if (s.engine)
+            td_engine_destroy(s.engine, on_engine_closed, &s);
+        if (s.cluster)
+            td_cluster_destroy(s.cluster);
         uv_run(&s.loop, UV_RUN_DEFAULT);
         rc = 1;
         goto out;
@@ -235,3 +267,6 @@ out:
     td_tok_destroy(tok);
     return rc;
 }
+
+int cmd_serve(int argc, char **argv) { return serve(argc, argv, false); }
+int cmd_router(int argc, char **argv) { return serve(argc, argv, true); }

@@ -15,9 +15,9 @@ int cmd_render_chat(int argc, char **argv);  /* cmd_render_chat.c */
 
 static const subcommand subcommands[] = {
     {"serve",    cmd_serve,    "router + prefill + decode on this machine (embedded default)"},
-    {"router",   cmd_not_yet,  "HTTP front door (OpenAI / Anthropic APIs)"},
-    {"prefill",  cmd_not_yet,  "prefill worker"},
-    {"decode",   cmd_not_yet,  "decode worker"},
+    {"router",   cmd_router,   "HTTP front door; prefill/decode workers register with it"},
+    {"prefill",  cmd_prefill,  "prefill worker (registers with a router)"},
+    {"decode",   cmd_decode,   "decode worker (registers with a router)"},
     {"generate", cmd_generate, "generate text from a prompt, streamed to stdout"},
     {"logits",   cmd_logits,   "write float32 logits for every position of a prompt"},
     {"tokenize", cmd_tokenize, "print token ids of a text (or --decode ids)"},

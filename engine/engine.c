@@ -24,6 +24,7 @@
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/sample.h"
+#include "model/state.h"
 #include "model/weights.h"
 
 typedef struct ereq {
@@ -37,6 +38,13 @@ typedef struct ereq {
     int64_t max_tokens;
     td_router_sampling sampling;
     char *session_id;            /* NULL = none; kept for a future scheduler */
+    /* worker modes (td_engine_req) */
+    td_engine_state_fn on_state;
+    const void *state;           /* resume from these bytes; NULL = prefill the prompt */
+    size_t state_len;
+    int32_t first_token;
+    void (*release_state)(void *arg);
+    void *state_arg;
     /* engine thread only */
     td_v4_seq *seq;
     td_sampler *smp;
@@ -52,10 +60,13 @@ typedef struct {
     uint64_t id;
 } cmd;
 
-typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED } ev_kind;
+typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE } ev_kind;
 typedef struct {
     ev_kind kind;
     int32_t token;
+    void *state;                 /* EV_STATE: handed to on_state */
+    size_t state_len;
+    td_engine_state_fn on_state;
     td_router_finish why;
     td_err err;
     td_router_gen_cb cb;
@@ -155,6 +166,9 @@ static void deliver(td_engine *e)
         case EV_FINISH:
             ev->cb.on_finish(ev->cb.arg, ev->why, ev->err);
             break;
+        case EV_STATE:
+            ev->on_state(ev->cb.arg, ev->state, ev->state_len);
+            break;
         case EV_LOADED:
             if (e->opts.on_loaded)
                 e->opts.on_loaded(e->opts.arg, e->load_err[0] ? e->load_err : NULL);
@@ -168,8 +182,17 @@ static void on_async(uv_async_t *a) { deliver(a->data); }
 
 /* ---- the engine thread ------------------------------------------------------ */
 
+/* The decode worker's receive buffer goes back as soon as nothing reads it. */
+static void release_state(ereq *r)
+{
+    if (r->state && r->release_state)
+        r->release_state(r->state_arg);
+    r->state = NULL;
+}
+
 static void ereq_free(ereq *r)
 {
+    release_state(r);
     td_v4_seq_destroy(r->seq);
     td_sampler_destroy(r->smp);
     free(r->prompt);
@@ -242,12 +265,32 @@ static bool has_work(const td_engine *e)
     return false;
 }
 
+/* A request that continues from a state another process prefilled: load
+ * it and carry on as if this engine had sampled the first token. */
+static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
+{
+    (void)e;
+    td_err er = td_v4_seq_load(r->seq, r->state, r->state_len, err, errlen);
+    release_state(r);
+    if (er)
+        return er;
+    if (td_v4_seq_len(r->seq) != (int64_t)r->n_prompt)
+        return td_errf(err, errlen, TD_ECORRUPT, "state covers %lld tokens, the request %zu",
+                       (long long)td_v4_seq_len(r->seq), r->n_prompt);
+    r->prefilled = r->n_prompt;
+    r->last = r->first_token;
+    r->generated = 1;
+    td_sampler_skip(r->smp);
+    return TD_OK;
+}
+
 /* Moves waiting requests into the batch while there is room. */
 static void admit(td_engine *e)
 {
     char err[256];
     while (e->waiting && e->nrunning < e->opts.max_batch) {
         ereq *r = e->waiting;
+        err[0] = '\0';
         td_sample_opts so = {.temperature = r->sampling.temperature,
                              .top_p = r->sampling.top_p, .top_k = r->sampling.top_k,
                              .seed = r->sampling.seed};
@@ -255,9 +298,11 @@ static void admit(td_engine *e)
                                      err, sizeof err);
         if (!er)
             er = td_sampler_create(&r->smp, e->vocab, &so);
+        if (!er && r->state)
+            er = resume(e, r, err, sizeof err);
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
-                   (unsigned long long)r->id, td_strerror(er));
+                   (unsigned long long)r->id, err[0] ? err : td_strerror(er));
             finish(e, &e->waiting, r, TD_ROUTER_FINISH_ERROR, er);
             continue;
         }
@@ -277,6 +322,24 @@ static bool is_stop(const ereq *r, int32_t t)
         if (r->stop_ids[i] == t)
             return true;
     return false;
+}
+
+/* A prefill worker's request ends here: its state goes to the loop thread
+ * (and from there over UCX), the memory of the sequence is freed with it. */
+static td_err hand_over_state(td_engine *e, ereq *r)
+{
+    size_t n = td_v4_seq_state_size(r->seq), w = 0;
+    void *buf = malloc(n);
+    if (!buf)
+        return TD_ENOMEM;
+    td_err er = td_v4_seq_save(r->seq, buf, n, &w);
+    if (er) {
+        free(buf);
+        return er;
+    }
+    emit(e, (event){.kind = EV_STATE, .state = buf, .state_len = w, .on_state = r->on_state,
+                    .cb = r->cb});
+    return TD_OK;
 }
 
 /* One iteration: one forward call over every runnable request. */
@@ -331,8 +394,10 @@ static void step(td_engine *e)
         }
         emit(e, (event){.kind = EV_TOKEN, .token = t, .cb = r->cb});
         r->last = t;
-        if (++r->generated == r->max_tokens)
-            finish(e, &e->running, r, TD_ROUTER_FINISH_LENGTH, TD_OK);
+        if (++r->generated == r->max_tokens) {
+            td_err se = r->on_state ? hand_over_state(e, r) : TD_OK;
+            finish(e, &e->running, r, se ? TD_ROUTER_FINISH_ERROR : TD_ROUTER_FINISH_LENGTH, se);
+        }
     }
 }
 
@@ -437,26 +502,38 @@ static int64_t eng_context_len(void *ctx)
     return atomic_load(&e->ready) ? atomic_load(&e->ctx_len) : 0;
 }
 
-static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_gen_cb *cb,
-                         uint64_t *id)
+td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_gen_cb *cb,
+                        uint64_t *id)
 {
-    td_engine *e = ctx;
+    const td_router_gen_req *q = &x->gen;
     if (!atomic_load(&e->ready))
         return TD_EBUSY;
     if (q->n_prompt == 0 || q->max_tokens < 1 || !cb->on_token || !cb->on_finish)
+        return TD_EINVAL;
+    if ((x->state && (x->on_state || x->first_token < 0)) ||
+        (!x->state && !q->prompt) || (x->on_state && q->max_tokens != 1))
         return TD_EINVAL;
     if ((int64_t)q->n_prompt + q->max_tokens > atomic_load(&e->ctx_len))
         return TD_ETOOLONG;
     ereq *r = calloc(1, sizeof *r);
     if (!r)
         return TD_ENOMEM;
-    r->prompt = malloc(q->n_prompt * sizeof *r->prompt);
+    /* A resumed request's prompt is in its state already. */
+    r->state = x->state;
+    r->state_len = x->state_len;
+    r->first_token = x->first_token;
+    r->release_state = x->release_state;
+    r->state_arg = x->state_arg;
+    r->on_state = x->on_state;
+    r->prompt = x->state ? NULL : malloc(q->n_prompt * sizeof *r->prompt);
     r->stop_ids = malloc((q->n_stop_ids ? q->n_stop_ids : 1) * sizeof *r->stop_ids);
-    if (!r->prompt || !r->stop_ids) {
+    if ((!x->state && !r->prompt) || !r->stop_ids) {
+        r->state = NULL;  /* on error nothing is called back */
         ereq_free(r);
         return TD_ENOMEM;
     }
-    memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
+    if (r->prompt)
+        memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
     if (q->n_stop_ids)
         memcpy(r->stop_ids, q->stop_ids, q->n_stop_ids * sizeof *r->stop_ids);
     r->n_prompt = q->n_prompt;
@@ -464,6 +541,7 @@ static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_
     r->max_tokens = q->max_tokens;
     r->sampling = q->sampling;
     if (q->session_id && !(r->session_id = strdup(q->session_id))) {
+        r->state = NULL;
         ereq_free(r);
         return TD_ENOMEM;
     }
@@ -482,11 +560,29 @@ static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_
     }
     pthread_mutex_unlock(&e->mu);
     if (stopping) {
+        r->state = NULL;
         ereq_free(r);
         return TD_ECLOSED;
     }
     *id = r->id;
     return TD_OK;
+}
+
+static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_gen_cb *cb,
+                         uint64_t *id)
+{
+    td_engine_req x = {.gen = *q};
+    return td_engine_submit(ctx, &x, cb, id);
+}
+
+size_t td_engine_state_size(td_engine *e, int64_t tokens)
+{
+    return atomic_load(&e->ready) ? td_v4_state_size_at(e->m, tokens, 0) : 0;
+}
+
+uint64_t td_engine_fingerprint(td_engine *e)
+{
+    return atomic_load(&e->ready) ? td_v4_layout_fingerprint(td_v4_model_config(e->m)) : 0;
 }
 
 static void command(td_engine *e, cmd_kind kind, uint64_t id)

@@ -36,6 +36,39 @@ typedef struct {
     void *arg;
 } td_engine_opts;
 
+/* Called on the loop thread with a prefilled request's saved state
+ * (docs/kv-layout.md), which it now owns (free()), before on_finish. */
+typedef void (*td_engine_state_fn)(void *arg, void *state, size_t len);
+
+/* What a worker process asks of the engine beyond the router's interface. */
+typedef struct {
+    td_router_gen_req gen;
+    /* Prefill worker: with gen.max_tokens == 1, once the first token is
+     * sampled (and is not a stop id) the sequence's state is saved and
+     * handed to on_state; the request then finishes with LENGTH. */
+    td_engine_state_fn on_state;
+    /* Decode worker: the request continues from state[0..state_len), a
+     * saved state covering exactly gen.n_prompt tokens (gen.prompt may be
+     * NULL), with first_token (sampled by the prefill worker with the same
+     * seed) as its first generated token: it is fed next and not reported
+     * again. The bytes are borrowed until release_state(state_arg), which
+     * the engine calls from any thread once it has read them or will not
+     * (cancel, error), exactly once if submit returned TD_OK. */
+    const void *state;
+    size_t state_len;
+    int32_t first_token;
+    void (*release_state)(void *arg);
+    void *state_arg;
+} td_engine_req;
+
+td_err td_engine_submit(td_engine *e, const td_engine_req *req, const td_router_gen_cb *cb,
+                        uint64_t *id);
+/* Bytes of the saved state of a `tokens`-long prompt (what a decode worker
+ * reserves before prefill ships it), and the layout fingerprint; 0 until
+ * the model is loaded. */
+size_t td_engine_state_size(td_engine *e, int64_t tokens);
+uint64_t td_engine_fingerprint(td_engine *e);
+
 /* Starts the engine thread (which loads the model). Called on the loop
  * thread; loop must outlive the engine. */
 td_err td_engine_create(td_engine **out, uv_loop_t *loop, const td_engine_opts *opts,

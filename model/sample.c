@@ -86,6 +86,12 @@ static void sort_desc(int32_t *idx, const float *logit, int n)
         }
 }
 
+void td_sampler_skip(td_sampler *s)
+{
+    if (s->o.temperature != 0.0f)
+        (void)uniform01(s);  /* a pick draws exactly one number */
+}
+
 int32_t td_sampler_pick(td_sampler *s, const float *logits)
 {
     int V = s->vocab;

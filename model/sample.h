@@ -21,4 +21,9 @@ void   td_sampler_destroy(td_sampler *s);
 /* Picks a token from logits[vocab] (not modified). */
 int32_t td_sampler_pick(td_sampler *s, const float *logits);
 
+/* Leaves s as one td_sampler_pick would, whatever the logits: a decode
+ * worker continues the stream of a request whose first token another
+ * process sampled with the same seed. */
+void   td_sampler_skip(td_sampler *s);
+
 #endif

@@ -26,7 +26,7 @@
 #include "model/state.h"
 
 #define MAGIC 0x564b4454u   /* "TDKV" */
-#define VERSION 1u
+#define VERSION TD_V4_STATE_LAYOUT
 #define HEADER_BYTES 64
 
 uint64_t td_v4_layout_fingerprint(const td_v4_config *c)
@@ -61,12 +61,10 @@ typedef struct {
     int d, dI;
 } layer_plan;
 
-static layer_plan plan(const td_v4_seq *s, int l)
+static layer_plan plan_at(const td_v4_model *m, int R, int64_t pos)
 {
-    const td_v4_config *c = &s->m->c;
+    const td_v4_config *c = &m->c;
     layer_plan p = {0};
-    int R = s->layer[l].ratio;
-    int64_t pos = layer_pos(s, l);
     p.win = pos < c->window ? pos : c->window;
     p.d = c->head_dim;
     p.dI = c->index_head_dim;
@@ -84,9 +82,13 @@ static layer_plan plan(const td_v4_seq *s, int l)
     return p;
 }
 
-static size_t layer_bytes(const td_v4_seq *s, const layer_plan *p, int R)
+static layer_plan plan(const td_v4_seq *s, int l)
 {
-    const td_v4_model *m = s->m;
+    return plan_at(s->m, s->layer[l].ratio, layer_pos(s, l));
+}
+
+static size_t layer_bytes(const td_v4_model *m, const layer_plan *p, int R)
+{
     size_t b = (size_t)(p->win + p->comp) * m->rec + (size_t)p->ikey * m->ikrec;
     if (R > 0) {
         int w = td_v4_is_csa(R) ? 2 * p->d : p->d;
@@ -102,7 +104,19 @@ size_t td_v4_seq_state_size(const td_v4_seq *s)
     size_t b = HEADER_BYTES + 8;
     for (int l = 0; l < s->nlayers; l++) {
         layer_plan p = plan(s, l);
-        b += layer_bytes(s, &p, s->layer[l].ratio);
+        b += layer_bytes(s->m, &p, s->layer[l].ratio);
+    }
+    return b;
+}
+
+size_t td_v4_state_size_at(const td_v4_model *m, int64_t pos, int64_t mtp_pos)
+{
+    const td_v4_config *c = &m->c;
+    size_t b = HEADER_BYTES + 8;
+    for (int l = 0; l < c->n_layers + c->n_mtp_layers; l++) {
+        int R = c->compress_ratios[l];
+        layer_plan p = plan_at(m, R, l >= c->n_layers ? mtp_pos : pos);
+        b += layer_bytes(m, &p, R);
     }
     return b;
 }

@@ -9,11 +9,18 @@
 
 #include "model/model.h"
 
+/* The layout version td_v4_seq_save writes (docs/kv-layout.md). */
+#define TD_V4_STATE_LAYOUT 1u
+
 /* A hash of the model geometry the layout depends on. */
 uint64_t td_v4_layout_fingerprint(const td_v4_config *c);
 
 /* Bytes td_v4_seq_save writes for the sequence as it is now. */
 size_t td_v4_seq_state_size(const td_v4_seq *s);
+/* What td_v4_seq_state_size gives for a sequence of the model that has
+ * processed pos tokens (its MTP block mtp_pos): a receiver sizes its buffer
+ * with it before the state exists. */
+size_t td_v4_state_size_at(const td_v4_model *m, int64_t pos, int64_t mtp_pos);
 /* TD_ERANGE if cap is too small. */
 td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written);
 /* Checks magic, version, geometry, length and checksum before touching s:

@@ -130,6 +130,8 @@ td_err td_ctl_validate(const td_ctl_msg *e, char *err, size_t errlen)
             FAIL("prefill: bad session or worker id");
         if (m->decode_ucx_address.len > TD_CTL_MAX_ADDRESS)
             FAIL("prefill: decode_ucx_address of %zu bytes", m->decode_ucx_address.len);
+        if (m->kv_ticket.len > TD_CTL_MAX_ADDRESS)
+            FAIL("prefill: kv_ticket of %zu bytes", m->kv_ticket.len);
         if ((r = check_tokens(m->token_ids, m->n_token_ids, 1, "prefill", err, errlen)))
             return r;
         return check_sampling(m->sampling, "prefill", err, errlen);
@@ -147,6 +149,17 @@ td_err td_ctl_validate(const td_ctl_msg *e, char *err, size_t errlen)
     case TANDEM__CTL__ENVELOPE__BODY_CANCEL:
         if (e->cancel->request_id == 0)
             FAIL("cancel: request_id missing");
+        return TD_OK;
+    case TANDEM__CTL__ENVELOPE__BODY_KV_TICKET:
+        if (e->kv_ticket->request_id == 0)
+            FAIL("kv_ticket: request_id missing");
+        if (e->kv_ticket->ticket.len == 0 || e->kv_ticket->ticket.len > TD_CTL_MAX_ADDRESS)
+            FAIL("kv_ticket: ticket of %zu bytes (allowed 1..%d)", e->kv_ticket->ticket.len,
+                 TD_CTL_MAX_ADDRESS);
+        return TD_OK;
+    case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
+        if (e->pause->request_id == 0)
+            FAIL("pause: request_id missing");
         return TD_OK;
     case TANDEM__CTL__ENVELOPE__BODY_DRAIN:
         if (!valid_id(e->drain->worker_id, 0))

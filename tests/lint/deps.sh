@@ -15,11 +15,15 @@ allowed() {
         engine)    echo "common kernels model tokenizer router" ;;
         router)    echo "common tokenizer proto" ;;
         transport) echo "common proto" ;;
+        cluster)   echo "common proto transport router" ;;
+        worker)    echo "common proto transport" ;;
+        prefill)   echo "common proto transport kernels model engine router worker" ;;
+        decode)    echo "common proto transport kernels model engine router worker" ;;
         *)         echo "*" ;;
     esac
 }
 fail=0
-for mod in common proto kernels tokenizer model bench engine router transport; do
+for mod in common proto kernels tokenizer model bench engine router transport cluster worker prefill decode; do
     [ -d "$mod" ] || continue
     ok=$(allowed "$mod")
     for f in $(find "$mod" -name '*.c' -o -name '*.h' -o -name '*.cu'); do
@@ -33,8 +37,8 @@ for mod in common proto kernels tokenizer model bench engine router transport; d
     done
 done
 # The router never links the model, kernels, UCX or CUDA.
-if grep -rlE '#include <(ucp/|cuda|nccl)' router 2>/dev/null; then
-    echo "router/ includes UCX or CUDA headers"; fail=1
+if grep -rlE '#include <(ucp/|cuda|nccl)' router cluster 2>/dev/null; then
+    echo "router/ or cluster/ includes UCX or CUDA headers"; fail=1
 fi
 [ $fail = 0 ] && echo "module dependencies are one-way"
 exit $fail

@@ -34,6 +34,8 @@ enum {
 typedef struct {
     uint32_t magic, layout_version;
     uint64_t id, fingerprint, tokens, total_bytes, checksum;
+    int32_t first_token;
+    uint32_t pad;
 } wire_complete;
 
 typedef struct {
@@ -114,10 +116,12 @@ uint64_t td_xfer_checksum(const void *buf, size_t len)
     return XXH3_64bits(buf, len);
 }
 
-void td_xfer_progress(td_xfer_ctx *ctx)
+unsigned td_xfer_progress(td_xfer_ctx *ctx)
 {
-    while (ucp_worker_progress(ctx->worker))
-        ;
+    unsigned n = 0, k;
+    while ((k = ucp_worker_progress(ctx->worker)))
+        n += k;
+    return n;
 }
 
 /* Progresses until req completes or the deadline passes. A request that
@@ -172,6 +176,7 @@ static ucs_status_t on_complete(void *arg, const void *header, size_t header_len
         .transfer_id = w.id, .layout_version = w.layout_version,
         .fingerprint = w.fingerprint, .tokens = w.tokens,
         .total_bytes = w.total_bytes, .checksum = w.checksum,
+        .first_token = w.first_token,
     };
     r->reply_ep = (param->recv_attr & UCP_AM_RECV_ATTR_FIELD_REPLY_EP) ? param->reply_ep : NULL;
     r->arrived = 1;
@@ -449,6 +454,40 @@ static td_err verify(td_xfer_recv *r)
     return TD_OK;
 }
 
+/* Verifies what arrived and tells the sender the verdict. */
+static void conclude(td_xfer_recv *r, int64_t deadline)
+{
+    td_xfer_ctx *ctx = r->ctx;
+    r->verdict = verify(r);
+    r->done = 1;
+    if (r->verdict)
+        td_log(TD_LOG_ERROR, "xfer: transfer %llu refused: %s",
+               (unsigned long long)r->id, r->msg);
+    /* Tell the sender, so it releases its buffer now rather than at the
+     * end of its lease. A lost ack costs the sender a timeout only. */
+    if (r->reply_ep) {
+        wire_ack a = { .magic = ACK_MAGIC, .status = (uint32_t)r->verdict, .id = r->id };
+        ucp_request_param_t p = { .op_attr_mask = 0 };
+        void *req = ucp_am_send_nbx(r->reply_ep, AM_ACK, &a, sizeof a, r->msg,
+                                    strlen(r->msg), &p);
+        int64_t ack_deadline = now_ms() + 1000;
+        ucs_status_t st = wait_req(ctx, req, ack_deadline > deadline ? ack_deadline : deadline);
+        if (st != UCS_OK)
+            td_log(TD_LOG_WARN, "xfer: ack for transfer %llu not sent: %s",
+                   (unsigned long long)r->id, ucs_status_string(st));
+    }
+}
+
+static td_err verdict(td_xfer_recv *r, td_xfer_desc *got, char *err, size_t errlen)
+{
+    if (r->verdict)
+        return td_errf(err, errlen, r->verdict, "transfer %llu refused: %s",
+                       (unsigned long long)r->id, r->msg);
+    if (got)
+        *got = r->got;
+    return TD_OK;
+}
+
 td_err td_xfer_recv_wait(td_xfer_recv *r, int timeout_ms, td_xfer_desc *got,
                          char *err, size_t errlen)
 {
@@ -465,31 +504,20 @@ td_err td_xfer_recv_wait(td_xfer_recv *r, int timeout_ms, td_xfer_desc *got,
             ucp_worker_progress(ctx->worker);
             continue;
         }
-        r->verdict = verify(r);
-        r->done = 1;
-        if (r->verdict)
-            td_log(TD_LOG_ERROR, "xfer: transfer %llu refused: %s",
-                   (unsigned long long)r->id, r->msg);
-        /* Tell the sender, so it releases its buffer now rather than at the
-         * end of its lease. A lost ack costs the sender a timeout only. */
-        if (r->reply_ep) {
-            wire_ack a = { .magic = ACK_MAGIC, .status = (uint32_t)r->verdict, .id = r->id };
-            ucp_request_param_t p = { .op_attr_mask = 0 };
-            void *req = ucp_am_send_nbx(r->reply_ep, AM_ACK, &a, sizeof a, r->msg,
-                                        strlen(r->msg), &p);
-            int64_t ack_deadline = now_ms() + 1000;
-            ucs_status_t st = wait_req(ctx, req, ack_deadline > deadline ? ack_deadline : deadline);
-            if (st != UCS_OK)
-                td_log(TD_LOG_WARN, "xfer: ack for transfer %llu not sent: %s",
-                       (unsigned long long)r->id, ucs_status_string(st));
-        }
+        conclude(r, deadline);
     }
-    if (r->verdict)
-        return td_errf(err, errlen, r->verdict, "transfer %llu refused: %s",
-                       (unsigned long long)r->id, r->msg);
-    if (got)
-        *got = r->got;
-    return TD_OK;
+    return verdict(r, got, err, errlen);
+}
+
+td_err td_xfer_recv_poll(td_xfer_recv *r, td_xfer_desc *got, char *err, size_t errlen)
+{
+    if (!r)
+        return TD_EINVAL;
+    if (!r->done && !r->arrived)
+        return TD_EBUSY;
+    if (!r->done)
+        conclude(r, now_ms());
+    return verdict(r, got, err, errlen);
 }
 
 void td_xfer_recv_close(td_xfer_recv *r)
@@ -686,6 +714,7 @@ td_err td_xfer_send_finish(td_xfer_send *s, const td_xfer_desc *desc, int lease_
         .magic = COMPLETE_MAGIC, .layout_version = desc->layout_version, .id = s->id,
         .fingerprint = desc->fingerprint, .tokens = desc->tokens,
         .total_bytes = desc->total_bytes, .checksum = desc->checksum,
+        .first_token = desc->first_token,
     };
     if (desc->transfer_id != s->id)
         td_log(TD_LOG_WARN, "xfer: descriptor names transfer %llu, ticket %llu: using the ticket's",

@@ -36,6 +36,7 @@ typedef struct {
     uint64_t tokens;
     uint64_t total_bytes;
     uint64_t checksum;       /* XXH3-64 of the total_bytes state bytes */
+    int32_t first_token;     /* KvReady.first_token: carried, not checked */
 } td_xfer_desc;
 
 typedef struct {
@@ -58,8 +59,9 @@ void td_xfer_ctx_destroy(td_xfer_ctx *ctx);
  * stays valid until the context is destroyed. */
 td_err td_xfer_ctx_address(const td_xfer_ctx *ctx, const void **addr, size_t *len);
 
-/* One non-blocking round of UCX progress. */
-void td_xfer_progress(td_xfer_ctx *ctx);
+/* Non-blocking UCX progress until nothing is left to do; returns how much
+ * happened (0: idle, so a poller may nap). */
+unsigned td_xfer_progress(td_xfer_ctx *ctx);
 
 /* XXH3-64 of a buffer: the descriptor's checksum. */
 uint64_t td_xfer_checksum(const void *buf, size_t len);
@@ -106,6 +108,10 @@ td_err td_xfer_recv_ticket(const td_xfer_recv *r, const void **ticket, size_t *l
  * (TD_ETIMEDOUT). */
 td_err td_xfer_recv_wait(td_xfer_recv *r, int timeout_ms, td_xfer_desc *got,
                          char *err, size_t errlen);
+
+/* As td_xfer_recv_wait without waiting: TD_EBUSY while the completion has
+ * not arrived. Call td_xfer_progress between polls. */
+td_err td_xfer_recv_poll(td_xfer_recv *r, td_xfer_desc *got, char *err, size_t errlen);
 
 /* Unregisters the buffer. Safe at any point, also after a timeout. */
 void td_xfer_recv_close(td_xfer_recv *r);

@@ -151,6 +151,7 @@ static void saved_state_continues(void)
         td_v4_seq *s = new_seq(m, NTOK);
         float *head = run_pieces(m, s, tokens, cut, cut);
         size_t n = td_v4_seq_state_size(s), w = 0;
+        TD_CHECK(td_v4_state_size_at(m, cut, 0) == n);  /* what a receiver sizes */
         uint8_t *buf = malloc(n);
         TD_CHECK(td_v4_seq_save(s, buf, n, &w) == TD_OK && w == n);
         td_v4_seq *r = new_seq(m, NTOK);

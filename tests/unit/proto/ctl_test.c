@@ -103,6 +103,31 @@ static void every_kind_round_trips(void)
     m = round_trip(&env, err, sizeof err);
     TD_CHECK(m && m->cancel->request_id == 42);
     td_ctl_free(m);
+
+    uint8_t tk[40];
+    memset(tk, 7, sizeof tk);
+    Tandem__Ctl__KvTicket kt = TANDEM__CTL__KV_TICKET__INIT;
+    kt.request_id = 42;
+    kt.ticket = (ProtobufCBinaryData){sizeof tk, tk};
+    kt.capacity_bytes = 1u << 20;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_TICKET;
+    env.kv_ticket = &kt;
+    m = round_trip(&env, err, sizeof err);
+    TD_CHECK(m && m->kv_ticket->ticket.len == sizeof tk && m->kv_ticket->ticket.data[39] == 7);
+    td_ctl_free(m);
+    kt.ticket.len = 0;  /* a ticket is never empty */
+    uint8_t *buf;
+    size_t len;
+    TD_CHECK(td_ctl_encode(&env, &buf, &len, err, sizeof err) == TD_ECORRUPT);
+
+    Tandem__Ctl__Pause pa = TANDEM__CTL__PAUSE__INIT;
+    pa.request_id = 42;
+    pa.paused = 1;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_PAUSE;
+    env.pause = &pa;
+    m = round_trip(&env, err, sizeof err);
+    TD_CHECK(m && m->pause->paused);
+    td_ctl_free(m);
 }
 
 static td_err decode_bytes(const uint8_t *b, size_t n, char *err, size_t errlen)

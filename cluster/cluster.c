@@ -1,0 +1,704 @@
+/* The router's side of disaggregated serving (cluster/cluster.h).
+ *
+ * A request's placement ("attempt") has its own wire id, so a late message
+ * from an abandoned attempt (a retry after a worker died) never lands in the
+ * new one. Phases of an attempt:
+ *   TICKET   DecodeRequest sent; waiting for the decode worker's KvTicket
+ *   PREFILL  PrefillRequest sent (with the ticket); waiting for KvReady
+ *   DECODE   first token delivered; TokenChunks stream from decode
+ * Decode may start sending tokens before KvReady reaches us (two sockets):
+ * those wait in `early` until the first token is out. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cluster/cluster.h"
+#include "common/log.h"
+#include "transport/ctl/ctl_link.h"
+#include "transport/ctl/mailbox.h"
+
+enum { SEND_TIMEOUT_MS = 1000 };
+
+typedef struct wkr {
+    struct wkr *next;
+    char *id, *url;
+    Tandem__Ctl__Role role;
+    td_ctl_out *out;
+    uint8_t *ucx;
+    size_t ucx_len;
+    uint64_t fingerprint, max_context, kv_free;
+    uint32_t running, waiting;
+    bool draining;
+    uint64_t last_seen;          /* uv_now */
+    int assigned;                /* attempts placed on it, not finished */
+} wkr;
+
+typedef enum { PH_TICKET, PH_PREFILL, PH_DECODE } phase;
+
+typedef struct creq {
+    struct creq *next;
+    uint64_t id, wire;
+    td_router_gen_cb cb;
+    int32_t *prompt, *stops;
+    size_t n_prompt, n_stop;
+    int64_t max_tokens;
+    td_router_sampling s;
+    char *session;
+    wkr *P, *D;
+    phase ph;
+    uint64_t next_index;
+    int attempts;
+    bool cancelled, paused;
+    int32_t *early;              /* decode's tokens that overtook KvReady */
+    size_t n_early, cap_early;
+    int early_finish;            /* a FinishReason that overtook it; 0 none */
+    char early_error[256];
+} creq;
+
+struct td_cluster {
+    td_cluster_opts o;
+    uv_loop_t *loop;
+    td_ctl_in *in;
+    td_mbox *mbox;
+    uv_timer_t sweep;            /* heartbeat timeouts */
+    uv_timer_t cancels;          /* finishes cancelled requests off the caller's stack */
+    wkr *workers;
+    creq *reqs;
+    uint64_t next_id, next_wire;
+    uint64_t fingerprint;        /* of the first worker; others must match */
+    int closing;
+};
+
+/* ---- workers ---------------------------------------------------------------------- */
+
+static bool can_prefill(const wkr *w)
+{
+    return w->role == TANDEM__CTL__ROLE__ROLE_PREFILL || w->role == TANDEM__CTL__ROLE__ROLE_BOTH;
+}
+
+static bool can_decode(const wkr *w)
+{
+    return w->role == TANDEM__CTL__ROLE__ROLE_DECODE || w->role == TANDEM__CTL__ROLE__ROLE_BOTH;
+}
+
+void td_cluster_workers(const td_cluster *c, int *prefill, int *decode)
+{
+    *prefill = *decode = 0;
+    for (const wkr *w = c->workers; w; w = w->next) {
+        *prefill += can_prefill(w);
+        *decode += can_decode(w);
+    }
+}
+
+static wkr *find_worker(td_cluster *c, const char *id)
+{
+    for (wkr *w = c->workers; w; w = w->next)
+        if (!strcmp(w->id, id))
+            return w;
+    return NULL;
+}
+
+/* Least loaded by what we placed on it plus what it reports waiting. */
+static wkr *choose(td_cluster *c, bool (*can)(const wkr *))
+{
+    wkr *best = NULL;
+    long best_load = 0;
+    for (wkr *w = c->workers; w; w = w->next) {
+        if (!can(w) || w->draining)
+            continue;
+        long load = (long)w->assigned + (long)w->waiting;
+        if (!best || load < best_load) {
+            best = w;
+            best_load = load;
+        }
+    }
+    return best;
+}
+
+static td_err send_to(wkr *w, td_ctl_msg *m)
+{
+    char err[256];
+    td_err e = td_ctl_out_send(w->out, m, err, sizeof err);
+    if (e)
+        td_log(TD_LOG_WARN, "cluster: to worker %s: %s", w->id, err);
+    return e;
+}
+
+static void send_cancel(wkr *w, uint64_t wire)
+{
+    if (!w)
+        return;
+    Tandem__Ctl__Cancel cm = TANDEM__CTL__CANCEL__INIT;
+    cm.request_id = wire;
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_CANCEL;
+    env.cancel = &cm;
+    send_to(w, &env);
+}
+
+/* ---- requests ----------------------------------------------------------------------- */
+
+static void creq_free(creq *r)
+{
+    free(r->prompt);
+    free(r->stops);
+    free(r->session);
+    free(r->early);
+    free(r);
+}
+
+/* Ends the current attempt: the workers forget it (cancel), counts drop. */
+static void release_attempt(creq *r, bool tell)
+{
+    if (tell) {
+        send_cancel(r->P, r->wire);
+        send_cancel(r->D, r->wire);
+    }
+    if (r->P)
+        r->P->assigned--;
+    if (r->D)
+        r->D->assigned--;
+    r->P = r->D = NULL;
+    r->wire = 0;
+    r->n_early = 0;
+    r->early_finish = 0;
+}
+
+static void finish(td_cluster *c, creq *r, td_router_finish why, td_err err, bool tell)
+{
+    for (creq **pp = &c->reqs; *pp; pp = &(*pp)->next)
+        if (*pp == r) {
+            *pp = r->next;
+            break;
+        }
+    release_attempt(r, tell);
+    td_router_gen_cb cb = r->cb;
+    creq_free(r);
+    cb.on_finish(cb.arg, why, err);
+}
+
+static void fill_sampling(const creq *r, Tandem__Ctl__SamplingParams *sp, int64_t max_tokens)
+{
+    sp->temperature = r->s.temperature;
+    sp->top_p = r->s.top_p;
+    sp->top_k = (uint32_t)(r->s.top_k > 0 ? r->s.top_k : 0);
+    sp->seed = r->s.seed;
+    sp->max_tokens = (uint32_t)max_tokens;
+    sp->stop_token_ids = r->stops;
+    sp->n_stop_token_ids = r->n_stop;
+}
+
+static td_err send_prefill(creq *r, const ProtobufCBinaryData *ticket)
+{
+    Tandem__Ctl__SamplingParams sp = TANDEM__CTL__SAMPLING_PARAMS__INIT;
+    fill_sampling(r, &sp, 1);
+    Tandem__Ctl__PrefillRequest pr = TANDEM__CTL__PREFILL_REQUEST__INIT;
+    pr.request_id = r->wire;
+    pr.session_id = r->session ? r->session : "";
+    pr.token_ids = r->prompt;
+    pr.n_token_ids = r->n_prompt;
+    pr.sampling = &sp;
+    pr.decode_worker_id = r->D ? r->D->id : "";
+    if (r->D)
+        pr.decode_ucx_address = (ProtobufCBinaryData){r->D->ucx_len, r->D->ucx};
+    if (ticket)
+        pr.kv_ticket = *ticket;
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_PREFILL;
+    env.prefill = &pr;
+    r->ph = PH_PREFILL;
+    return send_to(r->P, &env);
+}
+
+/* Places a new attempt. TD_EBUSY when no worker of a kind is there. */
+static td_err place(td_cluster *c, creq *r)
+{
+    wkr *P = choose(c, can_prefill);
+    wkr *D = r->max_tokens > 1 ? choose(c, can_decode) : NULL;
+    if (!P || (r->max_tokens > 1 && !D))
+        return TD_EBUSY;
+    r->attempts++;
+    r->wire = ++c->next_wire;
+    r->P = P;
+    r->D = D;
+    P->assigned++;
+    r->next_index = 0;
+    if (!D)
+        return send_prefill(r, NULL);
+    D->assigned++;
+    Tandem__Ctl__SamplingParams sp = TANDEM__CTL__SAMPLING_PARAMS__INIT;
+    fill_sampling(r, &sp, r->max_tokens);
+    Tandem__Ctl__DecodeRequest dr = TANDEM__CTL__DECODE_REQUEST__INIT;
+    dr.request_id = r->wire;
+    dr.session_id = r->session ? r->session : "";
+    dr.sampling = &sp;
+    dr.prompt_tokens = r->n_prompt;
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_DECODE;
+    env.decode = &dr;
+    r->ph = PH_TICKET;
+    return send_to(D, &env);
+}
+
+/* The attempt failed before any token reached the client: try again
+ * elsewhere, or give up. */
+static void retry(td_cluster *c, creq *r, const char *why)
+{
+    td_log(TD_LOG_WARN, "cluster: request %llu: attempt %d failed: %s",
+           (unsigned long long)r->id, r->attempts, why);
+    release_attempt(r, true);
+    while (r->attempts < c->o.max_attempts) {
+        if (place(c, r) == TD_OK)
+            return;
+        release_attempt(r, true);
+        if (!choose(c, can_prefill) || !choose(c, can_decode))
+            break;
+    }
+    finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EIO, false);
+}
+
+static creq *find_wire(td_cluster *c, uint64_t wire)
+{
+    for (creq *r = c->reqs; r; r = r->next)
+        if (r->wire == wire)
+            return r;
+    return NULL;
+}
+
+static td_router_finish map_finish(Tandem__Ctl__FinishReason f)
+{
+    switch (f) {
+    case TANDEM__CTL__FINISH_REASON__FINISH_STOP: return TD_ROUTER_FINISH_STOP;
+    case TANDEM__CTL__FINISH_REASON__FINISH_LENGTH: return TD_ROUTER_FINISH_LENGTH;
+    case TANDEM__CTL__FINISH_REASON__FINISH_CANCELLED: return TD_ROUTER_FINISH_CANCELLED;
+    default: return TD_ROUTER_FINISH_ERROR;
+    }
+}
+
+/* Delivers decode's tokens in order; returns false once r is finished. */
+static bool deliver(td_cluster *c, creq *r, const int32_t *ids, size_t n, int fin,
+                    const char *error)
+{
+    for (size_t i = 0; i < n; i++) {
+        r->next_index++;
+        r->cb.on_token(r->cb.arg, ids[i]);
+    }
+    if (!fin)
+        return true;
+    if (fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR)
+        td_log(TD_LOG_ERROR, "cluster: request %llu: decode failed: %s",
+               (unsigned long long)r->id, error && error[0] ? error : "(no reason)");
+    finish(c, r, map_finish((Tandem__Ctl__FinishReason)fin),
+           fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR ? TD_EIO : TD_OK, false);
+    return false;
+}
+
+static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
+{
+    creq *r = find_wire(c, m->request_id);
+    if (!r)
+        return;  /* an abandoned attempt's, or cancelled */
+    int fin = m->finish;
+    if (r->ph == PH_DECODE) {
+        if (m->index != r->next_index) {
+            td_log(TD_LOG_ERROR, "cluster: request %llu: token %llu out of order (expected %llu)",
+                   (unsigned long long)r->id, (unsigned long long)m->index,
+                   (unsigned long long)r->next_index);
+            finish(c, r, TD_ROUTER_FINISH_ERROR, TD_ECORRUPT, true);
+            return;
+        }
+        deliver(c, r, m->token_ids, m->n_token_ids, fin, m->error);
+        return;
+    }
+    /* Before the first token. From prefill: the whole answer (max_tokens 1),
+     * a stop id as first token, or an error. From decode: early tokens, or
+     * an error. */
+    if (!r->D && fin == TANDEM__CTL__FINISH_REASON__FINISH_LENGTH && m->n_token_ids == 1) {
+        r->cb.on_token(r->cb.arg, m->token_ids[0]);
+        finish(c, r, TD_ROUTER_FINISH_LENGTH, TD_OK, false);
+    } else if (fin == TANDEM__CTL__FINISH_REASON__FINISH_STOP && m->n_token_ids == 0 &&
+               m->index == 0) {
+        finish(c, r, TD_ROUTER_FINISH_STOP, TD_OK, true);
+    } else if (fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR ||
+               fin == TANDEM__CTL__FINISH_REASON__FINISH_CANCELLED ||
+               (fin == TANDEM__CTL__FINISH_REASON__FINISH_LENGTH && m->index == 0)) {
+        if (fin == TANDEM__CTL__FINISH_REASON__FINISH_LENGTH)
+            finish(c, r, TD_ROUTER_FINISH_ERROR, TD_ETOOLONG, true);
+        else
+            retry(c, r, m->error && m->error[0] ? m->error : "worker error");
+    } else {
+        /* early tokens from decode, in order after the first */
+        size_t need = r->n_early + m->n_token_ids;
+        if (need > r->cap_early) {
+            size_t nc = need * 2 + 16;
+            int32_t *ne = realloc(r->early, nc * sizeof *ne);
+            if (!ne) {
+                finish(c, r, TD_ROUTER_FINISH_ERROR, TD_ENOMEM, true);
+                return;
+            }
+            r->early = ne;
+            r->cap_early = nc;
+        }
+        memcpy(r->early + r->n_early, m->token_ids, m->n_token_ids * sizeof *r->early);
+        r->n_early = need;
+        if (fin) {
+            r->early_finish = fin;
+            snprintf(r->early_error, sizeof r->early_error, "%s", m->error ? m->error : "");
+        }
+    }
+}
+
+static void on_kv_ticket(td_cluster *c, const Tandem__Ctl__KvTicket *m)
+{
+    creq *r = find_wire(c, m->request_id);
+    if (!r || r->ph != PH_TICKET)
+        return;
+    if (send_prefill(r, &m->ticket))
+        retry(c, r, "prefill worker unreachable");
+}
+
+static void on_kv_ready(td_cluster *c, const Tandem__Ctl__KvReady *m)
+{
+    creq *r = find_wire(c, m->request_id);
+    if (!r || r->ph != PH_PREFILL)
+        return;
+    if (m->model_fingerprint != c->fingerprint) {
+        finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EFORMAT, true);
+        return;
+    }
+    r->ph = PH_DECODE;
+    r->next_index = 1;
+    r->cb.on_token(r->cb.arg, m->first_token);
+    if (r->paused && r->D) {
+        Tandem__Ctl__Pause pm = TANDEM__CTL__PAUSE__INIT;
+        pm.request_id = r->wire;
+        pm.paused = 1;
+        td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+        env.body_case = TANDEM__CTL__ENVELOPE__BODY_PAUSE;
+        env.pause = &pm;
+        send_to(r->D, &env);
+    }
+    if (r->n_early || r->early_finish) {
+        size_t n = r->n_early;
+        r->n_early = 0;
+        deliver(c, r, r->early, n, r->early_finish, r->early_error);
+    }
+}
+
+static void drop_worker(td_cluster *c, wkr *w, const char *why)
+{
+    td_log(TD_LOG_WARN, "cluster: worker %s dropped: %s", w->id, why);
+    for (wkr **pp = &c->workers; *pp; pp = &(*pp)->next)
+        if (*pp == w) {
+            *pp = w->next;
+            break;
+        }
+    for (creq *r = c->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->P != w && r->D != w)
+            continue;
+        /* Do not tell the dead one anything. */
+        if (r->P == w) {
+            r->P = NULL;
+            w->assigned--;
+        }
+        if (r->D == w) {
+            r->D = NULL;
+            w->assigned--;
+        }
+        if (r->ph == PH_DECODE)
+            finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EIO, true);
+        else
+            retry(c, r, "worker lost");
+    }
+    td_ctl_out_close(w->out);
+    free(w->id);
+    free(w->url);
+    free(w->ucx);
+    free(w);
+}
+
+static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
+{
+    wkr *w = find_worker(c, m->worker_id);
+    if (w && strcmp(w->url, m->control_url)) {
+        drop_worker(c, w, "registered again from another address");
+        w = NULL;
+    }
+    if (!c->workers && !w)
+        c->fingerprint = m->model_fingerprint;
+    if (m->model_fingerprint != c->fingerprint) {
+        td_log(TD_LOG_ERROR, "cluster: worker %s refused: model fingerprint %016llx, the "
+               "cluster's is %016llx", m->worker_id, (unsigned long long)m->model_fingerprint,
+               (unsigned long long)c->fingerprint);
+        return;
+    }
+    if (!w) {
+        char err[256];
+        w = calloc(1, sizeof *w);
+        if (!w || !(w->id = strdup(m->worker_id)) || !(w->url = strdup(m->control_url)) ||
+            !(w->ucx = malloc(m->ucx_address.len + 1)) ||
+            td_ctl_out_open(&w->out, m->control_url, SEND_TIMEOUT_MS, err, sizeof err)) {
+            td_log(TD_LOG_ERROR, "cluster: cannot add worker %s", m->worker_id);
+            if (w) {
+                free(w->id);
+                free(w->url);
+                free(w->ucx);
+                free(w);
+            }
+            return;
+        }
+        memcpy(w->ucx, m->ucx_address.data, m->ucx_address.len);
+        w->ucx_len = m->ucx_address.len;
+        w->next = c->workers;
+        c->workers = w;
+        w->role = m->role;
+        td_log(TD_LOG_INFO, "cluster: worker %s (%s) at %s", w->id,
+               can_prefill(w) && can_decode(w) ? "prefill+decode"
+               : can_prefill(w) ? "prefill" : "decode", w->url);
+    }
+    w->role = m->role;
+    w->fingerprint = m->model_fingerprint;
+    w->max_context = m->max_context;
+    w->last_seen = uv_now(c->loop);
+}
+
+static void on_mail(void *arg, void *item)
+{
+    td_cluster *c = arg;
+    td_ctl_msg *m = item;
+    wkr *w;
+    switch (m->body_case) {
+    case TANDEM__CTL__ENVELOPE__BODY_REGISTER:
+        on_register(c, m->register_);
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_HEARTBEAT:
+        if ((w = find_worker(c, m->heartbeat->worker_id))) {
+            w->last_seen = uv_now(c->loop);
+            w->running = m->heartbeat->running;
+            w->waiting = m->heartbeat->waiting;
+            w->kv_free = m->heartbeat->kv_free_bytes;
+            w->draining = m->heartbeat->draining;
+        }
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_KV_TICKET:
+        on_kv_ticket(c, m->kv_ticket);
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_KV_READY:
+        on_kv_ready(c, m->kv_ready);
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_TOKENS:
+        on_tokens(c, m->tokens);
+        break;
+    default:
+        td_log(TD_LOG_WARN, "cluster: control message %d ignored", (int)m->body_case);
+    }
+    td_ctl_free(m);
+}
+
+static void on_recv(void *arg, td_ctl_msg *m)
+{
+    td_cluster *c = arg;
+    if (td_mbox_post(c->mbox, m))
+        td_ctl_free(m);
+}
+
+static void on_sweep(uv_timer_t *t)
+{
+    td_cluster *c = t->data;
+    uint64_t now = uv_now(c->loop);
+    for (wkr *w = c->workers, *next; w; w = next) {
+        next = w->next;
+        if (now - w->last_seen > (uint64_t)c->o.heartbeat_timeout_ms)
+            drop_worker(c, w, "no heartbeat");
+    }
+}
+
+static void on_cancels(uv_timer_t *t)
+{
+    td_cluster *c = t->data;
+    for (creq *r = c->reqs, *next; r; r = next) {
+        next = r->next;
+        if (r->cancelled)
+            finish(c, r, TD_ROUTER_FINISH_CANCELLED, TD_OK, true);
+    }
+}
+
+/* ---- the engine interface ------------------------------------------------------- */
+
+static bool cl_ready(void *ctx)
+{
+    td_cluster *c = ctx;
+    return choose(c, can_prefill) && choose(c, can_decode);
+}
+
+static int64_t cl_context_len(void *ctx)
+{
+    td_cluster *c = ctx;
+    int64_t n = 0;
+    for (wkr *w = c->workers; w; w = w->next)
+        if (!n || (int64_t)w->max_context < n)
+            n = (int64_t)w->max_context;
+    return cl_ready(ctx) ? n : 0;
+}
+
+static td_err cl_submit(void *ctx, const td_router_gen_req *q, const td_router_gen_cb *cb,
+                        uint64_t *id)
+{
+    td_cluster *c = ctx;
+    if (!cl_ready(c))
+        return TD_EBUSY;
+    if (q->n_prompt == 0 || q->max_tokens < 1 || !cb->on_token || !cb->on_finish)
+        return TD_EINVAL;
+    if ((int64_t)q->n_prompt + q->max_tokens > cl_context_len(c))
+        return TD_ETOOLONG;
+    creq *r = calloc(1, sizeof *r);
+    if (!r)
+        return TD_ENOMEM;
+    r->prompt = malloc(q->n_prompt * sizeof *r->prompt);
+    r->stops = malloc((q->n_stop_ids + 1) * sizeof *r->stops);
+    if (!r->prompt || !r->stops ||
+        (q->session_id && !(r->session = strdup(q->session_id)))) {
+        creq_free(r);
+        return TD_ENOMEM;
+    }
+    memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
+    if (q->n_stop_ids)
+        memcpy(r->stops, q->stop_ids, q->n_stop_ids * sizeof *r->stops);
+    r->n_prompt = q->n_prompt;
+    r->n_stop = q->n_stop_ids;
+    r->max_tokens = q->max_tokens;
+    r->s = q->sampling;
+    if (r->s.top_p <= 0.0f || r->s.top_p > 1.0f)
+        r->s.top_p = 1.0f;
+    r->cb = *cb;
+    r->id = ++c->next_id;
+    td_err e = place(c, r);
+    if (e) {
+        release_attempt(r, true);
+        creq_free(r);
+        return e == TD_EBUSY ? TD_EBUSY : TD_EIO;
+    }
+    r->next = c->reqs;
+    c->reqs = r;
+    *id = r->id;
+    return TD_OK;
+}
+
+static creq *find_id(td_cluster *c, uint64_t id)
+{
+    for (creq *r = c->reqs; r; r = r->next)
+        if (r->id == id)
+            return r;
+    return NULL;
+}
+
+static void cl_cancel(void *ctx, uint64_t id)
+{
+    td_cluster *c = ctx;
+    creq *r = find_id(c, id);
+    if (!r || r->cancelled)
+        return;
+    r->cancelled = true;
+    uv_timer_start(&c->cancels, on_cancels, 0, 0);
+}
+
+static void cl_pause(void *ctx, uint64_t id, bool paused)
+{
+    td_cluster *c = ctx;
+    creq *r = find_id(c, id);
+    if (!r)
+        return;
+    r->paused = paused;
+    if (r->ph != PH_DECODE || !r->D)
+        return;
+    Tandem__Ctl__Pause pm = TANDEM__CTL__PAUSE__INIT;
+    pm.request_id = r->wire;
+    pm.paused = paused;
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_PAUSE;
+    env.pause = &pm;
+    send_to(r->D, &env);
+}
+
+static void cl_load(void *ctx, td_router_load *out)
+{
+    td_cluster *c = ctx;
+    *out = (td_router_load){0};
+    for (creq *r = c->reqs; r; r = r->next) {
+        if (r->ph == PH_DECODE)
+            out->running++;
+        else
+            out->waiting++;
+    }
+}
+
+td_router_engine td_cluster_interface(td_cluster *c)
+{
+    return (td_router_engine){.ctx = c, .ready = cl_ready, .context_len = cl_context_len,
+                              .submit = cl_submit, .cancel = cl_cancel, .pause = cl_pause,
+                              .load = cl_load};
+}
+
+/* ---- lifecycle ------------------------------------------------------------------- */
+
+const char *td_cluster_url(const td_cluster *c) { return td_ctl_in_url(c->in); }
+
+td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opts *o,
+                         char *err, size_t errlen)
+{
+    td_cluster *c = calloc(1, sizeof *c);
+    if (!c)
+        return td_errf(err, errlen, TD_ENOMEM, "out of memory");
+    c->o = *o;
+    if (!c->o.heartbeat_timeout_ms)
+        c->o.heartbeat_timeout_ms = 1500;
+    if (!c->o.max_attempts)
+        c->o.max_attempts = 3;
+    c->loop = loop;
+    td_err e = td_mbox_create(&c->mbox, loop, on_mail, c);
+    if (e) {
+        free(c);
+        return td_errf(err, errlen, e, "cannot create the cluster's mailbox");
+    }
+    e = td_ctl_in_open(&c->in, o->listen_url, on_recv, c, err, errlen);
+    if (e) {
+        td_mbox_destroy(c->mbox);
+        free(c);
+        return e;
+    }
+    uv_timer_init(loop, &c->sweep);
+    uv_timer_init(loop, &c->cancels);
+    c->sweep.data = c->cancels.data = c;
+    uint64_t every = (uint64_t)c->o.heartbeat_timeout_ms / 4 + 1;
+    uv_timer_start(&c->sweep, on_sweep, every, every);
+    *out = c;
+    return TD_OK;
+}
+
+static void on_timer_closed(uv_handle_t *h)
+{
+    td_cluster *c = h->data;
+    if (--c->closing == 0)
+        free(c);
+}
+
+void td_cluster_destroy(td_cluster *c)
+{
+    td_ctl_in_close(c->in);
+    td_mbox_destroy(c->mbox);  /* delivers what arrived */
+    while (c->reqs)
+        finish(c, c->reqs, TD_ROUTER_FINISH_CANCELLED, TD_OK, true);
+    while (c->workers) {
+        wkr *w = c->workers;
+        c->workers = w->next;
+        td_ctl_out_close(w->out);
+        free(w->id);
+        free(w->url);
+        free(w->ucx);
+        free(w);
+    }
+    c->closing = 2;
+    uv_close((uv_handle_t *)&c->sweep, on_timer_closed);
+    uv_close((uv_handle_t *)&c->cancels, on_timer_closed);
+}

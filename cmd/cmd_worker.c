@@ -1,0 +1,199 @@
+/* tandem prefill / tandem decode: the worker processes of disaggregated
+ * serving. Each loads the model, registers with the router given by
+ * --router and serves until SIGINT/SIGTERM. */
+#include <signal.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <uv.h>
+
+#include "cmd/args.h"
+#include "cmd/cmd.h"
+#include "decode/decode.h"
+#include "prefill/prefill.h"
+
+typedef struct {
+    bool decode;
+    const char *name;
+    const char *model_dir, *router_url, *listen_url, *id;
+    long threads, max_batch, heartbeat_ms, kv_capacity_mib;
+} worker_args;
+
+typedef struct {
+    uv_loop_t loop;
+    uv_signal_t sigint, sigterm;
+    td_prefill *prefill;
+    td_decode *decode;
+    const char *name;
+    int status;
+    bool stopping;
+} worker;
+
+static void usage(FILE *f, const char *name)
+{
+    fprintf(f,
+        "usage: tandem %s --router URL [--model DIR] [options]\n"
+        "\n"
+        "A %s worker: registers with the router's control listener (an nng URL such\n"
+        "as tcp://10.0.0.1:7100) and serves until SIGINT/SIGTERM.\n"
+        "\n"
+        "  --router URL          the router's worker listener (required)\n"
+        "  --listen URL          our control listener (default tcp://127.0.0.1:0)\n"
+        "  --model DIR           model directory (default models/tiny-v4)\n"
+        "  --id NAME             worker id (default %s-<pid>)\n"
+        "  --threads N           model threads (default: one per CPU)\n"
+        "  --max-batch N         sequences in the batch (default 16)\n"
+        "  --heartbeat-ms N      heartbeat interval (default 200)\n"
+        "%s"
+        "\n"
+        "UCX picks the KV transport (UCX_TLS, e.g. UCX_TLS=tcp across hosts without RDMA).\n",
+        name, name, name,
+        !strcmp(name, "decode") ? "  --kv-capacity-mib N   KV state held at once (default 8192)\n"
+                                : "");
+}
+
+static int parse(int argc, char **argv, worker_args *a)
+{
+    for (int i = 1; i < argc; i++) {
+        const char *o = argv[i];
+        if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
+            usage(stdout, a->name);
+            return -1;
+        }
+        const char *v = i + 1 < argc ? argv[i + 1] : NULL;
+        if (!v) {
+            fprintf(stderr, "tandem %s: %s needs a value\n", a->name, o);
+            return 2;
+        }
+        int bad = 0;
+        if (!strcmp(o, "--router")) a->router_url = v;
+        else if (!strcmp(o, "--listen")) a->listen_url = v;
+        else if (!strcmp(o, "--model")) a->model_dir = v;
+        else if (!strcmp(o, "--id")) a->id = v;
+        else if (!strcmp(o, "--threads")) bad = td_arg_long(v, 1, 1024, &a->threads);
+        else if (!strcmp(o, "--max-batch")) bad = td_arg_long(v, 1, 4096, &a->max_batch);
+        else if (!strcmp(o, "--heartbeat-ms"))
+            bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
+        else if (a->decode && !strcmp(o, "--kv-capacity-mib"))
+            bad = td_arg_long(v, 1, 1L << 30, &a->kv_capacity_mib);
+        else {
+            fprintf(stderr, "tandem %s: unknown option %s\n\n", a->name, o);
+            usage(stderr, a->name);
+            return 2;
+        }
+        if (bad) {
+            fprintf(stderr, "tandem %s: bad value for %s: %s\n", a->name, o, v);
+            return 2;
+        }
+        i++;
+    }
+    if (!a->router_url) {
+        fprintf(stderr, "tandem %s: --router URL is required\n\n", a->name);
+        usage(stderr, a->name);
+        return 2;
+    }
+    return 0;
+}
+
+static void closed(void *arg)
+{
+    worker *w = arg;
+    uv_close((uv_handle_t *)&w->sigint, NULL);
+    uv_close((uv_handle_t *)&w->sigterm, NULL);
+}
+
+static void stop(worker *w)
+{
+    if (w->stopping)
+        return;
+    w->stopping = true;
+    if (w->prefill)
+        td_prefill_destroy(w->prefill, closed, w);
+    else
+        td_decode_destroy(w->decode, closed, w);
+}
+
+static void on_signal(uv_signal_t *h, int signum)
+{
+    worker *w = h->data;
+    fprintf(stderr, "tandem %s: %s: stopping\n", w->name, signum == SIGINT ? "SIGINT" : "SIGTERM");
+    stop(w);
+}
+
+static void on_ready(void *arg, const char *err)
+{
+    worker *w = arg;
+    if (!err) {
+        fprintf(stderr, "tandem %s: ready\n", w->name);
+        return;
+    }
+    fprintf(stderr, "tandem %s: %s\n", w->name, err);
+    w->status = 1;
+    stop(w);
+}
+
+/* Endpoints with peer error handling unless UCX may use shared memory:
+ * over tcp it is what survives a dead peer (and avoids a crash of UCX 1.13's
+ * tcp transport seen without it); UCX 1.13 refuses shared memory with it. */
+static int peer_errors_from_env(void)
+{
+    const char *tls = getenv("UCX_TLS");
+    if (!tls || !*tls)
+        return 0;
+    static const char *const shm[] = {"all", "sm", "shm", "posix", "sysv", "xpmem", "cma",
+                                      "knem", "mm"};
+    for (size_t i = 0; i < sizeof shm / sizeof *shm; i++)
+        if (strstr(tls, shm[i]))
+            return 0;
+    return 1;
+}
+
+static int run(int argc, char **argv, bool decode)
+{
+    worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
+                     .model_dir = "models/tiny-v4"};
+    int rc = parse(argc, argv, &a);
+    if (rc)
+        return rc < 0 ? 0 : rc;
+    worker w = {.name = a.name};
+    uv_loop_init(&w.loop);
+    uv_signal_init(&w.loop, &w.sigint);
+    uv_signal_init(&w.loop, &w.sigterm);
+    w.sigint.data = w.sigterm.data = &w;
+    uv_signal_start(&w.sigint, on_signal, SIGINT);
+    uv_signal_start(&w.sigterm, on_signal, SIGTERM);
+    char err[512];
+    td_err e;
+    if (decode) {
+        td_decode_opts o = {.model_dir = a.model_dir, .router_url = a.router_url,
+                            .listen_url = a.listen_url, .worker_id = a.id,
+                            .nthreads = (int)a.threads, .max_batch = (int)a.max_batch,
+                            .heartbeat_ms = (int)a.heartbeat_ms,
+                            .ucx_peer_errors = peer_errors_from_env(),
+                            .kv_capacity = (uint64_t)a.kv_capacity_mib << 20,
+                            .on_ready = on_ready, .arg = &w};
+        e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
+    } else {
+        td_prefill_opts o = {.model_dir = a.model_dir, .router_url = a.router_url,
+                             .listen_url = a.listen_url, .worker_id = a.id,
+                             .nthreads = (int)a.threads, .max_batch = (int)a.max_batch,
+                             .heartbeat_ms = (int)a.heartbeat_ms,
+                             .ucx_peer_errors = peer_errors_from_env(),
+                             .on_ready = on_ready, .arg = &w};
+        e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
+    }
+    if (e) {
+        fprintf(stderr, "tandem %s: %s\n", a.name, err);
+        uv_close((uv_handle_t *)&w.sigint, NULL);
+        uv_close((uv_handle_t *)&w.sigterm, NULL);
+        w.status = 1;
+    }
+    uv_run(&w.loop, UV_RUN_DEFAULT);
+    if (uv_loop_close(&w.loop))
+        fprintf(stderr, "tandem %s: warning: handles left open at exit\n", a.name);
+    return w.status;
+}
+
+int cmd_prefill(int argc, char **argv) { return run(argc, argv, false); }
+int cmd_decode(int argc, char **argv) { return run(argc, argv, true); }

@@ -1,0 +1,531 @@
+/* The decode worker (decode/decode.h).
+ *
+ * A request's life, and who owns it when:
+ *   loop:     DecodeRequest -> job, OPEN command to the receiver
+ *   receiver: registers the buffer, fills the ticket, posts the job back
+ *   loop:     KvTicket to the router; job waits (the receiver polls it)
+ *   receiver: completion verified (or refused, or timed out): posts it back
+ *   loop:     submits it to the engine, which reads the state and releases
+ *             the buffer (a CLOSE command); tokens go to the router
+ * A job is in exactly one place at a time, so nothing is freed twice. */
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "common/log.h"
+#include "decode/decode.h"
+#include "engine/engine.h"
+#include "model/state.h"
+#include "transport/ctl/mailbox.h"
+#include "transport/xfer/xfer.h"
+#include "worker/ucx_thread.h"
+#include "worker/worker.h"
+
+typedef enum { PH_OPENED, PH_ARRIVED } phase;
+
+typedef struct djob {
+    struct djob *next;
+    td_decode *d;
+    uint64_t rid, eid;
+    uint64_t prompt_tokens;
+    uint32_t max_tokens;
+    td_router_sampling sampling;
+    int32_t *stop_ids;
+    size_t n_stop;
+    char *session_id;
+    size_t reserve;              /* state bytes held for it */
+    uint64_t index;              /* next token's position in the completion */
+    bool cancelled, in_engine;
+    phase ph;                    /* what the receiver posted last */
+    /* receiver side */
+    td_xfer_recv *recv;
+    int64_t deadline_ms;
+    td_xfer_desc got;
+    td_err err;
+    char msg[256];
+    uint8_t *ticket;
+    size_t ticket_len;
+} djob;
+
+typedef enum { CMD_OPEN, CMD_CANCEL, CMD_CLOSE } cmd_kind;
+typedef struct cmd {
+    struct cmd *next;
+    cmd_kind kind;
+    djob *job;
+    td_xfer_recv *recv;          /* CMD_CLOSE */
+} cmd;
+
+struct td_decode {
+    td_decode_opts o;
+    uv_loop_t *loop;
+    td_engine *engine;
+    td_router_engine ei;
+    td_wk *wk;
+    td_mbox *events;             /* receiver -> loop */
+    djob *jobs;                  /* loop: every job it owns or lent out */
+    uint64_t kv_used;
+    uint64_t fingerprint;
+    /* receiver thread */
+    td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
+    cmd *cmds, *cmds_tail;       /* under mu */
+    bool stop;                   /* under mu */
+    djob *pending;               /* receiver only: waiting for their state */
+    void (*on_closed)(void *);
+    void *closed_arg;
+};
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void push_cmd(td_decode *d, cmd_kind kind, djob *j, td_xfer_recv *r)
+{
+    cmd *c = malloc(sizeof *c);
+    if (!c) {
+        td_log(TD_LOG_ERROR, "decode: out of memory queueing a receiver command");
+        return;
+    }
+    *c = (cmd){.kind = kind, .job = j, .recv = r};
+    pthread_mutex_lock(&d->u.mu);
+    if (d->cmds_tail)
+        d->cmds_tail->next = c;
+    else
+        d->cmds = c;
+    d->cmds_tail = c;
+    pthread_cond_signal(&d->u.cv);
+    pthread_mutex_unlock(&d->u.mu);
+}
+
+/* ---- receiver thread -------------------------------------------------------------- */
+
+static void post(td_decode *d, djob *j, phase ph)
+{
+    j->ph = ph;
+    if (td_mbox_post(d->events, j))
+        td_log(TD_LOG_ERROR, "decode: request %llu: result lost (stopping)",
+               (unsigned long long)j->rid);
+}
+
+static void open_recv(td_decode *d, djob *j)
+{
+    td_xfer_desc expect = {.transfer_id = j->rid, .layout_version = TD_V4_STATE_LAYOUT,
+                           .fingerprint = d->fingerprint, .tokens = j->prompt_tokens,
+                           .total_bytes = j->reserve};
+    const void *t;
+    size_t tl;
+    j->err = td_xfer_recv_open(d->u.xfer, j->rid, NULL, j->reserve, &expect, &j->recv, j->msg,
+                               sizeof j->msg);
+    if (!j->err && !td_xfer_recv_ticket(j->recv, &t, &tl) && (j->ticket = malloc(tl))) {
+        memcpy(j->ticket, t, tl);
+        j->ticket_len = tl;
+        j->deadline_ms = now_ms() + d->o.transfer_timeout_ms;
+        j->next = d->pending;
+        d->pending = j;
+    } else if (!j->err) {
+        j->err = TD_ENOMEM;
+        snprintf(j->msg, sizeof j->msg, "out of memory for the ticket");
+        td_xfer_recv_close(j->recv);
+        j->recv = NULL;
+    }
+    post(d, j, PH_OPENED);
+}
+
+static void unpend(td_decode *d, djob *j)
+{
+    for (djob **pp = &d->pending; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            return;
+        }
+}
+
+static bool is_pending(td_decode *d, djob *j)
+{
+    for (djob *q = d->pending; q; q = q->next)
+        if (q == j)
+            return true;
+    return false;
+}
+
+/* Returns whether anything moved. */
+static bool poll_pending(td_decode *d)
+{
+    bool busy = td_xfer_progress(d->u.xfer) > 0;
+    int64_t now = now_ms();
+    for (djob *j = d->pending, *next; j; j = next) {
+        next = j->next;
+        td_err e = td_xfer_recv_poll(j->recv, &j->got, j->msg, sizeof j->msg);
+        if (e == TD_EBUSY) {
+            if (now < j->deadline_ms)
+                continue;
+            e = TD_ETIMEDOUT;
+            snprintf(j->msg, sizeof j->msg, "no KV state within %d ms",
+                     d->o.transfer_timeout_ms);
+        }
+        unpend(d, j);
+        j->err = e;
+        post(d, j, PH_ARRIVED);
+        busy = true;
+    }
+    return busy;
+}
+
+static void *receiver_main(void *arg)
+{
+    td_decode *d = arg;
+    long nap_us = 0;
+    if (!td_wk_ucx_ready(&d->u))
+        return NULL;
+    for (;;) {
+        pthread_mutex_lock(&d->u.mu);
+        while (!d->stop && !d->cmds && !d->pending)
+            pthread_cond_wait(&d->u.cv, &d->u.mu);
+        cmd *c = d->cmds;
+        d->cmds = d->cmds_tail = NULL;
+        bool stop = d->stop;
+        pthread_mutex_unlock(&d->u.mu);
+        while (c) {
+            cmd *next = c->next;
+            if (c->kind == CMD_OPEN) {
+                open_recv(d, c->job);
+            } else if (c->kind == CMD_CANCEL) {
+                if (is_pending(d, c->job)) {
+                    unpend(d, c->job);
+                    c->job->err = TD_ECLOSED;
+                    snprintf(c->job->msg, sizeof c->job->msg, "cancelled");
+                    post(d, c->job, PH_ARRIVED);
+                }
+            } else {
+                td_xfer_recv_close(c->recv);
+            }
+            free(c);
+            c = next;
+        }
+        if (stop)
+            break;
+        if (d->pending) {
+            /* Puts over tcp move only while we progress, but a ticket waits
+             * through the whole prefill: spin while bytes move, nap (up to
+             * 1 ms) while nothing does, so waiting costs no core. */
+            if (poll_pending(d))
+                nap_us = 0;
+            else if (d->pending) {
+                nap_us = nap_us ? (nap_us < 500 ? 2 * nap_us : 1000) : 10;
+                nanosleep(&(struct timespec){0, nap_us * 1000}, NULL);
+            }
+        }
+    }
+    while (d->pending) {
+        djob *j = d->pending;
+        d->pending = j->next;
+        j->err = TD_ECLOSED;
+        snprintf(j->msg, sizeof j->msg, "the decode worker is stopping");
+        td_xfer_recv_close(j->recv);
+        j->recv = NULL;
+        post(d, j, PH_ARRIVED);
+    }
+    return NULL;
+}
+
+/* After the receiver stopped: close what is still asked of it. */
+static void drain_cmds(td_decode *d)
+{
+    while (d->cmds) {
+        cmd *c = d->cmds;
+        d->cmds = c->next;
+        if (c->kind == CMD_CLOSE)
+            td_xfer_recv_close(c->recv);
+        free(c);
+    }
+    d->cmds_tail = NULL;
+}
+
+/* ---- loop thread -------------------------------------------------------------- */
+
+static void job_free(td_decode *d, djob *j)
+{
+    for (djob **pp = &d->jobs; *pp; pp = &(*pp)->next)
+        if (*pp == j) {
+            *pp = j->next;
+            break;
+        }
+    d->kv_used -= j->reserve;
+    free(j->stop_ids);
+    free(j->session_id);
+    free(j->ticket);
+    free(j);
+}
+
+static void fail(td_decode *d, djob *j, const char *what)
+{
+    if (d->wk && !j->cancelled) {
+        char msg[400];
+        snprintf(msg, sizeof msg, "%s: %s", what, j->msg[0] ? j->msg : td_strerror(j->err));
+        td_log(TD_LOG_ERROR, "decode: request %llu: %s", (unsigned long long)j->rid, msg);
+        td_wk_send_tokens(d->wk, j->rid, j->index, NULL, 0,
+                          TANDEM__CTL__FINISH_REASON__FINISH_ERROR, msg);
+    }
+    job_free(d, j);
+}
+
+static void release_state(void *arg)
+{
+    djob *j = arg;
+    /* any thread (the engine's): the receiver closes the buffer */
+    push_cmd(j->d, CMD_CLOSE, NULL, j->recv);
+}
+
+static void on_token(void *arg, int32_t t)
+{
+    djob *j = arg;
+    if (j->d->wk)
+        td_wk_send_tokens(j->d->wk, j->rid, j->index, &t, 1,
+                          TANDEM__CTL__FINISH_REASON__FINISH_UNSPECIFIED, NULL);
+    j->index++;
+}
+
+static void on_finish(void *arg, td_router_finish why, td_err err)
+{
+    djob *j = arg;
+    td_decode *d = j->d;
+    static const Tandem__Ctl__FinishReason map[] = {
+        [TD_ROUTER_FINISH_STOP] = TANDEM__CTL__FINISH_REASON__FINISH_STOP,
+        [TD_ROUTER_FINISH_LENGTH] = TANDEM__CTL__FINISH_REASON__FINISH_LENGTH,
+        [TD_ROUTER_FINISH_CANCELLED] = TANDEM__CTL__FINISH_REASON__FINISH_CANCELLED,
+        [TD_ROUTER_FINISH_ERROR] = TANDEM__CTL__FINISH_REASON__FINISH_ERROR,
+    };
+    if (d->wk)
+        td_wk_send_tokens(d->wk, j->rid, j->index, NULL, 0, map[why],
+                          why == TD_ROUTER_FINISH_ERROR ? td_strerror(err) : NULL);
+    job_free(d, j);
+}
+
+static void start_engine(td_decode *d, djob *j)
+{
+    td_engine_req x = {
+        .gen = {.n_prompt = j->prompt_tokens, .max_tokens = j->max_tokens,
+                .sampling = j->sampling, .stop_ids = j->stop_ids, .n_stop_ids = j->n_stop,
+                .session_id = j->session_id},
+        .state = td_xfer_recv_data(j->recv), .state_len = j->got.total_bytes,
+        .first_token = j->got.first_token, .release_state = release_state, .state_arg = j,
+    };
+    td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish, .arg = j};
+    j->index = 1;  /* the first token came from prefill */
+    j->err = td_engine_submit(d->engine, &x, &cb, &j->eid);
+    if (j->err) {
+        push_cmd(d, CMD_CLOSE, NULL, j->recv);
+        fail(d, j, "cannot start decoding");
+        return;
+    }
+    j->in_engine = true;
+}
+
+static void on_event(void *arg, void *item)
+{
+    td_decode *d = arg;
+    djob *j = item;
+    if (j->ph == PH_OPENED) {
+        if (j->err) {
+            fail(d, j, "cannot register the KV receive buffer");
+        } else if (j->cancelled || !d->wk) {
+            push_cmd(d, CMD_CANCEL, j, NULL);
+        } else {
+            Tandem__Ctl__KvTicket kt = TANDEM__CTL__KV_TICKET__INIT;
+            kt.request_id = j->rid;
+            kt.ticket = (ProtobufCBinaryData){j->ticket_len, j->ticket};
+            kt.capacity_bytes = j->reserve;
+            td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+            env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_TICKET;
+            env.kv_ticket = &kt;
+            td_wk_send(d->wk, &env);
+        }
+        return;
+    }
+    /* PH_ARRIVED */
+    if (j->err || j->cancelled || !d->wk) {
+        if (j->recv)
+            push_cmd(d, CMD_CLOSE, NULL, j->recv);
+        fail(d, j, "KV state not received");
+        return;
+    }
+    start_engine(d, j);
+}
+
+static void start(td_decode *d, const Tandem__Ctl__DecodeRequest *m)
+{
+    const Tandem__Ctl__SamplingParams *s = m->sampling;
+    size_t need = td_engine_state_size(d->engine, (int64_t)m->prompt_tokens);
+    const char *why = NULL;
+    djob *j = calloc(1, sizeof *j);
+    if (!j)
+        why = "out of memory";
+    else if (m->prompt_tokens == 0 || m->prompt_tokens + s->max_tokens >
+                                          (uint64_t)d->ei.context_len(d->ei.ctx))
+        why = "prompt + max_tokens exceed the context";
+    else if (d->kv_used + need > d->o.kv_capacity)
+        why = "KV capacity exhausted";
+    if (!why && !(j->stop_ids = malloc((s->n_stop_token_ids + 1) * sizeof *j->stop_ids)))
+        why = "out of memory";
+    if (!why && m->session_id && m->session_id[0] && !(j->session_id = strdup(m->session_id)))
+        why = "out of memory";
+    if (why) {
+        if (j) {
+            free(j->stop_ids);
+            free(j);
+        }
+        td_wk_send_tokens(d->wk, m->request_id, 0, NULL, 0,
+                          TANDEM__CTL__FINISH_REASON__FINISH_ERROR, why);
+        return;
+    }
+    j->d = d;
+    j->rid = m->request_id;
+    j->prompt_tokens = m->prompt_tokens;
+    j->max_tokens = s->max_tokens;
+    j->sampling = (td_router_sampling){.temperature = s->temperature, .top_p = s->top_p,
+                                       .top_k = (int)s->top_k, .seed = s->seed};
+    memcpy(j->stop_ids, s->stop_token_ids, s->n_stop_token_ids * sizeof *j->stop_ids);
+    j->n_stop = s->n_stop_token_ids;
+    j->reserve = need;
+    d->kv_used += need;
+    j->next = d->jobs;
+    d->jobs = j;
+    push_cmd(d, CMD_OPEN, j, NULL);
+}
+
+static djob *find(td_decode *d, uint64_t rid)
+{
+    for (djob *j = d->jobs; j; j = j->next)
+        if (j->rid == rid)
+            return j;
+    return NULL;
+}
+
+static void on_msg(void *arg, td_ctl_msg *m)
+{
+    td_decode *d = arg;
+    djob *j;
+    switch (m->body_case) {
+    case TANDEM__CTL__ENVELOPE__BODY_DECODE:
+        start(d, m->decode);
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_CANCEL:
+        if ((j = find(d, m->cancel->request_id)) && !j->cancelled) {
+            j->cancelled = true;
+            if (j->in_engine)
+                d->ei.cancel(d->ei.ctx, j->eid);
+            else
+                push_cmd(d, CMD_CANCEL, j, NULL);
+        }
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
+        if ((j = find(d, m->pause->request_id)) && j->in_engine)
+            d->ei.pause(d->ei.ctx, j->eid, m->pause->paused);
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_DRAIN:
+        td_wk_set_draining(d->wk, true);
+        break;
+    default:
+        td_log(TD_LOG_WARN, "decode: control message %d ignored", (int)m->body_case);
+    }
+    td_ctl_free(m);
+}
+
+static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
+{
+    td_decode *d = arg;
+    td_router_load l = {0};
+    d->ei.load(d->ei.ctx, &l);
+    hb->running = (uint32_t)l.running;
+    hb->waiting = (uint32_t)l.waiting;
+    hb->kv_free_bytes = d->kv_used < d->o.kv_capacity ? d->o.kv_capacity - d->kv_used : 0;
+}
+
+static void on_loaded(void *arg, const char *why)
+{
+    td_decode *d = arg;
+    char err[512] = "";
+    d->fingerprint = why ? 0 : td_engine_fingerprint(d->engine);
+    td_wk_opts wo = {
+        .worker_id = d->o.worker_id, .role = TANDEM__CTL__ROLE__ROLE_DECODE,
+        .router_url = d->o.router_url, .listen_url = d->o.listen_url,
+        .heartbeat_ms = d->o.heartbeat_ms, .fingerprint = d->fingerprint,
+        .layout_version = TD_V4_STATE_LAYOUT, .max_batch = (uint32_t)d->o.max_batch,
+        .max_context = (uint64_t)d->ei.context_len(d->ei.ctx),
+        .kv_capacity_bytes = d->o.kv_capacity,
+        .on_msg = on_msg, .load = load, .arg = d,
+    };
+    td_err e = td_wk_ucx_bring_up(&d->u, why, receiver_main, d, d->loop, &wo, &d->wk, err,
+                                  sizeof err);
+    if (d->o.on_ready)
+        d->o.on_ready(d->o.arg, e ? err : NULL);
+}
+
+td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *o,
+                        char *err, size_t errlen)
+{
+    td_decode *d = calloc(1, sizeof *d);
+    if (!d)
+        return td_errf(err, errlen, TD_ENOMEM, "out of memory");
+    d->o = *o;
+    if (!d->o.max_batch)
+        d->o.max_batch = 16;
+    if (!d->o.transfer_timeout_ms)
+        d->o.transfer_timeout_ms = 60000;
+    if (!d->o.kv_capacity)
+        d->o.kv_capacity = 8ull << 30;
+    d->loop = loop;
+    td_wk_ucx_init(&d->u, o->ucx_peer_errors);
+    td_err e = td_mbox_create(&d->events, loop, on_event, d);
+    if (e) {
+        free(d);
+        return td_errf(err, errlen, e, "cannot create a mailbox");
+    }
+    td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = d->o.max_batch,
+                         .nthreads = o->nthreads, .on_loaded = on_loaded, .arg = d};
+    e = td_engine_create(&d->engine, loop, &eo, err, errlen);
+    if (e) {
+        td_mbox_destroy(d->events);
+        free(d);
+        return e;
+    }
+    d->ei = td_engine_interface(d->engine);
+    *out = d;
+    return TD_OK;
+}
+
+static void engine_closed(void *arg)
+{
+    td_decode *d = arg;
+    void (*cb)(void *) = d->on_closed;
+    void *cbarg = d->closed_arg;
+    while (d->jobs)
+        job_free(d, d->jobs);
+    free(d);
+    if (cb)
+        cb(cbarg);
+}
+
+void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg)
+{
+    d->on_closed = cb;
+    d->closed_arg = arg;
+    td_wk_destroy(d->wk);
+    d->wk = NULL;
+    /* The engine cancels its requests and releases their buffers (CLOSE
+     * commands the receiver runs before it stops). */
+    td_engine_destroy(d->engine, engine_closed, d);
+    pthread_mutex_lock(&d->u.mu);
+    d->stop = true;
+    pthread_cond_signal(&d->u.cv);
+    pthread_mutex_unlock(&d->u.mu);
+    td_wk_ucx_join(&d->u);
+    drain_cmds(d);
+    td_mbox_destroy(d->events);   /* the receiver's last posts: jobs freed */
+    drain_cmds(d);
+    td_wk_ucx_fini(&d->u);
+}

@@ -1,0 +1,43 @@
+/* td_decode: the decode worker. For each DecodeRequest it reserves and
+ * registers a receive buffer for the request's V4 state and hands the
+ * router a ticket (KvTicket); the prefill worker puts the state there over
+ * UCX; once the receiver has verified it (layout, fingerprint, length,
+ * checksum), the request joins the continuous batch (the in-process
+ * engine, resumed from the state) and its tokens stream to the router.
+ *
+ * Threads: the loop thread (control messages, engine events), the engine
+ * thread, and one receiver thread that owns the UCX context. */
+#ifndef TD_DECODE_DECODE_H
+#define TD_DECODE_DECODE_H
+
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/err.h"
+
+typedef struct td_decode td_decode;
+
+typedef struct {
+    const char *model_dir;
+    const char *router_url;
+    const char *listen_url;      /* NULL: tcp://127.0.0.1:0 */
+    const char *worker_id;       /* NULL: decode-<pid> */
+    int nthreads;
+    int max_batch;               /* sequences decoded together; 0: 16 */
+    int heartbeat_ms;            /* 0: 200 */
+    /* UCP_ERR_HANDLING_MODE_PEER on UCX endpoints (td_xfer_opts): needed
+     * over tcp (a dead peer, and UCX 1.13's tcp transport without it
+     * crashed in about one transfer in ten here), off for shared memory,
+     * which it would disable. cmd/ decides from UCX_TLS. */
+    int ucx_peer_errors;
+    int transfer_timeout_ms;     /* ticket to verified state; 0: 60000 */
+    uint64_t kv_capacity;        /* bytes of state held at once; 0: 8 GiB */
+    void (*on_ready)(void *arg, const char *err);
+    void *arg;
+} td_decode_opts;
+
+td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *opts,
+                        char *err, size_t errlen);
+void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,44 @@
+/* td_prefill: the prefill worker. Runs chunked prefill over a batch of
+ * requests (the in-process engine, in its prefill-only mode), samples each
+ * request's first token, and ships the V4 state it built to the decode
+ * worker the router chose, over UCX (transport/xfer), then tells the router
+ * (KvReady, with the first token).
+ *
+ * Threads: the loop thread (control messages, engine events), the engine
+ * thread, and one shipper thread that owns the UCX context. */
+#ifndef TD_PREFILL_PREFILL_H
+#define TD_PREFILL_PREFILL_H
+
+#include <uv.h>
+
+#include "common/err.h"
+
+typedef struct td_prefill td_prefill;
+
+typedef struct {
+    const char *model_dir;
+    const char *router_url;      /* the router's control listener */
+    const char *listen_url;      /* ours; NULL: tcp://127.0.0.1:0 */
+    const char *worker_id;       /* NULL: prefill-<pid> */
+    int nthreads;                /* model threads; 0: one per CPU */
+    int max_batch;               /* requests prefilled together; 0: 16 */
+    int prefill_budget;          /* prompt tokens per engine iteration; 0: 512 */
+    int heartbeat_ms;            /* 0: 200 */
+    /* UCP_ERR_HANDLING_MODE_PEER on UCX endpoints (td_xfer_opts): needed
+     * over tcp (a dead peer, and UCX 1.13's tcp transport without it
+     * crashed in about one transfer in ten here), off for shared memory,
+     * which it would disable. cmd/ decides from UCX_TLS. */
+    int ucx_peer_errors;
+    int lease_ms;                /* how long a shipped state waits for decode; 0: 30000 */
+    /* Loop thread, once: NULL when serving, else why it cannot. */
+    void (*on_ready)(void *arg, const char *err);
+    void *arg;
+} td_prefill_opts;
+
+td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opts *opts,
+                         char *err, size_t errlen);
+/* Stops: work in flight is cancelled; cb runs on the loop when all is
+ * released. */
+void td_prefill_destroy(td_prefill *p, void (*cb)(void *arg), void *arg);
+
+#endif

@@ -1,0 +1,56 @@
+/* td_wk: what every worker process does for the router, whatever its role:
+ * listen for control messages, register (again every few seconds, so a
+ * restarted router learns of it), send heartbeats with its load, and send
+ * results back. Roles (prefill/, decode/) plug in a message handler.
+ *
+ * Everything runs on one libuv loop thread; messages from nng's threads
+ * arrive there through a mailbox. */
+#ifndef TD_WORKER_WORKER_H
+#define TD_WORKER_WORKER_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <uv.h>
+
+#include "common/err.h"
+#include "proto/ctl.h"
+
+typedef struct td_wk td_wk;
+
+typedef struct td_wk_opts {
+    const char *worker_id;       /* NULL: "<role>-<pid>" */
+    Tandem__Ctl__Role role;
+    const char *router_url;      /* the router's control listener */
+    const char *listen_url;      /* ours; NULL: tcp://127.0.0.1:0 */
+    int heartbeat_ms;            /* 0: 200 */
+    uint64_t fingerprint;        /* td_v4_layout_fingerprint */
+    uint32_t layout_version;
+    uint32_t max_batch;
+    uint64_t max_context;
+    uint64_t kv_capacity_bytes;
+    const void *ucx_address;     /* borrowed for the worker's life */
+    size_t ucx_address_len;
+    /* Loop thread; owns msg (td_ctl_free). */
+    void (*on_msg)(void *arg, td_ctl_msg *msg);
+    /* Loop thread; fills running, waiting, kv_free_bytes. */
+    void (*load)(void *arg, Tandem__Ctl__Heartbeat *hb);
+    void *arg;
+} td_wk_opts;
+
+td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *opts, char *err,
+                    size_t errlen);
+const char *td_wk_id(const td_wk *w);
+/* Sends msg (borrowed) to the router; a failure is logged and returned. */
+td_err td_wk_send(td_wk *w, td_ctl_msg *msg);
+/* Sets the draining flag reported in heartbeats. */
+void td_wk_set_draining(td_wk *w, bool draining);
+/* Loop thread: stops listening and sending; frees once the loop closed the
+ * handles. */
+void td_wk_destroy(td_wk *w);
+
+/* Helpers for the roles: a TokenChunk to the router. */
+td_err td_wk_send_tokens(td_wk *w, uint64_t request_id, uint64_t index, const int32_t *ids,
+                         size_t n, Tandem__Ctl__FinishReason finish, const char *error);
+
+#endif
