@@ -38,6 +38,7 @@ typedef struct {
     bool in_process;           /* tandem serve --in-process: the model in this process */
     const char *workers_url;
     long worker_timeout_ms;
+    td_cluster_policy policy;
 } serve_args;
 
 typedef struct {
@@ -62,7 +63,10 @@ static void usage(FILE *f, bool router_only)
             "The model directory provides the tokenizer and the served model's name.\n"
             "\n"
             "  --workers URL          workers' control listener (default tcp://127.0.0.1:7100)\n"
-            "  --worker-timeout-ms N  silence after which a worker is dropped (default 1500)\n");
+            "  --worker-timeout-ms N  silence after which a worker is dropped (default 1500)\n"
+            "  --policy NAME          prefill placement: prefix (default: the worker holding\n"
+            "                         the session's or the prompt's longest prefix, unless\n"
+            "                         busier), least-loaded, round-robin\n");
     else
         fprintf(f,
             "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
@@ -135,6 +139,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (!a->router_only && !strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
         else if (a->router_only && !strcmp(o, "--workers")) a->workers_url = v;
+        else if (a->router_only && !strcmp(o, "--policy"))
+            bad = td_cluster_policy_parse(v, &a->policy) != TD_OK;
         else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
             bad = td_arg_long(v, 50, 3600L * 1000, &a->worker_timeout_ms);
         else {
@@ -253,7 +259,8 @@ static int serve(int argc, char **argv, bool router_only)
     td_router_engine ei;
     if (!a.in_process) {
         td_cluster_opts co = {.listen_url = router_only ? a.workers_url : "tcp://127.0.0.1:0",
-                              .heartbeat_timeout_ms = (int)a.worker_timeout_ms};
+                              .heartbeat_timeout_ms = (int)a.worker_timeout_ms,
+                              .policy = a.policy};
         if (td_cluster_create(&s.cluster, &s.loop, &co, err, sizeof err)) {
             fprintf(stderr, "tandem router: %s\n", err);
             rc = 1;

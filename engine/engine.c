@@ -63,11 +63,11 @@ typedef struct {
     uint64_t id;
 } cmd;
 
-typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE } ev_kind;
+typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE, EV_CACHE } ev_kind;
 typedef struct {
     ev_kind kind;
     int32_t token;
-    void *state;                 /* EV_STATE: handed to on_state */
+    void *state;                 /* EV_STATE: handed to on_state; EV_CACHE: the tokens */
     size_t state_len;
     td_engine_state_fn on_state;
     td_router_finish why;
@@ -174,6 +174,10 @@ static void deliver(td_engine *e)
             break;
         case EV_STATE:
             ev->on_state(ev->cb.arg, ev->state, ev->state_len);
+            break;
+        case EV_CACHE:
+            e->opts.on_cache(e->opts.arg, ev->token != 0, ev->state, ev->state_len);
+            free(ev->state);
             break;
         case EV_LOADED:
             if (e->opts.on_loaded)
@@ -444,6 +448,18 @@ static void step(td_engine *e)
     }
 }
 
+/* The cache stored or dropped a prefix: tell the loop thread (a copy of
+ * the tokens travels with the event; once per request, not per token). */
+static void cache_event(void *arg, bool stored, const int32_t *tokens, size_t n)
+{
+    td_engine *e = arg;
+    int32_t *copy = malloc((n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return;
+    memcpy(copy, tokens, n * sizeof *copy);
+    emit(e, (event){.kind = EV_CACHE, .token = stored, .state = copy, .state_len = n});
+}
+
 static td_err load(td_engine *e)
 {
     char err[512];
@@ -472,7 +488,8 @@ static td_err load(td_engine *e)
         ctx = e->opts.max_context;
     atomic_store(&e->ctx_len, ctx);
     int64_t pc = e->opts.prefix_cache_bytes;
-    if (pc >= 0 && td_pcache_create(&e->pcache, pc ? (size_t)pc : (size_t)256 << 20)) {
+    if (pc >= 0 && td_pcache_create(&e->pcache, pc ? (size_t)pc : (size_t)256 << 20,
+                                    e->opts.on_cache ? cache_event : NULL, e)) {
         snprintf(e->load_err, sizeof e->load_err, "out of memory for the prefix cache");
         return TD_ENOMEM;
     }

@@ -33,6 +33,9 @@ typedef struct {
     /* Bytes of recent sequence states kept so a prompt that extends one is
      * prefilled only past it (engine/prefix_cache.h). 0 = 256 MiB, -1 = off. */
     int64_t prefix_cache_bytes;
+    /* Optional: each prefix the cache stored or dropped, on the loop thread
+     * (tokens borrowed for the call): a worker publishes them (KvEvents). */
+    void (*on_cache)(void *arg, bool stored, const int32_t *tokens, size_t n);
     /* Called once on the loop thread when loading ends: err is NULL on
      * success, else the reason (the engine then refuses every request). */
     void (*on_loaded)(void *arg, const char *err);

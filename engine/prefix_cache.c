@@ -18,6 +18,8 @@ typedef struct entry {
 
 struct td_pcache {
     size_t budget;
+    td_pcache_event_fn on_event;
+    void *arg;
     entry *head;                 /* most recently used first */
     td_pcache_stats st;
 };
@@ -31,12 +33,15 @@ static void entry_free(entry *e)
     free(e);
 }
 
-td_err td_pcache_create(td_pcache **out, size_t budget)
+td_err td_pcache_create(td_pcache **out, size_t budget, td_pcache_event_fn on_event,
+                        void *arg)
 {
     td_pcache *c = calloc(1, sizeof *c);
     if (!c)
         return TD_ENOMEM;
     c->budget = budget;
+    c->on_event = on_event;
+    c->arg = arg;
     *out = c;
     return TD_OK;
 }
@@ -62,6 +67,8 @@ static void unlink_entry(td_pcache *c, entry *e)
         }
     c->st.bytes -= cost(e);
     c->st.entries--;
+    if (c->on_event)
+        c->on_event(c->arg, false, e->tokens, e->n);
 }
 
 td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, size_t n)
@@ -103,6 +110,8 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
     c->head = e;
     c->st.bytes += cost(e);
     c->st.entries++;
+    if (c->on_event)
+        c->on_event(c->arg, true, e->tokens, e->n);
     return TD_OK;
 }
 

@@ -14,6 +14,7 @@
 #ifndef TD_ENGINE_PREFIX_CACHE_H
 #define TD_ENGINE_PREFIX_CACHE_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -29,8 +30,13 @@ typedef struct {
     uint64_t evictions;
 } td_pcache_stats;
 
-/* budget 0: a cache that stores nothing. */
-td_err td_pcache_create(td_pcache **out, size_t budget_bytes);
+/* Told of every entry stored and every entry dropped (evicted, replaced or
+ * found unreadable), with its tokens (borrowed for the call). */
+typedef void (*td_pcache_event_fn)(void *arg, bool stored, const int32_t *tokens, size_t n);
+
+/* budget 0: a cache that stores nothing. on_event may be NULL. */
+td_err td_pcache_create(td_pcache **out, size_t budget_bytes, td_pcache_event_fn on_event,
+                        void *arg);
 void td_pcache_destroy(td_pcache *c);
 
 /* Stores seq's state under tokens[0..n) (n == td_v4_seq_len(seq)), evicting

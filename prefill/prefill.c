@@ -14,6 +14,7 @@
 #include "engine/engine.h"
 #include "model/state.h"
 #include "prefill/prefill.h"
+#include "proto/blockhash.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
 #include "worker/ucx_thread.h"
@@ -383,6 +384,34 @@ static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
     hb->waiting = (uint32_t)l.waiting;
 }
 
+/* The engine's prefix cache stored or dropped a prompt's state: tell the
+ * router, as the prompt's block-hash chain (proto/blockhash.h), so the
+ * next turn of that conversation comes back here. */
+static void on_cache(void *arg, bool stored, const int32_t *tokens, size_t n)
+{
+    td_prefill *p = arg;
+    size_t k = n / TD_BLOCKHASH_TOKENS;
+    uint64_t *chain = k && p->wk ? malloc(k * sizeof *chain) : NULL;
+    if (!chain)
+        return;
+    td_block_chain(tokens, n, TD_BLOCKHASH_TOKENS, chain);
+    Tandem__Ctl__KvEvents ev = TANDEM__CTL__KV_EVENTS__INIT;
+    ev.worker_id = (char *)td_wk_id(p->wk);
+    ev.block_tokens = TD_BLOCKHASH_TOKENS;
+    if (stored) {
+        ev.stored = chain;
+        ev.n_stored = k;
+    } else {
+        ev.removed = chain;
+        ev.n_removed = k;
+    }
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_EVENTS;
+    env.kv_events = &ev;
+    td_wk_send(p->wk, &env);
+    free(chain);
+}
+
 static void metrics(void *arg, td_prom_buf *b)
 {
     td_prefill *p = arg;
@@ -466,7 +495,7 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = p->o.max_batch,
                          .prefill_budget = o->prefill_budget, .nthreads = o->nthreads,
                          .max_context = o->max_context,
-                         .prefix_cache_bytes = o->prefix_cache_bytes,
+                         .prefix_cache_bytes = o->prefix_cache_bytes, .on_cache = on_cache,
                          .on_loaded = on_loaded, .arg = p};
     e = td_engine_create(&p->engine, loop, &eo, err, errlen);
     if (e) {

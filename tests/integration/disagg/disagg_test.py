@@ -77,7 +77,8 @@ class Cluster:
 
     def __init__(self, n_prefill=1, n_decode=1, timeout_ms=1000):
         self.router = Proc(["router", "--model", MODEL, "--port", "0", "--workers",
-                            "tcp://127.0.0.1:0", "--worker-timeout-ms", str(timeout_ms)],
+                            "tcp://127.0.0.1:0", "--worker-timeout-ms", str(timeout_ms),
+                            "--policy", os.environ.get("TANDEM_TEST_POLICY", "prefix")],
                            stdout=True)
         m = re.match(r"tandem: workers register at (tcp://\S+)$", self.router.readline())
         check(m, "no workers line")
@@ -320,7 +321,50 @@ def case_next_turn_reuses_prefix(c):
     check(got == want, "turn 2 after the cache %r != a full prefill's %r" % (got, want))
 
 
-CASES = [case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+def hits(c):
+    return sum(scrape(w).get(("tandem_prefix_cache_hits_total", ""), 0)
+               for w in c.workers if w.proc.args[1] == "prefill")
+
+
+def conversation(c, i, headers=None, long=True):
+    """Two turns; returns the prefix-cache hits turn 2 added (over all workers)."""
+    first = ("Conversation %d. " % i) + ("Tell me about colours. " * (6 if long else 0))
+    turn1 = {"messages": [{"role": "user", "content": first}], "max_tokens": 4,
+             "temperature": 0}
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn1, headers)
+    check(status == 200, "turn 1: %d" % status)
+    answer = json.loads(out)["choices"][0]["message"]["content"]
+    turn2 = dict(turn1, messages=turn1["messages"] + [
+        {"role": "assistant", "content": answer}, {"role": "user", "content": "More."}])
+    h0 = hits(c)
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn2, headers)
+    check(status == 200, "turn 2: %d" % status)
+    return hits(c) - h0
+
+
+def case_prefix_aware_routing(c):
+    """Two prefill workers: every next turn goes where its prefix is cached
+    (KvEvents), so it always hits; by chance it would hit half the time."""
+    for i in range(4):
+        got = conversation(c, i)
+        check(got == 1, "conversation %d: next turn hit %d caches" % (i, got))
+
+
+case_prefix_aware_routing.prefills = 2
+
+
+def case_session_affinity(c):
+    """Short prompts (no full 64-token block to hash): the session id keeps a
+    conversation on the prefill worker that holds its state."""
+    for i in range(4):
+        got = conversation(c, 100 + i, headers={"X-Session-ID": "agent-%d" % i}, long=False)
+        check(got == 1, "session %d: next turn hit %d caches" % (i, got))
+
+
+case_session_affinity.prefills = 2
+
+
+CASES = [case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 
@@ -330,7 +374,7 @@ def main():
         name = case.__name__[5:]
         if ONLY and name not in ONLY:
             continue
-        c = Cluster()
+        c = Cluster(n_prefill=getattr(case, "prefills", 1))
         try:
             c.wait_ready()
             case(c)

@@ -42,7 +42,7 @@ static float *finish(td_v4_seq *s, const int32_t *t, int from, int n)
 static void extends_bit_identically(void)
 {
     td_pcache *c;
-    TD_CHECK(td_pcache_create(&c, 64u << 20) == TD_OK);
+    TD_CHECK(td_pcache_create(&c, 64u << 20, NULL, NULL) == TD_OK);
     for (int cut = 10; cut <= 40; cut += 30) {
         td_v4_seq *s = seq_after(toks, cut);
         TD_CHECK(td_pcache_put(c, s, toks, (size_t)cut) == TD_OK);
@@ -75,12 +75,27 @@ static void extends_bit_identically(void)
     td_pcache_destroy(c);
 }
 
+static int n_stored, n_dropped;
+static size_t last_dropped;
+
+static void on_event(void *arg, bool stored, const int32_t *t, size_t n)
+{
+    (void)arg;
+    (void)t;
+    if (stored) {
+        n_stored++;
+    } else {
+        n_dropped++;
+        last_dropped = n;
+    }
+}
+
 static void budget_evicts_least_recent(void)
 {
     td_v4_seq *s20 = seq_after(toks, 20), *s30 = seq_after(toks, 30);
     size_t one = td_v4_seq_state_size(s30) + 30 * sizeof(int32_t);
     td_pcache *c;
-    TD_CHECK(td_pcache_create(&c, 2 * one) == TD_OK);  /* room for two */
+    TD_CHECK(td_pcache_create(&c, 2 * one, on_event, NULL) == TD_OK);  /* room for two */
     int32_t b[NTOK];
     memcpy(b, toks, sizeof b);
     b[0] ^= 7;  /* a second conversation */
@@ -92,11 +107,12 @@ static void budget_evicts_least_recent(void)
     TD_CHECK(td_pcache_put(c, sb, b, 30) == TD_OK);                /* evicts 30 */
     td_pcache_stats st = td_pcache_get_stats(c);
     TD_CHECK(st.evictions == 1 && st.entries == 2 && st.bytes <= 2 * one);
+    TD_CHECK(n_stored == 3 && n_dropped == 1 && last_dropped == 30);  /* events */
     td_v4_seq *y = seq_after(toks, 0);
     TD_CHECK_EQ_INT((int)td_pcache_restore(c, y, toks, NTOK), 20);
     /* Too big for the budget: not stored, nothing evicted. */
     td_pcache *tiny;
-    TD_CHECK(td_pcache_create(&tiny, 100) == TD_OK);
+    TD_CHECK(td_pcache_create(&tiny, 100, NULL, NULL) == TD_OK);
     TD_CHECK(td_pcache_put(tiny, s30, toks, 30) == TD_OK);
     TD_CHECK(td_pcache_get_stats(tiny).entries == 0);
     td_pcache_destroy(tiny);
