@@ -542,6 +542,16 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     return TD_OK;
 }
 
+static bool idle(void *arg) { return ((td_decode *)arg)->jobs == NULL; }
+
+void td_decode_drain(td_decode *d, void (*cb)(void *arg), void *arg)
+{
+    if (d->wk)
+        td_wk_drain(d->wk, idle, cb, arg);
+    else
+        cb(arg);
+}
+
 static void engine_closed(void *arg)
 {
     td_decode *d = arg;

@@ -41,6 +41,9 @@ typedef struct {
 
 td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *opts,
                         char *err, size_t errlen);
+/* Stops taking work (the router is told) and calls cb once every request
+ * in flight has finished. */
+void td_decode_drain(td_decode *d, void (*cb)(void *arg), void *arg);
 void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg);
 
 #endif

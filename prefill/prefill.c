@@ -508,6 +508,16 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     return TD_OK;
 }
 
+static bool idle(void *arg) { return ((td_prefill *)arg)->running == 0; }
+
+void td_prefill_drain(td_prefill *p, void (*cb)(void *arg), void *arg)
+{
+    if (p->wk)
+        td_wk_drain(p->wk, idle, cb, arg);
+    else
+        cb(arg);
+}
+
 static void closed_one(void *arg)
 {
     td_prefill *p = arg;

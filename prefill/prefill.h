@@ -42,6 +42,9 @@ typedef struct {
 
 td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opts *opts,
                          char *err, size_t errlen);
+/* Stops taking work (the router is told) and calls cb once every request
+ * in flight has finished or been shipped. */
+void td_prefill_drain(td_prefill *p, void (*cb)(void *arg), void *arg);
 /* Stops: work in flight is cancelled; cb runs on the loop when all is
  * released. */
 void td_prefill_destroy(td_prefill *p, void (*cb)(void *arg), void *arg);

@@ -24,6 +24,10 @@ struct td_wk {
     uint64_t beats;
     bool draining;
     td_http_server *http;        /* /metrics */
+    uv_timer_t drain_timer;
+    bool (*drain_idle)(void *arg);
+    void (*drain_cb)(void *arg);
+    void *drain_arg;
     int closing;                 /* handles and the server still to close */
     double start_time;
 };
@@ -136,6 +140,27 @@ static void on_http(void *arg, td_http_req *req)
 
 void td_wk_set_draining(td_wk *w, bool draining) { w->draining = draining; }
 
+static void on_drain_check(uv_timer_t *t)
+{
+    td_wk *w = t->data;
+    if (!w->drain_cb || !w->drain_idle(w->o.arg))
+        return;
+    void (*cb)(void *) = w->drain_cb;
+    w->drain_cb = NULL;
+    uv_timer_stop(t);
+    cb(w->drain_arg);
+}
+
+void td_wk_drain(td_wk *w, bool (*idle)(void *arg), void (*cb)(void *cbarg), void *cbarg)
+{
+    w->draining = true;
+    on_timer(&w->timer);  /* the heartbeat that says so, now */
+    w->drain_idle = idle;
+    w->drain_cb = cb;
+    w->drain_arg = cbarg;
+    uv_timer_start(&w->drain_timer, on_drain_check, 0, 20);
+}
+
 td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *o, char *err,
                     size_t errlen)
 {
@@ -183,6 +208,8 @@ td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *o, char *err
     w->start_time = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
+    uv_timer_init(loop, &w->drain_timer);
+    w->drain_timer.data = w;
     uv_timer_start(&w->timer, on_timer, 0, (uint64_t)w->o.heartbeat_ms);
     td_log(TD_LOG_INFO, "worker %s: listening on %s, registering with %s", w->id,
            w->listen_url, o->router_url);
@@ -221,9 +248,10 @@ void td_wk_destroy(td_wk *w)
         td_http_server_drain(w->http, on_http_drained, w);
     }
     if (w->timer.data) {
-        w->closing++;
+        w->closing += 2;
         uv_timer_stop(&w->timer);
         uv_close((uv_handle_t *)&w->timer, on_timer_closed);
+        uv_close((uv_handle_t *)&w->drain_timer, on_timer_closed);
     }
     closed_one(w);
 }

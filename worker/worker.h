@@ -54,6 +54,9 @@ int td_wk_metrics_port(const td_wk *w);
 td_err td_wk_send(td_wk *w, td_ctl_msg *msg);
 /* Sets the draining flag reported in heartbeats. */
 void td_wk_set_draining(td_wk *w, bool draining);
+/* Drain: report draining at once (the router stops placing work here) and
+ * call cb once idle(arg) says nothing is in flight (checked every 20 ms). */
+void td_wk_drain(td_wk *w, bool (*idle)(void *arg), void (*cb)(void *cbarg), void *cbarg);
 /* Loop thread: stops listening and sending; frees once the loop closed the
  * handles. */
 void td_wk_destroy(td_wk *w);

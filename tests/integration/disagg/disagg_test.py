@@ -364,7 +364,29 @@ def case_session_affinity(c):
 case_session_affinity.prefills = 2
 
 
-CASES = [case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+def case_drain_on_sigterm(c):
+    """SIGTERM drains a worker: the request it runs finishes normally, the
+    router places nothing new there (503 with no other decode worker), and
+    the worker exits 0."""
+    conn = c.conn(timeout=60)
+    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=300, temperature=0, stream=True))
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    check(r.readline().startswith(b"data: "), "no first event")
+    dec = role(c, "decode")
+    dec.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    status, _, out = request(c, "POST", "/v1/completions",
+                             dict(prompt="x", max_tokens=4, temperature=0))
+    check(status == 503, "a request while the only decode worker drains: %d %s" % (status, out))
+    rest = r.read().decode()
+    check('"error"' not in rest and '"finish_reason":"length"' in rest,
+          "the draining worker's stream did not finish normally: %r" % rest[-300:])
+    check(dec.proc.wait(30) == 0, "the drained worker's exit status")
+    c.workers.remove(dec)
+
+
+CASES = [case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 
