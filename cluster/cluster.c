@@ -204,10 +204,12 @@ static void fill_sampling(const creq *r, Tandem__Ctl__SamplingParams *sp, int64_
     sp->n_stop_token_ids = r->n_stop;
 }
 
+/* With a ticket: prefill only, the state goes to r->D. Without: the whole
+ * answer on r->P (colocated), streamed from index 0. */
 static td_err send_prefill(creq *r, const ProtobufCBinaryData *ticket)
 {
     Tandem__Ctl__SamplingParams sp = TANDEM__CTL__SAMPLING_PARAMS__INIT;
-    fill_sampling(r, &sp, 1);
+    fill_sampling(r, &sp, ticket ? 1 : r->max_tokens);
     Tandem__Ctl__PrefillRequest pr = TANDEM__CTL__PREFILL_REQUEST__INIT;
     pr.request_id = r->wire;
     pr.session_id = r->session ? r->session : "";
@@ -222,7 +224,7 @@ static td_err send_prefill(creq *r, const ProtobufCBinaryData *ticket)
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_PREFILL;
     env.prefill = &pr;
-    r->ph = PH_PREFILL;
+    r->ph = ticket ? PH_PREFILL : PH_DECODE;
     return send_to(r->P, &env);
 }
 
@@ -331,9 +333,15 @@ static wkr *choose_decode(td_cluster *c)
 static td_err place(td_cluster *c, creq *r)
 {
     wkr *P = choose_prefill(c, r);
-    wkr *D = r->max_tokens > 1 ? choose_decode(c) : NULL;
-    if (!P || (r->max_tokens > 1 && !D))
+    wkr *D = choose_decode(c);
+    /* Disaggregated when both kinds are there and more than the first token
+     * is wanted; otherwise colocated on whichever worker there is. */
+    if (!P && !D)
         return TD_EBUSY;
+    if (!P || !D || r->max_tokens == 1) {
+        P = P ? P : D;
+        D = NULL;
+    }
     r->attempts++;
     r->wire = ++c->next_wire;
     r->P = P;
@@ -370,7 +378,7 @@ static void retry(td_cluster *c, creq *r, const char *why)
         if (place(c, r) == TD_OK)
             return;
         release_attempt(r, true);
-        if (!choose(c, can_prefill) || !choose(c, can_decode))
+        if (!choose(c, can_prefill) && !choose(c, can_decode))
             break;
     }
     finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EIO, false);
@@ -419,6 +427,12 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
         return;  /* an abandoned attempt's, or cancelled */
     int fin = m->finish;
     if (r->ph == PH_DECODE) {
+        if (!r->D && fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR && r->next_index == 0 &&
+            m->n_token_ids == 0) {
+            /* colocated, nothing reached the client: try elsewhere */
+            retry(c, r, m->error && m->error[0] ? m->error : "worker error");
+            return;
+        }
         if (m->index != r->next_index) {
             td_log(TD_LOG_ERROR, "cluster: request %llu: token %llu out of order (expected %llu)",
                    (unsigned long long)r->id, (unsigned long long)m->index,
@@ -432,10 +446,7 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
     /* Before the first token. From prefill: the whole answer (max_tokens 1),
      * a stop id as first token, or an error. From decode: early tokens, or
      * an error. */
-    if (!r->D && fin == TANDEM__CTL__FINISH_REASON__FINISH_LENGTH && m->n_token_ids == 1) {
-        r->cb.on_token(r->cb.arg, m->token_ids[0]);
-        finish(c, r, TD_ROUTER_FINISH_LENGTH, TD_OK, false);
-    } else if (fin == TANDEM__CTL__FINISH_REASON__FINISH_STOP && m->n_token_ids == 0 &&
+    if (fin == TANDEM__CTL__FINISH_REASON__FINISH_STOP && m->n_token_ids == 0 &&
                m->index == 0) {
         finish(c, r, TD_ROUTER_FINISH_STOP, TD_OK, true);
     } else if (fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR ||
@@ -525,7 +536,7 @@ static void drop_worker(td_cluster *c, wkr *w, const char *why)
             r->D = NULL;
             w->assigned--;
         }
-        if (r->ph == PH_DECODE)
+        if (r->ph == PH_DECODE && r->next_index > 0)
             finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EIO, true);
         else
             retry(c, r, "worker lost");
@@ -669,7 +680,7 @@ static void on_cancels(uv_timer_t *t)
 static bool cl_ready(void *ctx)
 {
     td_cluster *c = ctx;
-    return choose(c, can_prefill) && choose(c, can_decode);
+    return choose(c, can_prefill) || choose(c, can_decode);
 }
 
 static int64_t cl_context_len(void *ctx)
@@ -753,7 +764,8 @@ static void cl_pause(void *ctx, uint64_t id, bool paused)
     if (!r)
         return;
     r->paused = paused;
-    if (r->ph != PH_DECODE || !r->D)
+    wkr *w = r->D ? r->D : r->P;  /* who generates */
+    if (r->ph != PH_DECODE || !w)
         return;
     Tandem__Ctl__Pause pm = TANDEM__CTL__PAUSE__INIT;
     pm.request_id = r->wire;
@@ -761,7 +773,7 @@ static void cl_pause(void *ctx, uint64_t id, bool paused)
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_PAUSE;
     env.pause = &pm;
-    send_to(r->D, &env);
+    send_to(w, &env);
 }
 
 /* Running: in a decode worker's batch. A decode worker admits in order up
@@ -772,12 +784,12 @@ static void cl_load(void *ctx, td_router_load *out)
     td_cluster *c = ctx;
     *out = (td_router_load){0};
     for (creq *r = c->reqs; r; r = r->next)
-        if (r->ph != PH_DECODE || !r->D)
+        if (r->ph != PH_DECODE)
             out->waiting++;
     for (wkr *w = c->workers; w; w = w->next) {
         int64_t n = 0;
         for (creq *r = c->reqs; r; r = r->next)
-            n += r->ph == PH_DECODE && r->D == w;
+            n += r->ph == PH_DECODE && (r->D ? r->D : r->P) == w;
         int64_t run = n < (int64_t)w->max_batch ? n : (int64_t)w->max_batch;
         out->running += run;
         out->waiting += n - run;

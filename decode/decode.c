@@ -20,6 +20,7 @@
 #include "model/state.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
+#include "worker/local.h"
 #include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
@@ -64,6 +65,7 @@ struct td_decode {
     td_engine *engine;
     td_router_engine ei;
     td_wk *wk;
+    td_wk_local *local;          /* PrefillRequests: the whole answer here (no prefill worker) */
     td_mbox *events;             /* receiver -> loop */
     djob *jobs;                  /* loop: every job it owns or lent out */
     uint64_t kv_used;
@@ -426,7 +428,15 @@ static void on_msg(void *arg, td_ctl_msg *m)
     case TANDEM__CTL__ENVELOPE__BODY_DECODE:
         start(d, m->decode);
         break;
+    case TANDEM__CTL__ENVELOPE__BODY_PREFILL:
+        if (m->prefill->kv_ticket.len)
+            td_log(TD_LOG_WARN, "decode: a prefill request with a ticket ignored");
+        else
+            td_wk_local_start(d->local, m->prefill);
+        break;
     case TANDEM__CTL__ENVELOPE__BODY_CANCEL:
+        if (td_wk_local_cancel(d->local, m->cancel->request_id))
+            break;
         if ((j = find(d, m->cancel->request_id)) && !j->cancelled) {
             j->cancelled = true;
             if (j->in_engine)
@@ -436,6 +446,8 @@ static void on_msg(void *arg, td_ctl_msg *m)
         }
         break;
     case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
+        if (td_wk_local_pause(d->local, m->pause->request_id, m->pause->paused))
+            break;
         if ((j = find(d, m->pause->request_id)) && j->in_engine)
             d->ei.pause(d->ei.ctx, j->eid, m->pause->paused);
         break;
@@ -502,6 +514,8 @@ static void on_loaded(void *arg, const char *why)
     };
     td_err e = td_wk_ucx_bring_up(&d->u, why, receiver_main, d, d->loop, &wo, &d->wk, err,
                                   sizeof err);
+    if (!e && td_wk_local_create(&d->local, d->wk, d->engine))
+        e = td_errf(err, sizeof err, TD_ENOMEM, "out of memory");
     if (d->o.on_ready)
         d->o.on_ready(d->o.arg, e ? err : NULL);
 }
@@ -542,7 +556,11 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     return TD_OK;
 }
 
-static bool idle(void *arg) { return ((td_decode *)arg)->jobs == NULL; }
+static bool idle(void *arg)
+{
+    td_decode *d = arg;
+    return d->jobs == NULL && td_wk_local_running(d->local) == 0;
+}
 
 void td_decode_drain(td_decode *d, void (*cb)(void *arg), void *arg)
 {
@@ -559,6 +577,7 @@ static void engine_closed(void *arg)
     void *cbarg = d->closed_arg;
     while (d->jobs)
         job_free(d, d->jobs);
+    td_wk_local_destroy(d->local);
     free(d);
     if (cb)
         cb(cbarg);
@@ -568,6 +587,7 @@ void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg)
 {
     d->on_closed = cb;
     d->closed_arg = arg;
+    td_wk_local_detach(d->local);
     td_wk_destroy(d->wk);
     d->wk = NULL;
     /* The engine cancels its requests and releases their buffers (CLOSE

@@ -17,6 +17,7 @@
 #include "proto/blockhash.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
+#include "worker/local.h"
 #include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
@@ -55,6 +56,7 @@ struct td_prefill {
     td_engine *engine;
     td_router_engine ei;
     td_wk *wk;
+    td_wk_local *local;          /* PrefillRequests without a ticket: the whole answer */
     td_mbox *shipped;            /* shipper -> loop */
     pjob *jobs;                  /* in the engine */
     int running;                 /* jobs in the engine or the shipper */
@@ -257,7 +259,7 @@ static void on_finish(void *arg, td_router_finish why, td_err err)
     pjob *j = arg;
     td_prefill *p = j->p;
     unlink_job(p, j);
-    if (why == TD_ROUTER_FINISH_LENGTH && j->ticket_len && !j->cancelled) {
+    if (why == TD_ROUTER_FINISH_LENGTH && !j->cancelled) {
         /* to the shipper; it comes back through on_shipped */
         p->m_state_bytes += j->state_len;
         pthread_mutex_lock(&p->u.mu);
@@ -273,10 +275,7 @@ static void on_finish(void *arg, td_router_finish why, td_err err)
     }
     p->running--;
     if (!j->cancelled && p->wk) {
-        if (why == TD_ROUTER_FINISH_LENGTH)
-            td_wk_send_tokens(p->wk, j->rid, 0, &j->first, 1,
-                              TANDEM__CTL__FINISH_REASON__FINISH_LENGTH, NULL);
-        else if (why == TD_ROUTER_FINISH_STOP)
+        if (why == TD_ROUTER_FINISH_STOP)
             td_wk_send_tokens(p->wk, j->rid, 0, NULL, 0,
                               TANDEM__CTL__FINISH_REASON__FINISH_STOP, NULL);
         else
@@ -299,6 +298,12 @@ static uint8_t *dup_bytes(const ProtobufCBinaryData *b)
 
 static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
 {
+    p->m_requests++;
+    p->m_prompt_tokens += m->n_token_ids;
+    if (m->kv_ticket.len == 0) {
+        td_wk_local_start(p->local, m);
+        return;
+    }
     pjob *j = calloc(1, sizeof *j);
     if (!j || !(j->ticket = dup_bytes(&m->kv_ticket)) ||
         !(j->daddr = dup_bytes(&m->decode_ucx_address))) {
@@ -321,7 +326,7 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
                              .top_k = (int)s->top_k, .seed = s->seed},
                 .stop_ids = s->stop_token_ids, .n_stop_ids = s->n_stop_token_ids,
                 .session_id = m->session_id && m->session_id[0] ? m->session_id : NULL},
-        .on_state = j->ticket_len ? on_state : NULL,
+        .on_state = on_state,
     };
     td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish, .arg = j};
     td_err e = td_engine_submit(p->engine, &x, &cb, &j->eid);
@@ -336,12 +341,12 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
     j->next = p->jobs;
     p->jobs = j;
     p->running++;
-    p->m_requests++;
-    p->m_prompt_tokens += j->ntok;
 }
 
 static void cancel(td_prefill *p, uint64_t rid)
 {
+    if (td_wk_local_cancel(p->local, rid))
+        return;
     for (pjob *j = p->jobs; j; j = j->next)
         if (j->rid == rid) {
             j->cancelled = true;
@@ -366,6 +371,9 @@ static void on_msg(void *arg, td_ctl_msg *m)
     case TANDEM__CTL__ENVELOPE__BODY_CANCEL:
         cancel(p, m->cancel->request_id);
         break;
+    case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
+        td_wk_local_pause(p->local, m->pause->request_id, m->pause->paused);
+        break;
     case TANDEM__CTL__ENVELOPE__BODY_DRAIN:
         td_wk_set_draining(p->wk, true);
         break;
@@ -380,7 +388,7 @@ static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
     td_prefill *p = arg;
     td_router_load l = {0};
     p->ei.load(p->ei.ctx, &l);
-    hb->running = (uint32_t)p->running;
+    hb->running = (uint32_t)(p->running + td_wk_local_running(p->local));
     hb->waiting = (uint32_t)l.waiting;
 }
 
@@ -433,8 +441,9 @@ static void metrics(void *arg, td_prom_buf *b)
     td_prom_histogram(b, "tandem_kv_transfer_duration_seconds",
                       "One state's transfer: connect, puts, flush, decode's verdict.",
                       &p->m_transfer);
-    td_prom_gauge(b, "tandem_num_requests_running", "Requests being prefilled or shipped.",
-                  (double)p->running);
+    td_prom_gauge(b, "tandem_num_requests_running",
+                  "Requests being prefilled or shipped, or generated here.",
+                  (double)(p->running + td_wk_local_running(p->local)));
     td_prom_gauge(b, "tandem_num_requests_waiting", "Requests queued for the prefill batch.",
                   (double)l.waiting);
     td_prom_gauge(b, "tandem_kv_bytes_in_use", "Bytes of saved states waiting to be shipped.",
@@ -470,6 +479,8 @@ static void on_loaded(void *arg, const char *why)
     };
     td_err e = td_wk_ucx_bring_up(&p->u, why, shipper_main, p, p->loop, &wo, &p->wk, err,
                                   sizeof err);
+    if (!e && td_wk_local_create(&p->local, p->wk, p->engine))
+        e = td_errf(err, sizeof err, TD_ENOMEM, "out of memory");
     if (p->o.on_ready)
         p->o.on_ready(p->o.arg, e ? err : NULL);
 }
@@ -508,7 +519,11 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     return TD_OK;
 }
 
-static bool idle(void *arg) { return ((td_prefill *)arg)->running == 0; }
+static bool idle(void *arg)
+{
+    td_prefill *p = arg;
+    return p->running == 0 && td_wk_local_running(p->local) == 0;
+}
 
 void td_prefill_drain(td_prefill *p, void (*cb)(void *arg), void *arg)
 {
@@ -525,6 +540,7 @@ static void closed_one(void *arg)
         return;
     void (*cb)(void *) = p->on_closed;
     void *cbarg = p->closed_arg;
+    td_wk_local_destroy(p->local);
     free(p);
     if (cb)
         cb(cbarg);
@@ -534,6 +550,7 @@ void td_prefill_destroy(td_prefill *p, void (*cb)(void *arg), void *arg)
 {
     p->on_closed = cb;
     p->closed_arg = arg;
+    td_wk_local_detach(p->local);
     td_wk_destroy(p->wk);   /* no more requests */
     p->wk = NULL;
     p->closing = 1;
