@@ -530,7 +530,7 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     if (!d->o.max_batch)
         d->o.max_batch = 16;
     if (!d->o.transfer_timeout_ms)
-        d->o.transfer_timeout_ms = 60000;
+        d->o.transfer_timeout_ms = 600000;
     if (!d->o.kv_capacity)
         d->o.kv_capacity = 8ull << 30;
     d->loop = loop;

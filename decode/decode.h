@@ -33,7 +33,7 @@ typedef struct {
     int ucx_peer_errors;
     const char *metrics_host;    /* /metrics; NULL: 127.0.0.1 */
     int metrics_port;            /* 0: a free port; -1: none */
-    int transfer_timeout_ms;     /* ticket to verified state; 0: 60000 */
+    int transfer_timeout_ms;     /* ticket to verified state (the whole prefill); 0: 600000 */
     uint64_t kv_capacity;        /* bytes of state held at once; 0: 8 GiB */
     void (*on_ready)(void *arg, const char *err);
     void *arg;

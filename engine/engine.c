@@ -41,6 +41,10 @@ typedef struct ereq {
     char *session_id;            /* NULL = none; kept for a future scheduler */
     /* worker modes (td_engine_req) */
     td_engine_state_fn on_state;
+    void *state_buf;             /* layer-by-layer saving (td_engine_req) */
+    size_t state_cap;
+    void (*on_section)(void *arg, size_t off, size_t len);
+    size_t *offs;                /* (nlayers + 1) section offsets of the state */
     const void *state;           /* resume from these bytes; NULL = prefill the prompt */
     size_t state_len;
     int32_t first_token;
@@ -209,6 +213,7 @@ static void ereq_free(ereq *r)
     free(r->stop_ids);
     free(r->session_id);
     free(r->gen);
+    free(r->offs);
     free(r);
 }
 
@@ -330,6 +335,15 @@ static void admit(td_engine *e)
                                      err, sizeof err);
         if (!er)
             er = td_sampler_create(&r->smp, e->vocab, &so);
+        if (!er && r->state_buf) {
+            const td_v4_config *c = td_v4_model_config(e->m);
+            if (!(r->offs = malloc(sizeof *r->offs * (size_t)(c->n_layers + c->n_mtp_layers + 1))))
+                er = TD_ENOMEM;
+            else if (td_v4_state_size_at(e->m, (int64_t)r->n_prompt, 0) > r->state_cap)
+                er = td_errf(err, sizeof err, TD_ERANGE, "state buffer too small");
+            else
+                td_v4_state_offsets(e->m, (int64_t)r->n_prompt, 0, r->offs);
+        }
         if (!er && r->state)
             er = resume(e, r, err, sizeof err);
         else if (!er && e->pcache)
@@ -363,6 +377,13 @@ static bool is_stop(const ereq *r, int32_t t)
 static td_err hand_over_state(td_engine *e, ereq *r)
 {
     size_t n = td_v4_seq_state_size(r->seq), w = 0;
+    if (r->state_buf) {  /* the main layers are in place already */
+        td_err er = td_v4_seq_seal(r->seq, r->state_buf, r->state_cap, &w);
+        if (!er)
+            emit(e, (event){.kind = EV_STATE, .state = r->state_buf, .state_len = w,
+                            .on_state = r->on_state, .cb = r->cb});
+        return er;
+    }
     void *buf = malloc(n);
     if (!buf)
         return TD_ENOMEM;
@@ -374,6 +395,16 @@ static td_err hand_over_state(td_engine *e, ereq *r)
     emit(e, (event){.kind = EV_STATE, .state = buf, .state_len = w, .on_state = r->on_state,
                     .cb = r->cb});
     return TD_OK;
+}
+
+/* A prefill worker's request, in its last chunk: layer l is final, so its
+ * section can go out while the next layers compute. */
+static void layer_done(void *arg, int l)
+{
+    ereq *r = arg;
+    if (td_v4_seq_save_layer(r->seq, l, (int64_t)r->n_prompt, r->state_buf, r->state_cap))
+        return;  /* cannot happen: the buffer was sized for this prompt */
+    r->on_section(r->cb.arg, r->offs[l], r->offs[l + 1] - r->offs[l]);
 }
 
 /* One iteration: one forward call over every runnable request. */
@@ -396,6 +427,10 @@ static void step(td_engine *e)
             bool done = r->prefilled + take == r->n_prompt;
             *st = (td_v4_step){.seq = r->seq, .tokens = r->prompt + r->prefilled,
                                .n = (int)take, .logits = done ? lg : NULL};
+            if (done && r->state_buf) {
+                st->on_layer = layer_done;
+                st->layer_arg = r;
+            }
             e->step_take[n] = (int)take;
         } else {
             *st = (td_v4_step){.seq = r->seq, .tokens = &r->last, .n = 1, .logits = lg};
@@ -586,7 +621,8 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
         return TD_EBUSY;
     if (q->n_prompt == 0 || q->max_tokens < 1 || !cb->on_token || !cb->on_finish)
         return TD_EINVAL;
-    if ((x->state && (x->on_state || x->first_token < 0)) ||
+    if ((x->state_buf && (!x->on_state || !x->on_section)) ||
+        (x->state && (x->on_state || x->first_token < 0)) ||
         (!x->state && !q->prompt) || (x->on_state && q->max_tokens != 1))
         return TD_EINVAL;
     if ((int64_t)q->n_prompt + q->max_tokens > atomic_load(&e->ctx_len))
@@ -601,6 +637,9 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
     r->release_state = x->release_state;
     r->state_arg = x->state_arg;
     r->on_state = x->on_state;
+    r->state_buf = x->state_buf;
+    r->state_cap = x->state_cap;
+    r->on_section = x->on_section;
     r->prompt = x->state ? NULL : malloc(q->n_prompt * sizeof *r->prompt);
     r->stop_ids = malloc((q->n_stop_ids ? q->n_stop_ids : 1) * sizeof *r->stop_ids);
     if ((!x->state && !r->prompt) || !r->stop_ids) {

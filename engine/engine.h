@@ -53,6 +53,18 @@ typedef struct {
      * sampled (and is not a stop id) the sequence's state is saved and
      * handed to on_state; the request then finishes with LENGTH. */
     td_engine_state_fn on_state;
+    /* Prefill worker, layer by layer (with on_state): the state is written
+     * into state_buf (state_cap bytes, td_engine_state_size of the prompt),
+     * each main layer's section as soon as the prompt's last chunk has
+     * passed that layer, announced by on_section(cb.arg, off, len) on the
+     * ENGINE thread (keep it short: queue a put); then the buffer is sealed
+     * (header, MTP sections, checksum) and handed to on_state, still the
+     * caller's (not freed by the engine). The buffer must outlive the
+     * request. NULL: the state is saved whole at the end into a buffer the
+     * engine allocates. */
+    void *state_buf;
+    size_t state_cap;
+    void (*on_section)(void *arg, size_t off, size_t len);
     /* Decode worker: the request continues from state[0..state_len), a
      * saved state covering exactly gen.n_prompt tokens (gen.prompt may be
      * NULL), with first_token (sampled by the prefill worker with the same

@@ -100,7 +100,16 @@ class Cluster:
 
     # serve_test's, which need only .port
     conn = st.Server.conn
-    wait_ready = st.Server.wait_ready
+
+    def wait_ready(self, timeout=60):
+        """/ready turns 200 with the first worker (one kind can serve alone):
+        wait for every worker to say it is ready, then for its registration."""
+        st.Server.wait_ready(self, timeout)
+        end = time.time() + timeout
+        while not all(": ready" in w.stderr() for w in self.workers if w.proc.poll() is None):
+            check(time.time() < end, "workers not ready: %s" % self.logs())
+            time.sleep(0.05)
+        time.sleep(0.3)  # registration follows readiness at once; heartbeats every 100 ms
 
     def logs(self):
         return "\n".join(["router: " + self.router.stderr()] +
