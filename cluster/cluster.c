@@ -13,11 +13,13 @@
 #include <string.h>
 
 #include "cluster/cluster.h"
+#include "cluster/prefix_index.h"
+#include "proto/blockhash.h"
 #include "common/log.h"
 #include "transport/ctl/ctl_link.h"
 #include "transport/ctl/mailbox.h"
 
-enum { SEND_TIMEOUT_MS = 1000 };
+enum { SEND_TIMEOUT_MS = 1000, MAX_SESSIONS = 4096, LOAD_SLACK = 2 };
 
 typedef struct wkr {
     struct wkr *next;
@@ -31,7 +33,15 @@ typedef struct wkr {
     bool draining;
     uint64_t last_seen;          /* uv_now */
     int assigned;                /* attempts placed on it, not finished */
+    td_pidx *prefixes;           /* what its KvEvents say it holds */
 } wkr;
+
+/* Where a session's last request was prefilled (its state is cached there). */
+typedef struct sess {
+    struct sess *next;
+    char *id;
+    char *worker;
+} sess;
 
 typedef enum { PH_TICKET, PH_PREFILL, PH_DECODE } phase;
 
@@ -44,6 +54,8 @@ typedef struct creq {
     int64_t max_tokens;
     td_router_sampling s;
     char *session;
+    uint64_t *chain;             /* the prompt's block hashes (proto/blockhash.h) */
+    size_t n_chain;
     wkr *P, *D;
     phase ph;
     uint64_t next_index;
@@ -64,6 +76,9 @@ struct td_cluster {
     uv_timer_t cancels;          /* finishes cancelled requests off the caller's stack */
     wkr *workers;
     creq *reqs;
+    sess *sessions;              /* most recent first, at most MAX_SESSIONS */
+    size_t n_sessions;
+    unsigned rr;                 /* round-robin turn */
     uint64_t next_id, next_wire;
     uint64_t fingerprint;        /* of the first worker; others must match */
     int closing;
@@ -140,6 +155,7 @@ static void send_cancel(wkr *w, uint64_t wire)
 
 static void creq_free(creq *r)
 {
+    free(r->chain);
     free(r->prompt);
     free(r->stops);
     free(r->session);
@@ -188,10 +204,12 @@ static void fill_sampling(const creq *r, Tandem__Ctl__SamplingParams *sp, int64_
     sp->n_stop_token_ids = r->n_stop;
 }
 
+/* With a ticket: prefill only, the state goes to r->D. Without: the whole
+ * answer on r->P (colocated), streamed from index 0. */
 static td_err send_prefill(creq *r, const ProtobufCBinaryData *ticket)
 {
     Tandem__Ctl__SamplingParams sp = TANDEM__CTL__SAMPLING_PARAMS__INIT;
-    fill_sampling(r, &sp, 1);
+    fill_sampling(r, &sp, ticket ? 1 : r->max_tokens);
     Tandem__Ctl__PrefillRequest pr = TANDEM__CTL__PREFILL_REQUEST__INIT;
     pr.request_id = r->wire;
     pr.session_id = r->session ? r->session : "";
@@ -206,22 +224,131 @@ static td_err send_prefill(creq *r, const ProtobufCBinaryData *ticket)
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_PREFILL;
     env.prefill = &pr;
-    r->ph = PH_PREFILL;
+    r->ph = ticket ? PH_PREFILL : PH_DECODE;
     return send_to(r->P, &env);
+}
+
+static long load_of(const wkr *w) { return (long)w->assigned + (long)w->waiting; }
+
+static sess *session_find(td_cluster *c, const char *id)
+{
+    for (sess **pp = &c->sessions; *pp; pp = &(*pp)->next)
+        if (!strcmp((*pp)->id, id)) {
+            sess *s = *pp;  /* to the front: most recent */
+            *pp = s->next;
+            s->next = c->sessions;
+            c->sessions = s;
+            return s;
+        }
+    return NULL;
+}
+
+static void session_remember(td_cluster *c, const char *id, const wkr *w)
+{
+    sess *s = session_find(c, id);
+    if (s) {
+        char *nw = strdup(w->id);
+        if (nw) {
+            free(s->worker);
+            s->worker = nw;
+        }
+        return;
+    }
+    if (!(s = calloc(1, sizeof *s)) || !(s->id = strdup(id)) || !(s->worker = strdup(w->id))) {
+        if (s)
+            free(s->id);
+        free(s);
+        return;
+    }
+    s->next = c->sessions;
+    c->sessions = s;
+    if (++c->n_sessions > MAX_SESSIONS) {  /* forget the least recent */
+        sess **pp = &c->sessions;
+        while ((*pp)->next)
+            pp = &(*pp)->next;
+        free((*pp)->id);
+        free((*pp)->worker);
+        free(*pp);
+        *pp = NULL;
+        c->n_sessions--;
+    }
+}
+
+/* A worker busier than the least loaded by more than the slack is not
+ * worth its cached prefix: queueing behind others costs more than the
+ * prefill it saves. */
+static bool affordable(const wkr *w, const wkr *least)
+{
+    return !w->draining && load_of(w) <= load_of(least) + LOAD_SLACK;
+}
+
+static wkr *choose_prefill(td_cluster *c, const creq *r)
+{
+    wkr *least = choose(c, can_prefill);
+    if (!least || c->o.policy == TD_CLUSTER_POLICY_LEAST_LOADED)
+        return least;
+    if (c->o.policy == TD_CLUSTER_POLICY_ROUND_ROBIN) {
+        int n = 0;
+        for (wkr *w = c->workers; w; w = w->next)
+            n += can_prefill(w) && !w->draining;
+        int k = (int)(c->rr++ % (unsigned)n);
+        for (wkr *w = c->workers; w; w = w->next)
+            if (can_prefill(w) && !w->draining && k-- == 0)
+                return w;
+        return least;
+    }
+    sess *s = r->session ? session_find(c, r->session) : NULL;
+    wkr *w = s ? find_worker(c, s->worker) : NULL;
+    if (w && can_prefill(w) && affordable(w, least))
+        return w;
+    wkr *best = NULL;
+    size_t best_m = 0;
+    for (w = c->workers; w; w = w->next) {
+        if (!can_prefill(w) || !affordable(w, least))
+            continue;
+        size_t m = td_pidx_match(w->prefixes, r->chain, r->n_chain);
+        if (m > best_m) {
+            best = w;
+            best_m = m;
+        }
+    }
+    return best ? best : least;
+}
+
+/* Decode: the least loaded; among equals the one with most free KV. */
+static wkr *choose_decode(td_cluster *c)
+{
+    wkr *best = NULL;
+    for (wkr *w = c->workers; w; w = w->next) {
+        if (!can_decode(w) || w->draining)
+            continue;
+        if (!best || load_of(w) < load_of(best) ||
+            (load_of(w) == load_of(best) && w->kv_free > best->kv_free))
+            best = w;
+    }
+    return best;
 }
 
 /* Places a new attempt. TD_EBUSY when no worker of a kind is there. */
 static td_err place(td_cluster *c, creq *r)
 {
-    wkr *P = choose(c, can_prefill);
-    wkr *D = r->max_tokens > 1 ? choose(c, can_decode) : NULL;
-    if (!P || (r->max_tokens > 1 && !D))
+    wkr *P = choose_prefill(c, r);
+    wkr *D = choose_decode(c);
+    /* Disaggregated when both kinds are there and more than the first token
+     * is wanted; otherwise colocated on whichever worker there is. */
+    if (!P && !D)
         return TD_EBUSY;
+    if (!P || !D || r->max_tokens == 1) {
+        P = P ? P : D;
+        D = NULL;
+    }
     r->attempts++;
     r->wire = ++c->next_wire;
     r->P = P;
     r->D = D;
     P->assigned++;
+    if (r->session)
+        session_remember(c, r->session, P);
     r->next_index = 0;
     if (!D)
         return send_prefill(r, NULL);
@@ -251,7 +378,7 @@ static void retry(td_cluster *c, creq *r, const char *why)
         if (place(c, r) == TD_OK)
             return;
         release_attempt(r, true);
-        if (!choose(c, can_prefill) || !choose(c, can_decode))
+        if (!choose(c, can_prefill) && !choose(c, can_decode))
             break;
     }
     finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EIO, false);
@@ -300,6 +427,12 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
         return;  /* an abandoned attempt's, or cancelled */
     int fin = m->finish;
     if (r->ph == PH_DECODE) {
+        if (!r->D && fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR && r->next_index == 0 &&
+            m->n_token_ids == 0) {
+            /* colocated, nothing reached the client: try elsewhere */
+            retry(c, r, m->error && m->error[0] ? m->error : "worker error");
+            return;
+        }
         if (m->index != r->next_index) {
             td_log(TD_LOG_ERROR, "cluster: request %llu: token %llu out of order (expected %llu)",
                    (unsigned long long)r->id, (unsigned long long)m->index,
@@ -313,10 +446,7 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
     /* Before the first token. From prefill: the whole answer (max_tokens 1),
      * a stop id as first token, or an error. From decode: early tokens, or
      * an error. */
-    if (!r->D && fin == TANDEM__CTL__FINISH_REASON__FINISH_LENGTH && m->n_token_ids == 1) {
-        r->cb.on_token(r->cb.arg, m->token_ids[0]);
-        finish(c, r, TD_ROUTER_FINISH_LENGTH, TD_OK, false);
-    } else if (fin == TANDEM__CTL__FINISH_REASON__FINISH_STOP && m->n_token_ids == 0 &&
+    if (fin == TANDEM__CTL__FINISH_REASON__FINISH_STOP && m->n_token_ids == 0 &&
                m->index == 0) {
         finish(c, r, TD_ROUTER_FINISH_STOP, TD_OK, true);
     } else if (fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR ||
@@ -406,16 +536,32 @@ static void drop_worker(td_cluster *c, wkr *w, const char *why)
             r->D = NULL;
             w->assigned--;
         }
-        if (r->ph == PH_DECODE)
+        if (r->ph == PH_DECODE && r->next_index > 0)
             finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EIO, true);
         else
             retry(c, r, "worker lost");
     }
     td_ctl_out_close(w->out);
+    td_pidx_destroy(w->prefixes);
     free(w->id);
     free(w->url);
     free(w->ucx);
     free(w);
+}
+
+static void on_kv_events(td_cluster *c, const Tandem__Ctl__KvEvents *m)
+{
+    wkr *w = find_worker(c, m->worker_id);
+    if (!w)
+        return;
+    if (m->block_tokens != TD_BLOCKHASH_TOKENS) {
+        td_log(TD_LOG_WARN, "cluster: worker %s hashes blocks of %u tokens, we of %u: "
+               "its prefixes are ignored", w->id, m->block_tokens, TD_BLOCKHASH_TOKENS);
+        return;
+    }
+    td_pidx_remove(w->prefixes, m->removed, m->n_removed);
+    if (td_pidx_add(w->prefixes, m->stored, m->n_stored))
+        td_log(TD_LOG_WARN, "cluster: out of memory indexing worker %s's prefixes", w->id);
 }
 
 static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
@@ -437,10 +583,11 @@ static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
         char err[256];
         w = calloc(1, sizeof *w);
         if (!w || !(w->id = strdup(m->worker_id)) || !(w->url = strdup(m->control_url)) ||
-            !(w->ucx = malloc(m->ucx_address.len + 1)) ||
+            !(w->ucx = malloc(m->ucx_address.len + 1)) || td_pidx_create(&w->prefixes) ||
             td_ctl_out_open(&w->out, m->control_url, SEND_TIMEOUT_MS, err, sizeof err)) {
             td_log(TD_LOG_ERROR, "cluster: cannot add worker %s", m->worker_id);
             if (w) {
+                td_pidx_destroy(w->prefixes);
                 free(w->id);
                 free(w->url);
                 free(w->ucx);
@@ -488,6 +635,9 @@ static void on_mail(void *arg, void *item)
     case TANDEM__CTL__ENVELOPE__BODY_KV_READY:
         on_kv_ready(c, m->kv_ready);
         break;
+    case TANDEM__CTL__ENVELOPE__BODY_KV_EVENTS:
+        on_kv_events(c, m->kv_events);
+        break;
     case TANDEM__CTL__ENVELOPE__BODY_TOKENS:
         on_tokens(c, m->tokens);
         break;
@@ -530,7 +680,7 @@ static void on_cancels(uv_timer_t *t)
 static bool cl_ready(void *ctx)
 {
     td_cluster *c = ctx;
-    return choose(c, can_prefill) && choose(c, can_decode);
+    return choose(c, can_prefill) || choose(c, can_decode);
 }
 
 static int64_t cl_context_len(void *ctx)
@@ -564,6 +714,9 @@ static td_err cl_submit(void *ctx, const td_router_gen_req *q, const td_router_g
         return TD_ENOMEM;
     }
     memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
+    if (c->o.policy == TD_CLUSTER_POLICY_PREFIX &&
+        (r->chain = malloc((q->n_prompt / TD_BLOCKHASH_TOKENS + 1) * sizeof *r->chain)))
+        r->n_chain = td_block_chain(r->prompt, r->n_prompt, TD_BLOCKHASH_TOKENS, r->chain);
     if (q->n_stop_ids)
         memcpy(r->stops, q->stop_ids, q->n_stop_ids * sizeof *r->stops);
     r->n_prompt = q->n_prompt;
@@ -611,7 +764,8 @@ static void cl_pause(void *ctx, uint64_t id, bool paused)
     if (!r)
         return;
     r->paused = paused;
-    if (r->ph != PH_DECODE || !r->D)
+    wkr *w = r->D ? r->D : r->P;  /* who generates */
+    if (r->ph != PH_DECODE || !w)
         return;
     Tandem__Ctl__Pause pm = TANDEM__CTL__PAUSE__INIT;
     pm.request_id = r->wire;
@@ -619,7 +773,7 @@ static void cl_pause(void *ctx, uint64_t id, bool paused)
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_PAUSE;
     env.pause = &pm;
-    send_to(r->D, &env);
+    send_to(w, &env);
 }
 
 /* Running: in a decode worker's batch. A decode worker admits in order up
@@ -630,12 +784,12 @@ static void cl_load(void *ctx, td_router_load *out)
     td_cluster *c = ctx;
     *out = (td_router_load){0};
     for (creq *r = c->reqs; r; r = r->next)
-        if (r->ph != PH_DECODE || !r->D)
+        if (r->ph != PH_DECODE)
             out->waiting++;
     for (wkr *w = c->workers; w; w = w->next) {
         int64_t n = 0;
         for (creq *r = c->reqs; r; r = r->next)
-            n += r->ph == PH_DECODE && r->D == w;
+            n += r->ph == PH_DECODE && (r->D ? r->D : r->P) == w;
         int64_t run = n < (int64_t)w->max_batch ? n : (int64_t)w->max_batch;
         out->running += run;
         out->waiting += n - run;
@@ -652,6 +806,17 @@ td_router_engine td_cluster_interface(td_cluster *c)
 /* ---- lifecycle ------------------------------------------------------------------- */
 
 const char *td_cluster_url(const td_cluster *c) { return td_ctl_in_url(c->in); }
+
+td_err td_cluster_policy_parse(const char *name, td_cluster_policy *out)
+{
+    static const char *const names[] = {"prefix", "least-loaded", "round-robin"};
+    for (int i = 0; i < 3; i++)
+        if (!strcmp(name, names[i])) {
+            *out = (td_cluster_policy)i;
+            return TD_OK;
+        }
+    return TD_EINVAL;
+}
 
 td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opts *o,
                          char *err, size_t errlen)
@@ -698,9 +863,17 @@ void td_cluster_destroy(td_cluster *c)
     td_mbox_destroy(c->mbox);  /* delivers what arrived */
     while (c->reqs)
         finish(c, c->reqs, TD_ROUTER_FINISH_CANCELLED, TD_OK, true);
+    while (c->sessions) {
+        sess *s = c->sessions;
+        c->sessions = s->next;
+        free(s->id);
+        free(s->worker);
+        free(s);
+    }
     while (c->workers) {
         wkr *w = c->workers;
         c->workers = w->next;
+        td_pidx_destroy(w->prefixes);
         td_ctl_out_close(w->out);
         free(w->id);
         free(w->url);

@@ -20,10 +20,27 @@
 
 typedef struct td_cluster td_cluster;
 
+/* How a request's prefill worker is chosen (decode: the least loaded,
+ * then the most free KV memory).
+ * PREFIX: the worker that already holds the session's state or the
+ *   longest prefix of the prompt (KvEvents), unless it is busier than the
+ *   least loaded one by more than a small slack; else the least loaded.
+ * LEAST_LOADED: requests placed on it plus what it reports waiting.
+ * ROUND_ROBIN: in turn. */
+typedef enum {
+    TD_CLUSTER_POLICY_PREFIX,
+    TD_CLUSTER_POLICY_LEAST_LOADED,
+    TD_CLUSTER_POLICY_ROUND_ROBIN,
+} td_cluster_policy;
+
+/* "prefix", "least-loaded", "round-robin"; TD_EINVAL for another name. */
+td_err td_cluster_policy_parse(const char *name, td_cluster_policy *out);
+
 typedef struct {
     const char *listen_url;      /* where workers register; tcp://host:0 picks a port */
     int heartbeat_timeout_ms;    /* silence after which a worker is dropped; 0: 1500 */
     int max_attempts;            /* placements a request may try; 0: 3 */
+    td_cluster_policy policy;
 } td_cluster_opts;
 
 td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opts *opts,

@@ -97,31 +97,15 @@ static int read_ids(const char *path, int32_t **ids, size_t *n)
         fprintf(stderr, "%s:%d: %s\n", path, je.line, je.text);
         return -1;
     }
-    if (!json_is_array(root) || json_array_size(root) == 0) {
-        fprintf(stderr, "%s: expected a non-empty JSON array of token ids\n", path);
-        json_decref(root);
-        return -1;
-    }
-    *n = json_array_size(root);
-    *ids = malloc(sizeof(int32_t) * *n);
-    if (!*ids) {
-        json_decref(root);
-        return -1;
-    }
-    for (size_t i = 0; i < *n; i++) {
-        json_t *v = json_array_get(root, i);
-        if (!json_is_integer(v) || json_integer_value(v) < 0 ||
-            json_integer_value(v) > INT32_MAX) {
-            fprintf(stderr, "%s: element %zu is not a token id\n", path, i);
-            free(*ids);
-            *ids = NULL;
-            json_decref(root);
-            return -1;
-        }
-        (*ids)[i] = (int32_t)json_integer_value(v);
-    }
+    td_arg_ids_opts o = {.min_id = 0, .allow_empty = false};
+    size_t bad;
+    td_err e = td_arg_ids(root, &o, ids, n, &bad);
     json_decref(root);
-    return 0;
+    if (e == TD_EINVAL && bad == SIZE_MAX)
+        fprintf(stderr, "%s: expected a non-empty JSON array of token ids\n", path);
+    else if (e == TD_EINVAL)
+        fprintf(stderr, "%s: element %zu is not a token id\n", path, bad);
+    return e ? -1 : 0;
 }
 
 /* The pieces both commands need: weights, model, tokenizer (optional). */

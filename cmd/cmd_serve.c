@@ -32,11 +32,13 @@ typedef struct {
     long write_buffer;
     long grace_ms;
     long max_waiting;
+    long prefix_cache_mib;     /* -1: the default */
     const char *api_key_file;
     bool router_only;          /* tandem router: workers register at workers_url */
     bool in_process;           /* tandem serve --in-process: the model in this process */
     const char *workers_url;
     long worker_timeout_ms;
+    td_cluster_policy policy;
 } serve_args;
 
 typedef struct {
@@ -61,7 +63,10 @@ static void usage(FILE *f, bool router_only)
             "The model directory provides the tokenizer and the served model's name.\n"
             "\n"
             "  --workers URL          workers' control listener (default tcp://127.0.0.1:7100)\n"
-            "  --worker-timeout-ms N  silence after which a worker is dropped (default 1500)\n");
+            "  --worker-timeout-ms N  silence after which a worker is dropped (default 1500)\n"
+            "  --policy NAME          prefill placement: prefix (default: the worker holding\n"
+            "                         the session's or the prompt's longest prefix, unless\n"
+            "                         busier), least-loaded, round-robin\n");
     else
         fprintf(f,
             "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
@@ -70,7 +75,9 @@ static void usage(FILE *f, bool router_only)
             "process, one prefill and one decode worker as child processes (restarted if\n"
             "they die), KV state between them over UCX.\n"
             "\n"
-            "  --in-process           run the model in this process instead of workers\n");
+            "  --in-process           run the model in this process instead of workers\n"
+        "  --prefix-cache-mib N   recent states kept for prompts that extend them\n"
+        "                         (default 256; 0: off)\n");
     fprintf(f,
         "  --model DIR            model directory (default models/tiny-v4)\n"
         "  --host ADDR            address to listen on (default 127.0.0.1)\n"
@@ -97,7 +104,7 @@ static int parse_args(int argc, char **argv, serve_args *a)
     bool router_only = a->router_only;
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
                       .max_body = 1 << 20, .max_waiting = 256, .router_only = router_only,
-                      .workers_url = "tcp://127.0.0.1:7100"};
+                      .workers_url = "tcp://127.0.0.1:7100", .prefix_cache_mib = -1};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
@@ -129,7 +136,11 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (!strcmp(o, "--max-waiting"))
             bad = td_arg_long(v, 1, 1L << 20, &a->max_waiting);
         else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
+        else if (!a->router_only && !strcmp(o, "--prefix-cache-mib"))
+            bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
         else if (a->router_only && !strcmp(o, "--workers")) a->workers_url = v;
+        else if (a->router_only && !strcmp(o, "--policy"))
+            bad = td_cluster_policy_parse(v, &a->policy) != TD_OK;
         else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
             bad = td_arg_long(v, 50, 3600L * 1000, &a->worker_timeout_ms);
         else {
@@ -248,7 +259,8 @@ static int serve(int argc, char **argv, bool router_only)
     td_router_engine ei;
     if (!a.in_process) {
         td_cluster_opts co = {.listen_url = router_only ? a.workers_url : "tcp://127.0.0.1:0",
-                              .heartbeat_timeout_ms = (int)a.worker_timeout_ms};
+                              .heartbeat_timeout_ms = (int)a.worker_timeout_ms,
+                              .policy = a.policy};
         if (td_cluster_create(&s.cluster, &s.loop, &co, err, sizeof err)) {
             fprintf(stderr, "tandem router: %s\n", err);
             rc = 1;
@@ -262,6 +274,9 @@ static int serve(int argc, char **argv, bool router_only)
     } else {
         td_engine_opts eo = {.model_dir = a.model_dir, .max_batch = (int)a.max_batch,
                              .nthreads = (int)a.threads, .max_context = a.ctx,
+                             .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
+                                                   : a.prefix_cache_mib == 0 ? -1
+                                                   : a.prefix_cache_mib << 20,
                              .on_loaded = on_loaded, .arg = &s};
         if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
             fprintf(stderr, "tandem serve: %s\n", err);
@@ -298,6 +313,7 @@ static int serve(int argc, char **argv, bool router_only)
         serve_workers_opts wo = {.router_url = td_cluster_url(s.cluster),
                                  .model_dir = a.model_dir, .threads = a.threads,
                                  .max_batch = a.max_batch, .ctx = a.ctx,
+                                 .prefix_cache_mib = a.prefix_cache_mib,
                                  .registered = registered,
                                  .on_failed = worker_failed, .arg = &s};
         if (serve_workers_start(&s.workers, &s.loop, &wo, err, sizeof err)) {

@@ -4,6 +4,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cmd/args.h"
 #include "cmd/cmd.h"
 #include "tokenizer/tokenizer.h"
 
@@ -71,27 +72,21 @@ static int decode(const td_tok *tok, const char *arg, size_t len,
 {
     json_error_t jerr;
     json_t *arr = json_loadb(arg, len, 0, &jerr);
-    if (!json_is_array(arr)) {
+    /* Any 32-bit id: the tokenizer says which it knows. */
+    td_arg_ids_opts o = {.min_id = INT32_MIN, .allow_empty = true};
+    int32_t *ids;
+    size_t n, bad;
+    td_err e = td_arg_ids(arr, &o, &ids, &n, &bad);
+    json_decref(arr);
+    if (e == TD_EINVAL && bad == SIZE_MAX) {
         fprintf(stderr, "tandem tokenize: --decode wants a JSON array of ids, "
                 "e.g. [19923, 14]\n");
-        json_decref(arr);
         return 2;
     }
-    size_t n = json_array_size(arr);
-    int32_t *ids = malloc((n ? n : 1) * sizeof *ids);
-    int rc = ids ? 0 : 1;
-    for (size_t i = 0; i < n && !rc; i++) {
-        json_t *v = json_array_get(arr, i);
-        if (!json_is_integer(v) || json_integer_value(v) < INT32_MIN ||
-            json_integer_value(v) > INT32_MAX) {
-            fprintf(stderr, "tandem tokenize: element %zu of the id array is "
-                    "not a 32-bit integer\n", i);
-            rc = 2;
-        } else {
-            ids[i] = (int32_t)json_integer_value(v);
-        }
-    }
-    json_decref(arr);
+    if (e == TD_EINVAL)
+        fprintf(stderr, "tandem tokenize: element %zu of the id array is "
+                "not a 32-bit integer\n", bad);
+    int rc = e == TD_EINVAL ? 2 : e ? 1 : 0;
     td_tok_bytes text = {0};
     char err[256];
     if (!rc && td_tok_decode(tok, ids, n, flags, &text, err, sizeof err)) {

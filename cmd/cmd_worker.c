@@ -18,17 +18,22 @@
 typedef struct {
     bool decode;
     const char *name;
-    const char *model_dir, *router_url, *listen_url, *id;
-    long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx;
+    const char *model_dir, *router_url, *listen_url, *id, *metrics_host;
+    long metrics_port;
+    long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx, prefix_cache_mib;
+    long drain_ms;
     bool exit_with_parent;
 } worker_args;
 
 typedef struct {
     uv_loop_t loop;
     uv_signal_t sigint, sigterm;
+    uv_timer_t drain_timer;      /* the drain's deadline */
+    bool draining;
     td_prefill *prefill;
     td_decode *decode;
     const char *name;
+    long drain_ms;
     int status;
     bool stopping;
 } worker;
@@ -45,17 +50,23 @@ static void usage(FILE *f, const char *name)
         "  --listen URL          our control listener (default tcp://127.0.0.1:0)\n"
         "  --model DIR           model directory (default models/tiny-v4)\n"
         "  --id NAME             worker id (default %s-<pid>)\n"
+        "  --metrics-host ADDR   address of GET /metrics (default 127.0.0.1)\n"
+        "  --metrics-port N      its port (default 0: a free one, logged; -1: none)\n"
         "  --threads N           model threads (default: one per CPU)\n"
         "  --max-batch N         sequences in the batch (default 16)\n"
         "  --ctx N               cap on prompt + completion tokens (default: the model's)\n"
         "  --heartbeat-ms N      heartbeat interval (default 200)\n"
         "  --exit-with-parent    stop when the parent process dies (tandem serve's workers)\n"
+        "  --drain-timeout-ms N  on SIGTERM/SIGINT: stop taking work, let what runs finish\n"
+        "                        for up to N ms (default 30000), then stop; a second\n"
+        "                        signal stops at once\n"
         "%s"
         "\n"
         "UCX picks the KV transport (UCX_TLS, e.g. UCX_TLS=tcp across hosts without RDMA).\n",
         name, name, name,
         !strcmp(name, "decode") ? "  --kv-capacity-mib N   KV state held at once (default 8192)\n"
-                                : "");
+                                : "  --prefix-cache-mib N  recent states kept for prompts that extend them\n"
+                                  "                        (default 256; 0: off)\n");
 }
 
 static int parse(int argc, char **argv, worker_args *a)
@@ -80,11 +91,17 @@ static int parse(int argc, char **argv, worker_args *a)
         else if (!strcmp(o, "--listen")) a->listen_url = v;
         else if (!strcmp(o, "--model")) a->model_dir = v;
         else if (!strcmp(o, "--id")) a->id = v;
+        else if (!strcmp(o, "--metrics-host")) a->metrics_host = v;
+        else if (!strcmp(o, "--metrics-port")) bad = td_arg_long(v, -1, 65535, &a->metrics_port);
         else if (!strcmp(o, "--threads")) bad = td_arg_long(v, 1, 1024, &a->threads);
         else if (!strcmp(o, "--max-batch")) bad = td_arg_long(v, 1, 4096, &a->max_batch);
         else if (!strcmp(o, "--ctx")) bad = td_arg_long(v, 1, 1L << 30, &a->ctx);
+        else if (!strcmp(o, "--drain-timeout-ms"))
+            bad = td_arg_long(v, 0, 24L * 3600 * 1000, &a->drain_ms);
         else if (!strcmp(o, "--heartbeat-ms"))
             bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
+        else if (!a->decode && !strcmp(o, "--prefix-cache-mib"))
+            bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
         else if (a->decode && !strcmp(o, "--kv-capacity-mib"))
             bad = td_arg_long(v, 1, 1L << 30, &a->kv_capacity_mib);
         else {
@@ -111,6 +128,7 @@ static void closed(void *arg)
     worker *w = arg;
     uv_close((uv_handle_t *)&w->sigint, NULL);
     uv_close((uv_handle_t *)&w->sigterm, NULL);
+    uv_close((uv_handle_t *)&w->drain_timer, NULL);
 }
 
 static void stop(worker *w)
@@ -124,11 +142,38 @@ static void stop(worker *w)
         td_decode_destroy(w->decode, closed, w);
 }
 
+static void drained(void *arg)
+{
+    worker *w = arg;
+    uv_timer_stop(&w->drain_timer);
+    stop(w);
+}
+
+static void on_drain_deadline(uv_timer_t *t)
+{
+    worker *w = t->data;
+    fprintf(stderr, "tandem %s: drain deadline passed: stopping\n", w->name);
+    stop(w);
+}
+
+/* First signal: drain (the router stops placing work here; what runs
+ * finishes). Second: stop now. */
 static void on_signal(uv_signal_t *h, int signum)
 {
     worker *w = h->data;
-    fprintf(stderr, "tandem %s: %s: stopping\n", w->name, signum == SIGINT ? "SIGINT" : "SIGTERM");
-    stop(w);
+    const char *sig = signum == SIGINT ? "SIGINT" : "SIGTERM";
+    if (w->draining || w->stopping) {
+        fprintf(stderr, "tandem %s: %s: stopping\n", w->name, sig);
+        stop(w);
+        return;
+    }
+    fprintf(stderr, "tandem %s: %s: draining\n", w->name, sig);
+    w->draining = true;
+    uv_timer_start(&w->drain_timer, on_drain_deadline, (uint64_t)w->drain_ms, 0);
+    if (w->prefill)
+        td_prefill_drain(w->prefill, drained, w);
+    else
+        td_decode_drain(w->decode, drained, w);
 }
 
 static void on_ready(void *arg, const char *err)
@@ -162,7 +207,8 @@ static int peer_errors_from_env(void)
 static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
-                     .model_dir = "models/tiny-v4"};
+                     .model_dir = "models/tiny-v4", .prefix_cache_mib = -1,
+                     .drain_ms = 30000};
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -172,8 +218,10 @@ static int run(int argc, char **argv, bool decode)
         fprintf(stderr, "tandem %s: the parent process is gone\n", a.name);
         return 1;
     }
-    worker w = {.name = a.name};
+    worker w = {.name = a.name, .drain_ms = a.drain_ms};
     uv_loop_init(&w.loop);
+    uv_timer_init(&w.loop, &w.drain_timer);
+    w.drain_timer.data = &w;
     uv_signal_init(&w.loop, &w.sigint);
     uv_signal_init(&w.loop, &w.sigterm);
     w.sigint.data = w.sigterm.data = &w;
@@ -188,6 +236,7 @@ static int run(int argc, char **argv, bool decode)
                             .max_context = a.ctx,
                             .heartbeat_ms = (int)a.heartbeat_ms,
                             .ucx_peer_errors = peer_errors_from_env(),
+                            .metrics_host = a.metrics_host, .metrics_port = (int)a.metrics_port,
                             .kv_capacity = (uint64_t)a.kv_capacity_mib << 20,
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
@@ -198,6 +247,11 @@ static int run(int argc, char **argv, bool decode)
                             .max_context = a.ctx,
                              .heartbeat_ms = (int)a.heartbeat_ms,
                              .ucx_peer_errors = peer_errors_from_env(),
+                             .metrics_host = a.metrics_host,
+                             .metrics_port = (int)a.metrics_port,
+                             .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
+                                                   : a.prefix_cache_mib == 0 ? -1
+                                                   : a.prefix_cache_mib << 20,
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }
@@ -205,6 +259,7 @@ static int run(int argc, char **argv, bool decode)
         fprintf(stderr, "tandem %s: %s\n", a.name, err);
         uv_close((uv_handle_t *)&w.sigint, NULL);
         uv_close((uv_handle_t *)&w.sigterm, NULL);
+        uv_close((uv_handle_t *)&w.drain_timer, NULL);
         w.status = 1;
     }
     uv_run(&w.loop, UV_RUN_DEFAULT);

@@ -22,7 +22,7 @@ struct serve_workers {
     serve_workers_opts o;
     uv_loop_t *loop;
     char exe[4096];
-    char threads[24], max_batch[24], ctx[24];
+    char threads[24], max_batch[24], ctx[24], pcache[24];
     child kids[NROLES];
     bool stopping;
     uv_timer_t kill_timer;       /* SIGKILL for children that ignore SIGTERM */
@@ -123,6 +123,10 @@ static void spawn_child(child *c)
         args[n++] = "--ctx";
         args[n++] = w->ctx;
     }
+    if (w->o.prefix_cache_mib >= 0 && c->role == 0) {
+        args[n++] = "--prefix-cache-mib";
+        args[n++] = w->pcache;
+    }
     args[n] = NULL;
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE}, {.flags = UV_IGNORE},
@@ -159,6 +163,7 @@ td_err serve_workers_start(serve_workers **out, uv_loop_t *loop, const serve_wor
     snprintf(w->threads, sizeof w->threads, "%ld", o->threads);
     snprintf(w->max_batch, sizeof w->max_batch, "%ld", o->max_batch);
     snprintf(w->ctx, sizeof w->ctx, "%ld", o->ctx);
+    snprintf(w->pcache, sizeof w->pcache, "%ld", o->prefix_cache_mib);
     w->open_handles = NROLES + 1;  /* the restart timers, the kill timer */
     uv_timer_init(loop, &w->kill_timer);
     w->kill_timer.data = w;

@@ -19,6 +19,7 @@ typedef struct {
     long threads;                /* 0: the workers' default */
     long max_batch;              /* 0: the workers' default */
     long ctx;                    /* 0: the model's context */
+    long prefix_cache_mib;       /* -1: the workers' default */
     /* Whether a worker of this role ("prefill", "decode") is registered
      * now: a child that exits while none is never came up. */
     bool (*registered)(void *arg, const char *role);

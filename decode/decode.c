@@ -20,6 +20,7 @@
 #include "model/state.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
+#include "worker/local.h"
 #include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
@@ -36,6 +37,7 @@ typedef struct djob {
     size_t n_stop;
     char *session_id;
     size_t reserve;              /* state bytes held for it */
+    uint64_t t_ticket;           /* uv_hrtime when the ticket went out */
     uint64_t index;              /* next token's position in the completion */
     bool cancelled, in_engine;
     phase ph;                    /* what the receiver posted last */
@@ -63,10 +65,14 @@ struct td_decode {
     td_engine *engine;
     td_router_engine ei;
     td_wk *wk;
+    td_wk_local *local;          /* PrefillRequests: the whole answer here (no prefill worker) */
     td_mbox *events;             /* receiver -> loop */
     djob *jobs;                  /* loop: every job it owns or lent out */
     uint64_t kv_used;
     uint64_t fingerprint;
+    /* /metrics (loop thread) */
+    uint64_t m_tokens, m_transfers, m_transfer_failures, m_transfer_bytes;
+    td_prom_hist m_kv_wait;
     /* receiver thread */
     td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
     cmd *cmds, *cmds_tail;       /* under mu */
@@ -287,6 +293,7 @@ static void on_token(void *arg, int32_t t)
         td_wk_send_tokens(j->d->wk, j->rid, j->index, &t, 1,
                           TANDEM__CTL__FINISH_REASON__FINISH_UNSPECIFIED, NULL);
     j->index++;
+    j->d->m_tokens++;
 }
 
 static void on_finish(void *arg, td_router_finish why, td_err err)
@@ -342,11 +349,19 @@ static void on_event(void *arg, void *item)
             td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
             env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_TICKET;
             env.kv_ticket = &kt;
+            j->t_ticket = uv_hrtime();
             td_wk_send(d->wk, &env);
         }
         return;
     }
     /* PH_ARRIVED */
+    if (j->err && !j->cancelled)
+        d->m_transfer_failures++;
+    if (!j->err) {
+        d->m_transfers++;
+        d->m_transfer_bytes += j->got.total_bytes;
+        td_prom_observe(&d->m_kv_wait, (double)(uv_hrtime() - j->t_ticket) * 1e-9);
+    }
     if (j->err || j->cancelled || !d->wk) {
         if (j->recv)
             push_cmd(d, CMD_CLOSE, NULL, j->recv);
@@ -413,7 +428,15 @@ static void on_msg(void *arg, td_ctl_msg *m)
     case TANDEM__CTL__ENVELOPE__BODY_DECODE:
         start(d, m->decode);
         break;
+    case TANDEM__CTL__ENVELOPE__BODY_PREFILL:
+        if (m->prefill->kv_ticket.len)
+            td_log(TD_LOG_WARN, "decode: a prefill request with a ticket ignored");
+        else
+            td_wk_local_start(d->local, m->prefill);
+        break;
     case TANDEM__CTL__ENVELOPE__BODY_CANCEL:
+        if (td_wk_local_cancel(d->local, m->cancel->request_id))
+            break;
         if ((j = find(d, m->cancel->request_id)) && !j->cancelled) {
             j->cancelled = true;
             if (j->in_engine)
@@ -423,6 +446,8 @@ static void on_msg(void *arg, td_ctl_msg *m)
         }
         break;
     case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
+        if (td_wk_local_pause(d->local, m->pause->request_id, m->pause->paused))
+            break;
         if ((j = find(d, m->pause->request_id)) && j->in_engine)
             d->ei.pause(d->ei.ctx, j->eid, m->pause->paused);
         break;
@@ -445,6 +470,32 @@ static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
     hb->kv_free_bytes = d->kv_used < d->o.kv_capacity ? d->o.kv_capacity - d->kv_used : 0;
 }
 
+static void metrics(void *arg, td_prom_buf *b)
+{
+    td_decode *d = arg;
+    td_router_load l = {0};
+    d->ei.load(d->ei.ctx, &l);
+    td_prom_counter(b, "tandem_generation_tokens_total",
+                    "Tokens generated here (the first comes from prefill).", d->m_tokens);
+    td_prom_counter(b, "tandem_kv_transfers_total", "KV states received and verified.",
+                    d->m_transfers);
+    td_prom_counter(b, "tandem_kv_transfer_failures_total",
+                    "KV states refused or not received in time.", d->m_transfer_failures);
+    td_prom_counter(b, "tandem_kv_transfer_bytes_total", "Bytes of KV state received.",
+                    d->m_transfer_bytes);
+    td_prom_histogram(b, "tandem_kv_wait_seconds",
+                      "From the ticket to a verified state: prefill plus transfer.",
+                      &d->m_kv_wait);
+    td_prom_gauge(b, "tandem_num_requests_running", "Requests in the decode batch.",
+                  (double)l.running);
+    td_prom_gauge(b, "tandem_num_requests_waiting",
+                  "Requests with their state here, waiting for the batch.", (double)l.waiting);
+    td_prom_gauge(b, "tandem_kv_bytes_in_use", "KV state bytes reserved or held.",
+                  (double)d->kv_used);
+    td_prom_gauge(b, "tandem_kv_capacity_bytes", "KV state bytes this worker may hold.",
+                  (double)d->o.kv_capacity);
+}
+
 static void on_loaded(void *arg, const char *why)
 {
     td_decode *d = arg;
@@ -458,9 +509,13 @@ static void on_loaded(void *arg, const char *why)
         .max_context = (uint64_t)d->ei.context_len(d->ei.ctx),
         .kv_capacity_bytes = d->o.kv_capacity,
         .on_msg = on_msg, .load = load, .arg = d,
+        .metrics_host = d->o.metrics_host, .metrics_port = d->o.metrics_port,
+        .metrics = metrics,
     };
     td_err e = td_wk_ucx_bring_up(&d->u, why, receiver_main, d, d->loop, &wo, &d->wk, err,
                                   sizeof err);
+    if (!e && td_wk_local_create(&d->local, d->wk, d->engine))
+        e = td_errf(err, sizeof err, TD_ENOMEM, "out of memory");
     if (d->o.on_ready)
         d->o.on_ready(d->o.arg, e ? err : NULL);
 }
@@ -475,7 +530,7 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     if (!d->o.max_batch)
         d->o.max_batch = 16;
     if (!d->o.transfer_timeout_ms)
-        d->o.transfer_timeout_ms = 60000;
+        d->o.transfer_timeout_ms = 600000;
     if (!d->o.kv_capacity)
         d->o.kv_capacity = 8ull << 30;
     d->loop = loop;
@@ -487,7 +542,9 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     }
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = d->o.max_batch,
                          .nthreads = o->nthreads,
-                         .max_context = o->max_context, .on_loaded = on_loaded, .arg = d};
+                         .max_context = o->max_context, .on_loaded = on_loaded, .arg = d,
+                         /* resumed requests have no prompt to key a cache with */
+                         .prefix_cache_bytes = -1};
     e = td_engine_create(&d->engine, loop, &eo, err, errlen);
     if (e) {
         td_mbox_destroy(d->events);
@@ -499,6 +556,20 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     return TD_OK;
 }
 
+static bool idle(void *arg)
+{
+    td_decode *d = arg;
+    return d->jobs == NULL && td_wk_local_running(d->local) == 0;
+}
+
+void td_decode_drain(td_decode *d, void (*cb)(void *arg), void *arg)
+{
+    if (d->wk)
+        td_wk_drain(d->wk, idle, cb, arg);
+    else
+        cb(arg);
+}
+
 static void engine_closed(void *arg)
 {
     td_decode *d = arg;
@@ -506,6 +577,7 @@ static void engine_closed(void *arg)
     void *cbarg = d->closed_arg;
     while (d->jobs)
         job_free(d, d->jobs);
+    td_wk_local_destroy(d->local);
     free(d);
     if (cb)
         cb(cbarg);
@@ -515,6 +587,7 @@ void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg)
 {
     d->on_closed = cb;
     d->closed_arg = arg;
+    td_wk_local_detach(d->local);
     td_wk_destroy(d->wk);
     d->wk = NULL;
     /* The engine cancels its requests and releases their buffers (CLOSE

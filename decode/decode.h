@@ -31,7 +31,9 @@ typedef struct {
      * crashed in about one transfer in ten here), off for shared memory,
      * which it would disable. cmd/ decides from UCX_TLS. */
     int ucx_peer_errors;
-    int transfer_timeout_ms;     /* ticket to verified state; 0: 60000 */
+    const char *metrics_host;    /* /metrics; NULL: 127.0.0.1 */
+    int metrics_port;            /* 0: a free port; -1: none */
+    int transfer_timeout_ms;     /* ticket to verified state (the whole prefill); 0: 600000 */
     uint64_t kv_capacity;        /* bytes of state held at once; 0: 8 GiB */
     void (*on_ready)(void *arg, const char *err);
     void *arg;
@@ -39,6 +41,9 @@ typedef struct {
 
 td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *opts,
                         char *err, size_t errlen);
+/* Stops taking work (the router is told) and calls cb once every request
+ * in flight has finished. */
+void td_decode_drain(td_decode *d, void (*cb)(void *arg), void *arg);
 void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg);
 
 #endif

@@ -21,6 +21,7 @@
 
 #include "common/log.h"
 #include "engine/engine.h"
+#include "engine/prefix_cache.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/sample.h"
@@ -40,6 +41,10 @@ typedef struct ereq {
     char *session_id;            /* NULL = none; kept for a future scheduler */
     /* worker modes (td_engine_req) */
     td_engine_state_fn on_state;
+    void *state_buf;             /* layer-by-layer saving (td_engine_req) */
+    size_t state_cap;
+    void (*on_section)(void *arg, size_t off, size_t len);
+    size_t *offs;                /* (nlayers + 1) section offsets of the state */
     const void *state;           /* resume from these bytes; NULL = prefill the prompt */
     size_t state_len;
     int32_t first_token;
@@ -52,6 +57,8 @@ typedef struct ereq {
     int64_t generated;
     int32_t last;                /* the token to feed next */
     bool paused;
+    int32_t *gen;                /* emitted tokens, for the prefix cache */
+    size_t n_gen, cap_gen;
 } ereq;
 
 typedef enum { CMD_CANCEL, CMD_PAUSE, CMD_RESUME } cmd_kind;
@@ -60,11 +67,11 @@ typedef struct {
     uint64_t id;
 } cmd;
 
-typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE } ev_kind;
+typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE, EV_CACHE } ev_kind;
 typedef struct {
     ev_kind kind;
     int32_t token;
-    void *state;                 /* EV_STATE: handed to on_state */
+    void *state;                 /* EV_STATE: handed to on_state; EV_CACHE: the tokens */
     size_t state_len;
     td_engine_state_fn on_state;
     td_router_finish why;
@@ -110,6 +117,8 @@ struct td_engine {
      * and lowered by the engine thread when it admits or finishes a
      * waiting request; running is written by the engine thread. */
     atomic_llong load_waiting, load_running;
+    /* the prefix cache's counters, published by the engine thread */
+    atomic_ullong pc_lookups, pc_hits, pc_tokens, pc_bytes, pc_entries, pc_evictions;
     /* loop thread only */
     uint64_t next_id;
     VEC(event) delivering;
@@ -127,6 +136,7 @@ struct td_engine {
     td_v4_step *steps;           /* (max_batch) */
     ereq **step_req;             /* (max_batch) */
     int *step_take;              /* (max_batch) prompt tokens in the step, 0 = decode */
+    td_pcache *pcache;
     VEC(cmd) cmds_local;
     VEC(event) events;           /* this iteration's */
 };
@@ -169,6 +179,10 @@ static void deliver(td_engine *e)
         case EV_STATE:
             ev->on_state(ev->cb.arg, ev->state, ev->state_len);
             break;
+        case EV_CACHE:
+            e->opts.on_cache(e->opts.arg, ev->token != 0, ev->state, ev->state_len);
+            free(ev->state);
+            break;
         case EV_LOADED:
             if (e->opts.on_loaded)
                 e->opts.on_loaded(e->opts.arg, e->load_err[0] ? e->load_err : NULL);
@@ -198,6 +212,8 @@ static void ereq_free(ereq *r)
     free(r->prompt);
     free(r->stop_ids);
     free(r->session_id);
+    free(r->gen);
+    free(r->offs);
     free(r);
 }
 
@@ -207,9 +223,30 @@ static void emit(td_engine *e, event ev)
         td_log(TD_LOG_ERROR, "engine: out of memory queueing an event");
 }
 
+/* Keeps what r's sequence processed (its prompt and the emitted tokens it
+ * was fed) for a later prompt that extends it. */
+static void remember(td_engine *e, ereq *r)
+{
+    int64_t len = r->seq ? td_v4_seq_len(r->seq) : 0;
+    if (!e->pcache || !r->prompt || len < (int64_t)r->n_prompt ||
+        (size_t)len - r->n_prompt > r->n_gen)
+        return;
+    size_t k = (size_t)len - r->n_prompt;
+    int32_t *toks = malloc((size_t)len * sizeof *toks);
+    if (!toks)
+        return;
+    memcpy(toks, r->prompt, r->n_prompt * sizeof *toks);
+    memcpy(toks + r->n_prompt, r->gen, k * sizeof *toks);
+    if (td_pcache_put(e->pcache, r->seq, toks, (size_t)len))
+        td_log(TD_LOG_WARN, "engine: prefix cache: out of memory");
+    free(toks);
+}
+
 /* Unlinks r from the list at *head and finishes it. */
 static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_err err)
 {
+    if (why != TD_ROUTER_FINISH_ERROR)
+        remember(e, r);
     for (ereq **p = head; *p; p = &(*p)->next)
         if (*p == r) {
             *p = r->next;
@@ -298,8 +335,19 @@ static void admit(td_engine *e)
                                      err, sizeof err);
         if (!er)
             er = td_sampler_create(&r->smp, e->vocab, &so);
+        if (!er && r->state_buf) {
+            const td_v4_config *c = td_v4_model_config(e->m);
+            if (!(r->offs = malloc(sizeof *r->offs * (size_t)(c->n_layers + c->n_mtp_layers + 1))))
+                er = TD_ENOMEM;
+            else if (td_v4_state_size_at(e->m, (int64_t)r->n_prompt, 0) > r->state_cap)
+                er = td_errf(err, sizeof err, TD_ERANGE, "state buffer too small");
+            else
+                td_v4_state_offsets(e->m, (int64_t)r->n_prompt, 0, r->offs);
+        }
         if (!er && r->state)
             er = resume(e, r, err, sizeof err);
+        else if (!er && e->pcache)
+            r->prefilled = td_pcache_restore(e->pcache, r->seq, r->prompt, r->n_prompt);
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
                    (unsigned long long)r->id, err[0] ? err : td_strerror(er));
@@ -329,6 +377,13 @@ static bool is_stop(const ereq *r, int32_t t)
 static td_err hand_over_state(td_engine *e, ereq *r)
 {
     size_t n = td_v4_seq_state_size(r->seq), w = 0;
+    if (r->state_buf) {  /* the main layers are in place already */
+        td_err er = td_v4_seq_seal(r->seq, r->state_buf, r->state_cap, &w);
+        if (!er)
+            emit(e, (event){.kind = EV_STATE, .state = r->state_buf, .state_len = w,
+                            .on_state = r->on_state, .cb = r->cb});
+        return er;
+    }
     void *buf = malloc(n);
     if (!buf)
         return TD_ENOMEM;
@@ -340,6 +395,16 @@ static td_err hand_over_state(td_engine *e, ereq *r)
     emit(e, (event){.kind = EV_STATE, .state = buf, .state_len = w, .on_state = r->on_state,
                     .cb = r->cb});
     return TD_OK;
+}
+
+/* A prefill worker's request, in its last chunk: layer l is final, so its
+ * section can go out while the next layers compute. */
+static void layer_done(void *arg, int l)
+{
+    ereq *r = arg;
+    if (td_v4_seq_save_layer(r->seq, l, (int64_t)r->n_prompt, r->state_buf, r->state_cap))
+        return;  /* cannot happen: the buffer was sized for this prompt */
+    r->on_section(r->cb.arg, r->offs[l], r->offs[l + 1] - r->offs[l]);
 }
 
 /* One iteration: one forward call over every runnable request. */
@@ -362,6 +427,10 @@ static void step(td_engine *e)
             bool done = r->prefilled + take == r->n_prompt;
             *st = (td_v4_step){.seq = r->seq, .tokens = r->prompt + r->prefilled,
                                .n = (int)take, .logits = done ? lg : NULL};
+            if (done && r->state_buf) {
+                st->on_layer = layer_done;
+                st->layer_arg = r;
+            }
             e->step_take[n] = (int)take;
         } else {
             *st = (td_v4_step){.seq = r->seq, .tokens = &r->last, .n = 1, .logits = lg};
@@ -394,11 +463,36 @@ static void step(td_engine *e)
         }
         emit(e, (event){.kind = EV_TOKEN, .token = t, .cb = r->cb});
         r->last = t;
+        if (e->pcache && r->prompt) {
+            /* amortised: the array doubles, a handful of times per request */
+            if (r->n_gen == r->cap_gen) {
+                size_t nc = r->cap_gen ? 2 * r->cap_gen : 64;
+                int32_t *ng = realloc(r->gen, nc * sizeof *ng);
+                if (ng) {
+                    r->gen = ng;
+                    r->cap_gen = nc;
+                }
+            }
+            if (r->n_gen < r->cap_gen)
+                r->gen[r->n_gen++] = t;
+        }
         if (++r->generated == r->max_tokens) {
             td_err se = r->on_state ? hand_over_state(e, r) : TD_OK;
             finish(e, &e->running, r, se ? TD_ROUTER_FINISH_ERROR : TD_ROUTER_FINISH_LENGTH, se);
         }
     }
+}
+
+/* The cache stored or dropped a prefix: tell the loop thread (a copy of
+ * the tokens travels with the event; once per request, not per token). */
+static void cache_event(void *arg, bool stored, const int32_t *tokens, size_t n)
+{
+    td_engine *e = arg;
+    int32_t *copy = malloc((n ? n : 1) * sizeof *copy);
+    if (!copy)
+        return;
+    memcpy(copy, tokens, n * sizeof *copy);
+    emit(e, (event){.kind = EV_CACHE, .token = stored, .state = copy, .state_len = n});
 }
 
 static td_err load(td_engine *e)
@@ -428,6 +522,12 @@ static td_err load(td_engine *e)
     if (e->opts.max_context > 0 && e->opts.max_context < ctx)
         ctx = e->opts.max_context;
     atomic_store(&e->ctx_len, ctx);
+    int64_t pc = e->opts.prefix_cache_bytes;
+    if (pc >= 0 && td_pcache_create(&e->pcache, pc ? (size_t)pc : (size_t)256 << 20,
+                                    e->opts.on_cache ? cache_event : NULL, e)) {
+        snprintf(e->load_err, sizeof e->load_err, "out of memory for the prefix cache");
+        return TD_ENOMEM;
+    }
     return TD_OK;
 }
 
@@ -475,12 +575,23 @@ static void *engine_main(void *arg)
         if (!er) {
             admit(e);
             step(e);
+            if (e->pcache) {
+                td_pcache_stats ps = td_pcache_get_stats(e->pcache);
+                atomic_store(&e->pc_lookups, ps.lookups);
+                atomic_store(&e->pc_hits, ps.hits);
+                atomic_store(&e->pc_tokens, ps.tokens_reused);
+                atomic_store(&e->pc_bytes, ps.bytes);
+                atomic_store(&e->pc_entries, ps.entries);
+                atomic_store(&e->pc_evictions, ps.evictions);
+            }
         } else {
             while (e->waiting)  /* cannot happen: submit refuses; be safe */
                 finish(e, &e->waiting, e->waiting, TD_ROUTER_FINISH_ERROR, er);
         }
         post_events(e);
     }
+    td_pcache_destroy(e->pcache);
+    e->pcache = NULL;
     td_v4_model_destroy(e->m);
     td_v4_weights_destroy(e->w);
     e->m = NULL;
@@ -510,7 +621,8 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
         return TD_EBUSY;
     if (q->n_prompt == 0 || q->max_tokens < 1 || !cb->on_token || !cb->on_finish)
         return TD_EINVAL;
-    if ((x->state && (x->on_state || x->first_token < 0)) ||
+    if ((x->state_buf && (!x->on_state || !x->on_section)) ||
+        (x->state && (x->on_state || x->first_token < 0)) ||
         (!x->state && !q->prompt) || (x->on_state && q->max_tokens != 1))
         return TD_EINVAL;
     if ((int64_t)q->n_prompt + q->max_tokens > atomic_load(&e->ctx_len))
@@ -525,6 +637,9 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
     r->release_state = x->release_state;
     r->state_arg = x->state_arg;
     r->on_state = x->on_state;
+    r->state_buf = x->state_buf;
+    r->state_cap = x->state_cap;
+    r->on_section = x->on_section;
     r->prompt = x->state ? NULL : malloc(q->n_prompt * sizeof *r->prompt);
     r->stop_ids = malloc((q->n_stop_ids ? q->n_stop_ids : 1) * sizeof *r->stop_ids);
     if ((!x->state && !r->prompt) || !r->stop_ids) {
@@ -578,6 +693,15 @@ static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_
 size_t td_engine_state_size(td_engine *e, int64_t tokens)
 {
     return atomic_load(&e->ready) ? td_v4_state_size_at(e->m, tokens, 0) : 0;
+}
+
+td_engine_cache_stats td_engine_cache(td_engine *e)
+{
+    return (td_engine_cache_stats){
+        .lookups = atomic_load(&e->pc_lookups), .hits = atomic_load(&e->pc_hits),
+        .tokens_reused = atomic_load(&e->pc_tokens), .bytes = atomic_load(&e->pc_bytes),
+        .entries = atomic_load(&e->pc_entries), .evictions = atomic_load(&e->pc_evictions),
+    };
 }
 
 uint64_t td_engine_fingerprint(td_engine *e)

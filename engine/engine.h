@@ -30,6 +30,12 @@ typedef struct {
     int prefill_budget;
     int nthreads;                /* model threads; 0 = one per CPU */
     int64_t max_context;         /* cap on tokens per sequence; 0 = the model's */
+    /* Bytes of recent sequence states kept so a prompt that extends one is
+     * prefilled only past it (engine/prefix_cache.h). 0 = 256 MiB, -1 = off. */
+    int64_t prefix_cache_bytes;
+    /* Optional: each prefix the cache stored or dropped, on the loop thread
+     * (tokens borrowed for the call): a worker publishes them (KvEvents). */
+    void (*on_cache)(void *arg, bool stored, const int32_t *tokens, size_t n);
     /* Called once on the loop thread when loading ends: err is NULL on
      * success, else the reason (the engine then refuses every request). */
     void (*on_loaded)(void *arg, const char *err);
@@ -47,6 +53,18 @@ typedef struct {
      * sampled (and is not a stop id) the sequence's state is saved and
      * handed to on_state; the request then finishes with LENGTH. */
     td_engine_state_fn on_state;
+    /* Prefill worker, layer by layer (with on_state): the state is written
+     * into state_buf (state_cap bytes, td_engine_state_size of the prompt),
+     * each main layer's section as soon as the prompt's last chunk has
+     * passed that layer, announced by on_section(cb.arg, off, len) on the
+     * ENGINE thread (keep it short: queue a put); then the buffer is sealed
+     * (header, MTP sections, checksum) and handed to on_state, still the
+     * caller's (not freed by the engine). The buffer must outlive the
+     * request. NULL: the state is saved whole at the end into a buffer the
+     * engine allocates. */
+    void *state_buf;
+    size_t state_cap;
+    void (*on_section)(void *arg, size_t off, size_t len);
     /* Decode worker: the request continues from state[0..state_len), a
      * saved state covering exactly gen.n_prompt tokens (gen.prompt may be
      * NULL), with first_token (sampled by the prefill worker with the same
@@ -68,6 +86,13 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *req, const td_router_
  * the model is loaded. */
 size_t td_engine_state_size(td_engine *e, int64_t tokens);
 uint64_t td_engine_fingerprint(td_engine *e);
+
+/* The prefix cache's counters (any thread; a snapshot at most one
+ * iteration old). */
+typedef struct {
+    uint64_t lookups, hits, tokens_reused, bytes, entries, evictions;
+} td_engine_cache_stats;
+td_engine_cache_stats td_engine_cache(td_engine *e);
 
 /* Starts the engine thread (which loads the model). Called on the loop
  * thread; loop must outlive the engine. */

@@ -181,8 +181,11 @@ static void head(td_v4_model *m, const td_v4_hc *hc, const uint16_t *norm, int r
     }
 }
 
-/* Runs `rows` prepared rows (row_tok, row_pos, row_seq) through the model. */
-static void run_rows(td_v4_model *m, int rows, float *const *dst, float *const *hdst)
+/* Runs `rows` prepared rows (row_tok, row_pos, row_seq) through the model;
+ * fin[0..nfin) are the steps whose last row is among them and that want
+ * to hear of each finished layer. */
+static void run_rows(td_v4_model *m, int rows, float *const *dst, float *const *hdst,
+                     td_v4_step *const *fin, int nfin)
 {
     const td_v4_config *c = &m->c;
     const td_v4_weights *w = m->w;
@@ -195,8 +198,11 @@ static void run_rows(td_v4_model *m, int rows, float *const *dst, float *const *
         for (int j = 1; j < HC; j++)
             memcpy(X + (size_t)j * D, X, sizeof(float) * (size_t)D);
     }
-    for (int li = 0; li < c->n_layers; li++)
+    for (int li = 0; li < c->n_layers; li++) {
         block(m, li, &w->layers[li], rows);
+        for (int k = 0; k < nfin; k++)
+            fin[k]->on_layer(fin[k]->layer_arg, li);
+    }
 
     for (int r = 0; r < rows; r++)
         if (hdst[r])
@@ -230,10 +236,11 @@ td_err td_v4_forward(td_v4_model *m, td_v4_step *steps, int nsteps,
     }
 
     float *dst[4096], *hdst[4096];
+    td_v4_step *fin[4096];
     int R = m->max_rows < 4096 ? m->max_rows : 4096;
     int si = 0, off = 0;
     while (si < nsteps) {
-        int rows = 0;
+        int rows = 0, nfin = 0;
         /* Fill a step of up to R rows; a sequence's rows stay in order. */
         while (si < nsteps && rows < R) {
             td_v4_step *st = &steps[si];
@@ -256,12 +263,14 @@ td_err td_v4_forward(td_v4_model *m, td_v4_step *steps, int nsteps,
             }
             off += take;
             if (off == st->n) {
+                if (st->on_layer && st->n > 0)
+                    fin[nfin++] = st;
                 si++;
                 off = 0;
             }
         }
         if (rows > 0)
-            run_rows(m, rows, dst, hdst);
+            run_rows(m, rows, dst, hdst, fin, nfin);
         /* Advance positions of the sequences this step touched. */
         for (int r = 0; r < rows; r++)
             if (m->row_pos[r] + 1 > m->row_seq[r]->pos)

@@ -53,6 +53,12 @@ typedef struct {
     /* If non-NULL, [n][hc_mult*dim]: each token's final residual streams
      * (before the head), the input of the MTP block. */
     float *hidden;
+    /* If non-NULL, called in the call's last internal step for this
+     * sequence, right after main layer l has processed its last token:
+     * layer l's state is then final for this call (td_v4_seq_save_layer),
+     * while layers after it still run. Runs on the calling thread. */
+    void (*on_layer)(void *arg, int layer);
+    void *layer_arg;
 } td_v4_step;
 
 /* Runs the steps (distinct sequences). On error (a token id out of range, a

@@ -180,16 +180,15 @@ static uint8_t *tail_io(uint8_t *b, float *kv, float *sc, int R, int d, int over
     return b;
 }
 
-/* Moves all layer sections; dir 1 = save. */
-static uint8_t *layers_io(td_v4_seq *s, uint8_t *b, int dir)
+/* Moves layer l's section as of `pos` tokens; dir 1 = save. */
+static uint8_t *layer_io(td_v4_seq *s, int l, int64_t pos, uint8_t *b, int dir)
 {
     const td_v4_model *m = s->m;
     int W = m->c.window;
-    for (int l = 0; l < s->nlayers; l++) {
+    {
         td_v4_layer_state *st = &s->layer[l];
-        layer_plan p = plan(s, l);
         int R = st->ratio;
-        int64_t pos = layer_pos(s, l);
+        layer_plan p = plan_at(m, R, pos);
         for (int64_t t = pos - p.win; t < pos; t++, b += m->rec) {
             uint8_t *slot = st->win + (size_t)(t % W) * m->rec;
             memcpy(dir ? b : slot, dir ? slot : b, (size_t)m->rec);
@@ -212,13 +211,45 @@ static uint8_t *layers_io(td_v4_seq *s, uint8_t *b, int dir)
     return b;
 }
 
-td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written)
+/* Moves all layer sections; dir 1 = save. */
+static uint8_t *layers_io(td_v4_seq *s, uint8_t *b, int dir)
 {
-    size_t need = td_v4_seq_state_size(s);
-    if (cap < need)
-        return TD_ERANGE;
+    for (int l = 0; l < s->nlayers; l++)
+        b = layer_io(s, l, layer_pos(s, l), b, dir);
+    return b;
+}
+
+void td_v4_state_offsets(const td_v4_model *m, int64_t pos, int64_t mtp_pos, size_t *offs)
+{
+    const td_v4_config *c = &m->c;
+    size_t b = HEADER_BYTES;
+    int L = c->n_layers + c->n_mtp_layers;
+    for (int l = 0; l < L; l++) {
+        offs[l] = b;
+        int R = c->compress_ratios[l];
+        layer_plan p = plan_at(m, R, l >= c->n_layers ? mtp_pos : pos);
+        b += layer_bytes(m, &p, R);
+    }
+    offs[L] = b;
+}
+
+td_err td_v4_seq_save_layer(const td_v4_seq *s, int l, int64_t pos, void *buf, size_t cap)
+{
     const td_v4_model *m = s->m;
-    uint8_t *b = buf;
+    if (l < 0 || l >= s->nlayers || pos < 0 || pos > s->cap)
+        return TD_EINVAL;
+    size_t offs[TD_V4_MAX_LAYERS + 2];
+    td_v4_state_offsets(m, pos, s->mtp_pos, offs);
+    if (offs[s->nlayers] + 8 > cap)
+        return TD_ERANGE;
+    layer_io((td_v4_seq *)s, l, l >= m->c.n_layers ? s->mtp_pos : pos, (uint8_t *)buf + offs[l],
+             1);
+    return TD_OK;
+}
+
+static void put_header(const td_v4_seq *s, uint8_t *b, size_t need)
+{
+    const td_v4_model *m = s->m;
     memset(b, 0, HEADER_BYTES);
     put32(b + 0, MAGIC);
     put32(b + 4, VERSION);
@@ -231,8 +262,32 @@ td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written
     put32(b + 44, (uint32_t)m->ikrec);
     put32(b + 48, (uint32_t)m->c.window);
     put64(b + 56, (uint64_t)s->mtp_pos);
+}
+
+td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written)
+{
+    size_t need = td_v4_seq_state_size(s);
+    if (cap < need)
+        return TD_ERANGE;
+    uint8_t *b = buf;
+    put_header(s, b, need);
     uint8_t *end = layers_io((td_v4_seq *)s, b + HEADER_BYTES, 1);
     put64(end, XXH3_64bits(b, (size_t)(end - b)));
+    *written = need;
+    return TD_OK;
+}
+
+td_err td_v4_seq_seal(const td_v4_seq *s, void *buf, size_t cap, size_t *written)
+{
+    size_t need = td_v4_seq_state_size(s);
+    if (cap < need)
+        return TD_ERANGE;
+    uint8_t *b = buf;
+    put_header(s, b, need);
+    const td_v4_model *m = s->m;
+    for (int l = m->c.n_layers; l < s->nlayers; l++)  /* the MTP block's, not run by forward */
+        td_v4_seq_save_layer(s, l, s->pos, buf, cap);
+    put64(b + need - 8, XXH3_64bits(b, need - 8));
     *written = need;
     return TD_OK;
 }

@@ -21,6 +21,21 @@ size_t td_v4_seq_state_size(const td_v4_seq *s);
  * processed pos tokens (its MTP block mtp_pos): a receiver sizes its buffer
  * with it before the state exists. */
 size_t td_v4_state_size_at(const td_v4_model *m, int64_t pos, int64_t mtp_pos);
+/* Section offsets of that state: offs[l] for each layer l (main layers,
+ * then MTP), offs[nlayers] where the checksum goes; offs has nlayers + 1
+ * entries. */
+void td_v4_state_offsets(const td_v4_model *m, int64_t pos, int64_t mtp_pos, size_t *offs);
+/* Layer-by-layer saving, so a sender can ship a layer while the forward
+ * pass computes the next ones: writes layer l's section, as of `pos`
+ * tokens, at its place in buf (a whole state's buffer, cap bytes). Valid
+ * once the layer has processed tokens [0, pos): from a td_v4_step on_layer
+ * hook, the sequence's own length still lags (it advances when the call
+ * ends), hence pos. */
+td_err td_v4_seq_save_layer(const td_v4_seq *s, int l, int64_t pos, void *buf, size_t cap);
+/* Completes a buffer whose main-layer sections td_v4_seq_save_layer wrote
+ * (at the sequence's length now): header, MTP sections, checksum. The
+ * result equals td_v4_seq_save's. */
+td_err td_v4_seq_seal(const td_v4_seq *s, void *buf, size_t cap, size_t *written);
 /* TD_ERANGE if cap is too small. */
 td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written);
 /* Checks magic, version, geometry, length and checksum before touching s:

@@ -1,10 +1,15 @@
 /* The prefill worker (prefill/prefill.h).
  *
- * A request's life: PrefillRequest -> engine (prompt, first token, state
- * saved) -> shipper thread (UCX put into the decode worker's ticket, flush,
- * completion, the receiver's verdict) -> KvReady to the router. A request
- * without a ticket (max_tokens 1) ends with its first token in a
- * TokenChunk; one whose first token is a stop id ends there too. */
+ * A request's life, overlapped: on the PrefillRequest the shipper thread
+ * connects to the decode worker and registers the state buffer (OPEN)
+ * while the engine prefills; in the prompt's last chunk each layer's
+ * section is put as soon as the forward pass has finished that layer
+ * (SECTION, from the engine thread), so the transfer runs under the
+ * remaining layers' compute; after the first token is sampled the rest
+ * (header, MTP sections, checksum) goes, then the completion and the
+ * receiver's verdict (FINISH) -> KvReady to the router. A first token that
+ * is a stop id, an error or a cancel ends the transfer (ABORT). Requests
+ * without a ticket are answered whole here (worker/local.c). */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -14,8 +19,10 @@
 #include "engine/engine.h"
 #include "model/state.h"
 #include "prefill/prefill.h"
+#include "proto/blockhash.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
+#include "worker/local.h"
 #include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
@@ -30,14 +37,33 @@ typedef struct pjob {
     uint8_t *ticket, *daddr;     /* empty ticket: ship nothing */
     size_t ticket_len, daddr_len;
     int32_t first;
-    void *state;
+    void *state;                 /* the whole state's buffer, written layer by layer */
     size_t state_len;
     bool cancelled;
+    bool in_engine;
+    td_router_finish why;        /* how the engine ended it */
+    td_err err;
+    uint64_t t_arrived;          /* uv_hrtime at the PrefillRequest */
+    double ship_seconds;         /* end of prefill to the receiver's verdict */
+    /* shipper only */
+    td_xfer_peer *xp;
+    td_xfer_send *send;
+    size_t sec_lo, sec_hi;       /* the span of the sections put early */
+    bool lost_section;           /* under mu: a SECTION could not be queued */
     /* shipper's result */
     td_err ship_err;
     uint64_t checksum;
     char msg[256];
 } pjob;
+
+/* What the shipper thread is asked, in order. */
+typedef enum { S_OPEN, S_SECTION, S_FINISH, S_ABORT } scmd_kind;
+typedef struct scmd {
+    struct scmd *next;
+    scmd_kind kind;
+    pjob *j;
+    size_t off, len;
+} scmd;
 
 typedef struct peer {
     struct peer *next;
@@ -52,15 +78,21 @@ struct td_prefill {
     td_engine *engine;
     td_router_engine ei;
     td_wk *wk;
+    td_wk_local *local;          /* PrefillRequests without a ticket: the whole answer */
     td_mbox *shipped;            /* shipper -> loop */
-    pjob *jobs;                  /* in the engine */
-    int running;                 /* jobs in the engine or the shipper */
+    pjob *jobs;                  /* every live job (engine or shipper) */
+    int running;                 /* len(jobs) */
+    /* /metrics (loop thread) */
+    uint64_t m_requests, m_prompt_tokens, m_transfers, m_transfer_failures, m_transfer_bytes;
+    uint64_t m_state_bytes;      /* states held for the shipper */
+    td_prom_hist m_prefill, m_transfer;
     uint64_t fingerprint;
     /* shipper thread */
     td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
-    pjob *queue, *queue_tail;    /* under mu */
+    scmd *queue, *queue_tail;    /* under mu */
     bool stop;                   /* under mu */
     peer *peers;                 /* shipper only */
+    int active;                  /* shipper only: sends open */
     void (*on_closed)(void *);
     void *closed_arg;
     int closing;                 /* handles still to close */
@@ -106,30 +138,110 @@ static void forget_peer(td_prefill *p, td_xfer_peer *xp)
         }
 }
 
-static void ship(td_prefill *p, pjob *j)
+/* Any thread. A lost SECTION only costs its early start: FINISH then puts
+ * the whole buffer. */
+static void push(td_prefill *p, scmd_kind kind, pjob *j, size_t off, size_t len)
 {
-    j->checksum = td_xfer_checksum(j->state, j->state_len);
-    td_xfer_peer *xp = peer_for(p, j->daddr, j->daddr_len, j->msg, sizeof j->msg);
-    if (!xp) {
-        j->ship_err = TD_EIO;
+    scmd *c = malloc(sizeof *c);
+    pthread_mutex_lock(&p->u.mu);
+    if (!c) {
+        if (kind == S_SECTION)
+            j->lost_section = true;
+        else
+            td_log(TD_LOG_ERROR, "prefill: out of memory queueing a transfer step");
+    } else {
+        *c = (scmd){.kind = kind, .j = j, .off = off, .len = len};
+        if (p->queue_tail)
+            p->queue_tail->next = c;
+        else
+            p->queue = c;
+        p->queue_tail = c;
+        pthread_cond_signal(&p->u.cv);
+    }
+    pthread_mutex_unlock(&p->u.mu);
+}
+
+static void fail(pjob *j, td_err e)
+{
+    if (!j->ship_err)
+        j->ship_err = e;
+}
+
+static void s_open(td_prefill *p, pjob *j)
+{
+    if (!(j->xp = peer_for(p, j->daddr, j->daddr_len, j->msg, sizeof j->msg))) {
+        fail(j, TD_EIO);
         return;
     }
-    td_xfer_send *s = NULL;
-    td_err e = td_xfer_send_open(xp, j->ticket, j->ticket_len, j->state, j->state_len, &s,
-                                 j->msg, sizeof j->msg);
-    if (!e)
-        e = td_xfer_send_section(s, 0, j->state_len);
-    if (!e) {
+    td_err e = td_xfer_send_open(j->xp, j->ticket, j->ticket_len, j->state, j->state_len,
+                                 &j->send, j->msg, sizeof j->msg);
+    if (e)
+        fail(j, e);
+    else
+        p->active++;
+}
+
+static void s_section(pjob *j, size_t off, size_t len)
+{
+    if (!j->send || j->ship_err)
+        return;
+    td_err e = td_xfer_send_section(j->send, off, len);
+    if (e) {
+        snprintf(j->msg, sizeof j->msg, "queueing a put: %s", td_strerror(e));
+        fail(j, e);
+        return;
+    }
+    if (j->sec_hi == 0 || off < j->sec_lo)
+        j->sec_lo = off;
+    if (off + len > j->sec_hi)
+        j->sec_hi = off + len;
+}
+
+static void s_close(td_prefill *p, pjob *j)
+{
+    if (j->send) {
+        td_xfer_send_close(j->send);
+        j->send = NULL;
+        p->active--;
+    }
+    if (j->ship_err && j->ship_err != TD_ECORRUPT && j->ship_err != TD_EFORMAT && j->xp)
+        forget_peer(p, j->xp);  /* it may be gone: connect afresh next time */
+    j->xp = NULL;
+}
+
+static void s_finish(td_prefill *p, pjob *j)
+{
+    uint64_t t0 = uv_hrtime();
+    pthread_mutex_lock(&p->u.mu);
+    bool all = j->lost_section || j->sec_hi == 0;
+    pthread_mutex_unlock(&p->u.mu);
+    /* What the layer hooks did not cover: the header, the MTP sections and
+     * the checksum (all of it if a section was lost). */
+    if (all) {
+        s_section(j, 0, j->state_len);
+    } else {
+        s_section(j, 0, j->sec_lo);
+        s_section(j, j->sec_hi, j->state_len - j->sec_hi);
+    }
+    j->checksum = td_xfer_checksum(j->state, j->state_len);
+    if (j->send && !j->ship_err) {
         td_xfer_desc d = {.transfer_id = j->rid, .layout_version = TD_V4_STATE_LAYOUT,
                           .fingerprint = p->fingerprint, .tokens = j->ntok,
                           .total_bytes = j->state_len, .checksum = j->checksum,
                           .first_token = j->first};
-        e = td_xfer_send_finish(s, &d, p->o.lease_ms, j->msg, sizeof j->msg);
+        fail(j, td_xfer_send_finish(j->send, &d, p->o.lease_ms, j->msg, sizeof j->msg));
+    } else if (!j->ship_err) {
+        fail(j, TD_EIO);
     }
-    td_xfer_send_close(s);
-    if (e && e != TD_ECORRUPT && e != TD_EFORMAT)
-        forget_peer(p, xp);
-    j->ship_err = e;
+    s_close(p, j);
+    j->ship_seconds = (double)(uv_hrtime() - t0) * 1e-9;
+}
+
+static void shipped(td_prefill *p, pjob *j)
+{
+    if (td_mbox_post(p->shipped, j))
+        td_log(TD_LOG_ERROR, "prefill: request %llu: result lost (stopping)",
+               (unsigned long long)j->rid);
 }
 
 static void *shipper_main(void *arg)
@@ -139,28 +251,51 @@ static void *shipper_main(void *arg)
         return NULL;
     for (;;) {
         pthread_mutex_lock(&p->u.mu);
-        while (!p->stop && !p->queue)
+        while (!p->stop && !p->queue && !p->active)
             pthread_cond_wait(&p->u.cv, &p->u.mu);
-        pjob *j = p->queue;
-        if (j) {
-            p->queue = j->next;
+        scmd *c = p->queue;
+        if (c) {
+            p->queue = c->next;
             if (!p->queue)
                 p->queue_tail = NULL;
         }
         bool stop = p->stop;
         pthread_mutex_unlock(&p->u.mu);
-        if (!j && stop)
-            break;
-        if (stop) {
-            j->ship_err = TD_ECLOSED;
+        if (!c) {
+            if (stop)
+                break;
+            /* Sends are open and waiting for more sections: keep their puts
+             * moving (tcp moves only while we progress), nap when idle. */
+            if (!td_xfer_progress(p->u.xfer))
+                nanosleep(&(struct timespec){0, 100000}, NULL);
+            continue;
+        }
+        pjob *j = c->j;
+        if (stop && c->kind != S_SECTION) {
+            fail(j, TD_ECLOSED);
             snprintf(j->msg, sizeof j->msg, "the prefill worker is stopping");
-        } else {
-            ship(p, j);
         }
-        if (td_mbox_post(p->shipped, j)) {
-            free(j->state);  /* cannot happen before destroy joins us; be safe */
-            free(j);
+        switch (c->kind) {
+        case S_OPEN:
+            if (!stop)
+                s_open(p, j);
+            break;
+        case S_SECTION:
+            if (!stop)
+                s_section(j, c->off, c->len);
+            break;
+        case S_FINISH:
+            if (!stop)
+                s_finish(p, j);
+            s_close(p, j);
+            shipped(p, j);
+            break;
+        case S_ABORT:
+            s_close(p, j);
+            shipped(p, j);
+            break;
         }
+        free(c);
     }
     while (p->peers)
         forget_peer(p, p->peers->xp);
@@ -190,9 +325,27 @@ static void on_shipped(void *arg, void *item)
 {
     td_prefill *p = arg;
     pjob *j = item;
+    unlink_job(p, j);
     p->running--;
+    p->m_state_bytes -= j->state_len;
+    bool shipping = j->why == TD_ROUTER_FINISH_LENGTH && !j->cancelled;
+    if (shipping && j->ship_err) {
+        p->m_transfer_failures++;
+    } else if (shipping) {
+        p->m_transfers++;
+        p->m_transfer_bytes += j->state_len;
+        td_prom_observe(&p->m_transfer, j->ship_seconds);
+    }
     if (j->cancelled || !p->wk) {
         /* the router has moved on, or we are stopping */
+    } else if (!shipping) {
+        /* the engine ended it before there was anything to ship */
+        td_wk_send_tokens(p->wk, j->rid, 0, NULL, 0,
+                          j->why == TD_ROUTER_FINISH_STOP ? TANDEM__CTL__FINISH_REASON__FINISH_STOP
+                          : j->why == TD_ROUTER_FINISH_CANCELLED
+                              ? TANDEM__CTL__FINISH_REASON__FINISH_CANCELLED
+                              : TANDEM__CTL__FINISH_REASON__FINISH_ERROR,
+                          j->why == TD_ROUTER_FINISH_ERROR ? td_strerror(j->err) : NULL);
     } else if (j->ship_err) {
         char msg[320];
         snprintf(msg, sizeof msg, "KV transfer to the decode worker failed: %s", j->msg);
@@ -221,49 +374,37 @@ static void on_shipped(void *arg, void *item)
     job_free(j);
 }
 
-static void on_token(void *arg, int32_t t) { ((pjob *)arg)->first = t; }
+static void on_token(void *arg, int32_t t)
+{
+    pjob *j = arg;
+    j->first = t;
+    td_prom_observe(&j->p->m_prefill, (double)(uv_hrtime() - j->t_arrived) * 1e-9);
+}
 
+/* Loop thread: the sealed state, in our own buffer. */
 static void on_state(void *arg, void *state, size_t len)
 {
     pjob *j = arg;
-    j->state = state;
+    (void)state;
     j->state_len = len;
+}
+
+/* ENGINE thread, mid-forward: layer l's section is final. */
+static void on_section(void *arg, size_t off, size_t len)
+{
+    pjob *j = arg;
+    push(j->p, S_SECTION, j, off, len);
 }
 
 static void on_finish(void *arg, td_router_finish why, td_err err)
 {
     pjob *j = arg;
-    td_prefill *p = j->p;
-    unlink_job(p, j);
-    if (why == TD_ROUTER_FINISH_LENGTH && j->ticket_len && !j->cancelled) {
-        /* to the shipper; it comes back through on_shipped */
-        pthread_mutex_lock(&p->u.mu);
-        j->next = NULL;
-        if (p->queue_tail)
-            p->queue_tail->next = j;
-        else
-            p->queue = j;
-        p->queue_tail = j;
-        pthread_cond_signal(&p->u.cv);
-        pthread_mutex_unlock(&p->u.mu);
-        return;
-    }
-    p->running--;
-    if (!j->cancelled && p->wk) {
-        if (why == TD_ROUTER_FINISH_LENGTH)
-            td_wk_send_tokens(p->wk, j->rid, 0, &j->first, 1,
-                              TANDEM__CTL__FINISH_REASON__FINISH_LENGTH, NULL);
-        else if (why == TD_ROUTER_FINISH_STOP)
-            td_wk_send_tokens(p->wk, j->rid, 0, NULL, 0,
-                              TANDEM__CTL__FINISH_REASON__FINISH_STOP, NULL);
-        else
-            td_wk_send_tokens(p->wk, j->rid, 0, NULL, 0,
-                              why == TD_ROUTER_FINISH_CANCELLED
-                                  ? TANDEM__CTL__FINISH_REASON__FINISH_CANCELLED
-                                  : TANDEM__CTL__FINISH_REASON__FINISH_ERROR,
-                              why == TD_ROUTER_FINISH_ERROR ? td_strerror(err) : NULL);
-    }
-    job_free(j);
+    j->in_engine = false;
+    j->why = why;
+    j->err = err;
+    /* The shipper has the buffer registered: it ends the transfer and hands
+     * the job back (on_shipped) either way. */
+    push(j->p, why == TD_ROUTER_FINISH_LENGTH && !j->cancelled ? S_FINISH : S_ABORT, j, 0, 0);
 }
 
 static uint8_t *dup_bytes(const ProtobufCBinaryData *b)
@@ -276,6 +417,12 @@ static uint8_t *dup_bytes(const ProtobufCBinaryData *b)
 
 static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
 {
+    p->m_requests++;
+    p->m_prompt_tokens += m->n_token_ids;
+    if (m->kv_ticket.len == 0) {
+        td_wk_local_start(p->local, m);
+        return;
+    }
     pjob *j = calloc(1, sizeof *j);
     if (!j || !(j->ticket = dup_bytes(&m->kv_ticket)) ||
         !(j->daddr = dup_bytes(&m->decode_ucx_address))) {
@@ -286,10 +433,23 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
         return;
     }
     j->p = p;
+    j->t_arrived = uv_hrtime();
     j->rid = m->request_id;
     j->ntok = m->n_token_ids;
     j->ticket_len = m->kv_ticket.len;
     j->daddr_len = m->decode_ucx_address.len;
+    j->state_len = td_engine_state_size(p->engine, (int64_t)m->n_token_ids);
+    if (!(j->state = malloc(j->state_len))) {
+        td_wk_send_tokens(p->wk, j->rid, 0, NULL, 0, TANDEM__CTL__FINISH_REASON__FINISH_ERROR,
+                          "out of memory for the state");
+        job_free(j);
+        return;
+    }
+    j->next = p->jobs;
+    p->jobs = j;
+    p->running++;
+    p->m_state_bytes += j->state_len;
+    push(p, S_OPEN, j, 0, 0);  /* connect and register while the engine prefills */
     const Tandem__Ctl__SamplingParams *s = m->sampling;
     td_engine_req x = {
         .gen = {.prompt = m->token_ids, .n_prompt = m->n_token_ids, .max_tokens = 1,
@@ -297,37 +457,33 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
                              .top_k = (int)s->top_k, .seed = s->seed},
                 .stop_ids = s->stop_token_ids, .n_stop_ids = s->n_stop_token_ids,
                 .session_id = m->session_id && m->session_id[0] ? m->session_id : NULL},
-        .on_state = j->ticket_len ? on_state : NULL,
+        .on_state = on_state,
+        .state_buf = j->state,
+        .state_cap = j->state_len,
+        .on_section = on_section,
     };
     td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish, .arg = j};
     td_err e = td_engine_submit(p->engine, &x, &cb, &j->eid);
     if (e) {
-        td_wk_send_tokens(p->wk, j->rid, 0, NULL, 0,
-                          e == TD_ETOOLONG ? TANDEM__CTL__FINISH_REASON__FINISH_LENGTH
-                                           : TANDEM__CTL__FINISH_REASON__FINISH_ERROR,
-                          td_strerror(e));
-        job_free(j);
+        j->why = TD_ROUTER_FINISH_ERROR;
+        j->err = e;
+        push(p, S_ABORT, j, 0, 0);
         return;
     }
-    j->next = p->jobs;
-    p->jobs = j;
-    p->running++;
+    j->in_engine = true;
 }
 
 static void cancel(td_prefill *p, uint64_t rid)
 {
+    if (td_wk_local_cancel(p->local, rid))
+        return;
     for (pjob *j = p->jobs; j; j = j->next)
         if (j->rid == rid) {
-            j->cancelled = true;
-            p->ei.cancel(p->ei.ctx, j->eid);
+            j->cancelled = true;  /* past the engine: the shipper ends it */
+            if (j->in_engine)
+                p->ei.cancel(p->ei.ctx, j->eid);
             return;
         }
-    /* In the shipper: it finishes its transfer (the decode side drops it). */
-    pthread_mutex_lock(&p->u.mu);
-    for (pjob *j = p->queue; j; j = j->next)
-        if (j->rid == rid)
-            j->cancelled = true;
-    pthread_mutex_unlock(&p->u.mu);
 }
 
 static void on_msg(void *arg, td_ctl_msg *m)
@@ -339,6 +495,9 @@ static void on_msg(void *arg, td_ctl_msg *m)
         break;
     case TANDEM__CTL__ENVELOPE__BODY_CANCEL:
         cancel(p, m->cancel->request_id);
+        break;
+    case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
+        td_wk_local_pause(p->local, m->pause->request_id, m->pause->paused);
         break;
     case TANDEM__CTL__ENVELOPE__BODY_DRAIN:
         td_wk_set_draining(p->wk, true);
@@ -354,8 +513,78 @@ static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
     td_prefill *p = arg;
     td_router_load l = {0};
     p->ei.load(p->ei.ctx, &l);
-    hb->running = (uint32_t)p->running;
+    hb->running = (uint32_t)(p->running + td_wk_local_running(p->local));
     hb->waiting = (uint32_t)l.waiting;
+}
+
+/* The engine's prefix cache stored or dropped a prompt's state: tell the
+ * router, as the prompt's block-hash chain (proto/blockhash.h), so the
+ * next turn of that conversation comes back here. */
+static void on_cache(void *arg, bool stored, const int32_t *tokens, size_t n)
+{
+    td_prefill *p = arg;
+    size_t k = n / TD_BLOCKHASH_TOKENS;
+    uint64_t *chain = k && p->wk ? malloc(k * sizeof *chain) : NULL;
+    if (!chain)
+        return;
+    td_block_chain(tokens, n, TD_BLOCKHASH_TOKENS, chain);
+    Tandem__Ctl__KvEvents ev = TANDEM__CTL__KV_EVENTS__INIT;
+    ev.worker_id = (char *)td_wk_id(p->wk);
+    ev.block_tokens = TD_BLOCKHASH_TOKENS;
+    if (stored) {
+        ev.stored = chain;
+        ev.n_stored = k;
+    } else {
+        ev.removed = chain;
+        ev.n_removed = k;
+    }
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_EVENTS;
+    env.kv_events = &ev;
+    td_wk_send(p->wk, &env);
+    free(chain);
+}
+
+static void metrics(void *arg, td_prom_buf *b)
+{
+    td_prefill *p = arg;
+    td_router_load l = {0};
+    p->ei.load(p->ei.ctx, &l);
+    td_prom_counter(b, "tandem_prefill_requests_total", "Prefill requests accepted.",
+                    p->m_requests);
+    td_prom_counter(b, "tandem_prompt_tokens_total", "Prompt tokens of accepted requests.",
+                    p->m_prompt_tokens);
+    td_prom_histogram(b, "tandem_prefill_latency_seconds",
+                      "From a prefill request's arrival to its first token.", &p->m_prefill);
+    td_prom_counter(b, "tandem_kv_transfers_total", "KV states shipped and verified by decode.",
+                    p->m_transfers);
+    td_prom_counter(b, "tandem_kv_transfer_failures_total",
+                    "KV states not delivered (unreachable, refused, timed out).",
+                    p->m_transfer_failures);
+    td_prom_counter(b, "tandem_kv_transfer_bytes_total", "Bytes of KV state shipped.",
+                    p->m_transfer_bytes);
+    td_prom_histogram(b, "tandem_kv_transfer_duration_seconds",
+                      "One state's transfer: connect, puts, flush, decode's verdict.",
+                      &p->m_transfer);
+    td_prom_gauge(b, "tandem_num_requests_running",
+                  "Requests being prefilled or shipped, or generated here.",
+                  (double)(p->running + td_wk_local_running(p->local)));
+    td_prom_gauge(b, "tandem_num_requests_waiting", "Requests queued for the prefill batch.",
+                  (double)l.waiting);
+    td_prom_gauge(b, "tandem_kv_bytes_in_use", "Bytes of saved states waiting to be shipped.",
+                  (double)p->m_state_bytes);
+    td_engine_cache_stats cs = td_engine_cache(p->engine);
+    td_prom_counter(b, "tandem_prefix_cache_queries_total",
+                    "Prompts looked up in the prefix cache.", cs.lookups);
+    td_prom_counter(b, "tandem_prefix_cache_hits_total",
+                    "Prompts that extended a cached state.", cs.hits);
+    td_prom_counter(b, "tandem_prompt_tokens_cached_total",
+                    "Prompt tokens restored from the prefix cache instead of prefilled.",
+                    cs.tokens_reused);
+    td_prom_counter(b, "tandem_prefix_cache_evictions_total",
+                    "States dropped from the prefix cache to make room.", cs.evictions);
+    td_prom_gauge(b, "tandem_prefix_cache_bytes", "Bytes of states in the prefix cache.",
+                  (double)cs.bytes);
 }
 
 static void on_loaded(void *arg, const char *why)
@@ -370,9 +599,13 @@ static void on_loaded(void *arg, const char *why)
         .layout_version = TD_V4_STATE_LAYOUT, .max_batch = (uint32_t)p->o.max_batch,
         .max_context = (uint64_t)p->ei.context_len(p->ei.ctx),
         .on_msg = on_msg, .load = load, .arg = p,
+        .metrics_host = p->o.metrics_host, .metrics_port = p->o.metrics_port,
+        .metrics = metrics,
     };
     td_err e = td_wk_ucx_bring_up(&p->u, why, shipper_main, p, p->loop, &wo, &p->wk, err,
                                   sizeof err);
+    if (!e && td_wk_local_create(&p->local, p->wk, p->engine))
+        e = td_errf(err, sizeof err, TD_ENOMEM, "out of memory");
     if (p->o.on_ready)
         p->o.on_ready(p->o.arg, e ? err : NULL);
 }
@@ -398,6 +631,7 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = p->o.max_batch,
                          .prefill_budget = o->prefill_budget, .nthreads = o->nthreads,
                          .max_context = o->max_context,
+                         .prefix_cache_bytes = o->prefix_cache_bytes, .on_cache = on_cache,
                          .on_loaded = on_loaded, .arg = p};
     e = td_engine_create(&p->engine, loop, &eo, err, errlen);
     if (e) {
@@ -410,6 +644,20 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     return TD_OK;
 }
 
+static bool idle(void *arg)
+{
+    td_prefill *p = arg;
+    return p->running == 0 && td_wk_local_running(p->local) == 0;
+}
+
+void td_prefill_drain(td_prefill *p, void (*cb)(void *arg), void *arg)
+{
+    if (p->wk)
+        td_wk_drain(p->wk, idle, cb, arg);
+    else
+        cb(arg);
+}
+
 static void closed_one(void *arg)
 {
     td_prefill *p = arg;
@@ -417,6 +665,7 @@ static void closed_one(void *arg)
         return;
     void (*cb)(void *) = p->on_closed;
     void *cbarg = p->closed_arg;
+    td_wk_local_destroy(p->local);
     free(p);
     if (cb)
         cb(cbarg);
@@ -426,6 +675,7 @@ void td_prefill_destroy(td_prefill *p, void (*cb)(void *arg), void *arg)
 {
     p->on_closed = cb;
     p->closed_arg = arg;
+    td_wk_local_detach(p->local);
     td_wk_destroy(p->wk);   /* no more requests */
     p->wk = NULL;
     p->closing = 1;

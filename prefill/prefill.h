@@ -31,6 +31,9 @@ typedef struct {
      * crashed in about one transfer in ten here), off for shared memory,
      * which it would disable. cmd/ decides from UCX_TLS. */
     int ucx_peer_errors;
+    const char *metrics_host;    /* /metrics; NULL: 127.0.0.1 */
+    int metrics_port;            /* 0: a free port; -1: none */
+    int64_t prefix_cache_bytes;  /* td_engine_opts: 0 the default, -1 off */
     int lease_ms;                /* how long a shipped state waits for decode; 0: 30000 */
     /* Loop thread, once: NULL when serving, else why it cannot. */
     void (*on_ready)(void *arg, const char *err);
@@ -39,6 +42,9 @@ typedef struct {
 
 td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opts *opts,
                          char *err, size_t errlen);
+/* Stops taking work (the router is told) and calls cb once every request
+ * in flight has finished or been shipped. */
+void td_prefill_drain(td_prefill *p, void (*cb)(void *arg), void *arg);
 /* Stops: work in flight is cancelled; cb runs on the loop when all is
  * released. */
 void td_prefill_destroy(td_prefill *p, void (*cb)(void *arg), void *arg);

@@ -157,6 +157,14 @@ td_err td_ctl_validate(const td_ctl_msg *e, char *err, size_t errlen)
             FAIL("kv_ticket: ticket of %zu bytes (allowed 1..%d)", e->kv_ticket->ticket.len,
                  TD_CTL_MAX_ADDRESS);
         return TD_OK;
+    case TANDEM__CTL__ENVELOPE__BODY_KV_EVENTS:
+        if (!valid_id(e->kv_events->worker_id, 0))
+            FAIL("kv_events: bad worker_id");
+        if (e->kv_events->block_tokens == 0 || e->kv_events->block_tokens > 65536)
+            FAIL("kv_events: block_tokens %u outside 1..65536", e->kv_events->block_tokens);
+        if (e->kv_events->n_stored > TD_CTL_MAX_TOKENS || e->kv_events->n_removed > TD_CTL_MAX_TOKENS)
+            FAIL("kv_events: too many hashes");
+        return TD_OK;
     case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
         if (e->pause->request_id == 0)
             FAIL("pause: request_id missing");

@@ -25,6 +25,7 @@
 #include "router/conv.h"
 #include "router/dsml.h"
 #include "router/engine.h"
+#include "router/gen.h"
 #include "router/http.h"
 #include "tokenizer/tokenizer.h"
 
@@ -86,9 +87,6 @@ typedef enum {
     TD_ANTH_STOP_TOOL_USE,       /* chosen by the encoder, not the caller */
 } td_anth_stop;
 
-typedef enum { TD_ANTH_BLOCK_NONE, TD_ANTH_BLOCK_THINKING, TD_ANTH_BLOCK_TEXT,
-               TD_ANTH_BLOCK_TOOL } td_anth_block;
-
 typedef struct {
     bool stream;
     bool parallel;               /* keep tool calls after the first */
@@ -99,18 +97,15 @@ typedef struct {
 } td_anth_enc_opts;
 
 typedef struct {
+    /* base.out: stream: SSE bytes produced and not yet taken by the caller;
+     * non-stream: the whole JSON message after finish. base.oom: memory ran out. */
+    td_gen_enc base;             /* first */
     td_anth_enc_opts o;
-    /* stream: SSE bytes produced and not yet taken by the caller;
-     * non-stream: the whole JSON message after finish. */
-    td_tok_bytes out;
-    td_anth_block open;          /* the block in progress */
+    td_gen_parts parts;          /* the block in progress, calls counted */
     int nblocks;                 /* content blocks started so far */
-    int open_call;               /* the DSML call index of an open tool block */
     json_t *content;             /* non-stream: finished blocks */
     td_tok_bytes text;           /* non-stream: the open block's text / JSON */
     td_tok_bytes name;           /* non-stream: the open tool block's name */
-    int calls_ok, calls_aborted;
-    bool oom;
 } td_anth_enc;
 
 td_err td_anth_enc_init(td_anth_enc *enc, const td_anth_enc_opts *opts);
@@ -127,6 +122,8 @@ void td_anth_enc_finish(td_anth_enc *enc, td_anth_stop why, const char *stop_seq
                         size_t output_tokens);
 /* stream: an `error` event (the status line is long gone). */
 void td_anth_enc_error(td_anth_enc *enc, int status, const char *message);
+/* The encoder as td_gen drives it (enc->base.ops after init). */
+extern const td_gen_enc_ops td_anth_enc_ops;
 
 /* ---- the endpoints (api_anthropic_gen.c) ------------------------------------ */
 
@@ -137,7 +134,5 @@ typedef struct td_router td_router;
  * (then metadata.user_id names the session). */
 void td_router_anthropic(td_router *rt, td_http_req *req, bool count_only,
                          const char *session);
-/* Cancels every Messages generation in flight (shutdown). */
-void td_router_anthropic_cancel_all(td_router *rt);
 
 #endif

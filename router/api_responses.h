@@ -28,6 +28,7 @@
 #include "router/conv.h"
 #include "router/dsml.h"
 #include "router/engine.h"
+#include "router/gen.h"
 #include "router/http.h"
 #include "tokenizer/tokenizer.h"
 
@@ -56,9 +57,6 @@ void td_resp_req_free(td_resp_req *r);
 
 /* ---- the event encoder ----------------------------------------------------- */
 
-typedef enum { TD_RESP_ITEM_NONE, TD_RESP_ITEM_REASONING, TD_RESP_ITEM_MESSAGE,
-               TD_RESP_ITEM_CALL } td_resp_item;
-
 typedef struct {
     bool stream;
     bool parallel;               /* keep function calls after the first */
@@ -69,20 +67,17 @@ typedef struct {
 } td_resp_enc_opts;
 
 typedef struct {
+    /* base.out: stream: SSE bytes produced and not yet taken by the caller;
+     * non-stream: the whole JSON response after finish. base.oom: memory ran out. */
+    td_gen_enc base;             /* first */
     td_resp_enc_opts o;
-    /* stream: SSE bytes produced and not yet taken by the caller;
-     * non-stream: the whole JSON response after finish. */
-    td_tok_bytes out;
     json_t *output;              /* finished items */
-    td_resp_item open;           /* the item in progress */
+    td_gen_parts parts;          /* the item in progress, calls counted */
     int nitems;                  /* output indices handed out */
-    int open_call;               /* the DSML call index of an open call item */
     char item_id[96];            /* the open item's id */
     td_tok_bytes text;           /* the open item's text / arguments */
     td_tok_bytes name;           /* the open call's name */
     long long seq;               /* stream: the next sequence_number */
-    int calls_ok, calls_aborted;
-    bool oom;
 } td_resp_enc;
 
 td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts);
@@ -97,6 +92,8 @@ void td_resp_enc_event(td_resp_enc *enc, const td_dsml_event *ev);
 void td_resp_enc_finish(td_resp_enc *enc, bool incomplete, size_t output_tokens);
 /* stream: an `error` event (the status line is long gone). */
 void td_resp_enc_error(td_resp_enc *enc, int status, const char *message);
+/* The encoder as td_gen drives it (enc->base.ops after init). */
+extern const td_gen_enc_ops td_resp_enc_ops;
 
 /* ---- the endpoint (api_responses_gen.c) -------------------------------------- */
 
@@ -104,7 +101,5 @@ typedef struct td_router td_router;
 
 /* Handles POST /v1/responses. */
 void td_router_responses(td_router *rt, td_http_req *req);
-/* Cancels every Responses generation in flight (shutdown). */
-void td_router_responses_cancel_all(td_router *rt);
 
 #endif

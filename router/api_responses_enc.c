@@ -16,12 +16,7 @@
 #include <string.h>
 
 #include "router/api_responses.h"
-
-static void put(td_resp_enc *enc, const char *s, size_t n)
-{
-    if (td_conv_bytes_append(&enc->out, s, n))
-        enc->oom = true;
-}
+#include "router/router_internal.h"
 
 /* event: NAME\ndata: {"type":NAME,"sequence_number":N,...v}\n\n (takes v) */
 static void event(td_resp_enc *enc, const char *name, json_t *v)
@@ -31,29 +26,20 @@ static void event(td_resp_enc *enc, const char *name, json_t *v)
     if (!d || !v || json_object_update(d, v)) {
         json_decref(d);
         json_decref(v);
-        enc->oom = true;
+        enc->base.oom = true;
         return;
     }
     json_decref(v);
-    char *s = json_dumps(d, JSON_COMPACT);
-    json_decref(d);
-    if (!s) {
-        enc->oom = true;
-        return;
-    }
-    put(enc, "event: ", 7);
-    put(enc, name, strlen(name));
-    put(enc, "\ndata: ", 7);
-    put(enc, s, strlen(s));
-    put(enc, "\n\n", 2);
-    free(s);
+    td_gen_sse_json(&enc->base, name, d);
 }
 
 td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts)
 {
     memset(enc, 0, sizeof *enc);
+    enc->base.ops = &td_resp_enc_ops;
+    enc->base.stream = opts->stream;
     enc->o = *opts;
-    enc->open_call = -1;
+    td_gen_parts_init(&enc->parts);
     if (!(enc->output = json_array()))
         return TD_ENOMEM;
     return TD_OK;
@@ -62,7 +48,7 @@ td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts)
 void td_resp_enc_free(td_resp_enc *enc)
 {
     json_decref(enc->output);
-    td_tok_bytes_free(&enc->out);
+    td_tok_bytes_free(&enc->base.out);
     td_tok_bytes_free(&enc->text);
     td_tok_bytes_free(&enc->name);
     memset(enc, 0, sizeof *enc);
@@ -106,18 +92,18 @@ static const char *str(const td_tok_bytes *b) { return b->data ? b->data : ""; }
 /* The open item as an object; text is the finished text (or "" at start). */
 static json_t *item(const td_resp_enc *enc, const char *text, size_t len, const char *status)
 {
-    switch (enc->open) {
-    case TD_RESP_ITEM_REASONING:
+    switch (enc->parts.open) {
+    case TD_GEN_PART_REASONING:
         return json_pack("{s:s, s:s, s:[], s:[{s:s, s:s%}]}", "type", "reasoning", "id",
                          enc->item_id, "summary", "content", "type", "reasoning_text", "text",
                          text, len);
-    case TD_RESP_ITEM_MESSAGE:
+    case TD_GEN_PART_TEXT:
         return json_pack("{s:s, s:s, s:s, s:s, s:[{s:s, s:s%, s:[]}]}", "type", "message",
                          "id", enc->item_id, "role", "assistant", "status", status, "content",
                          "type", "output_text", "text", text, len, "annotations");
     default: {
         char call_id[128];
-        snprintf(call_id, sizeof call_id, "call_%s_%d", enc->o.id, enc->open_call);
+        snprintf(call_id, sizeof call_id, "call_%s_%d", enc->o.id, enc->parts.open_call);
         return json_pack("{s:s, s:s, s:s, s:s%, s:s%, s:s}", "type", "function_call", "id",
                          enc->item_id, "call_id", call_id, "name", str(&enc->name),
                          enc->name.len, "arguments", text, len, "status", status);
@@ -127,28 +113,27 @@ static json_t *item(const td_resp_enc *enc, const char *text, size_t len, const 
 
 static json_t *part(const td_resp_enc *enc, const char *text, size_t len)
 {
-    if (enc->open == TD_RESP_ITEM_REASONING)
+    if (enc->parts.open == TD_GEN_PART_REASONING)
         return json_pack("{s:s, s:s%}", "type", "reasoning_text", "text", text, len);
     return json_pack("{s:s, s:s%, s:[]}", "type", "output_text", "text", text, len,
                      "annotations");
 }
 
 /* Ends the open item; keep false: an aborted call. */
-static void close_item(td_resp_enc *enc, bool keep)
+static void close_item(td_gen_enc *base, bool keep)
 {
-    if (enc->open == TD_RESP_ITEM_NONE)
-        return;
+    td_resp_enc *enc = (td_resp_enc *)base;
     int index = enc->nitems - 1;
     const char *t = str(&enc->text);
     size_t n = enc->text.len;
     if (enc->o.stream) {
-        if (enc->open == TD_RESP_ITEM_CALL) {
+        if (enc->parts.open == TD_GEN_PART_CALL) {
             event(enc, "response.function_call_arguments.done",
                   json_pack("{s:s, s:i, s:s%, s:s%}", "item_id", enc->item_id,
                             "output_index", index, "name", str(&enc->name), enc->name.len,
                             "arguments", t, n));
         } else {
-            bool r = enc->open == TD_RESP_ITEM_REASONING;
+            bool r = enc->parts.open == TD_GEN_PART_REASONING;
             event(enc, r ? "response.reasoning_text.done" : "response.output_text.done",
                   r ? json_pack("{s:s, s:i, s:i, s:s%}", "item_id", enc->item_id,
                                 "output_index", index, "content_index", 0, "text", t, n)
@@ -166,59 +151,53 @@ static void close_item(td_resp_enc *enc, bool keep)
             event(enc, "response.output_item.done", json_pack("{s:i, s:O}", "output_index",
                   index, "item", it));
         if (json_array_append_new(enc->output, it))
-            enc->oom = true;
+            enc->base.oom = true;
     } else {
         enc->nitems--;  /* a dropped non-streamed item frees its index again */
     }
-    enc->open = TD_RESP_ITEM_NONE;
-    enc->open_call = -1;
     enc->text.len = 0;
     enc->name.len = 0;
 }
 
-static void open_item(td_resp_enc *enc, td_resp_item kind, int call, const char *name,
-                      size_t name_len)
+static void open_item(td_gen_enc *base, td_gen_part kind, const char *name, size_t name_len)
 {
-    close_item(enc, true);
-    enc->open = kind;
-    enc->open_call = call;
+    td_resp_enc *enc = (td_resp_enc *)base;
     int index = enc->nitems++;
-    static const char *const prefix[] = {[TD_RESP_ITEM_REASONING] = "rs",
-                                         [TD_RESP_ITEM_MESSAGE] = "msg",
-                                         [TD_RESP_ITEM_CALL] = "fc"};
+    static const char *const prefix[] = {[TD_GEN_PART_REASONING] = "rs",
+                                         [TD_GEN_PART_TEXT] = "msg",
+                                         [TD_GEN_PART_CALL] = "fc"};
     snprintf(enc->item_id, sizeof enc->item_id, "%s_%s_%d", prefix[kind], enc->o.id, index);
     if (name && td_conv_bytes_append(&enc->name, name, name_len))
-        enc->oom = true;
+        enc->base.oom = true;
     if (!enc->o.stream)
         return;
     /* Announced empty: the deltas fill it. */
     json_t *it = item(enc, "", 0, "in_progress");
-    if (it && kind == TD_RESP_ITEM_MESSAGE)
-        json_array_clear(json_object_get(it, "content"));
-    if (it && kind == TD_RESP_ITEM_REASONING)
+    if (it && (kind == TD_GEN_PART_TEXT || kind == TD_GEN_PART_REASONING))
         json_array_clear(json_object_get(it, "content"));
     event(enc, "response.output_item.added", json_pack("{s:i, s:o}", "output_index", index,
                                                        "item", it));
-    if (kind != TD_RESP_ITEM_CALL)
+    if (kind != TD_GEN_PART_CALL)
         event(enc, "response.content_part.added",
               json_pack("{s:s, s:i, s:i, s:o}", "item_id", enc->item_id, "output_index",
                         index, "content_index", 0, "part", part(enc, "", 0)));
 }
 
-static void delta(td_resp_enc *enc, const char *s, size_t n)
+static void delta(td_gen_enc *base, const char *s, size_t n)
 {
+    td_resp_enc *enc = (td_resp_enc *)base;
     if (td_conv_bytes_append(&enc->text, s, n))
-        enc->oom = true;
+        enc->base.oom = true;
     if (!enc->o.stream)
         return;
     int index = enc->nitems - 1;
-    switch (enc->open) {
-    case TD_RESP_ITEM_REASONING:
+    switch (enc->parts.open) {
+    case TD_GEN_PART_REASONING:
         event(enc, "response.reasoning_text.delta",
               json_pack("{s:s, s:i, s:i, s:s%}", "item_id", enc->item_id, "output_index",
                         index, "content_index", 0, "delta", s, n));
         break;
-    case TD_RESP_ITEM_MESSAGE:
+    case TD_GEN_PART_TEXT:
         event(enc, "response.output_text.delta",
               json_pack("{s:s, s:i, s:i, s:s%, s:[]}", "item_id", enc->item_id,
                         "output_index", index, "content_index", 0, "delta", s, n,
@@ -232,52 +211,18 @@ static void delta(td_resp_enc *enc, const char *s, size_t n)
     }
 }
 
+static const td_gen_parts_ops items = {.open = open_item, .delta = delta,
+                                       .close = close_item};
+
 void td_resp_enc_event(td_resp_enc *enc, const td_dsml_event *ev)
 {
-    bool keep_call = enc->o.parallel || ev->index == 0;
-    switch (ev->kind) {
-    case TD_DSML_REASONING:
-    case TD_DSML_CONTENT: {
-        if (ev->len == 0)
-            break;
-        td_resp_item kind = ev->kind == TD_DSML_REASONING ? TD_RESP_ITEM_REASONING
-                                                          : TD_RESP_ITEM_MESSAGE;
-        if (enc->open != kind)
-            open_item(enc, kind, -1, NULL, 0);
-        delta(enc, ev->text, ev->len);
-        break;
-    }
-    case TD_DSML_CALL_BEGIN:
-        if (keep_call)
-            open_item(enc, TD_RESP_ITEM_CALL, ev->index, ev->text, ev->len);
-        break;
-    case TD_DSML_CALL_ARGS:
-        if (enc->open == TD_RESP_ITEM_CALL && enc->open_call == ev->index)
-            delta(enc, ev->text, ev->len);
-        break;
-    case TD_DSML_CALL_END:
-        if (enc->open == TD_RESP_ITEM_CALL && enc->open_call == ev->index) {
-            enc->calls_ok++;
-            close_item(enc, true);
-        }
-        break;
-    case TD_DSML_CALL_ABORT:
-        if (enc->open == TD_RESP_ITEM_CALL && enc->open_call == ev->index) {
-            enc->calls_aborted++;
-            close_item(enc, false);
-        }
-        break;
-    }
+    td_gen_parts_event(&enc->parts, &items, &enc->base, enc->o.parallel, ev);
 }
 
 void td_resp_enc_finish(td_resp_enc *enc, bool incomplete, size_t output_tokens)
 {
     /* An unfinished call (the output ended inside it) is not a call. */
-    if (enc->open == TD_RESP_ITEM_CALL) {
-        enc->calls_aborted++;
-        close_item(enc, false);
-    }
-    close_item(enc, true);
+    td_gen_parts_finish(&enc->parts, &items, &enc->base);
     json_t *r = response(enc, incomplete ? "incomplete" : "completed",
                          json_incref(enc->output), incomplete, output_tokens, true);
     if (enc->o.stream) {
@@ -285,15 +230,8 @@ void td_resp_enc_finish(td_resp_enc *enc, bool incomplete, size_t output_tokens)
               json_pack("{s:o}", "response", r));
         return;
     }
-    char *s = r ? json_dumps(r, JSON_COMPACT) : NULL;
-    json_decref(r);
-    if (!s) {
-        enc->oom = true;
-        return;
-    }
-    enc->out.len = 0;
-    put(enc, s, strlen(s));
-    free(s);
+    enc->base.out.len = 0;
+    td_gen_put_json(&enc->base, r);
 }
 
 void td_resp_enc_error(td_resp_enc *enc, int status, const char *message)
@@ -302,3 +240,35 @@ void td_resp_enc_error(td_resp_enc *enc, int status, const char *message)
                                   status >= 500 ? "server_error" : "invalid_request_error",
                                   "message", message ? message : "", "param"));
 }
+
+/* ---- as a td_gen encoder ------------------------------------------------------ */
+
+static td_resp_enc *of(td_gen_enc *e) { return (td_resp_enc *)e; }
+static void op_start(td_gen_enc *e) { td_resp_enc_start(of(e)); }
+static void op_event(td_gen_enc *e, const td_dsml_event *ev) { td_resp_enc_event(of(e), ev); }
+static void op_fini(td_gen_enc *e) { td_resp_enc_free(of(e)); }
+
+static void op_finish(td_gen_enc *e, td_gen_end why, const char *stop_seq, size_t output_tokens)
+{
+    (void)stop_seq;  /* the Responses API has no stop strings */
+    td_resp_enc_finish(of(e), why == TD_GEN_END_LENGTH, output_tokens);
+}
+
+static void op_error(td_gen_enc *e, int status, const char *code, const char *msg)
+{
+    (void)code;
+    td_resp_enc_error(of(e), status, msg);
+}
+
+/* Responses errors are OpenAI-shaped, without a code. */
+static void op_send_error(td_http_req *req, int status, const char *code, const char *msg)
+{
+    (void)code;
+    td_router_error(req, status, NULL, NULL, "%s", msg);
+}
+
+const td_gen_enc_ops td_resp_enc_ops = {
+    .start = op_start, .event = op_event, .finish = op_finish, .error = op_error,
+    .send_error = op_send_error, .fini = op_fini,
+    .cancelled = "the request was cancelled (the server is shutting down)",
+};

@@ -222,6 +222,7 @@ static int on_url_complete(llhttp_t *p)
 {
     td_http_req *r = parser_req(p);
     r->path_len = strcspn(r->hbuf, "?#");
+    r->url_done = true;
     return header_bytes(p, "", 1) ? -1 : 0;  /* terminator */
 }
 
@@ -349,9 +350,36 @@ static void dispatch(td_http_conn *c)
 
 /* The parser refused the input: hand the request to the handler marked with
  * the status to answer, and read nothing more from this connection. */
-static void parse_failed(td_http_conn *c, llhttp_errno_t e)
+/* A request refused before its URL was whole (a URL too long, a bad byte in
+ * it) still names its API by the URL's start, and the router answers in
+ * that API's shape (Anthropic's for /v1/messages...): keep what arrived, up
+ * to the header limit, as the path. [from, to) is the input this parse
+ * call read up to the error; the URL's part in it starts after the
+ * method's space, or at `from` when an earlier read began it. */
+static void keep_url_start(td_http_conn *c, const char *from, const char *to)
 {
     td_http_req *r = c->req;
+    if (r->url_done || !to || to < from)
+        return;
+    const char *s = to;
+    while (s > from && s[-1] != ' ')
+        s--;
+    if (r->hlen == 0 && (s == from || *s != '/'))
+        return;  /* no origin-form target in view (a bad method...) */
+    size_t max = c->srv->opts.max_header, n = (size_t)(to - s);
+    if (r->hlen >= max)
+        return;
+    if (n > max - r->hlen)
+        n = max - r->hlen;
+    if (buf_append(&r->hbuf, &r->hlen, &r->hcap, s, n))
+        return;
+    r->path_len = strcspn(r->hbuf, "?#");
+}
+
+static void parse_failed(td_http_conn *c, llhttp_errno_t e, const char *from)
+{
+    td_http_req *r = c->req;
+    keep_url_start(c, from, llhttp_get_error_pos(&c->parser));
     if (!r->err_status) {
         r->err_status = 400;
         r->err_text = llhttp_get_error_reason(&c->parser);
@@ -476,7 +504,7 @@ static void conn_pump(td_http_conn *c)
             llhttp_resume(&c->parser);
             dispatch(c);
         } else {
-            parse_failed(c, e);
+            parse_failed(c, e, start);
         }
     }
     c->in_pump = false;

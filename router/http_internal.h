@@ -42,6 +42,7 @@ struct td_http_req {
     char *hbuf;
     size_t hlen, hcap;
     size_t path_len;            /* URL up to '?' */
+    bool url_done;              /* the whole URL arrived */
     http_header *hdrs;
     int nhdrs, hdrs_cap;
     size_t cur_name, cur_value; /* offsets of the header being parsed */

@@ -1,10 +1,11 @@
 /* The router: routes, the small endpoints, errors, shutdown, and the
  * operations layer in front of the API (API keys, the queue limit, session
- * ids, metrics). Generation endpoints live in api_gen.c.
+ * ids, metrics). Generation endpoints live in api_*_gen.c, the generation
+ * lifecycle they share in gen.c.
  *
- * The operations layer wraps the engine table: api_gen.c calls rt->engine,
+ * The operations layer wraps the engine table: gen.c calls rt->engine,
  * which is a metered engine here that times tokens for the metrics, adds
- * the request's session id and forwards to the real engine. So api_gen.c
+ * the request's session id and forwards to the real engine. So gen.c
  * needs no metrics code, and the per-token cost is one clock read and one
  * histogram bump on the loop thread. */
 #include <stdarg.h>
@@ -149,7 +150,7 @@ static void metrics(router_ops *o, td_http_req *req)
 /* One generation as the metered engine sees it. */
 typedef struct {
     router_ops *o;
-    td_router_gen_cb cb;         /* api_gen.c's */
+    td_router_gen_cb cb;         /* gen.c's */
     uint64_t arrival, last;      /* uv_hrtime() */
     bool first_done;
 } metered;
@@ -500,8 +501,6 @@ static void on_shutdown_timer(uv_timer_t *t)
     if (rt->timer_stage == 0) {
         td_log(TD_LOG_INFO, "router: shutdown: cancelling requests still running");
         td_router_cancel_all(rt);
-        td_router_anthropic_cancel_all(rt);
-        td_router_responses_cancel_all(rt);
         rt->timer_stage = 1;
         uv_timer_start(&rt->timer, on_shutdown_timer, 2000, 0);
     } else {

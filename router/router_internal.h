@@ -36,7 +36,7 @@ td_err td_router_chat_render(const td_tok *tok, const td_router_chat_ids *ids,
  * start of a stop string is held back until it is known not to be one, so
  * what is emitted never has to be taken back. */
 typedef struct {
-    char **stops;
+    char **stops;               /* copies, NUL-terminated (to name a match) */
     size_t *lens;
     int n;
     char *held;                 /* text not emitted yet */
@@ -104,7 +104,7 @@ struct td_router {
     long long started;           /* unix time, for /v1/models "created" */
     uint64_t next_id;            /* response ids */
     uint64_t id_salt;
-    td_gen *gens;                /* generations in flight */
+    td_gen *gens;                /* generations in flight, every API (gen.c) */
     bool shutting_down;
     uv_timer_t timer;            /* grace, then hard close */
     int timer_stage;
@@ -120,11 +120,11 @@ void td_router_error(td_http_req *req, int status, const char *param,
 /* Sends a JSON value (takes the reference) and ends the exchange. */
 void td_router_send_json(td_http_req *req, int status, json_t *v);
 
-/* ---- generations (api_gen.c) --------------------------------------------- */
+/* ---- generations (gen.c, api_gen.c) ---------------------------------------- */
 
-/* Handles POST /v1/completions and /v1/chat/completions. */
+/* Handles POST /v1/completions and /v1/chat/completions (api_gen.c). */
 void td_router_generate(td_router *rt, td_http_req *req, bool chat);
-/* Cancels every generation in flight (shutdown). */
+/* Cancels every generation in flight, of every API (shutdown; gen.c). */
 void td_router_cancel_all(td_router *rt);
 
 /* Appends s[0..n) as a JSON string body (no quotes) to buf; s must be valid

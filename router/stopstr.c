@@ -14,9 +14,10 @@ td_err td_router_stop_init(td_router_stop *s, char *const *stops, const size_t *
     if (!s->stops || !s->lens)
         goto fail;
     for (int i = 0; i < n; i++) {
-        if (!(s->stops[i] = malloc(lens[i] ? lens[i] : 1)))
+        if (!(s->stops[i] = malloc(lens[i] + 1)))
             goto fail;
         memcpy(s->stops[i], stops[i], lens[i]);
+        s->stops[i][lens[i]] = '\0';
         s->lens[i] = lens[i];
         s->n = i + 1;
     }

@@ -2,9 +2,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "common/log.h"
+#include "router/http.h"
 #include "transport/ctl/ctl_link.h"
 #include "transport/ctl/mailbox.h"
 #include "worker/worker.h"
@@ -21,6 +23,13 @@ struct td_wk {
     uv_timer_t timer;
     uint64_t beats;
     bool draining;
+    td_http_server *http;        /* /metrics */
+    uv_timer_t drain_timer;
+    bool (*drain_idle)(void *arg);
+    void (*drain_cb)(void *arg);
+    void *drain_arg;
+    int closing;                 /* handles and the server still to close */
+    double start_time;
 };
 
 static void on_recv(void *arg, td_ctl_msg *msg)
@@ -98,7 +107,59 @@ td_err td_wk_send_tokens(td_wk *w, uint64_t request_id, uint64_t index, const in
 
 const char *td_wk_id(const td_wk *w) { return w->id; }
 
+int td_wk_metrics_port(const td_wk *w) { return w->http ? td_http_server_port(w->http) : 0; }
+
+static void on_http(void *arg, td_http_req *req)
+{
+    td_wk *w = arg;
+    const char *path = td_http_req_path(req);
+    if (td_http_req_error(req, NULL) || strcmp(td_http_req_method(req), "GET") ||
+        (strcmp(path, "/metrics") && strcmp(path, "/health"))) {
+        td_http_head h = {.status = 404, .content_type = "text/plain"};
+        td_http_respond(req, &h, "not found\n", 10);
+        return;
+    }
+    if (!strcmp(path, "/health")) {
+        td_http_head h = {.status = 200, .content_type = "application/json"};
+        td_http_respond(req, &h, "{\"status\":\"ok\"}", 15);
+        return;
+    }
+    td_prom_buf b = {0};
+    td_prom_family(&b, "tandem_worker_info", "gauge", "This worker: its role and id.");
+    td_prom_put(&b, "tandem_worker_info{role=\"%s\",worker_id=\"%s\"} 1\n",
+                w->o.role == TANDEM__CTL__ROLE__ROLE_PREFILL ? "prefill" : "decode", w->id);
+    td_prom_gauge(&b, "tandem_process_start_time_seconds",
+                  "Start time of the process, unix seconds.", w->start_time);
+    if (w->o.metrics)
+        w->o.metrics(w->o.arg, &b);
+    td_http_head h = {.status = b.oom ? 500 : 200,
+                      .content_type = "text/plain; version=0.0.4; charset=utf-8"};
+    td_http_respond(req, &h, b.oom ? "" : b.p, b.oom ? 0 : b.len);
+    free(b.p);
+}
+
 void td_wk_set_draining(td_wk *w, bool draining) { w->draining = draining; }
+
+static void on_drain_check(uv_timer_t *t)
+{
+    td_wk *w = t->data;
+    if (!w->drain_cb || !w->drain_idle(w->o.arg))
+        return;
+    void (*cb)(void *) = w->drain_cb;
+    w->drain_cb = NULL;
+    uv_timer_stop(t);
+    cb(w->drain_arg);
+}
+
+void td_wk_drain(td_wk *w, bool (*idle)(void *arg), void (*cb)(void *cbarg), void *cbarg)
+{
+    w->draining = true;
+    on_timer(&w->timer);  /* the heartbeat that says so, now */
+    w->drain_idle = idle;
+    w->drain_cb = cb;
+    w->drain_arg = cbarg;
+    uv_timer_start(&w->drain_timer, on_drain_check, 0, 20);
+}
 
 td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *o, char *err,
                     size_t errlen)
@@ -130,8 +191,25 @@ td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *o, char *err
         td_wk_destroy(w);
         return e;
     }
+    if (o->metrics_port >= 0) {
+        td_http_opts ho = {.host = o->metrics_host ? o->metrics_host : "127.0.0.1",
+                           .port = o->metrics_port, .max_body = 4096, .on_request = on_http,
+                           .arg = w};
+        e = td_http_server_create(&w->http, loop, &ho, err, errlen);
+        if (e) {
+            td_wk_destroy(w);
+            return e;
+        }
+        td_log(TD_LOG_INFO, "worker %s: metrics on http://%s:%d/metrics", w->id, ho.host,
+               td_http_server_port(w->http));
+    }
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    w->start_time = (double)ts.tv_sec + ts.tv_nsec * 1e-9;
     uv_timer_init(loop, &w->timer);
     w->timer.data = w;
+    uv_timer_init(loop, &w->drain_timer);
+    w->drain_timer.data = w;
     uv_timer_start(&w->timer, on_timer, 0, (uint64_t)w->o.heartbeat_ms);
     td_log(TD_LOG_INFO, "worker %s: listening on %s, registering with %s", w->id,
            w->listen_url, o->router_url);
@@ -139,7 +217,21 @@ td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *o, char *err
     return TD_OK;
 }
 
-static void on_timer_closed(uv_handle_t *h) { free(h->data); }
+static void closed_one(td_wk *w)
+{
+    if (--w->closing == 0)
+        free(w);
+}
+
+static void on_timer_closed(uv_handle_t *h) { closed_one(h->data); }
+
+static void on_http_drained(void *arg)
+{
+    td_wk *w = arg;
+    td_http_server_destroy(w->http);
+    w->http = NULL;
+    closed_one(w);
+}
 
 void td_wk_destroy(td_wk *w)
 {
@@ -149,10 +241,17 @@ void td_wk_destroy(td_wk *w)
     td_mbox_destroy(w->mbox);
     td_ctl_out_close(w->out);
     free(w->listen_url);
+    w->closing = 1;          /* released below, once the rest is under way */
+    if (w->http) {
+        w->closing++;
+        td_http_server_close_all(w->http);
+        td_http_server_drain(w->http, on_http_drained, w);
+    }
     if (w->timer.data) {
+        w->closing += 2;
         uv_timer_stop(&w->timer);
         uv_close((uv_handle_t *)&w->timer, on_timer_closed);
-    } else {
-        free(w);
+        uv_close((uv_handle_t *)&w->drain_timer, on_timer_closed);
     }
+    closed_one(w);
 }

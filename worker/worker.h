@@ -14,6 +14,7 @@
 #include <uv.h>
 
 #include "common/err.h"
+#include "common/prom.h"
 #include "proto/ctl.h"
 
 typedef struct td_wk td_wk;
@@ -35,16 +36,27 @@ typedef struct td_wk_opts {
     void (*on_msg)(void *arg, td_ctl_msg *msg);
     /* Loop thread; fills running, waiting, kv_free_bytes. */
     void (*load)(void *arg, Tandem__Ctl__Heartbeat *hb);
+    /* GET /metrics on metrics_host:metrics_port (port 0: a free one, -1:
+     * none): the role appends its families (common/prom.h); the worker adds
+     * tandem_worker_info and tandem_process_start_time_seconds. */
+    const char *metrics_host;    /* NULL: 127.0.0.1 */
+    int metrics_port;
+    void (*metrics)(void *arg, td_prom_buf *b);
     void *arg;
 } td_wk_opts;
 
 td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *opts, char *err,
                     size_t errlen);
 const char *td_wk_id(const td_wk *w);
+/* The /metrics port (0: none). */
+int td_wk_metrics_port(const td_wk *w);
 /* Sends msg (borrowed) to the router; a failure is logged and returned. */
 td_err td_wk_send(td_wk *w, td_ctl_msg *msg);
 /* Sets the draining flag reported in heartbeats. */
 void td_wk_set_draining(td_wk *w, bool draining);
+/* Drain: report draining at once (the router stops placing work here) and
+ * call cb once idle(arg) says nothing is in flight (checked every 20 ms). */
+void td_wk_drain(td_wk *w, bool (*idle)(void *arg), void (*cb)(void *cbarg), void *cbarg);
 /* Loop thread: stops listening and sending; frees once the loop closed the
  * handles. */
 void td_wk_destroy(td_wk *w);

@@ -69,6 +69,17 @@ with tempfile.TemporaryDirectory() as tmp:
     rc, out, err = run("tokenize", "--tokenizer", os.path.join(MODEL, "tokenizer.json"),
                        "Hello, world! 2026")
     check("tokenize prints a JSON array", rc == 0 and isinstance(json.loads(out), list), err)
+    # --decode takes the array back to the text; [] is no text. Arrays it
+    # cannot read are usage errors (2); an id the vocabulary lacks is not (1).
+    tok = os.path.join(MODEL, "tokenizer.json")
+    rc2, text, err2 = run("tokenize", "--tokenizer", tok, "--decode", out.decode())
+    check("tokenize --decode round-trips", rc2 == 0 and text == b"Hello, world! 2026\n", err2)
+    check("tokenize --decode []", run("tokenize", "--tokenizer", tok, "--decode", "[]")[:2] ==
+          (0, b"\n"))
+    for bad, want in (("[1, 2", 2), ("{}", 2), ('[1, "x"]', 2), ("[4294967296]", 2),
+                      ("[-3]", 1), ("[99999]", 1)):
+        rc2, _, err2 = run("tokenize", "--tokenizer", tok, "--decode", bad)
+        check("tokenize --decode %s exits %d" % (bad, want), rc2 == want and err2.strip(), err2)
     with open(ids, "wb") as f:
         f.write(out)
     r1 = run("logits", "--model", MODEL, "--ids", ids, "--out", os.path.join(tmp, "a.f32"))

@@ -16,7 +16,8 @@ export async function startServer(env = {}) {
     const timer = setTimeout(() => reject(new Error('no startup line: ' + buf)), 60000);
     const onData = (d) => {
       buf += d.toString();
-      const m = buf.match(/on (http:\/\/[0-9.]+:[0-9]+)/);
+      // the router's own line: its workers log other URLs (their /metrics)
+      const m = buf.match(/tandem: serving \S+ on (http:\/\/[0-9.]+:[0-9]+)/);
       if (m) { clearTimeout(timer); resolve(m[1]); }
     };
     proc.stdout.on('data', onData);

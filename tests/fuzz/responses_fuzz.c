@@ -10,13 +10,11 @@
  * sequence numbers (for valid UTF-8 output, which the server's token
  * stream guarantees). Any violation aborts.
  */
-#include <jansson.h>
 #include <stdint.h>
 #include <stdlib.h>
-#include <string.h>
 
 #include "router/api_responses.h"
-#include "router/chat_encode.h"
+#include "tests/fuzz/enc_fuzz_util.h"
 
 static void decode(const uint8_t *data, size_t size)
 {
@@ -27,42 +25,8 @@ static void decode(const uint8_t *data, size_t size)
             abort();
         return;
     }
-    td_tok_bytes text = {0};
-    char err[256];
-    td_err te = td_chat_render_text(r.conv, &text, err, sizeof err);
-    if (te == TD_ENOMEM)
-        abort();
-    td_tok_bytes_free(&text);
+    check_render(r.conv);
     td_resp_req_free(&r);
-}
-
-static bool utf8_ok(const uint8_t *s, size_t n)
-{
-    json_t *v = json_stringn((const char *)s, n);  /* jansson validates UTF-8 */
-    json_decref(v);
-    return v != NULL;
-}
-
-static void forward(void *arg, const td_dsml_event *ev) { td_resp_enc_event(arg, ev); }
-
-static void check_sse(const char *s, size_t n)
-{
-    const char *p = s, *end = s + n;
-    json_int_t seq = 0;
-    while (p < end) {
-        const char *stop = memmem(p, (size_t)(end - p), "\n\n", 2);
-        const char *nl = memchr(p, '\n', (size_t)(end - p));
-        if (!stop || !nl || strncmp(p, "event: ", 7) || strncmp(nl, "\ndata: ", 7))
-            abort();
-        json_t *d = json_loadb(nl + 7, (size_t)(stop - nl - 7), JSON_ALLOW_NUL, NULL);
-        const char *type = json_string_value(json_object_get(d, "type"));
-        if (!type || strlen(type) != (size_t)(nl - p - 7) || strncmp(type, p + 7, strlen(type)))
-            abort();
-        if (json_integer_value(json_object_get(d, "sequence_number")) != seq++)
-            abort();
-        json_decref(d);
-        p = stop + 2;
-    }
 }
 
 static void encode(const uint8_t *data, size_t size, bool stream)
@@ -72,29 +36,8 @@ static void encode(const uint8_t *data, size_t size, bool stream)
                           .created_at = 1, .input_tokens = size};
     if (td_resp_enc_init(&enc, &o))
         return;
-    td_dsml *p;
-    td_dsml_opts dopts = {.thinking = size & 2, .tools = true};
-    if (td_dsml_create(&p, &dopts, forward, &enc)) {
-        td_resp_enc_free(&enc);
-        return;
-    }
-    td_resp_enc_start(&enc);
-    for (size_t i = 0; i < size; i += 7)
-        td_dsml_feed(p, (const char *)data + i, size - i < 7 ? size - i : 7);
-    td_dsml_finish(p, NULL);
-    td_resp_enc_finish(&enc, size & 4, size);
-    td_dsml_destroy(p);
-    if (!enc.oom) {
-        if (stream) {
-            check_sse(enc.out.data ? enc.out.data : "", enc.out.len);
-        } else {
-            json_t *m = json_loadb(enc.out.data, enc.out.len, JSON_ALLOW_NUL, NULL);
-            if (!json_is_array(json_object_get(m, "output")))
-                abort();
-            json_decref(m);
-        }
-    }
-    td_resp_enc_free(&enc);
+    td_gen_end why = size & 4 ? TD_GEN_END_LENGTH : TD_GEN_END_STOP;
+    fuzz_encode(&enc.base, data, size, size & 2, why, "output", true);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)

@@ -16,7 +16,7 @@ allowed() {
         router)    echo "common tokenizer proto" ;;
         transport) echo "common proto" ;;
         cluster)   echo "common proto transport router" ;;
-        worker)    echo "common proto transport" ;;
+        worker)    echo "common proto transport router engine" ;;
         prefill)   echo "common proto transport kernels model engine router worker" ;;
         decode)    echo "common proto transport kernels model engine router worker" ;;
         kvstore)   echo "common" ;;

@@ -77,7 +77,8 @@ class Cluster:
 
     def __init__(self, n_prefill=1, n_decode=1, timeout_ms=1000):
         self.router = Proc(["router", "--model", MODEL, "--port", "0", "--workers",
-                            "tcp://127.0.0.1:0", "--worker-timeout-ms", str(timeout_ms)],
+                            "tcp://127.0.0.1:0", "--worker-timeout-ms", str(timeout_ms),
+                            "--policy", os.environ.get("TANDEM_TEST_POLICY", "prefix")],
                            stdout=True)
         m = re.match(r"tandem: workers register at (tcp://\S+)$", self.router.readline())
         check(m, "no workers line")
@@ -99,7 +100,16 @@ class Cluster:
 
     # serve_test's, which need only .port
     conn = st.Server.conn
-    wait_ready = st.Server.wait_ready
+
+    def wait_ready(self, timeout=60):
+        """/ready turns 200 with the first worker (one kind can serve alone):
+        wait for every worker to say it is ready, then for its registration."""
+        st.Server.wait_ready(self, timeout)
+        end = time.time() + timeout
+        while not all(": ready" in w.stderr() for w in self.workers if w.proc.poll() is None):
+            check(time.time() < end, "workers not ready: %s" % self.logs())
+            time.sleep(0.05)
+        time.sleep(0.3)  # registration follows readiness at once; heartbeats every 100 ms
 
     def logs(self):
         return "\n".join(["router: " + self.router.stderr()] +
@@ -229,7 +239,182 @@ def case_prefill_killed_before_first_token(c):
     check(res["out"][0] == want, "retried output %r != generate's %r" % (res["out"][0], want))
 
 
-CASES = [case_greedy_identity, case_seeded_sampling, case_concurrent,
+def scrape(w):
+    """A worker's /metrics (its port from its log), checked by promtool."""
+    import ops_test  # noqa: E402  (the metrics parser and promtool check)
+    m = None
+    end = time.time() + 10
+    while not m and time.time() < end:
+        m = re.search(r"metrics on http://127\.0\.0\.1:(\d+)/metrics", w.stderr())
+        time.sleep(0.05)
+    check(m, "no metrics line: %s" % w.stderr())
+    srv = type("S", (), {"port": int(m.group(1)), "conn": st.Server.conn})()
+    status, _, out = request(srv, "GET", "/metrics")
+    check(status == 200, "worker /metrics: %d" % status)
+    text = out.decode()
+    ops_test.promtool(text)
+    return ops_test.parse(text)[0]
+
+
+def role(c, name):
+    return [w for w in c.workers if w.proc.args[1] == name][0]
+
+
+def delta(a, b, name):
+    return b.get((name, ""), 0) - a.get((name, ""), 0)
+
+
+def case_worker_metrics(c):
+    """Each worker's own /metrics: counters move by exactly what was asked."""
+    pre, dec = role(c, "prefill"), role(c, "decode")
+    p0, d0 = scrape(pre), scrape(dec)
+    gen = 0
+    for p in PROMPTS[:3]:
+        status, _, out = request(c, "POST", "/v1/completions",
+                                 dict(prompt=p, max_tokens=10, temperature=0))
+        gen += json.loads(out)["usage"]["completion_tokens"]
+    p1, d1 = scrape(pre), scrape(dec)
+    check(delta(p0, p1, "tandem_prefill_requests_total") == 3, "prefill requests")
+    check(delta(p0, p1, "tandem_kv_transfers_total") == 3, "prefill transfers")
+    check(delta(d0, d1, "tandem_kv_transfers_total") == 3, "decode transfers")
+    sent = delta(p0, p1, "tandem_kv_transfer_bytes_total")
+    check(sent > 0 and sent == delta(d0, d1, "tandem_kv_transfer_bytes_total"),
+          "bytes sent %r vs received" % sent)
+    # the first token of each comes from prefill; EOS is not counted in usage
+    check(delta(d0, d1, "tandem_generation_tokens_total") >= gen - 3,
+          "decode tokens %r for %d generated" % (delta(d0, d1, "tandem_generation_tokens_total"),
+                                                 gen))
+    check(delta(p0, p1, "tandem_kv_transfer_duration_seconds_count") == 3, "transfer histogram")
+    check(d1.get(("tandem_kv_bytes_in_use", "")) == 0, "decode holds KV after the requests")
+
+
+def case_next_turn_reuses_prefix(c):
+    """An agent's next turn extends the last prompt: the prefill worker
+    restores the cached state and prefills only the rest, and the answer is
+    token-identical to a full prefill (an in-process server without a cache)."""
+    pre = role(c, "prefill")
+    turn1 = {"messages": [{"role": "system", "content": "You are terse."},
+                          {"role": "user", "content": "List three colours. " * 6}],
+             "max_tokens": 8, "temperature": 0}
+    ids1 = json.loads(subprocess.run([TANDEM, "render-chat", "--model", MODEL, "--ids", "-"],
+                                     input=json.dumps(turn1).encode(), check=True,
+                                     capture_output=True).stdout)
+    m0 = scrape(pre)
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn1)
+    check(status == 200, "turn 1: %d" % status)
+    answer = json.loads(out)["choices"][0]["message"]["content"]
+    turn2 = dict(turn1, messages=turn1["messages"] + [
+        {"role": "assistant", "content": answer},
+        {"role": "user", "content": "And three animals."}])
+    ids2 = json.loads(subprocess.run([TANDEM, "render-chat", "--model", MODEL, "--ids", "-"],
+                                     input=json.dumps(turn2).encode(), check=True,
+                                     capture_output=True).stdout)
+    check(ids2[:len(ids1)] == ids1, "turn 2's prompt does not extend turn 1's")
+    m1 = scrape(pre)
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn2)
+    check(status == 200, "turn 2: %d" % status)
+    got = json.loads(out)["choices"][0]["message"]["content"]
+    m2 = scrape(pre)
+    check(delta(m0, m1, "tandem_prompt_tokens_cached_total") == 0, "turn 1 hit the cache")
+    check(delta(m1, m2, "tandem_prefix_cache_hits_total") == 1, "turn 2 missed the cache")
+    check(delta(m1, m2, "tandem_prompt_tokens_cached_total") == len(ids1),
+          "turn 2 reused %r tokens, turn 1's prompt has %d" %
+          (delta(m1, m2, "tandem_prompt_tokens_cached_total"), len(ids1)))
+    ref = st.Server(extra=("--in-process", "--prefix-cache-mib", "0"))
+    try:
+        ref.wait_ready()
+        status, _, out = request(ref, "POST", "/v1/chat/completions", turn2)
+        want = json.loads(out)["choices"][0]["message"]["content"]
+    finally:
+        ref.stop()
+    check(got == want, "turn 2 after the cache %r != a full prefill's %r" % (got, want))
+
+
+def hits(c):
+    return sum(scrape(w).get(("tandem_prefix_cache_hits_total", ""), 0)
+               for w in c.workers if w.proc.args[1] == "prefill")
+
+
+def conversation(c, i, headers=None, long=True):
+    """Two turns; returns the prefix-cache hits turn 2 added (over all workers)."""
+    first = ("Conversation %d. " % i) + ("Tell me about colours. " * (6 if long else 0))
+    turn1 = {"messages": [{"role": "user", "content": first}], "max_tokens": 4,
+             "temperature": 0}
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn1, headers)
+    check(status == 200, "turn 1: %d" % status)
+    answer = json.loads(out)["choices"][0]["message"]["content"]
+    turn2 = dict(turn1, messages=turn1["messages"] + [
+        {"role": "assistant", "content": answer}, {"role": "user", "content": "More."}])
+    h0 = hits(c)
+    status, _, out = request(c, "POST", "/v1/chat/completions", turn2, headers)
+    check(status == 200, "turn 2: %d" % status)
+    return hits(c) - h0
+
+
+def case_prefix_aware_routing(c):
+    """Two prefill workers: every next turn goes where its prefix is cached
+    (KvEvents), so it always hits; by chance it would hit half the time."""
+    for i in range(4):
+        got = conversation(c, i)
+        check(got == 1, "conversation %d: next turn hit %d caches" % (i, got))
+
+
+case_prefix_aware_routing.prefills = 2
+
+
+def case_session_affinity(c):
+    """Short prompts (no full 64-token block to hash): the session id keeps a
+    conversation on the prefill worker that holds its state."""
+    for i in range(4):
+        got = conversation(c, 100 + i, headers={"X-Session-ID": "agent-%d" % i}, long=False)
+        check(got == 1, "session %d: next turn hit %d caches" % (i, got))
+
+
+case_session_affinity.prefills = 2
+
+
+def case_drain_on_sigterm(c):
+    """SIGTERM drains a worker: the request it runs finishes normally, the
+    router places nothing new there (with no other decode worker, the
+    prefill worker answers alone), and the worker exits 0."""
+    conn = c.conn(timeout=60)
+    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=300, temperature=0, stream=True))
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    r = conn.getresponse()
+    check(r.readline().startswith(b"data: "), "no first event")
+    dec = role(c, "decode")
+    dec.proc.send_signal(signal.SIGTERM)
+    time.sleep(0.3)
+    got, _ = complete(c, PROMPTS[0], 6)
+    check(got == generate(PROMPTS[0], 6), "colocated on prefill while decode drains: %r" % got)
+    rest = r.read().decode()
+    check('"error"' not in rest and '"finish_reason":"length"' in rest,
+          "the draining worker's stream did not finish normally: %r" % rest[-300:])
+    check(dec.proc.wait(30) == 0, "the drained worker's exit status")
+    c.workers.remove(dec)
+
+
+def case_prefill_workers_only(c):
+    """No decode worker: the prefill worker answers whole (colocated)."""
+    for i, p in enumerate(PROMPTS):
+        got, fin = complete(c, p, 12, stream=bool(i % 2))
+        check(got == generate(p, 12), "prefill-only %d: %r" % (i, got))
+
+
+case_prefill_workers_only.decodes = 0
+
+
+def case_decode_workers_only(c):
+    """No prefill worker: the decode worker prefills and answers whole."""
+    for i, p in enumerate(PROMPTS):
+        got, fin = complete(c, p, 12, stream=bool(i % 2))
+        check(got == generate(p, 12), "decode-only %d: %r" % (i, got))
+
+
+case_decode_workers_only.prefills = 0
+
+
+CASES = [case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 
@@ -239,7 +424,7 @@ def main():
         name = case.__name__[5:]
         if ONLY and name not in ONLY:
             continue
-        c = Cluster()
+        c = Cluster(n_prefill=getattr(case, "prefills", 1), n_decode=getattr(case, "decodes", 1))
         try:
             c.wait_ready()
             case(c)

@@ -430,6 +430,35 @@ def case_chunked_body(srv):
     check(r and r[0][0] == 400, "bad request line: %r" % ((r and r[0][:2]),))
 
 
+def case_pre_routing_errors(srv):
+    """A request refused before routing (400 bad bytes, 431 too large) is
+    answered in the shape of the API its target names: Anthropic's for
+    /v1/messages, even when the target itself is what is wrong."""
+    def shape(path_bytes, extra=b""):
+        r = raw_exchange(srv, b"POST " + path_bytes + b" HTTP/1.1\r\nHost: x\r\n" + extra +
+                         b"\r\n", 1)
+        check(r, "no answer for %r" % path_bytes[:40])
+        body = json.loads(r[0][2])
+        return r[0][0], ("anthropic" if body.get("type") == "error" and "type" in body["error"]
+                         and "param" not in body["error"] else "openai")
+    long = b"a" * (64 << 10)
+    big = b"X-Big: " + long + b"\r\n"
+    for target, extra, want in [
+            (b"/v1/messages" + long, b"", (431, "anthropic")),            # the URL is too long
+            (b"/v1/messages/count_tokens?" + long, b"", (431, "anthropic")),
+            (b"/v1/messages", big, (431, "anthropic")),                   # the headers are
+            (b"/v1/messages\x01x", b"", (400, "anthropic")),              # a bad byte in the URL
+            (b"/v1/chat/completions" + long, b"", (431, "openai")),
+            (b"/v1/responses\x01x", b"", (400, "openai")),
+            (b"/v1/chat/completions", big, (431, "openai"))]:
+        got = shape(target, extra)
+        check(got == want, "%r...: %r, want %r" % (target[:30], got, want))
+    # No target at all: OpenAI's shape, as before.
+    r = raw_exchange(srv, b"GARBAGE /v1/messages HTTP/1.1\r\n\r\n", 1)
+    check(r and r[0][0] == 400 and "param" in json.loads(r[0][2])["error"],
+          "bad method: %r" % ((r and r[0][:2]),))
+
+
 def case_slow_reader():
     """A client that stops reading: its stream pauses (the write queue is
     bounded at --write-buffer) and resumes with nothing lost or reordered."""
@@ -506,7 +535,7 @@ def case_not_ready():
 CASES = [case_health, case_models, case_completion_usage, case_greedy_equals_generate,
          case_stream_completion, case_chat, case_chat_equals_generate, case_chat_no_injection,
          case_stop, case_sampling_seed, case_concurrent_streams, case_disconnect, case_errors,
-         case_keepalive, case_pipelining, case_chunked_body]
+         case_keepalive, case_pipelining, case_chunked_body, case_pre_routing_errors]
 
 
 def main():

@@ -2,6 +2,7 @@
  * for bit, chunking and batching change nothing, a saved state continues
  * identically, reset forgets, decode allocates nothing.
  * argv[1] is the model directory (tests/unit/model/meson.build). */
+#include <stdbool.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -139,6 +140,51 @@ static void batch_invariant(void)
     td_v4_model_destroy(m2);
 }
 
+typedef struct {
+    td_v4_seq *s;
+    uint8_t *buf;
+    size_t cap;
+    int64_t pos;
+    int calls, last;
+} layer_sink;
+
+static bool td_v4_save_layer_ok(td_v4_seq *s, int l, int64_t pos, uint8_t *buf, size_t cap)
+{
+    return td_v4_seq_save_layer(s, l, pos, buf, cap) == TD_OK;
+}
+
+static void save_layer(void *arg, int l)
+{
+    layer_sink *k = arg;
+    TD_CHECK(l == k->last + 1);  /* in order, once each */
+    k->last = l;
+    k->calls++;
+    TD_CHECK(td_v4_save_layer_ok(k->s, l, k->pos, k->buf, k->cap));
+}
+
+/* Layer by layer from the on_layer hook (as prefill ships), then sealed:
+ * the same bytes as td_v4_seq_save, with internal steps of 7 rows. */
+static void layerwise_save_equals_save(void)
+{
+    td_v4_model *m = new_model(7);
+    td_v4_seq *s = new_seq(m, NTOK);
+    size_t cap = td_v4_state_size_at(m, NTOK, 0), w = 0;
+    layer_sink k = {.s = s, .buf = calloc(1, cap), .cap = cap, .pos = NTOK, .last = -1};
+    char err[256];
+    td_v4_step st = {.seq = s, .tokens = tokens, .n = NTOK, .on_layer = save_layer,
+                     .layer_arg = &k};
+    TD_CHECK(td_v4_forward(m, &st, 1, err, sizeof err) == TD_OK);
+    TD_CHECK_EQ_INT(k.calls, W->cfg.n_layers);
+    TD_CHECK(td_v4_seq_seal(s, k.buf, cap, &w) == TD_OK && w == cap);
+    uint8_t *ref = malloc(cap);
+    TD_CHECK(td_v4_seq_save(s, ref, cap, &w) == TD_OK && w == cap);
+    TD_CHECK(memcmp(ref, k.buf, cap) == 0);
+    free(ref);
+    free(k.buf);
+    td_v4_seq_destroy(s);
+    td_v4_model_destroy(m);
+}
+
 static void saved_state_continues(void)
 {
     float *ref = logits_of(256, NTOK, NTOK);
@@ -256,6 +302,7 @@ int main(int argc, char **argv)
         {"chunked_equals_one_shot", chunked_equals_one_shot},
         {"batch_invariant", batch_invariant},
         {"saved_state_continues", saved_state_continues},
+        {"layerwise_save_equals_save", layerwise_save_equals_save},
         {"reset_forgets", reset_forgets},
         {"bad_steps_change_nothing", bad_steps_change_nothing},
         {"decode_allocates_nothing", decode_allocates_nothing},

@@ -13,6 +13,7 @@
 #include "router/api_anthropic.h"
 #include "router/chat_encode.h"
 #include "tests/td_test.h"
+#include "tests/unit/router/enc_test_util.h"
 
 /* ---- the decoder ------------------------------------------------------------- */
 
@@ -236,39 +237,13 @@ static void session_ids(void)
 
 /* ---- the encoder, fed by the parser ----------------------------------------------- */
 
-#define TC "<｜DSML｜tool_calls>"
-#define TCE "</｜DSML｜tool_calls>"
-#define INV(n) "<｜DSML｜invoke name=\"" n "\">"
-#define INVE "</｜DSML｜invoke>"
-#define PS(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"true\">" v "</｜DSML｜parameter>"
-#define PJ(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"false\">" v "</｜DSML｜parameter>"
-
-static void forward(void *arg, const td_dsml_event *ev) { td_anth_enc_event(arg, ev); }
-
-/* Runs out through parser and encoder, fed in pieces of `step` bytes (0 =
- * whole); returns the encoder's output (SSE text or the JSON message). */
-static char *encode(const char *out, bool stream, bool thinking, int step, td_anth_stop why)
+static td_gen_enc *make(bool stream, bool parallel)
 {
-    td_anth_enc enc;
-    td_anth_enc_opts o = {.stream = stream, .parallel = true, .msg_id = "msg_1",
+    static td_anth_enc enc;
+    td_anth_enc_opts o = {.stream = stream, .parallel = parallel, .msg_id = "msg_1",
                           .model = "tiny", .tool_id_prefix = "toolu_x", .input_tokens = 7};
     td_anth_enc_init(&enc, &o);
-    td_dsml *p;
-    td_dsml_opts dopts = {.thinking = thinking, .tools = true};
-    td_dsml_create(&p, &dopts, forward, &enc);
-    td_anth_enc_start(&enc);
-    size_t n = strlen(out);
-    for (size_t i = 0; i < n;) {
-        size_t k = step && n - i > (size_t)step ? (size_t)step : n - i;
-        td_dsml_feed(p, out + i, k);
-        i += k;
-    }
-    td_dsml_finish(p, NULL);
-    td_anth_enc_finish(&enc, why, why == TD_ANTH_STOP_SEQUENCE ? "STOP" : NULL, 11);
-    td_dsml_destroy(p);
-    char *s = strndup(enc.out.data ? enc.out.data : "", enc.out.len);
-    td_anth_enc_free(&enc);
-    return s;
+    return &enc.base;
 }
 
 /* Checks the SSE grammar and rebuilds the message the SDK would: the
@@ -281,17 +256,9 @@ static json_t *replay(const char *sse)
                                              * 4 after message_delta, 5 stopped */
     int next_index = 0;
     const char *p = sse;
-    while (*p) {
-        const char *end = strstr(p, "\n\n");
-        TD_CHECK(end != NULL);
-        if (!end)
-            break;
-        char name[64];
-        const char *nl = strchr(p, '\n');
-        TD_CHECK(!strncmp(p, "event: ", 7) && nl && !strncmp(nl, "\ndata: ", 7));
-        snprintf(name, sizeof name, "%.*s", (int)(nl - p - 7), p + 7);
-        json_t *d = json_loadb(nl + 7, (size_t)(end - nl - 7), 0, NULL);
-        TD_CHECK(d && !strcmp(json_string_value(json_object_get(d, "type")), name));
+    char name[64];
+    json_t *d;
+    while (et_next_event(&p, name, sizeof name, &d)) {
         int index = (int)json_integer_value(json_object_get(d, "index"));
         if (!strcmp(name, "message_start")) {
             TD_CHECK_EQ_INT(state, 0);
@@ -351,7 +318,6 @@ static json_t *replay(const char *sse)
             TD_CHECK(!"unknown event");
         }
         json_decref(d);
-        p = end + 2;
     }
     TD_CHECK_EQ_INT(state, 5);
     json_decref(partial);
@@ -361,28 +327,9 @@ static json_t *replay(const char *sse)
     return msg;
 }
 
-/* The non-streamed message, and the stream replayed whole and split at
- * every byte size 1..7, must be the same object. */
-static json_t *check_same(const char *out, bool thinking, td_anth_stop why)
+static json_t *check_same(const char *out, bool thinking, td_gen_end why)
 {
-    char *whole = encode(out, false, thinking, 0, why);
-    json_t *want = json_loads(whole, 0, NULL);
-    TD_CHECK(want != NULL);
-    free(whole);
-    for (int step = 0; step <= 7; step++) {
-        char *sse = encode(out, true, thinking, step, why);
-        json_t *got = replay(sse);
-        if (!json_equal(got, want)) {
-            char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
-            fprintf(stderr, "step %d: stream %s\n  != message %s\n", step, g, w);
-            free(g);
-            free(w);
-            td_test_failures++;
-        }
-        json_decref(got);
-        free(sse);
-    }
-    return want;
+    return et_check_same(make, replay, out, thinking, why);
 }
 
 static const char *block_type(const json_t *m, size_t i)
@@ -396,7 +343,7 @@ static void enc_thinking_text_tool(void)
     /* Recorded: reasoning, </think>, text, one tool call (spec §6.6 style). */
     json_t *m = check_same("Need the tool.</think>Let me look.\n\n" TC "\n" INV("get_weather")
                            "\n" PS("city", "Ōsaka \"x\"") "\n" PJ("days", "3") "\n" INVE "\n"
-                           TCE, true, TD_ANTH_STOP_END_TURN);
+                           TCE, true, TD_GEN_END_STOP);
     TD_CHECK_EQ_INT(json_array_size(json_object_get(m, "content")), 3);
     TD_CHECK_STR(block_type(m, 0), "thinking");
     TD_CHECK_STR(block_type(m, 1), "text");
@@ -422,19 +369,19 @@ static void enc_thinking_text_tool(void)
 
 static void enc_plain_and_stops(void)
 {
-    json_t *m = check_same("Just text, 東京.", false, TD_ANTH_STOP_SEQUENCE);
+    json_t *m = check_same("Just text, 東京.", false, TD_GEN_END_STOP_SEQ);
     TD_CHECK_EQ_INT(json_array_size(json_object_get(m, "content")), 1);
     TD_CHECK_STR(block_type(m, 0), "text");
     TD_CHECK_STR(json_string_value(json_object_get(m, "stop_reason")), "stop_sequence");
     TD_CHECK_STR(json_string_value(json_object_get(m, "stop_sequence")), "STOP");
     json_decref(m);
     /* Nothing at all: no blocks, end_turn. */
-    m = check_same("", false, TD_ANTH_STOP_MAX_TOKENS);
+    m = check_same("", false, TD_GEN_END_LENGTH);
     TD_CHECK_EQ_INT(json_array_size(json_object_get(m, "content")), 0);
     TD_CHECK_STR(json_string_value(json_object_get(m, "stop_reason")), "max_tokens");
     json_decref(m);
     /* Thinking cut off by the length limit: one thinking block. */
-    m = check_same("still thinking", true, TD_ANTH_STOP_MAX_TOKENS);
+    m = check_same("still thinking", true, TD_GEN_END_LENGTH);
     TD_CHECK_STR(block_type(m, 0), "thinking");
     TD_CHECK_EQ_INT(json_array_size(json_object_get(m, "content")), 1);
     json_decref(m);
@@ -443,15 +390,15 @@ static void enc_plain_and_stops(void)
 static void enc_two_calls_and_broken(void)
 {
     json_t *m = check_same("</think>" TC "\n" INV("a") "\n" PS("q", "1") "\n" INVE "\n"
-                           INV("b") "\n" INVE "\n" TCE, true, TD_ANTH_STOP_END_TURN);
+                           INV("b") "\n" INVE "\n" TCE, true, TD_GEN_END_STOP);
     TD_CHECK_EQ_INT(json_array_size(json_object_get(m, "content")), 2);
     TD_CHECK_STR(block_type(m, 0), "tool_use");
     TD_CHECK_STR(block_type(m, 1), "tool_use");
     TD_CHECK_STR(json_string_value(json_object_get(m, "stop_reason")), "tool_use");
     json_decref(m);
     /* A block cut off by max_tokens: no tool_use in the message. */
-    char *s = encode("</think>" TC "\n" INV("a") "\n" PS("q", "1"), false, true, 0,
-                     TD_ANTH_STOP_MAX_TOKENS);
+    char *s = et_encode(make, "</think>" TC "\n" INV("a") "\n" PS("q", "1"), false, true,
+                        true, 0, TD_GEN_END_LENGTH);
     json_t *v = json_loads(s, 0, NULL);
     free(s);
     size_t i;
@@ -465,7 +412,7 @@ static void enc_two_calls_and_broken(void)
     td_anth_enc_opts o = {.stream = true, .msg_id = "m", .model = "x"};
     td_anth_enc_init(&enc, &o);
     td_anth_enc_error(&enc, 500, "boom");
-    TD_CHECK(enc.out.data && !strcmp(enc.out.data, "event: error\ndata: {\"type\":\"error\","
+    TD_CHECK(enc.base.out.data && !strcmp(enc.base.out.data, "event: error\ndata: {\"type\":\"error\","
              "\"error\":{\"type\":\"api_error\",\"message\":\"boom\"}}\n\n"));
     td_anth_enc_free(&enc);
 }

@@ -14,6 +14,7 @@
 #include "router/conv.h"
 #include "router/dsml.h"
 #include "tests/td_test.h"
+#include "tests/unit/router/enc_test_util.h"  /* the DSML macros */
 
 /* Expectations below leave trailing fields zero. */
 #pragma GCC diagnostic ignored "-Wmissing-field-initializers"
@@ -200,13 +201,6 @@ static void check(const char *what, const char *text, bool thinking, bool tools,
     td_test_failures += bad;
     collected_free(&whole);
 }
-
-#define TC "<｜DSML｜tool_calls>"
-#define TCE "</｜DSML｜tool_calls>"
-#define INV(n) "<｜DSML｜invoke name=\"" n "\">"
-#define INVE "</｜DSML｜invoke>"
-#define PS(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"true\">" v "</｜DSML｜parameter>"
-#define PJ(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"false\">" v "</｜DSML｜parameter>"
 
 /* Spec §6.6: the well-formed completion for example C. */
 static void spec_completion(void)

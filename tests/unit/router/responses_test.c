@@ -17,6 +17,7 @@
 #include "router/api_responses.h"
 #include "router/chat_encode.h"
 #include "tests/td_test.h"
+#include "tests/unit/router/enc_test_util.h"
 
 /* ---- the decoder ------------------------------------------------------------- */
 
@@ -184,39 +185,20 @@ static void decode_errors(void)
 
 /* ---- the encoder, fed by the parser ----------------------------------------------- */
 
-#define TC "<｜DSML｜tool_calls>"
-#define TCE "</｜DSML｜tool_calls>"
-#define INV(n) "<｜DSML｜invoke name=\"" n "\">"
-#define INVE "</｜DSML｜invoke>"
-#define PS(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"true\">" v "</｜DSML｜parameter>"
-#define PJ(n, v) "<｜DSML｜parameter name=\"" n "\" string=\"false\">" v "</｜DSML｜parameter>"
-
-static void forward(void *arg, const td_dsml_event *ev) { td_resp_enc_event(arg, ev); }
+static td_gen_enc *make(bool stream, bool parallel)
+{
+    static td_resp_enc enc;
+    td_resp_enc_opts o = {.stream = stream, .parallel = parallel, .id = "X1", .model = "tiny",
+                          .created_at = 1700000000, .input_tokens = 7};
+    td_resp_enc_init(&enc, &o);
+    return &enc.base;
+}
 
 static char *encode(const char *out, bool stream, bool thinking, bool parallel, int step,
                     bool incomplete)
 {
-    td_resp_enc enc;
-    td_resp_enc_opts o = {.stream = stream, .parallel = parallel, .id = "X1", .model = "tiny",
-                          .created_at = 1700000000, .input_tokens = 7};
-    td_resp_enc_init(&enc, &o);
-    td_dsml *p;
-    td_dsml_opts dopts = {.thinking = thinking, .tools = true};
-    td_dsml_create(&p, &dopts, forward, &enc);
-    td_resp_enc_start(&enc);
-    size_t n = strlen(out);
-    for (size_t i = 0; i < n;) {
-        size_t k = step && n - i > (size_t)step ? (size_t)step : n - i;
-        td_dsml_feed(p, out + i, k);
-        i += k;
-    }
-    td_dsml_finish(p, NULL);
-    td_resp_enc_finish(&enc, incomplete, 11);
-    td_dsml_destroy(p);
-    TD_CHECK(!enc.oom);
-    char *s = strndup(enc.out.data ? enc.out.data : "", enc.out.len);
-    td_resp_enc_free(&enc);
-    return s;
+    return et_encode(make, out, stream, thinking, parallel, step,
+                     incomplete ? TD_GEN_END_LENGTH : TD_GEN_END_STOP);
 }
 
 static const char *sget(const json_t *o, const char *k)
@@ -239,16 +221,9 @@ static json_t *replay(const char *sse)
     long long seq = 0;
     int index = -1;
     const char *p = sse;
-    while (*p) {
-        const char *end = strstr(p, "\n\n");
-        const char *nl = strchr(p, '\n');
-        TD_CHECK(end && nl && !strncmp(p, "event: ", 7) && !strncmp(nl, "\ndata: ", 7));
-        if (!end || !nl)
-            break;
-        char name[80];
-        snprintf(name, sizeof name, "%.*s", (int)(nl - p - 7), p + 7);
-        json_t *d = json_loadb(nl + 7, (size_t)(end - nl - 7), 0, NULL);
-        TD_CHECK(d && !strcmp(sget(d, "type"), name));
+    char name[80];
+    json_t *d;
+    while (et_next_event(&p, name, sizeof name, &d)) {
         TD_CHECK_EQ_INT(iget(d, "sequence_number"), seq);
         seq++;
         json_t *items = json_object_get(snap, "output");
@@ -322,35 +297,16 @@ static json_t *replay(const char *sse)
             TD_CHECK(!"unexpected event");
         }
         json_decref(d);
-        p = end + 2;
     }
     TD_CHECK_EQ_INT(state, 5);
     json_decref(snap);
     return final;
 }
 
-/* The non-streamed response, and the stream replayed whole and split at
- * every byte size 1..7, must be the same object. */
 static json_t *check_same(const char *out, bool thinking, bool incomplete)
 {
-    char *whole = encode(out, false, thinking, true, 0, incomplete);
-    json_t *want = json_loads(whole, 0, NULL);
-    TD_CHECK(want != NULL);
-    free(whole);
-    for (int step = 0; step <= 7; step++) {
-        char *sse = encode(out, true, thinking, true, step, incomplete);
-        json_t *got = replay(sse);
-        if (!json_equal(got, want)) {
-            char *g = json_dumps(got, JSON_COMPACT), *w = json_dumps(want, JSON_COMPACT);
-            fprintf(stderr, "step %d: stream %s\n  != response %s\n", step, g, w);
-            free(g);
-            free(w);
-            td_test_failures++;
-        }
-        json_decref(got);
-        free(sse);
-    }
-    return want;
+    return et_check_same(make, replay, out, thinking,
+                         incomplete ? TD_GEN_END_LENGTH : TD_GEN_END_STOP);
 }
 
 static const json_t *item_at(const json_t *r, size_t i)
@@ -451,7 +407,7 @@ static void enc_two_calls_and_broken(void)
     td_resp_enc_opts o = {.stream = true, .id = "m", .model = "x"};
     td_resp_enc_init(&enc, &o);
     td_resp_enc_error(&enc, 500, "boom");
-    TD_CHECK(enc.out.data && !strcmp(enc.out.data, "event: error\ndata: {\"type\":\"error\","
+    TD_CHECK(enc.base.out.data && !strcmp(enc.base.out.data, "event: error\ndata: {\"type\":\"error\","
              "\"sequence_number\":0,\"code\":\"server_error\",\"message\":\"boom\","
              "\"param\":null}\n\n"));
     td_resp_enc_free(&enc);

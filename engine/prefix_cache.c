@@ -1,0 +1,147 @@
+/* See prefix_cache.h. Entries sit on a list in recency order (most recent
+ * first); a lookup compares token lists directly. Few entries fit in any
+ * realistic budget (a V4-Flash state is ~3.5 KB per token), so a scan is
+ * cheap next to the prefill it saves. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/prefix_cache.h"
+#include "model/state.h"
+
+typedef struct entry {
+    struct entry *next;
+    int32_t *tokens;
+    size_t n;
+    uint8_t *state;
+    size_t len;
+} entry;
+
+struct td_pcache {
+    size_t budget;
+    td_pcache_event_fn on_event;
+    void *arg;
+    entry *head;                 /* most recently used first */
+    td_pcache_stats st;
+};
+
+static size_t cost(const entry *e) { return e->len + e->n * sizeof(int32_t); }
+
+static void entry_free(entry *e)
+{
+    free(e->tokens);
+    free(e->state);
+    free(e);
+}
+
+td_err td_pcache_create(td_pcache **out, size_t budget, td_pcache_event_fn on_event,
+                        void *arg)
+{
+    td_pcache *c = calloc(1, sizeof *c);
+    if (!c)
+        return TD_ENOMEM;
+    c->budget = budget;
+    c->on_event = on_event;
+    c->arg = arg;
+    *out = c;
+    return TD_OK;
+}
+
+void td_pcache_destroy(td_pcache *c)
+{
+    if (!c)
+        return;
+    while (c->head) {
+        entry *e = c->head;
+        c->head = e->next;
+        entry_free(e);
+    }
+    free(c);
+}
+
+static void unlink_entry(td_pcache *c, entry *e)
+{
+    for (entry **pp = &c->head; *pp; pp = &(*pp)->next)
+        if (*pp == e) {
+            *pp = e->next;
+            break;
+        }
+    c->st.bytes -= cost(e);
+    c->st.entries--;
+    if (c->on_event)
+        c->on_event(c->arg, false, e->tokens, e->n);
+}
+
+td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, size_t n)
+{
+    size_t len = td_v4_seq_state_size(seq);
+    if (n == 0 || len + n * sizeof(int32_t) > c->budget)
+        return TD_OK;
+    for (entry *e = c->head; e; e = e->next)
+        if (e->n == n && !memcmp(e->tokens, tokens, n * sizeof *tokens)) {
+            unlink_entry(c, e);
+            entry_free(e);
+            break;
+        }
+    entry *e = calloc(1, sizeof *e);
+    if (!e || !(e->tokens = malloc(n * sizeof *tokens)) || !(e->state = malloc(len))) {
+        if (e)
+            entry_free(e);
+        return TD_ENOMEM;
+    }
+    memcpy(e->tokens, tokens, n * sizeof *tokens);
+    e->n = n;
+    size_t w = 0;
+    td_err er = td_v4_seq_save(seq, e->state, len, &w);
+    if (er) {
+        entry_free(e);
+        return er;
+    }
+    e->len = w;
+    /* Make room: the least recently used go first. */
+    while (c->head && c->st.bytes + cost(e) > c->budget) {
+        entry *last = c->head;
+        while (last->next)
+            last = last->next;
+        unlink_entry(c, last);
+        entry_free(last);
+        c->st.evictions++;
+    }
+    e->next = c->head;
+    c->head = e;
+    c->st.bytes += cost(e);
+    c->st.entries++;
+    if (c->on_event)
+        c->on_event(c->arg, true, e->tokens, e->n);
+    return TD_OK;
+}
+
+size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n)
+{
+    c->st.lookups++;
+    entry *best = NULL;
+    for (entry *e = c->head; e; e = e->next)
+        if (e->n < n && (!best || e->n > best->n) &&
+            !memcmp(e->tokens, prompt, e->n * sizeof *prompt))
+            best = e;
+    if (!best)
+        return 0;
+    char err[128];
+    if (td_v4_seq_load(seq, best->state, best->len, err, sizeof err) != TD_OK) {
+        /* cannot happen for a state we saved with this model: drop it */
+        unlink_entry(c, best);
+        entry_free(best);
+        return 0;
+    }
+    for (entry **pp = &c->head; *pp; pp = &(*pp)->next)
+        if (*pp == best) {  /* most recently used now */
+            *pp = best->next;
+            best->next = c->head;
+            c->head = best;
+            break;
+        }
+    c->st.hits++;
+    c->st.tokens_reused += best->n;
+    return best->n;
+}
+
+td_pcache_stats td_pcache_get_stats(const td_pcache *c) { return c->st; }

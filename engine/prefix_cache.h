@@ -1,0 +1,55 @@
+/* td_pcache: recent sequence states, so a prompt that extends one (an
+ * agent's next turn: the whole conversation so far plus a little) is
+ * prefilled only past the longest stored prefix.
+ *
+ * An entry is the serialised state (model/state.h: the same bytes that move
+ * prefill -> decode and that the kvstore writes) of a sequence that has
+ * processed exactly its token list. V4's state after n tokens depends on
+ * those n tokens only, and the forward pass gives the same bits however a
+ * prompt is cut into chunks (docs/numerics.md), so continuing from an entry
+ * is bit-identical to prefilling from scratch.
+ *
+ * Engine thread only. Bounded by a byte budget; least recently used first
+ * out. */
+#ifndef TD_ENGINE_PREFIX_CACHE_H
+#define TD_ENGINE_PREFIX_CACHE_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "common/err.h"
+#include "model/model.h"
+
+typedef struct td_pcache td_pcache;
+
+typedef struct {
+    uint64_t lookups, hits;      /* restores asked for, and found */
+    uint64_t tokens_reused;      /* prompt tokens not prefilled thanks to hits */
+    uint64_t bytes, entries;     /* held now */
+    uint64_t evictions;
+} td_pcache_stats;
+
+/* Told of every entry stored and every entry dropped (evicted, replaced or
+ * found unreadable), with its tokens (borrowed for the call). */
+typedef void (*td_pcache_event_fn)(void *arg, bool stored, const int32_t *tokens, size_t n);
+
+/* budget 0: a cache that stores nothing. on_event may be NULL. */
+td_err td_pcache_create(td_pcache **out, size_t budget_bytes, td_pcache_event_fn on_event,
+                        void *arg);
+void td_pcache_destroy(td_pcache *c);
+
+/* Stores seq's state under tokens[0..n) (n == td_v4_seq_len(seq)), evicting
+ * older entries to make room; replaces an entry with the same tokens. A
+ * state larger than the budget is not stored. */
+td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, size_t n);
+
+/* Loads into seq the longest entry whose tokens are a proper prefix of
+ * prompt[0..n) (at least one token must remain to be prefilled, for the
+ * logits of the last one). Returns the tokens restored (0: none; seq is
+ * then untouched). */
+size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n);
+
+td_pcache_stats td_pcache_get_stats(const td_pcache *c);
+
+#endif

@@ -1,0 +1,151 @@
+/* The prefix cache on the tiny model: a prompt that extends a cached state
+ * continues bit-identically to a full prefill; the longest proper prefix
+ * wins; the byte budget evicts the least recently used; a state that does
+ * not fit is not stored. argv[1] is the model directory. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "engine/prefix_cache.h"
+#include "model/model.h"
+#include "model/state.h"
+#include "model/weights.h"
+#include "tests/td_test.h"
+
+static td_v4_weights *W;
+static td_v4_model *M;
+
+#define NTOK 80
+static int32_t toks[NTOK];
+
+static td_v4_seq *seq_after(const int32_t *t, int n)
+{
+    td_v4_seq *s = NULL;
+    char err[256];
+    TD_CHECK(td_v4_seq_create(&s, M, NTOK + 8, err, sizeof err) == TD_OK);
+    if (n) {
+        td_v4_step st = {.seq = s, .tokens = t, .n = n};
+        TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
+    }
+    return s;
+}
+
+/* Last-token logits after feeding t[from..n) to s. */
+static float *finish(td_v4_seq *s, const int32_t *t, int from, int n)
+{
+    float *lg = malloc(sizeof(float) * (size_t)W->cfg.vocab_size);
+    char err[256];
+    td_v4_step st = {.seq = s, .tokens = t + from, .n = n - from, .logits = lg};
+    TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
+    return lg;
+}
+
+static void extends_bit_identically(void)
+{
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 64u << 20, NULL, NULL) == TD_OK);
+    for (int cut = 10; cut <= 40; cut += 30) {
+        td_v4_seq *s = seq_after(toks, cut);
+        TD_CHECK(td_pcache_put(c, s, toks, (size_t)cut) == TD_OK);
+        td_v4_seq_destroy(s);
+    }
+    td_v4_seq *fresh = seq_after(toks, 0);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, fresh, toks, NTOK), 40);  /* the longest */
+    float *a = finish(fresh, toks, 40, NTOK);
+    td_v4_seq *full = seq_after(toks, 0);
+    float *b = finish(full, toks, 0, NTOK);
+    TD_CHECK(memcmp(a, b, sizeof(float) * (size_t)W->cfg.vocab_size) == 0);
+    /* A proper prefix only: the same 40 tokens again cannot use 40. */
+    td_v4_seq *again = seq_after(toks, 0);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, again, toks, 40), 10);
+    /* Another prompt does not match. */
+    int32_t other[NTOK];
+    memcpy(other, toks, sizeof other);
+    other[3] ^= 1;
+    td_v4_seq *o = seq_after(toks, 0);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, o, other, NTOK), 0);
+    TD_CHECK_EQ_INT((int)td_v4_seq_len(o), 0);
+    td_pcache_stats st = td_pcache_get_stats(c);
+    TD_CHECK(st.lookups == 3 && st.hits == 2 && st.tokens_reused == 50 && st.entries == 2);
+    free(a);
+    free(b);
+    td_v4_seq_destroy(fresh);
+    td_v4_seq_destroy(full);
+    td_v4_seq_destroy(again);
+    td_v4_seq_destroy(o);
+    td_pcache_destroy(c);
+}
+
+static int n_stored, n_dropped;
+static size_t last_dropped;
+
+static void on_event(void *arg, bool stored, const int32_t *t, size_t n)
+{
+    (void)arg;
+    (void)t;
+    if (stored) {
+        n_stored++;
+    } else {
+        n_dropped++;
+        last_dropped = n;
+    }
+}
+
+static void budget_evicts_least_recent(void)
+{
+    td_v4_seq *s20 = seq_after(toks, 20), *s30 = seq_after(toks, 30);
+    size_t one = td_v4_seq_state_size(s30) + 30 * sizeof(int32_t);
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 2 * one, on_event, NULL) == TD_OK);  /* room for two */
+    int32_t b[NTOK];
+    memcpy(b, toks, sizeof b);
+    b[0] ^= 7;  /* a second conversation */
+    TD_CHECK(td_pcache_put(c, s20, toks, 20) == TD_OK);
+    TD_CHECK(td_pcache_put(c, s30, toks, 30) == TD_OK);
+    td_v4_seq *x = seq_after(toks, 0);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, x, toks, 25), 20);  /* 20 is now recent */
+    td_v4_seq *sb = seq_after(b, 30);
+    TD_CHECK(td_pcache_put(c, sb, b, 30) == TD_OK);                /* evicts 30 */
+    td_pcache_stats st = td_pcache_get_stats(c);
+    TD_CHECK(st.evictions == 1 && st.entries == 2 && st.bytes <= 2 * one);
+    TD_CHECK(n_stored == 3 && n_dropped == 1 && last_dropped == 30);  /* events */
+    td_v4_seq *y = seq_after(toks, 0);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, y, toks, NTOK), 20);
+    /* Too big for the budget: not stored, nothing evicted. */
+    td_pcache *tiny;
+    TD_CHECK(td_pcache_create(&tiny, 100, NULL, NULL) == TD_OK);
+    TD_CHECK(td_pcache_put(tiny, s30, toks, 30) == TD_OK);
+    TD_CHECK(td_pcache_get_stats(tiny).entries == 0);
+    td_pcache_destroy(tiny);
+    td_v4_seq_destroy(s20);
+    td_v4_seq_destroy(s30);
+    td_v4_seq_destroy(sb);
+    td_v4_seq_destroy(x);
+    td_v4_seq_destroy(y);
+    td_pcache_destroy(c);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 2) {
+        fprintf(stderr, "usage: %s MODEL_DIR [case]\n", argv[0]);
+        return 2;
+    }
+    char err[256];
+    td_v4_model_opts mo = {.nthreads = 1};
+    if (td_v4_weights_load(&W, argv[1], err, sizeof err) ||
+        td_v4_model_create(&M, W, &mo, err, sizeof err)) {
+        fprintf(stderr, "%s\n", err);
+        return 1;
+    }
+    for (int i = 0; i < NTOK; i++)
+        toks[i] = (int32_t)((i * 37 + 11) % W->cfg.vocab_size);
+    static const td_test_case cases[] = {
+        {"extends_bit_identically", extends_bit_identically},
+        {"budget_evicts_least_recent", budget_evicts_least_recent},
+        {NULL, NULL},
+    };
+    int rc = td_test_run(cases, argc - 1, argv + 1);
+    td_v4_model_destroy(M);
+    td_v4_weights_destroy(W);
+    return rc;
+}
