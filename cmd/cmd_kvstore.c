@@ -63,10 +63,12 @@ static int do_stat(td_kv *kv, int metrics)
     td_kv_stats s;
     td_kv_stats_get(kv, &s);
     if (metrics) {
-        char buf[8192];
-        size_t n = td_kv_metrics_text(&s, buf, sizeof(buf));
-        fputs(buf, stdout);
-        return n < sizeof(buf) ? 0 : 1;
+        td_prom_buf b = {0};
+        td_kv_metrics(&s, &b);
+        if (b.p)
+            fputs(b.p, stdout);
+        free(b.p);
+        return b.oom ? 1 : 0;
     }
     printf("fingerprint     %016llx\n", (unsigned long long)s.fingerprint);
     printf("block_tokens    %u\n", s.block_tokens);

@@ -25,6 +25,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/prom.h"
 
 typedef struct td_kv td_kv;
 
@@ -172,10 +173,9 @@ td_err td_kv_pin(td_kv *kv, td_kv_key key, uint32_t section, int pinned,
 
 void td_kv_stats_get(const td_kv *kv, td_kv_stats *st);
 
-/* The stats as Prometheus text (tandem_kvstore_* gauges and counters) into
- * buf[0..cap), NUL-terminated; returns the length the whole text needs
- * (snprintf-style: larger than cap - 1 means it was cut). */
-size_t td_kv_metrics_text(const td_kv_stats *st, char *buf, size_t cap);
+/* Appends the stats to a /metrics page as tandem_kvstore_* gauges and
+ * counters (Prometheus text, common/prom.h). */
+void td_kv_metrics(const td_kv_stats *st, td_prom_buf *b);
 
 /* Calls fn for every entry, least recently used first; stops when fn
  * returns non-zero. fn must not modify the store. */
