@@ -433,6 +433,8 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
             retry(c, r, m->error && m->error[0] ? m->error : "worker error");
             return;
         }
+        if (m->cached_tokens && r->next_index == 0 && r->cb.on_cached)
+            r->cb.on_cached(r->cb.arg, m->cached_tokens);
         if (m->index != r->next_index) {
             td_log(TD_LOG_ERROR, "cluster: request %llu: token %llu out of order (expected %llu)",
                    (unsigned long long)r->id, (unsigned long long)m->index,
@@ -498,6 +500,8 @@ static void on_kv_ready(td_cluster *c, const Tandem__Ctl__KvReady *m)
     }
     r->ph = PH_DECODE;
     r->next_index = 1;
+    if (m->cached_tokens && r->cb.on_cached)
+        r->cb.on_cached(r->cb.arg, m->cached_tokens);
     r->cb.on_token(r->cb.arg, m->first_token);
     if (r->paused && r->D) {
         Tandem__Ctl__Pause pm = TANDEM__CTL__PAUSE__INIT;

@@ -314,6 +314,10 @@ def case_next_turn_reuses_prefix(c):
     status, _, out = request(c, "POST", "/v1/chat/completions", turn2)
     check(status == 200, "turn 2: %d" % status)
     got = json.loads(out)["choices"][0]["message"]["content"]
+    usage = json.loads(out)["usage"]
+    check(usage["prompt_tokens"] == len(ids2) and
+          usage["prompt_tokens_details"]["cached_tokens"] == len(ids1),
+          "turn 2's usage %r: cached should be turn 1's %d prompt tokens" % (usage, len(ids1)))
     m2 = scrape(pre)
     check(delta(m0, m1, "tandem_prompt_tokens_cached_total") == 0, "turn 1 hit the cache")
     check(delta(m1, m2, "tandem_prefix_cache_hits_total") == 1, "turn 2 missed the cache")
@@ -414,7 +418,44 @@ def case_decode_workers_only(c):
 case_decode_workers_only.prefills = 0
 
 
-CASES = [case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+def next_turn_usage(srv):
+    """Turn 1, then turn 2 extending it; returns turn 2's usage and turn 1's
+    prompt length."""
+    turn1 = {"messages": [{"role": "user", "content": "Name a river. " * 8}],
+             "max_tokens": 4, "temperature": 0}
+    ids1 = json.loads(subprocess.run([TANDEM, "render-chat", "--model", MODEL, "--ids", "-"],
+                                     input=json.dumps(turn1).encode(), check=True,
+                                     capture_output=True).stdout)
+    status, _, out = request(srv, "POST", "/v1/chat/completions", turn1)
+    check(status == 200, "turn 1: %d" % status)
+    answer = json.loads(out)["choices"][0]["message"]["content"]
+    turn2 = dict(turn1, messages=turn1["messages"] + [
+        {"role": "assistant", "content": answer}, {"role": "user", "content": "Another."}])
+    status, _, out = request(srv, "POST", "/v1/chat/completions", turn2)
+    check(status == 200, "turn 2: %d" % status)
+    return json.loads(out)["usage"], len(ids1)
+
+
+def case_cached_tokens_reported(c):
+    """usage.prompt_tokens_details.cached_tokens on a cache hit: answered
+    whole by a worker (colocated), and in-process."""
+    usage, n1 = next_turn_usage(c)
+    check(usage["prompt_tokens_details"]["cached_tokens"] == n1,
+          "colocated worker: %r, turn 1 had %d" % (usage, n1))
+    ref = st.Server(extra=("--in-process",))
+    try:
+        ref.wait_ready()
+        usage, n1 = next_turn_usage(ref)
+        check(usage["prompt_tokens_details"]["cached_tokens"] >= n1,
+              "in-process: %r, turn 1 had %d" % (usage, n1))
+    finally:
+        ref.stop()
+
+
+case_cached_tokens_reported.decodes = 0
+
+
+CASES = [case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 
