@@ -96,43 +96,37 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void push_cmd(td_decode *d, cmd_kind kind, djob *j, td_xfer_recv *r)
+/* Queues a command for the receiver (any thread). */
+static void push(td_decode *d, cmd c)
 {
-    cmd *c = malloc(sizeof *c);
-    if (!c) {
-        td_log(TD_LOG_ERROR, "decode: out of memory queueing a receiver command");
+    cmd *p = malloc(sizeof *p);
+    if (!p) {
+        td_log(TD_LOG_ERROR, "decode: out of memory queueing a receiver command%s",
+               c.kind == CMD_CLOSE ? " (a buffer leaks)" : "");
         return;
     }
-    *c = (cmd){.kind = kind, .job = j, .recv = r};
+    *p = c;
     pthread_mutex_lock(&d->u.mu);
     if (d->cmds_tail)
-        d->cmds_tail->next = c;
+        d->cmds_tail->next = p;
     else
-        d->cmds = c;
-    d->cmds_tail = c;
+        d->cmds = p;
+    d->cmds_tail = p;
     pthread_cond_signal(&d->u.cv);
     pthread_mutex_unlock(&d->u.mu);
 }
 
-/* Asks the receiver to close j's buffer (any thread; j may be gone by
- * the time it runs, so the cmd carries what it needs). */
+static void push_cmd(td_decode *d, cmd_kind kind, djob *j)
+{
+    push(d, (cmd){.kind = kind, .job = j});
+}
+
+/* Asks the receiver to close j's buffer; j may be gone by the time it
+ * runs, so the command carries what it needs. */
 static void push_close(td_decode *d, djob *j)
 {
-    cmd *c = malloc(sizeof *c);
-    if (!c) {
-        td_log(TD_LOG_ERROR, "decode: out of memory queueing a close (a buffer leaks)");
-        return;
-    }
-    *c = (cmd){.kind = CMD_CLOSE, .recv = j->recv, .in_arena = j->in_arena,
-               .off = j->arena_off, .len = j->reserve};
-    pthread_mutex_lock(&d->u.mu);
-    if (d->cmds_tail)
-        d->cmds_tail->next = c;
-    else
-        d->cmds = c;
-    d->cmds_tail = c;
-    pthread_cond_signal(&d->u.cv);
-    pthread_mutex_unlock(&d->u.mu);
+    push(d, (cmd){.kind = CMD_CLOSE, .recv = j->recv, .in_arena = j->in_arena,
+                  .off = j->arena_off, .len = j->reserve});
 }
 
 /* ---- receiver thread -------------------------------------------------------------- */
@@ -404,7 +398,7 @@ static void on_event(void *arg, void *item)
         if (j->err) {
             fail(d, j, "cannot register the KV receive buffer");
         } else if (j->cancelled || !d->wk) {
-            push_cmd(d, CMD_CANCEL, j, NULL);
+            push_cmd(d, CMD_CANCEL, j);
         } else {
             Tandem__Ctl__KvTicket kt = TANDEM__CTL__KV_TICKET__INIT;
             kt.request_id = j->rid;
@@ -473,7 +467,7 @@ static void start(td_decode *d, const Tandem__Ctl__DecodeRequest *m)
     d->kv_used += need;
     j->next = d->jobs;
     d->jobs = j;
-    push_cmd(d, CMD_OPEN, j, NULL);
+    push_cmd(d, CMD_OPEN, j);
 }
 
 static djob *find(td_decode *d, uint64_t rid)
@@ -506,7 +500,7 @@ static void on_msg(void *arg, td_ctl_msg *m)
             if (j->in_engine)
                 d->ei.cancel(d->ei.ctx, j->eid);
             else
-                push_cmd(d, CMD_CANCEL, j, NULL);
+                push_cmd(d, CMD_CANCEL, j);
         }
         break;
     case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
