@@ -208,6 +208,11 @@ def case_decode_killed_midstream(c):
     check(took < 15, "stream took %.1fs to end after the decode worker died" % took)
     check("error" in rest, "no error event after the decode worker died: %r" % rest[-300:])
     c.workers.remove(decode)
+    # the survivor holds no state of the dead worker's request
+    end = time.time() + 10
+    while scrape(role(c, "prefill")).get(("tandem_kv_bytes_in_use", "")) != 0:
+        check(time.time() < end, "the prefill worker still holds KV state")
+        time.sleep(0.1)
     # a new decode worker takes over: the service recovers
     c.add("decode")
     c.wait_ready()
@@ -237,6 +242,11 @@ def case_prefill_killed_before_first_token(c):
     check(not t.is_alive(), "request hung after the prefill worker died")
     check("out" in res, "request failed: %r\n%s" % (res.get("err"), c.logs()[-2000:]))
     check(res["out"][0] == want, "retried output %r != generate's %r" % (res["out"][0], want))
+    # the decode worker released the first attempt's reservation and the second's state
+    end = time.time() + 10
+    while scrape(role(c, "decode")).get(("tandem_kv_bytes_in_use", "")) != 0:
+        check(time.time() < end, "the decode worker still holds KV state")
+        time.sleep(0.1)
 
 
 def scrape(w):
