@@ -152,6 +152,12 @@ def case_greedy_identity(c):
         got, fin = complete(c, p, 16, stream=(i % 2 == 1))
         check(got == want, "prompt %d: %r != generate's %r" % (i, got, want))
         check(fin == "length", "finish %r" % fin)
+    # Past the prefill budget (512 tokens an engine iteration): several
+    # chunks, the layer-by-layer shipping in the last one.
+    long_prompt = " ".join("token%d" % (i * 7919 % 1000) for i in range(700))
+    want = generate(long_prompt, 8)
+    got, _ = complete(c, long_prompt, 8, stream=True)
+    check(got == want, "long prompt: %r != generate's %r" % (got, want))
     # max_tokens 1: prefill alone answers
     got, fin = complete(c, PROMPTS[1], 1)
     check(got == generate(PROMPTS[1], 1) and fin == "length", "max_tokens 1: %r %r" % (got, fin))
