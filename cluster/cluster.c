@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/cluster.h"
 #include "cluster/prefix_index.h"
@@ -834,6 +835,12 @@ td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opt
     if (!c->o.max_attempts)
         c->o.max_attempts = 3;
     c->loop = loop;
+    /* Wire ids from the wall clock in ns: a router restarted on the same
+     * address never reuses the ids of its predecessor's requests, whose
+     * tokens the workers may still be sending. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c->next_wire = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     td_err e = td_mbox_create(&c->mbox, loop, on_mail, c);
     if (e) {
         free(c);

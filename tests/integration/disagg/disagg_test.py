@@ -75,9 +75,18 @@ class Proc:
 class Cluster:
     """A router and its workers; the router object works with serve_test's request()."""
 
-    def __init__(self, n_prefill=1, n_decode=1, timeout_ms=1000):
+    def __init__(self, n_prefill=1, n_decode=1, timeout_ms=1000, workers_url="tcp://127.0.0.1:0"):
+        self.timeout_ms = timeout_ms
+        self.start_router(workers_url)
+        self.workers = []
+        for _ in range(n_prefill):
+            self.add("prefill")
+        for _ in range(n_decode):
+            self.add("decode")
+
+    def start_router(self, workers_url):
         self.router = Proc(["router", "--model", MODEL, "--port", "0", "--workers",
-                            "tcp://127.0.0.1:0", "--worker-timeout-ms", str(timeout_ms),
+                            workers_url, "--worker-timeout-ms", str(self.timeout_ms),
                             "--policy", os.environ.get("TANDEM_TEST_POLICY", "prefix")],
                            stdout=True)
         m = re.match(r"tandem: workers register at (tcp://\S+)$", self.router.readline())
@@ -86,11 +95,6 @@ class Cluster:
         m = re.match(r"tandem: serving (\S+) on http://127\.0\.0\.1:(\d+) ", self.router.readline())
         check(m, "no serving line")
         self.model_id, self.port = m.group(1), int(m.group(2))
-        self.workers = []
-        for _ in range(n_prefill):
-            self.add("prefill")
-        for _ in range(n_decode):
-            self.add("decode")
 
     def add(self, role):
         p = Proc([role, "--model", MODEL, "--router", self.url, "--threads", "1",
@@ -471,7 +475,30 @@ def case_cached_tokens_reported(c):
 case_cached_tokens_reported.decodes = 0
 
 
-CASES = [case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+def case_router_restart(c):
+    """kill -9 of the router mid-stream: the workers stay responsive (no
+    loop stalled on a dead peer), re-register with a router started on the
+    same address, and serve again."""
+    url = c.url
+    conn = c.conn(timeout=30)
+    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=2000, temperature=0, stream=True))
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    check(conn.getresponse().readline().startswith(b"data: "), "no first event")
+    c.router.kill()
+    time.sleep(0.5)
+    c.start_router(url)  # same control address; a new HTTP port
+    st.Server.wait_ready(c, 30)
+    end = time.time() + 30  # both kinds back (registration repeats every 10 beats)
+    while True:
+        got, _ = complete(c, PROMPTS[2], 8)
+        if got == generate(PROMPTS[2], 8) or time.time() > end:
+            break
+    check(got == generate(PROMPTS[2], 8), "after the router restart: %r" % got)
+    for w in c.workers:
+        check(w.proc.poll() is None, "a worker died with the router")
+
+
+CASES = [case_router_restart, case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 
