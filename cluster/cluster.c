@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cluster/cluster.h"
 #include "cluster/prefix_index.h"
@@ -433,6 +434,8 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
             retry(c, r, m->error && m->error[0] ? m->error : "worker error");
             return;
         }
+        if (m->cached_tokens && r->next_index == 0 && r->cb.on_cached)
+            r->cb.on_cached(r->cb.arg, m->cached_tokens);
         if (m->index != r->next_index) {
             td_log(TD_LOG_ERROR, "cluster: request %llu: token %llu out of order (expected %llu)",
                    (unsigned long long)r->id, (unsigned long long)m->index,
@@ -498,6 +501,8 @@ static void on_kv_ready(td_cluster *c, const Tandem__Ctl__KvReady *m)
     }
     r->ph = PH_DECODE;
     r->next_index = 1;
+    if (m->cached_tokens && r->cb.on_cached)
+        r->cb.on_cached(r->cb.arg, m->cached_tokens);
     r->cb.on_token(r->cb.arg, m->first_token);
     if (r->paused && r->D) {
         Tandem__Ctl__Pause pm = TANDEM__CTL__PAUSE__INIT;
@@ -830,6 +835,12 @@ td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opt
     if (!c->o.max_attempts)
         c->o.max_attempts = 3;
     c->loop = loop;
+    /* Wire ids from the wall clock in ns: a router restarted on the same
+     * address never reuses the ids of its predecessor's requests, whose
+     * tokens the workers may still be sending. */
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    c->next_wire = (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
     td_err e = td_mbox_create(&c->mbox, loop, on_mail, c);
     if (e) {
         free(c);

@@ -21,7 +21,7 @@ typedef struct {
     const char *model_dir, *router_url, *listen_url, *id, *metrics_host;
     long metrics_port;
     long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx, prefix_cache_mib;
-    long drain_ms;
+    long drain_ms, kv_region_mib;
     bool exit_with_parent;
 } worker_args;
 
@@ -65,6 +65,8 @@ static void usage(FILE *f, const char *name)
         "UCX picks the KV transport (UCX_TLS, e.g. UCX_TLS=tcp across hosts without RDMA).\n",
         name, name, name,
         !strcmp(name, "decode") ? "  --kv-capacity-mib N   KV state held at once (default 8192)\n"
+                                  "  --kv-region-mib N     receive memory registered once, at start\n"
+                                  "                        (default min(capacity, 1024); 0: none)\n"
                                 : "  --prefix-cache-mib N  recent states kept for prompts that extend them\n"
                                   "                        (default 256; 0: off)\n");
 }
@@ -102,6 +104,8 @@ static int parse(int argc, char **argv, worker_args *a)
             bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
         else if (!a->decode && !strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
+        else if (a->decode && !strcmp(o, "--kv-region-mib"))
+            bad = td_arg_long(v, 0, 1L << 30, &a->kv_region_mib);
         else if (a->decode && !strcmp(o, "--kv-capacity-mib"))
             bad = td_arg_long(v, 1, 1L << 30, &a->kv_capacity_mib);
         else {
@@ -208,7 +212,7 @@ static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
                      .model_dir = "models/tiny-v4", .prefix_cache_mib = -1,
-                     .drain_ms = 30000};
+                     .drain_ms = 30000, .kv_region_mib = -1};
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -238,6 +242,9 @@ static int run(int argc, char **argv, bool decode)
                             .ucx_peer_errors = peer_errors_from_env(),
                             .metrics_host = a.metrics_host, .metrics_port = (int)a.metrics_port,
                             .kv_capacity = (uint64_t)a.kv_capacity_mib << 20,
+                            .kv_region_bytes = a.kv_region_mib < 0 ? 0
+                                               : a.kv_region_mib == 0 ? -1
+                                               : (int64_t)a.kv_region_mib << 20,
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
     } else {

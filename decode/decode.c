@@ -15,6 +15,7 @@
 #include <time.h>
 
 #include "common/log.h"
+#include "decode/arena.h"
 #include "decode/decode.h"
 #include "engine/engine.h"
 #include "model/state.h"
@@ -43,6 +44,8 @@ typedef struct djob {
     phase ph;                    /* what the receiver posted last */
     /* receiver side */
     td_xfer_recv *recv;
+    bool in_arena;               /* recv sits in the registered region at arena_off */
+    size_t arena_off;
     int64_t deadline_ms;
     td_xfer_desc got;
     td_err err;
@@ -56,7 +59,9 @@ typedef struct cmd {
     struct cmd *next;
     cmd_kind kind;
     djob *job;
-    td_xfer_recv *recv;          /* CMD_CLOSE */
+    td_xfer_recv *recv;          /* CMD_CLOSE: what to close, copied from the job */
+    bool in_arena;
+    size_t off, len;
 } cmd;
 
 struct td_decode {
@@ -78,6 +83,8 @@ struct td_decode {
     cmd *cmds, *cmds_tail;       /* under mu */
     bool stop;                   /* under mu */
     djob *pending;               /* receiver only: waiting for their state */
+    td_xfer_region *region;      /* receiver only: registered once for all states */
+    td_arena *arena;             /* receiver only: its free space */
     void (*on_closed)(void *);
     void *closed_arg;
 };
@@ -89,25 +96,65 @@ static int64_t now_ms(void)
     return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-static void push_cmd(td_decode *d, cmd_kind kind, djob *j, td_xfer_recv *r)
+/* Queues a command for the receiver (any thread). */
+static void push(td_decode *d, cmd c)
 {
-    cmd *c = malloc(sizeof *c);
-    if (!c) {
-        td_log(TD_LOG_ERROR, "decode: out of memory queueing a receiver command");
+    cmd *p = malloc(sizeof *p);
+    if (!p) {
+        td_log(TD_LOG_ERROR, "decode: out of memory queueing a receiver command%s",
+               c.kind == CMD_CLOSE ? " (a buffer leaks)" : "");
         return;
     }
-    *c = (cmd){.kind = kind, .job = j, .recv = r};
+    *p = c;
     pthread_mutex_lock(&d->u.mu);
     if (d->cmds_tail)
-        d->cmds_tail->next = c;
+        d->cmds_tail->next = p;
     else
-        d->cmds = c;
-    d->cmds_tail = c;
+        d->cmds = p;
+    d->cmds_tail = p;
     pthread_cond_signal(&d->u.cv);
     pthread_mutex_unlock(&d->u.mu);
 }
 
+static void push_cmd(td_decode *d, cmd_kind kind, djob *j)
+{
+    push(d, (cmd){.kind = kind, .job = j});
+}
+
+/* Asks the receiver to close j's buffer; j may be gone by the time it
+ * runs, so the command carries what it needs. */
+static void push_close(td_decode *d, djob *j)
+{
+    push(d, (cmd){.kind = CMD_CLOSE, .recv = j->recv, .in_arena = j->in_arena,
+                  .off = j->arena_off, .len = j->reserve});
+}
+
 /* ---- receiver thread -------------------------------------------------------------- */
+
+static void close_recv(td_decode *d, td_xfer_recv *r, bool in_arena, size_t off, size_t len)
+{
+    td_xfer_recv_close(r);
+    if (in_arena)
+        td_arena_free(d->arena, off, len);
+}
+
+/* One region for every state in flight; without it (UCX could not
+ * allocate it) each transfer registers its own buffer. */
+static void open_region(td_decode *d)
+{
+    size_t n = d->o.kv_region_bytes;
+    char err[256];
+    if (!n)
+        return;
+    if (td_xfer_region_create(d->u.xfer, NULL, n, &d->region, err, sizeof err) ||
+        td_arena_create(&d->arena, n)) {
+        td_log(TD_LOG_WARN, "decode: no registered KV region (%s): a buffer per transfer", err);
+        td_xfer_region_destroy(d->region);
+        d->region = NULL;
+        return;
+    }
+    td_log(TD_LOG_INFO, "decode: KV receive region of %zu MiB registered", n >> 20);
+}
 
 static void post(td_decode *d, djob *j, phase ph)
 {
@@ -124,8 +171,17 @@ static void open_recv(td_decode *d, djob *j)
                            .total_bytes = j->reserve};
     const void *t;
     size_t tl;
-    j->err = td_xfer_recv_open(d->u.xfer, j->rid, NULL, j->reserve, &expect, &j->recv, j->msg,
-                               sizeof j->msg);
+    if (d->arena && td_arena_alloc(d->arena, j->reserve, &j->arena_off) == TD_OK) {
+        j->err = td_xfer_recv_open_at(d->u.xfer, j->rid, d->region, j->arena_off, j->reserve,
+                                      &expect, &j->recv, j->msg, sizeof j->msg);
+        if (j->err)
+            td_arena_free(d->arena, j->arena_off, j->reserve);
+        else
+            j->in_arena = true;
+    } else {  /* the region is full (or absent): a buffer of its own */
+        j->err = td_xfer_recv_open(d->u.xfer, j->rid, NULL, j->reserve, &expect, &j->recv,
+                                   j->msg, sizeof j->msg);
+    }
     if (!j->err && !td_xfer_recv_ticket(j->recv, &t, &tl) && (j->ticket = malloc(tl))) {
         memcpy(j->ticket, t, tl);
         j->ticket_len = tl;
@@ -135,8 +191,9 @@ static void open_recv(td_decode *d, djob *j)
     } else if (!j->err) {
         j->err = TD_ENOMEM;
         snprintf(j->msg, sizeof j->msg, "out of memory for the ticket");
-        td_xfer_recv_close(j->recv);
+        close_recv(d, j->recv, j->in_arena, j->arena_off, j->reserve);
         j->recv = NULL;
+        j->in_arena = false;
     }
     post(d, j, PH_OPENED);
 }
@@ -187,6 +244,7 @@ static void *receiver_main(void *arg)
     long nap_us = 0;
     if (!td_wk_ucx_ready(&d->u))
         return NULL;
+    open_region(d);
     for (;;) {
         pthread_mutex_lock(&d->u.mu);
         while (!d->stop && !d->cmds && !d->pending)
@@ -207,7 +265,7 @@ static void *receiver_main(void *arg)
                     post(d, c->job, PH_ARRIVED);
                 }
             } else {
-                td_xfer_recv_close(c->recv);
+                close_recv(d, c->recv, c->in_arena, c->off, c->len);
             }
             free(c);
             c = next;
@@ -231,7 +289,7 @@ static void *receiver_main(void *arg)
         d->pending = j->next;
         j->err = TD_ECLOSED;
         snprintf(j->msg, sizeof j->msg, "the decode worker is stopping");
-        td_xfer_recv_close(j->recv);
+        close_recv(d, j->recv, j->in_arena, j->arena_off, j->reserve);
         j->recv = NULL;
         post(d, j, PH_ARRIVED);
     }
@@ -245,7 +303,7 @@ static void drain_cmds(td_decode *d)
         cmd *c = d->cmds;
         d->cmds = c->next;
         if (c->kind == CMD_CLOSE)
-            td_xfer_recv_close(c->recv);
+            close_recv(d, c->recv, c->in_arena, c->off, c->len);
         free(c);
     }
     d->cmds_tail = NULL;
@@ -283,7 +341,7 @@ static void release_state(void *arg)
 {
     djob *j = arg;
     /* any thread (the engine's): the receiver closes the buffer */
-    push_cmd(j->d, CMD_CLOSE, NULL, j->recv);
+    push_close(j->d, j);
 }
 
 static void on_token(void *arg, int32_t t)
@@ -325,7 +383,7 @@ static void start_engine(td_decode *d, djob *j)
     j->index = 1;  /* the first token came from prefill */
     j->err = td_engine_submit(d->engine, &x, &cb, &j->eid);
     if (j->err) {
-        push_cmd(d, CMD_CLOSE, NULL, j->recv);
+        push_close(d, j);
         fail(d, j, "cannot start decoding");
         return;
     }
@@ -340,7 +398,7 @@ static void on_event(void *arg, void *item)
         if (j->err) {
             fail(d, j, "cannot register the KV receive buffer");
         } else if (j->cancelled || !d->wk) {
-            push_cmd(d, CMD_CANCEL, j, NULL);
+            push_cmd(d, CMD_CANCEL, j);
         } else {
             Tandem__Ctl__KvTicket kt = TANDEM__CTL__KV_TICKET__INIT;
             kt.request_id = j->rid;
@@ -364,7 +422,7 @@ static void on_event(void *arg, void *item)
     }
     if (j->err || j->cancelled || !d->wk) {
         if (j->recv)
-            push_cmd(d, CMD_CLOSE, NULL, j->recv);
+            push_close(d, j);
         fail(d, j, "KV state not received");
         return;
     }
@@ -409,7 +467,7 @@ static void start(td_decode *d, const Tandem__Ctl__DecodeRequest *m)
     d->kv_used += need;
     j->next = d->jobs;
     d->jobs = j;
-    push_cmd(d, CMD_OPEN, j, NULL);
+    push_cmd(d, CMD_OPEN, j);
 }
 
 static djob *find(td_decode *d, uint64_t rid)
@@ -442,7 +500,7 @@ static void on_msg(void *arg, td_ctl_msg *m)
             if (j->in_engine)
                 d->ei.cancel(d->ei.ctx, j->eid);
             else
-                push_cmd(d, CMD_CANCEL, j, NULL);
+                push_cmd(d, CMD_CANCEL, j);
         }
         break;
     case TANDEM__CTL__ENVELOPE__BODY_PAUSE:
@@ -533,6 +591,10 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
         d->o.transfer_timeout_ms = 600000;
     if (!d->o.kv_capacity)
         d->o.kv_capacity = 8ull << 30;
+    if (d->o.kv_region_bytes < 0)
+        d->o.kv_region_bytes = 0;
+    else if (!d->o.kv_region_bytes)
+        d->o.kv_region_bytes = d->o.kv_capacity < (1ull << 30) ? d->o.kv_capacity : 1ull << 30;
     d->loop = loop;
     td_wk_ucx_init(&d->u, o->ucx_peer_errors);
     td_err e = td_mbox_create(&d->events, loop, on_event, d);
@@ -601,5 +663,7 @@ void td_decode_destroy(td_decode *d, void (*cb)(void *arg), void *arg)
     drain_cmds(d);
     td_mbox_destroy(d->events);   /* the receiver's last posts: jobs freed */
     drain_cmds(d);
+    td_xfer_region_destroy(d->region);  /* every recv in it is closed now */
+    td_arena_destroy(d->arena);
     td_wk_ucx_fini(&d->u);
 }

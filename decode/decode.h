@@ -35,6 +35,10 @@ typedef struct {
     int metrics_port;            /* 0: a free port; -1: none */
     int transfer_timeout_ms;     /* ticket to verified state (the whole prefill); 0: 600000 */
     uint64_t kv_capacity;        /* bytes of state held at once; 0: 8 GiB */
+    /* One region registered at start for the states in flight (states that
+     * do not fit get a buffer of their own). 0: min(kv_capacity, 1 GiB);
+     * -1: none. */
+    int64_t kv_region_bytes;
     void (*on_ready)(void *arg, const char *err);
     void *arg;
 } td_decode_opts;

@@ -67,7 +67,7 @@ typedef struct {
     uint64_t id;
 } cmd;
 
-typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE, EV_CACHE } ev_kind;
+typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE, EV_CACHE, EV_CACHED } ev_kind;
 typedef struct {
     ev_kind kind;
     int32_t token;
@@ -179,6 +179,10 @@ static void deliver(td_engine *e)
         case EV_STATE:
             ev->on_state(ev->cb.arg, ev->state, ev->state_len);
             break;
+        case EV_CACHED:
+            if (ev->cb.on_cached)
+                ev->cb.on_cached(ev->cb.arg, ev->state_len);
+            break;
         case EV_CACHE:
             e->opts.on_cache(e->opts.arg, ev->token != 0, ev->state, ev->state_len);
             free(ev->state);
@@ -224,11 +228,13 @@ static void emit(td_engine *e, event ev)
 }
 
 /* Keeps what r's sequence processed (its prompt and the emitted tokens it
- * was fed) for a later prompt that extends it. */
+ * was fed) for a later prompt that extends it. The prompt alone was kept
+ * when its prefill ended (the next turn re-encodes the answer's text, which
+ * need not give back the generated ids); this keeps the longer state. */
 static void remember(td_engine *e, ereq *r)
 {
     int64_t len = r->seq ? td_v4_seq_len(r->seq) : 0;
-    if (!e->pcache || !r->prompt || len < (int64_t)r->n_prompt ||
+    if (!e->pcache || !r->prompt || len <= (int64_t)r->n_prompt ||
         (size_t)len - r->n_prompt > r->n_gen)
         return;
     size_t k = (size_t)len - r->n_prompt;
@@ -346,8 +352,9 @@ static void admit(td_engine *e)
         }
         if (!er && r->state)
             er = resume(e, r, err, sizeof err);
-        else if (!er && e->pcache)
-            r->prefilled = td_pcache_restore(e->pcache, r->seq, r->prompt, r->n_prompt);
+        else if (!er && e->pcache &&
+                 (r->prefilled = td_pcache_restore(e->pcache, r->seq, r->prompt, r->n_prompt)))
+            emit(e, (event){.kind = EV_CACHED, .state_len = r->prefilled, .cb = r->cb});
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
                    (unsigned long long)r->id, err[0] ? err : td_strerror(er));
@@ -456,6 +463,9 @@ static void step(td_engine *e)
         r->prefilled += (size_t)e->step_take[i];
         if (!e->steps[i].logits)
             continue;  /* a prefill chunk that is not the last */
+        if (e->step_take[i] && e->pcache && r->prompt &&
+            td_pcache_put(e->pcache, r->seq, r->prompt, r->n_prompt))
+            td_log(TD_LOG_WARN, "engine: prefix cache: out of memory");
         int32_t t = td_sampler_pick(r->smp, e->steps[i].logits);
         if (is_stop(r, t)) {
             finish(e, &e->running, r, TD_ROUTER_FINISH_STOP, TD_OK);

@@ -41,6 +41,7 @@ typedef struct pjob {
     size_t state_len;
     bool cancelled;
     bool in_engine;
+    uint64_t cached;             /* prompt tokens the prefix cache served */
     td_router_finish why;        /* how the engine ended it */
     td_err err;
     uint64_t t_arrived;          /* uv_hrtime at the PrefillRequest */
@@ -366,6 +367,7 @@ static void on_shipped(void *arg, void *item)
         kr.sections = secs;
         kr.n_sections = 1;
         kr.first_token = j->first;
+        kr.cached_tokens = j->cached;
         td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
         env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_READY;
         env.kv_ready = &kr;
@@ -395,6 +397,8 @@ static void on_section(void *arg, size_t off, size_t len)
     pjob *j = arg;
     push(j->p, S_SECTION, j, off, len);
 }
+
+static void on_cached(void *arg, size_t n) { ((pjob *)arg)->cached = n; }
 
 static void on_finish(void *arg, td_router_finish why, td_err err)
 {
@@ -462,7 +466,8 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
         .state_cap = j->state_len,
         .on_section = on_section,
     };
-    td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish, .arg = j};
+    td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish,
+                           .on_cached = on_cached, .arg = j};
     td_err e = td_engine_submit(p->engine, &x, &cb, &j->eid);
     if (e) {
         j->why = TD_ROUTER_FINISH_ERROR;

@@ -82,6 +82,9 @@ static td_err check_kv_ready(const Tandem__Ctl__KvReady *m, char *err, size_t er
         FAIL("kv_ready: total_bytes %llu too small", (unsigned long long)m->total_bytes);
     if (m->first_token < 0)
         FAIL("kv_ready: first_token %d negative", m->first_token);
+    if (m->cached_tokens >= m->tokens)
+        FAIL("kv_ready: cached_tokens %llu not below tokens %llu",
+             (unsigned long long)m->cached_tokens, (unsigned long long)m->tokens);
     if (m->n_sections > TD_CTL_MAX_SECTIONS)
         FAIL("kv_ready: %zu sections", m->n_sections);
     for (size_t i = 0; i < m->n_sections; i++) {
@@ -102,8 +105,11 @@ static td_err check_tokens_msg(const Tandem__Ctl__TokenChunk *m, char *err, size
         FAIL("tokens: finish reason %d unknown", (int)m->finish);
     if (m->error && strlen(m->error) > 4096)
         FAIL("tokens: error text too long");
-    if (m->n_token_ids == 0 && m->finish == TANDEM__CTL__FINISH_REASON__FINISH_UNSPECIFIED)
-        FAIL("tokens: neither tokens nor a finish reason");
+    if (m->n_token_ids == 0 && m->finish == TANDEM__CTL__FINISH_REASON__FINISH_UNSPECIFIED &&
+        m->cached_tokens == 0)
+        FAIL("tokens: neither tokens, a finish reason nor cached tokens");
+    if (m->cached_tokens > TD_CTL_MAX_TOKENS)
+        FAIL("tokens: cached_tokens %llu too large", (unsigned long long)m->cached_tokens);
     return check_tokens(m->token_ids, m->n_token_ids, 0, "tokens", err, errlen);
 }
 

@@ -53,9 +53,12 @@ void td_anth_enc_free(td_anth_enc *enc)
 
 static json_t *usage(const td_anth_enc *enc, size_t output_tokens)
 {
-    return json_pack("{s:I, s:I, s:I, s:I}", "input_tokens", (json_int_t)enc->o.input_tokens,
+    /* Anthropic's input_tokens leaves out what was read from a cache. */
+    size_t cached = enc->base.cached_tokens;
+    return json_pack("{s:I, s:I, s:I, s:I}", "input_tokens",
+                     (json_int_t)(enc->o.input_tokens - cached),
                      "cache_creation_input_tokens", (json_int_t)0,
-                     "cache_read_input_tokens", (json_int_t)0,
+                     "cache_read_input_tokens", (json_int_t)cached,
                      "output_tokens", (json_int_t)output_tokens);
 }
 

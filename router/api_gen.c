@@ -228,9 +228,11 @@ static json_t *chat_message(oai_enc *o, json_t *content)
 
 static json_t *usage_json(const oai_enc *o, size_t n_completion)
 {
-    return json_pack("{s:I, s:I, s:I}", "prompt_tokens", (json_int_t)o->n_prompt,
+    return json_pack("{s:I, s:I, s:I, s:{s:I}}", "prompt_tokens", (json_int_t)o->n_prompt,
                      "completion_tokens", (json_int_t)n_completion,
-                     "total_tokens", (json_int_t)(o->n_prompt + n_completion));
+                     "total_tokens", (json_int_t)(o->n_prompt + n_completion),
+                     "prompt_tokens_details", "cached_tokens",
+                     (json_int_t)o->base.cached_tokens);
 }
 
 static void oai_finish(td_gen_enc *base, td_gen_end why, const char *stop_seq,

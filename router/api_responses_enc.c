@@ -63,7 +63,8 @@ static json_t *response(const td_resp_enc *enc, const char *status, json_t *outp
     json_t *usage = with_usage
         ? json_pack("{s:I, s:{s:I}, s:I, s:{s:I}, s:I}",
                     "input_tokens", (json_int_t)enc->o.input_tokens,
-                    "input_tokens_details", "cached_tokens", (json_int_t)0,
+                    "input_tokens_details", "cached_tokens",
+                    (json_int_t)enc->base.cached_tokens,
                     "output_tokens", (json_int_t)output_tokens,
                     "output_tokens_details", "reasoning_tokens", (json_int_t)0,
                     "total_tokens", (json_int_t)(enc->o.input_tokens + output_tokens))

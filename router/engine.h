@@ -65,6 +65,10 @@ typedef enum {
 typedef struct {
     void (*on_token)(void *arg, int32_t token);
     void (*on_finish)(void *arg, td_router_finish why, td_err err);
+    /* Optional: how many prompt tokens came from a prefix cache instead of
+     * being prefilled (usage's cached tokens). At most once, before the
+     * first on_token; not called when none did. */
+    void (*on_cached)(void *arg, size_t n_cached);
     void *arg;
 } td_router_gen_cb;
 

@@ -169,6 +169,8 @@ static void on_token(void *arg, int32_t token)
     feed(g, piece, n, false);
 }
 
+static void on_cached(void *arg, size_t n) { ((td_gen *)arg)->enc->cached_tokens = n; }
+
 static void on_finish(void *arg, td_router_finish why, td_err err)
 {
     td_gen *g = arg;
@@ -261,7 +263,8 @@ void td_gen_start(td_router *rt, td_http_req *req, const td_gen_opts *o)
     /* Special tokens are decoded like any other (flags 0), as `tandem
      * generate` does: the same ids give the same text. */
     td_tok_stream_init(&g->ts, rt->tok, 0);
-    td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish, .arg = g};
+    td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish,
+                           .on_cached = on_cached, .arg = g};
     td_err err = rt->engine.submit(rt->engine.ctx, &o->run, &cb, &g->id);
     if (err) {
         gen_destroy(g);  /* not linked yet */

@@ -67,6 +67,7 @@ typedef struct {
 struct td_gen_enc {
     const td_gen_enc_ops *ops;
     td_tok_bytes out;            /* bytes produced and not yet sent */
+    size_t cached_tokens;        /* prompt tokens a prefix cache served (usage) */
     bool stream;
     bool oom;
 };

@@ -53,6 +53,8 @@ td_metrics_endpoint td_metrics_endpoint_of(const char *path);
 void td_metrics_response(td_metrics *m, td_metrics_endpoint ep, int status);
 /* A generation request accepted by the engine. */
 void td_metrics_prompt(td_metrics *m, size_t n_prompt, size_t n_cached);
+/* Prompt tokens of an accepted request that a prefix cache served. */
+void td_metrics_cached(td_metrics *m, size_t n_cached);
 /* A generated token, `seconds` after the request arrived (first token) or
  * after the previous token. */
 void td_metrics_token(td_metrics *m, bool first, double seconds);

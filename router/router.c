@@ -168,6 +168,14 @@ static void metered_on_token(void *arg, int32_t token)
     m->cb.on_token(m->cb.arg, token);
 }
 
+static void metered_on_cached(void *arg, size_t n)
+{
+    metered *m = arg;
+    td_metrics_cached(m->o->metrics, n);
+    if (m->cb.on_cached)
+        m->cb.on_cached(m->cb.arg, n);
+}
+
 static void metered_on_finish(void *arg, td_router_finish why, td_err err)
 {
     metered *m = arg;
@@ -190,7 +198,7 @@ static td_err metered_submit(void *ctx, const td_router_gen_req *req,
     if (!r.session_id)
         r.session_id = o->cur_session;
     td_router_gen_cb mcb = {.on_token = metered_on_token, .on_finish = metered_on_finish,
-                            .arg = m};
+                            .on_cached = metered_on_cached, .arg = m};
     td_err e = o->inner.submit(o->inner.ctx, &r, &mcb, id);
     if (e) {
         free(m);

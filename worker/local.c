@@ -57,6 +57,23 @@ static void on_token(void *arg, int32_t t)
     j->index++;
 }
 
+/* Usage news before the first token: a chunk with only cached_tokens. */
+static void on_cached(void *arg, size_t n)
+{
+    ljob *j = arg;
+    if (!j->l->wk || j->cancelled)
+        return;
+    Tandem__Ctl__TokenChunk tc = TANDEM__CTL__TOKEN_CHUNK__INIT;
+    tc.request_id = j->rid;
+    tc.index = j->index;
+    tc.cached_tokens = n;
+    tc.error = "";
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_TOKENS;
+    env.tokens = &tc;
+    td_wk_send(j->l->wk, &env);
+}
+
 static void on_finish(void *arg, td_router_finish why, td_err err)
 {
     ljob *j = arg;
@@ -98,7 +115,8 @@ void td_wk_local_start(td_wk_local *l, const Tandem__Ctl__PrefillRequest *m)
                 .stop_ids = s->stop_token_ids, .n_stop_ids = s->n_stop_token_ids,
                 .session_id = m->session_id && m->session_id[0] ? m->session_id : NULL},
     };
-    td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish, .arg = j};
+    td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish,
+                           .on_cached = on_cached, .arg = j};
     td_err e = td_engine_submit(l->engine, &x, &cb, &j->eid);
     if (e) {
         td_wk_send_tokens(l->wk, j->rid, 0, NULL, 0, TANDEM__CTL__FINISH_REASON__FINISH_ERROR,

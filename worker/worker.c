@@ -23,6 +23,8 @@ struct td_wk {
     uv_timer_t timer;
     uint64_t beats;
     bool draining;
+    bool router_down;            /* a send timed out; cleared by the next heartbeat through */
+    bool registered;             /* a registration went through (it repeats anyway) */
     td_http_server *http;        /* /metrics */
     uv_timer_t drain_timer;
     bool (*drain_idle)(void *arg);
@@ -45,6 +47,19 @@ static void on_mail(void *arg, void *item)
     w->o.on_msg(w->o.arg, item);
 }
 
+/* Registration and heartbeats repeat: never wait for them, and one that
+ * goes through says the router is back. */
+static bool send_beat(td_wk *w, td_ctl_msg *env)
+{
+    char err[256];
+    if (td_ctl_out_try_send(w->out, env, err, sizeof err) != TD_OK)
+        return false;
+    if (w->router_down)
+        td_log(TD_LOG_INFO, "worker %s: the router takes messages again", w->id);
+    w->router_down = false;
+    return true;
+}
+
 static void send_register(td_wk *w)
 {
     Tandem__Ctl__WorkerRegister r = TANDEM__CTL__WORKER_REGISTER__INIT;
@@ -60,14 +75,18 @@ static void send_register(td_wk *w)
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_REGISTER;
     env.register_ = &r;
-    td_wk_send(w, &env);
+    if (send_beat(w, &env))
+        w->registered = true;
 }
 
 static void on_timer(uv_timer_t *t)
 {
     td_wk *w = t->data;
-    if (w->beats++ % REGISTER_EVERY == 0)
+    /* Until one goes through (the connection comes up in the background),
+     * then every REGISTER_EVERY beats, for a router that restarted. */
+    if (!w->registered || w->beats % REGISTER_EVERY == 0)
         send_register(w);
+    w->beats++;
     Tandem__Ctl__Heartbeat hb = TANDEM__CTL__HEARTBEAT__INIT;
     hb.worker_id = w->id;
     hb.seq = w->beats;
@@ -77,15 +96,24 @@ static void on_timer(uv_timer_t *t)
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_HEARTBEAT;
     env.heartbeat = &hb;
-    td_wk_send(w, &env);
+    send_beat(w, &env);
 }
 
+/* Results wait (up to the send timeout) for a slow router, but not for a
+ * gone one: after one timeout they are dropped until a heartbeat gets
+ * through again, so a dead router does not stall this loop per message. */
 td_err td_wk_send(td_wk *w, td_ctl_msg *msg)
 {
     char err[256];
-    td_err e = td_ctl_out_send(w->out, msg, err, sizeof err);
-    if (e)
+    td_err e = w->router_down ? td_ctl_out_try_send(w->out, msg, err, sizeof err)
+                              : td_ctl_out_send(w->out, msg, err, sizeof err);
+    if (e == TD_ETIMEDOUT) {
+        td_log(TD_LOG_WARN, "worker %s: the router does not take messages: dropping results "
+               "until it does", w->id);
+        w->router_down = true;
+    } else if (e && !w->router_down) {
         td_log(TD_LOG_WARN, "worker %s: to the router: %s", w->id, err);
+    }
     return e;
 }
 

@@ -39,7 +39,8 @@ test('messages.create: message shape, stop reason, usage = count_tokens', async 
   const { model, max_tokens, temperature, ...countReq } = req;
   const c = await client.messages.countTokens({ model, ...countReq });
   assert.ok(c.input_tokens > 0);
-  assert.equal(m.usage.input_tokens, c.input_tokens);
+  // Anthropic's input_tokens leaves out what a prompt cache served.
+  assert.equal(m.usage.input_tokens + m.usage.cache_read_input_tokens, c.input_tokens);
 });
 
 test('messages.stream: exact event order, finalMessage equals the non-stream answer', async () => {
@@ -115,7 +116,7 @@ test('thinking enabled: the answer opens with a thinking block', async () => {
   const { max_tokens, temperature, thinking, ...base } = req;
   const on = await client.messages.countTokens({ ...base, thinking });
   const off = await client.messages.countTokens({ ...base, thinking: { type: 'disabled' } });
-  assert.equal(on.input_tokens, m.usage.input_tokens);
+  assert.equal(on.input_tokens, m.usage.input_tokens + m.usage.cache_read_input_tokens);
   assert.equal(off.input_tokens, on.input_tokens);
 });
 
@@ -136,7 +137,7 @@ test('tools: tool_use / tool_result history is accepted and counted', async () =
   assert.ok(withTools.input_tokens > none.input_tokens);  // the schema is in the prompt
   const m = await client.messages.create({ model: MODEL, max_tokens: 8, temperature: 0,
     tools, tool_choice: { type: 'any' }, messages });
-  assert.equal(m.usage.input_tokens, withTools.input_tokens);
+  assert.equal(m.usage.input_tokens + m.usage.cache_read_input_tokens, withTools.input_tokens);
   for (const b of m.content) {
     assert.ok(BLOCK_TYPES.includes(b.type));
     if (b.type === 'tool_use') { assert.match(b.id, /^toolu_/); assert.equal(typeof b.input, 'object'); }

@@ -135,18 +135,30 @@ void td_ctl_out_close(td_ctl_out *o)
     free(o);
 }
 
-td_err td_ctl_out_send(td_ctl_out *o, td_ctl_msg *msg, char *err, size_t errlen)
+static td_err send_flags(td_ctl_out *o, td_ctl_msg *msg, int flags, char *err, size_t errlen)
 {
     uint8_t *buf;
     size_t len;
     td_err e = td_ctl_encode(msg, &buf, &len, err, errlen);
     if (e)
         return e;
-    int rv = nng_send(o->sock, buf, len, 0);
+    int rv = nng_send(o->sock, buf, len, flags);
     free(buf);
     if (rv == NNG_ETIMEDOUT)
         return td_errf(err, errlen, TD_ETIMEDOUT, "ctl: send timed out");
+    if (rv == NNG_EAGAIN)
+        return td_errf(err, errlen, TD_EBUSY, "ctl: the peer cannot take it now");
     if (rv != 0)
         return td_errf(err, errlen, TD_EIO, "ctl: send: %s", nng_strerror(rv));
     return TD_OK;
+}
+
+td_err td_ctl_out_send(td_ctl_out *o, td_ctl_msg *msg, char *err, size_t errlen)
+{
+    return send_flags(o, msg, 0, err, errlen);
+}
+
+td_err td_ctl_out_try_send(td_ctl_out *o, td_ctl_msg *msg, char *err, size_t errlen)
+{
+    return send_flags(o, msg, NNG_FLAG_NONBLOCK, err, errlen);
 }

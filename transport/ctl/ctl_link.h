@@ -40,5 +40,8 @@ void td_ctl_out_close(td_ctl_out *o);
 /* Validates, encodes and sends msg (borrowed). TD_ETIMEDOUT when the peer
  * does not take it within the send timeout. */
 td_err td_ctl_out_send(td_ctl_out *o, td_ctl_msg *msg, char *err, size_t errlen);
+/* The same without waiting: TD_EBUSY when the peer is not connected or not
+ * reading (the message is dropped). For messages that repeat anyway. */
+td_err td_ctl_out_try_send(td_ctl_out *o, td_ctl_msg *msg, char *err, size_t errlen);
 
 #endif

@@ -75,9 +75,18 @@ class Proc:
 class Cluster:
     """A router and its workers; the router object works with serve_test's request()."""
 
-    def __init__(self, n_prefill=1, n_decode=1, timeout_ms=1000):
+    def __init__(self, n_prefill=1, n_decode=1, timeout_ms=1000, workers_url="tcp://127.0.0.1:0"):
+        self.timeout_ms = timeout_ms
+        self.start_router(workers_url)
+        self.workers = []
+        for _ in range(n_prefill):
+            self.add("prefill")
+        for _ in range(n_decode):
+            self.add("decode")
+
+    def start_router(self, workers_url):
         self.router = Proc(["router", "--model", MODEL, "--port", "0", "--workers",
-                            "tcp://127.0.0.1:0", "--worker-timeout-ms", str(timeout_ms),
+                            workers_url, "--worker-timeout-ms", str(self.timeout_ms),
                             "--policy", os.environ.get("TANDEM_TEST_POLICY", "prefix")],
                            stdout=True)
         m = re.match(r"tandem: workers register at (tcp://\S+)$", self.router.readline())
@@ -86,11 +95,6 @@ class Cluster:
         m = re.match(r"tandem: serving (\S+) on http://127\.0\.0\.1:(\d+) ", self.router.readline())
         check(m, "no serving line")
         self.model_id, self.port = m.group(1), int(m.group(2))
-        self.workers = []
-        for _ in range(n_prefill):
-            self.add("prefill")
-        for _ in range(n_decode):
-            self.add("decode")
 
     def add(self, role):
         p = Proc([role, "--model", MODEL, "--router", self.url, "--threads", "1",
@@ -152,6 +156,12 @@ def case_greedy_identity(c):
         got, fin = complete(c, p, 16, stream=(i % 2 == 1))
         check(got == want, "prompt %d: %r != generate's %r" % (i, got, want))
         check(fin == "length", "finish %r" % fin)
+    # Past the prefill budget (512 tokens an engine iteration): several
+    # chunks, the layer-by-layer shipping in the last one.
+    long_prompt = " ".join("token%d" % (i * 7919 % 1000) for i in range(700))
+    want = generate(long_prompt, 8)
+    got, _ = complete(c, long_prompt, 8, stream=True)
+    check(got == want, "long prompt: %r != generate's %r" % (got, want))
     # max_tokens 1: prefill alone answers
     got, fin = complete(c, PROMPTS[1], 1)
     check(got == generate(PROMPTS[1], 1) and fin == "length", "max_tokens 1: %r %r" % (got, fin))
@@ -208,6 +218,11 @@ def case_decode_killed_midstream(c):
     check(took < 15, "stream took %.1fs to end after the decode worker died" % took)
     check("error" in rest, "no error event after the decode worker died: %r" % rest[-300:])
     c.workers.remove(decode)
+    # the survivor holds no state of the dead worker's request
+    end = time.time() + 10
+    while scrape(role(c, "prefill")).get(("tandem_kv_bytes_in_use", "")) != 0:
+        check(time.time() < end, "the prefill worker still holds KV state")
+        time.sleep(0.1)
     # a new decode worker takes over: the service recovers
     c.add("decode")
     c.wait_ready()
@@ -237,6 +252,11 @@ def case_prefill_killed_before_first_token(c):
     check(not t.is_alive(), "request hung after the prefill worker died")
     check("out" in res, "request failed: %r\n%s" % (res.get("err"), c.logs()[-2000:]))
     check(res["out"][0] == want, "retried output %r != generate's %r" % (res["out"][0], want))
+    # the decode worker released the first attempt's reservation and the second's state
+    end = time.time() + 10
+    while scrape(role(c, "decode")).get(("tandem_kv_bytes_in_use", "")) != 0:
+        check(time.time() < end, "the decode worker still holds KV state")
+        time.sleep(0.1)
 
 
 def scrape(w):
@@ -314,6 +334,10 @@ def case_next_turn_reuses_prefix(c):
     status, _, out = request(c, "POST", "/v1/chat/completions", turn2)
     check(status == 200, "turn 2: %d" % status)
     got = json.loads(out)["choices"][0]["message"]["content"]
+    usage = json.loads(out)["usage"]
+    check(usage["prompt_tokens"] == len(ids2) and
+          usage["prompt_tokens_details"]["cached_tokens"] == len(ids1),
+          "turn 2's usage %r: cached should be turn 1's %d prompt tokens" % (usage, len(ids1)))
     m2 = scrape(pre)
     check(delta(m0, m1, "tandem_prompt_tokens_cached_total") == 0, "turn 1 hit the cache")
     check(delta(m1, m2, "tandem_prefix_cache_hits_total") == 1, "turn 2 missed the cache")
@@ -414,7 +438,67 @@ def case_decode_workers_only(c):
 case_decode_workers_only.prefills = 0
 
 
-CASES = [case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+def next_turn_usage(srv):
+    """Turn 1, then turn 2 extending it; returns turn 2's usage and turn 1's
+    prompt length."""
+    turn1 = {"messages": [{"role": "user", "content": "Name a river. " * 8}],
+             "max_tokens": 4, "temperature": 0}
+    ids1 = json.loads(subprocess.run([TANDEM, "render-chat", "--model", MODEL, "--ids", "-"],
+                                     input=json.dumps(turn1).encode(), check=True,
+                                     capture_output=True).stdout)
+    status, _, out = request(srv, "POST", "/v1/chat/completions", turn1)
+    check(status == 200, "turn 1: %d" % status)
+    answer = json.loads(out)["choices"][0]["message"]["content"]
+    turn2 = dict(turn1, messages=turn1["messages"] + [
+        {"role": "assistant", "content": answer}, {"role": "user", "content": "Another."}])
+    status, _, out = request(srv, "POST", "/v1/chat/completions", turn2)
+    check(status == 200, "turn 2: %d" % status)
+    return json.loads(out)["usage"], len(ids1)
+
+
+def case_cached_tokens_reported(c):
+    """usage.prompt_tokens_details.cached_tokens on a cache hit: answered
+    whole by a worker (colocated), and in-process."""
+    usage, n1 = next_turn_usage(c)
+    check(usage["prompt_tokens_details"]["cached_tokens"] == n1,
+          "colocated worker: %r, turn 1 had %d" % (usage, n1))
+    ref = st.Server(extra=("--in-process",))
+    try:
+        ref.wait_ready()
+        usage, n1 = next_turn_usage(ref)
+        check(usage["prompt_tokens_details"]["cached_tokens"] >= n1,
+              "in-process: %r, turn 1 had %d" % (usage, n1))
+    finally:
+        ref.stop()
+
+
+case_cached_tokens_reported.decodes = 0
+
+
+def case_router_restart(c):
+    """kill -9 of the router mid-stream: the workers stay responsive (no
+    loop stalled on a dead peer), re-register with a router started on the
+    same address, and serve again."""
+    url = c.url
+    conn = c.conn(timeout=30)
+    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=2000, temperature=0, stream=True))
+    conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
+    check(conn.getresponse().readline().startswith(b"data: "), "no first event")
+    c.router.kill()
+    time.sleep(0.5)
+    c.start_router(url)  # same control address; a new HTTP port
+    st.Server.wait_ready(c, 30)
+    end = time.time() + 30  # both kinds back (registration repeats every 10 beats)
+    while True:
+        got, _ = complete(c, PROMPTS[2], 8)
+        if got == generate(PROMPTS[2], 8) or time.time() > end:
+            break
+    check(got == generate(PROMPTS[2], 8), "after the router restart: %r" % got)
+    for w in c.workers:
+        check(w.proc.poll() is None, "a worker died with the router")
+
+
+CASES = [case_router_restart, case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 

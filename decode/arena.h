@@ -1,0 +1,26 @@
+/* td_arena: offsets in one registered receive region, so each request's
+ * KV state lands in memory registered once (a registration per transfer
+ * costs more than the transfer: docs/transfer.md). First fit over a list
+ * of free extents kept in offset order, neighbours merged on free. Receiver
+ * thread only. */
+#ifndef TD_DECODE_ARENA_H
+#define TD_DECODE_ARENA_H
+
+#include <stddef.h>
+
+#include "common/err.h"
+
+typedef struct td_arena td_arena;
+
+enum { TD_ARENA_ALIGN = 4096 };
+
+td_err td_arena_create(td_arena **out, size_t size);
+void td_arena_destroy(td_arena *a);
+/* TD_ENOMEM when no free extent holds size bytes (rounded up to the
+ * alignment); *off is then untouched. */
+td_err td_arena_alloc(td_arena *a, size_t size, size_t *off);
+/* Gives back what td_arena_alloc(size) returned at off. */
+void td_arena_free(td_arena *a, size_t off, size_t size);
+size_t td_arena_free_bytes(const td_arena *a);
+
+#endif
