@@ -4,6 +4,7 @@
 #define TD_CONSTRAIN_CONS_INT_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include "constrain/constrain.h"
@@ -85,12 +86,19 @@ static inline void cons_state_copy(cons_state *dst, const cons_state *src)
         dst->f[i] = src->f[i];
 }
 
+/* String phases (K_STRING's c) */
+enum { S_OPEN, S_BODY, S_ESC, S_HEX };
 /* Root frame phases */
 enum { RT_THINK, RT_START, RT_END, RT_FIN };
 
 void cons_state_init(const td_cons_grammar *g, cons_state *s, bool thinking);
 /* Consumes one symbol; false (s then undefined) if the grammar refuses it. */
 bool cons_step(const td_cons_grammar *g, cons_state *s, int sym);
+void cons_kmp_init(uint8_t kmp[10][256]);
+/* Whether s[0..n) is taken whole by a string frame that starts in its body
+ * with nothing pending (what: 0 a JSON string, 1 one in a DSML value, 2 a
+ * DSML raw value), never leaving it. */
+bool cons_text_inside(const uint8_t (*kmp)[256], int what, const uint8_t *s, size_t n);
 
 #endif
 

@@ -17,6 +17,15 @@ enum { T_NONE, T_ORDINARY, T_SYM };  /* what an id is to a grammar */
 
 static const char *const SYM_TEXT[3] = {"<｜end▁of▁sentence｜>", "｜DSML｜", "</think>"};
 
+/* A byte trie in preorder. */
+typedef struct {
+    int32_t n;
+    uint8_t *byte;            /* (n) */
+    uint16_t *depth;          /* 1 for a first byte */
+    int32_t *end;             /* index past the subtree */
+    int32_t *tok;             /* id ending here, or -1 */
+} trie;
+
 struct td_cons_vocab {
     int32_t size;
     size_t words;
@@ -24,14 +33,13 @@ struct td_cons_vocab {
     uint32_t *off;            /* (size + 1) bytes of id i: blob[off[i]..off[i+1]) */
     uint8_t *blob;
     int32_t sym_id[3];        /* ids of SYM_EOS, SYM_DSML, SYM_THINK_END, or -1 */
-    int32_t nnodes;
-    uint8_t *byte;            /* (nnodes) the trie, preorder */
-    uint16_t *depth;          /* 1 for a first byte */
-    int32_t *end;             /* index past the subtree */
-    int32_t *tok;             /* id ending here, or -1 */
+    trie all;                 /* every ordinary id */
+    trie quoted;              /* those with a '"' byte: the ones that can end a string */
     int32_t *same;            /* (size) next id with the same bytes, or -1 */
     int32_t max_len;
     uint64_t *ordinary;       /* (words) every ordinary id */
+    uint64_t *inside[3];      /* (words) ids a string body takes whole (cons_text_inside) */
+    uint8_t kmp[10][256];
 };
 
 struct td_cons_matcher {
@@ -58,6 +66,42 @@ static int cmp_ids(const void *a, const void *b)
     return lx < ly ? -1 : lx > ly ? 1 : (x < y ? -1 : 1);
 }
 
+/* The preorder trie of ids[0..n) (sorted, distinct bytes). */
+static int build(const td_cons_vocab *v, trie *t, const int32_t *ids, int32_t n)
+{
+    int32_t *open = malloc(((size_t)v->max_len + 1) * sizeof *open);  /* node at depth d + 1 */
+    if (!open)
+        return -1;
+    int32_t nopen = 0, prev = -1;
+    t->n = 0;
+    for (int32_t k = 0; k < n; k++) {
+        int32_t id = ids[k], l = 0;
+        const uint8_t *s = v->blob + v->off[id];
+        int32_t len = (int32_t)(v->off[id + 1] - v->off[id]);
+        if (prev >= 0) {
+            const uint8_t *ps = v->blob + v->off[prev];
+            int32_t pn = (int32_t)(v->off[prev + 1] - v->off[prev]);
+            while (l < len && l < pn && ps[l] == s[l])
+                l++;
+        }
+        while (nopen > l)
+            t->end[open[--nopen]] = t->n;
+        for (int32_t d = l; d < len; d++) {
+            int32_t i = t->n++;
+            t->byte[i] = s[d];
+            t->depth[i] = (uint16_t)(d + 1);
+            t->tok[i] = -1;
+            open[nopen++] = i;
+        }
+        t->tok[open[len - 1]] = id;
+        prev = id;
+    }
+    while (nopen > 0)
+        t->end[open[--nopen]] = t->n;
+    free(open);
+    return 0;
+}
+
 void td_cons_vocab_destroy(td_cons_vocab *v)
 {
     if (!v)
@@ -65,10 +109,15 @@ void td_cons_vocab_destroy(td_cons_vocab *v)
     free(v->kind);
     free(v->off);
     free(v->blob);
-    free(v->byte);
-    free(v->depth);
-    free(v->end);
-    free(v->tok);
+    for (int k = 0; k < 2; k++) {
+        trie *t = k ? &v->quoted : &v->all;
+        free(t->byte);
+        free(t->depth);
+        free(t->end);
+        free(t->tok);
+    }
+    for (int k = 0; k < 3; k++)
+        free(v->inside[k]);
     free(v->same);
     free(v->ordinary);
     free(v);
@@ -98,13 +147,20 @@ td_err td_cons_vocab_create(td_cons_vocab **out, const td_tok *tok, char *err, s
     v->same = malloc((size_t)v->size * sizeof *v->same);
     v->ordinary = calloc(v->words, sizeof *v->ordinary);
     ids = malloc((size_t)v->size * sizeof *ids);
-    v->byte = malloc(total + 1);
-    v->depth = malloc((total + 1) * sizeof *v->depth);
-    v->end = malloc((total + 1) * sizeof *v->end);
-    v->tok = malloc((total + 1) * sizeof *v->tok);
-    if (!v->kind || !v->off || !v->blob || !v->same || !v->ordinary || !ids || !v->byte ||
-        !v->depth || !v->end || !v->tok)
+    bool ok = v->kind && v->off && v->blob && v->same && v->ordinary && ids;
+    for (int k = 0; k < 3; k++)
+        ok = ok && (v->inside[k] = calloc(v->words, sizeof *v->inside[k]));
+    for (int k = 0; k < 2; k++) {
+        trie *t = k ? &v->quoted : &v->all;
+        t->byte = malloc(total + 1);
+        t->depth = malloc((total + 1) * sizeof *t->depth);
+        t->end = malloc((total + 1) * sizeof *t->end);
+        t->tok = malloc((total + 1) * sizeof *t->tok);
+        ok = ok && t->byte && t->depth && t->end && t->tok;
+    }
+    if (!ok)
         goto nomem;
+    cons_kmp_init(v->kmp);
     int32_t nord = 0;
     size_t at = 0;
     for (int32_t i = 0; i < v->size; i++) {
@@ -132,6 +188,9 @@ td_err td_cons_vocab_create(td_cons_vocab **out, const td_tok *tok, char *err, s
         at += n;
         v->kind[i] = T_ORDINARY;
         v->ordinary[i / 64] |= 1ull << (i % 64);
+        for (int k = 0; k < 3; k++)
+            if (cons_text_inside(v->kmp, k, (const uint8_t *)p, n))
+                v->inside[k][i / 64] |= 1ull << (i % 64);
         ids[nord++] = i;
         if ((int32_t)n > v->max_len)
             v->max_len = (int32_t)n;
@@ -140,42 +199,26 @@ td_err td_cons_vocab_create(td_cons_vocab **out, const td_tok *tok, char *err, s
     sort_v = v;
     qsort(ids, (size_t)nord, sizeof *ids, cmp_ids);
     sort_v = NULL;
-    /* Preorder trie from the sorted pieces; open[d] = node at depth d + 1. */
-    int32_t *open = malloc(((size_t)v->max_len + 1) * sizeof *open);
-    if (!open)
-        goto nomem;
-    int32_t nopen = 0, prev = -1;
+    /* Ids with the same bytes as the one before them chain off it. */
+    int32_t nuniq = 0, nq = 0;
     for (int32_t k = 0; k < nord; k++) {
-        int32_t id = ids[k];
-        const uint8_t *s = v->blob + v->off[id];
-        int32_t n = (int32_t)(v->off[id + 1] - v->off[id]), l = 0;
-        if (prev >= 0) {
-            const uint8_t *ps = v->blob + v->off[prev];
-            int32_t pn = (int32_t)(v->off[prev + 1] - v->off[prev]);
-            while (l < n && l < pn && ps[l] == s[l])
-                l++;
-            if (l == n && l == pn) {  /* the same bytes as the previous id */
-                int32_t first = v->tok[open[n - 1]];
-                v->same[id] = v->same[first];
-                v->same[first] = id;
-                continue;
-            }
+        int32_t id = ids[k], first = nuniq ? ids[nuniq - 1] : -1;
+        uint32_t n = v->off[id + 1] - v->off[id];
+        if (first >= 0 && v->off[first + 1] - v->off[first] == n &&
+            !memcmp(v->blob + v->off[first], v->blob + v->off[id], n)) {
+            v->same[id] = v->same[first];
+            v->same[first] = id;
+            continue;
         }
-        while (nopen > l)
-            v->end[open[--nopen]] = v->nnodes;
-        for (int32_t d = l; d < n; d++) {
-            int32_t i = v->nnodes++;
-            v->byte[i] = s[d];
-            v->depth[i] = (uint16_t)(d + 1);
-            v->tok[i] = -1;
-            open[nopen++] = i;
-        }
-        v->tok[open[n - 1]] = id;
-        prev = id;
+        ids[nuniq++] = id;
     }
-    while (nopen > 0)
-        v->end[open[--nopen]] = v->nnodes;
-    free(open);
+    if (build(v, &v->all, ids, nuniq))
+        goto nomem;
+    for (int32_t k = 0; k < nuniq; k++)
+        if (memchr(v->blob + v->off[ids[k]], '"', v->off[ids[k] + 1] - v->off[ids[k]]))
+            ids[nq++] = ids[k];
+    if (build(v, &v->quoted, ids, nq))
+        goto nomem;
     free(ids);
     *out = v;
     return TD_OK;
@@ -231,6 +274,26 @@ static bool finished(const cons_state *s)
     return s->depth == 1 && s->f[0].c == RT_FIN;
 }
 
+/* Sets the ids of t the state takes: a node's state is its parent's
+ * stepped by its byte; a refused node skips its subtree. */
+static void walk(td_cons_matcher *m, const trie *t, uint64_t *mask)
+{
+    const td_cons_vocab *v = m->v;
+    cons_state *path = m->path;
+    cons_state_copy(&path[0], &m->st);
+    for (int32_t i = 0; i < t->n;) {
+        cons_state *p = &path[t->depth[i]];
+        cons_state_copy(p, p - 1);
+        if (!cons_step(m->g, p, t->byte[i])) {
+            i = t->end[i];
+            continue;
+        }
+        for (int32_t id = t->tok[i]; id >= 0; id = v->same[id])
+            mask[id / 64] |= 1ull << (id % 64);
+        i++;
+    }
+}
+
 void td_cons_mask(td_cons_matcher *m, uint64_t *mask)
 {
     const td_cons_vocab *v = m->v;
@@ -251,19 +314,21 @@ void td_cons_mask(td_cons_matcher *m, uint64_t *mask)
             mask[w] |= v->ordinary[w];  /* reasoning: any ordinary token */
         return;
     }
-    cons_state *path = m->path;
-    cons_state_copy(&path[0], &m->st);
-    for (int32_t i = 0; i < v->nnodes;) {
-        cons_state *p = &path[v->depth[i]];
-        cons_state_copy(p, p - 1);
-        if (!cons_step(g, p, v->byte[i])) {
-            i = v->end[i];
-            continue;
-        }
-        for (int32_t id = v->tok[i]; id >= 0; id = v->same[id])
-            mask[id / 64] |= 1ull << (id % 64);
-        i++;
+    /* Inside a string every id without a '"' is decided by the string
+     * alone (precomputed); only the rest need the walk. */
+    const cons_frame *top = &m->st.f[m->st.depth - 1];
+    const cons_node *tn = &g->nodes[top->node];
+    const trie *t = &v->all;
+    if (tn->kind == K_STRING && top->c == S_BODY && top->b == 0) {
+        for (size_t w = 0; w < v->words; w++)
+            mask[w] |= v->inside[tn->dsml][w];
+        t = &v->quoted;
+    } else if (tn->kind == K_RAWSTR && top->a == 0 && top->b == 0) {
+        for (size_t w = 0; w < v->words; w++)
+            mask[w] |= v->inside[2][w];  /* ordinary ids never end a raw value */
+        return;
     }
+    walk(m, t, mask);
 }
 
 td_err td_cons_advance(td_cons_matcher *m, int32_t token)

@@ -57,16 +57,7 @@ td_err cons_grammar_new(td_cons_grammar **out)
     }
     g->ntn = 1;  /* node 0: a dummy, so a frame's 0 means "at the root" */
     g->tn[0] = (cons_tnode){-1, 0, 0, -1, 0};
-    /* The DFA of the text ｜DSML｜ (KMP): state j = bytes matched. */
-    static const uint8_t pat[10] = {0xEF, 0xBD, 0x9C, 'D', 'S', 'M', 'L', 0xEF, 0xBD, 0x9C};
-    memset(g->kmp, 0, sizeof g->kmp);
-    g->kmp[0][pat[0]] = 1;
-    for (int j = 1, x = 0; j < 10; j++) {
-        for (int c = 0; c < 256; c++)
-            g->kmp[j][c] = g->kmp[x][c];
-        g->kmp[j][pat[j]] = (uint8_t)(j + 1);
-        x = g->kmp[x][pat[j]];
-    }
+    cons_kmp_init(g->kmp);
     *out = g;
     return TD_OK;
 }

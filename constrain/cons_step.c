@@ -17,8 +17,6 @@ enum { R_REJ, R_OK, R_DONE, R_POP, R_AGAIN, R_PUSH };
 enum { P_OPEN, P_FIRST, P_KEY, P_COLON, P_VALUE, P_AFTER, P_NEXT, P_ELEM };
 /* Number phases */
 enum { N_START, N_MINUS, N_ZERO, N_INT, N_DOT, N_FRAC, N_E, N_ESIGN, N_EXP };
-/* String phases */
-enum { S_OPEN, S_BODY, S_ESC, S_HEX };
 /* DSML block phases */
 enum { B_OPEN, B_INV, B_NAME, B_PFIRST, B_PNAME, B_ATTR, B_VAL_RAW, B_VAL_JSON,
        B_PCLOSE, B_PCLOSE_RAW, B_PNEXT, B_AFTER_INV };
@@ -68,7 +66,7 @@ static bool req_left(uint32_t a, uint64_t req) { return a < 64 && (req >> a) != 
 
 /* b: bits 0-1 continuation bytes still due, bits 2-4 the range of the next
  * one, bits 8-15 the ｜DSML｜ DFA state. Returns false on a bad byte. */
-static bool text_byte(const td_cons_grammar *g, bool dsml, uint32_t *b, int c)
+static bool text_byte(const uint8_t (*kmp)[256], bool dsml, uint32_t *b, int c)
 {
     uint32_t due = *b & 3, rng = (*b >> 2) & 7, k = (*b >> 8) & 0xff;
     if (due) {
@@ -89,7 +87,7 @@ static bool text_byte(const td_cons_grammar *g, bool dsml, uint32_t *b, int c)
         else return false;
     }
     if (dsml) {
-        k = g->kmp[k][c];
+        k = kmp[k][c];
         if (k >= 10)
             return false;
     }
@@ -97,7 +95,7 @@ static bool text_byte(const td_cons_grammar *g, bool dsml, uint32_t *b, int c)
     return true;
 }
 
-static int st_string(const td_cons_grammar *g, const cons_node *n, cons_frame *f, int c)
+static int st_string(const uint8_t (*kmp)[256], bool dsml, cons_frame *f, int c)
 {
     if (c > 255)
         return R_REJ;
@@ -116,7 +114,7 @@ static int st_string(const td_cons_grammar *g, const cons_node *n, cons_frame *f
             if (c == '\\')
                 f->c = S_ESC;
         }
-        return text_byte(g, n->dsml, &f->b, c) ? R_OK : R_REJ;
+        return text_byte(kmp, dsml, &f->b, c) ? R_OK : R_REJ;
     case S_ESC:
         if (c == 'u') {
             f->c = S_HEX;
@@ -126,7 +124,7 @@ static int st_string(const td_cons_grammar *g, const cons_node *n, cons_frame *f
         } else {
             f->c = S_BODY;
         }
-        return text_byte(g, n->dsml, &f->b, c) ? R_OK : R_REJ;
+        return text_byte(kmp, dsml, &f->b, c) ? R_OK : R_REJ;
     default: {  /* S_HEX: a = digits so far | 8 nonzero seen | 16 first was d */
         if (!is_hex(c))
             return R_REJ;
@@ -143,19 +141,19 @@ static int st_string(const td_cons_grammar *g, const cons_node *n, cons_frame *f
         f->a = (f->a & ~7u) | (k + 1);
         if (k == 3)
             f->c = S_BODY;
-        return text_byte(g, n->dsml, &f->b, c) ? R_OK : R_REJ;
+        return text_byte(kmp, dsml, &f->b, c) ? R_OK : R_REJ;
     }
     }
 }
 
-static int st_rawstr(const td_cons_grammar *g, cons_frame *f, int c)
+static int st_rawstr(const uint8_t (*kmp)[256], cons_frame *f, int c)
 {
     /* a: 1 after '<', 2 after "</": ｜DSML｜ then closes the parameter. */
     if (c == SYM_DSML)
         return f->a == 2 ? R_POP : R_REJ;
     if (c > 255 || c == 0)
         return R_REJ;
-    if (!text_byte(g, true, &f->b, c))
+    if (!text_byte(kmp, true, &f->b, c))
         return R_REJ;
     f->a = c == '<' ? 1 : (c == '/' && f->a == 1) ? 2 : 0;
     return R_OK;
@@ -449,11 +447,11 @@ bool cons_step(const td_cons_grammar *g, cons_state *s, int sym)
         case K_ANYOF: r = st_anyof(g, n, s, f, sym); break;
         case K_OBJECT: r = sym > 255 ? R_REJ : st_object(g, n, s, f, sym); break;
         case K_ARRAY: r = sym > 255 ? R_REJ : st_array(n, s, f, sym); break;
-        case K_STRING: r = st_string(g, n, f, sym); break;
+        case K_STRING: r = st_string(g->kmp, n->dsml, f, sym); break;
         case K_NUMBER:
         case K_INTEGER: r = st_number(f, sym, n->kind == K_INTEGER); break;
         case K_LIT: r = st_lit(g, n, f, sym); break;
-        case K_RAWSTR: r = st_rawstr(g, f, sym); break;
+        case K_RAWSTR: r = st_rawstr(g->kmp, f, sym); break;
         case K_BLOCK: r = st_block(g, n, s, f, sym); break;
         default: r = R_REJ; break;
         }
@@ -467,4 +465,29 @@ bool cons_step(const td_cons_grammar *g, cons_state *s, int sym)
         }
     }
     return false;
+}
+
+bool cons_text_inside(const uint8_t (*kmp)[256], int what, const uint8_t *s, size_t n)
+{
+    cons_frame f = {0, 0, 0, S_BODY};
+    for (size_t i = 0; i < n; i++) {
+        int r = what == 2 ? st_rawstr(kmp, &f, s[i]) : st_string(kmp, what == 1, &f, s[i]);
+        if (r != R_OK)
+            return false;
+    }
+    return true;
+}
+
+void cons_kmp_init(uint8_t kmp[10][256])
+{
+    /* The DFA of the text ｜DSML｜ (KMP): state j = bytes matched. */
+    static const uint8_t pat[10] = {0xEF, 0xBD, 0x9C, 'D', 'S', 'M', 'L', 0xEF, 0xBD, 0x9C};
+    memset(kmp, 0, 10 * 256);
+    kmp[0][pat[0]] = 1;
+    for (int j = 1, x = 0; j < 10; j++) {
+        for (int c = 0; c < 256; c++)
+            kmp[j][c] = kmp[x][c];
+        kmp[j][pat[j]] = (uint8_t)(j + 1);
+        x = kmp[x][pat[j]];
+    }
 }
