@@ -120,14 +120,17 @@ static int32_t *hist;
 static size_t nhist;
 
 /* Whether advance agrees with the mask for a sample of ids (all of a small
- * vocabulary); advance's refusals leave the state unchanged, and an
+ * vocabulary; else half of them allowed ones); advance's refusals leave the state unchanged, and an
  * accepted id is taken back by replaying the history. */
-static void check_agree(td_cons_matcher *m, voc *x, const uint64_t *mask, uint64_t *rs)
+static void check_agree(td_cons_matcher *m, voc *x, const uint64_t *mask, const int32_t *ok,
+                        int32_t nok, uint64_t *rs)
 {
     int32_t n = td_cons_vocab_size(x->v);
     int tries = n <= 1024 ? n : 400;
     for (int k = 0; k < tries; k++) {
-        int32_t id = n <= 1024 ? k : (int32_t)(rng_next(rs) % (uint64_t)n);
+        /* a large vocabulary: half any id, half allowed ones */
+        int32_t id = n <= 1024 ? k : k % 2 ? ok[rng_next(rs) % (uint64_t)nok]
+                                           : (int32_t)(rng_next(rs) % (uint64_t)n);
         td_err e = td_cons_advance(m, id);
         if ((e == TD_OK) != bit(mask, id)) {
             fprintf(stderr, "id %d: mask %d, advance %s\n", id, bit(mask, id), td_strerror(e));
@@ -179,7 +182,7 @@ static char *walk(td_cons_matcher *m, voc *x, uint64_t seed, bool agree, size_t 
             goto out;
         }
         if (agree && rng_next(&rs) % 8 == 0)
-            check_agree(m, x, mask, &rs);
+            check_agree(m, x, mask, ok, nok, &rs);
         /* Drawn uniformly the walk would rarely end a string; lean towards
          * markers and closing punctuation, more so as it grows. */
         uint64_t dice = rng_next(&rs) % 100, lean = step > 100 ? 90 : 35;
