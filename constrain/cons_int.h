@@ -95,10 +95,15 @@ void cons_state_init(const td_cons_grammar *g, cons_state *s, bool thinking);
 /* Consumes one symbol; false (s then undefined) if the grammar refuses it. */
 bool cons_step(const td_cons_grammar *g, cons_state *s, int sym);
 void cons_kmp_init(uint8_t kmp[10][256]);
-/* Whether s[0..n) is taken whole by a string frame that starts in its body
- * with nothing pending (what: 0 a JSON string, 1 one in a DSML value, 2 a
- * DSML raw value), never leaving it. */
-bool cons_text_inside(const uint8_t (*kmp)[256], int what, const uint8_t *s, size_t n);
+#define CONS_UTF8_SLOTS 8
+/* A string frame's b as one of CONS_UTF8_SLOTS: where it is in a UTF-8
+ * character; -1 if a partial ｜DSML｜ is pending too. */
+int cons_utf8_slot(uint32_t b);
+/* Whether s[0..n) is taken whole by a string frame in its body at UTF-8
+ * slot `slot` (what: 0 a JSON string, 1 one in a DSML value, 2 a DSML raw
+ * value), never leaving it. */
+bool cons_text_inside(const uint8_t (*kmp)[256], int what, int slot, const uint8_t *s,
+                      size_t n);
 
 #endif
 

@@ -38,7 +38,9 @@ struct td_cons_vocab {
     int32_t *same;            /* (size) next id with the same bytes, or -1 */
     int32_t max_len;
     uint64_t *ordinary;       /* (words) every ordinary id */
-    uint64_t *inside[3];      /* (words) ids a string body takes whole (cons_text_inside) */
+    /* (words) ids a string body takes whole (cons_text_inside), for each
+     * kind of string and each UTF-8 slot */
+    uint64_t *inside[3][CONS_UTF8_SLOTS];
     uint8_t kmp[10][256];
 };
 
@@ -53,10 +55,9 @@ struct td_cons_matcher {
 
 /* ---- vocabulary -------------------------------------------------------------- */
 
-static const td_cons_vocab *sort_v;
-
-static int cmp_ids(const void *a, const void *b)
+static int cmp_ids(const void *a, const void *b, void *arg)
 {
+    const td_cons_vocab *sort_v = arg;
     int32_t x = *(const int32_t *)a, y = *(const int32_t *)b;
     uint32_t lx = sort_v->off[x + 1] - sort_v->off[x], ly = sort_v->off[y + 1] - sort_v->off[y];
     int c = memcmp(sort_v->blob + sort_v->off[x], sort_v->blob + sort_v->off[y],
@@ -117,7 +118,8 @@ void td_cons_vocab_destroy(td_cons_vocab *v)
         free(t->tok);
     }
     for (int k = 0; k < 3; k++)
-        free(v->inside[k]);
+        for (int u = 0; u < CONS_UTF8_SLOTS; u++)
+            free(v->inside[k][u]);
     free(v->same);
     free(v->ordinary);
     free(v);
@@ -149,7 +151,8 @@ td_err td_cons_vocab_create(td_cons_vocab **out, const td_tok *tok, char *err, s
     ids = malloc((size_t)v->size * sizeof *ids);
     bool ok = v->kind && v->off && v->blob && v->same && v->ordinary && ids;
     for (int k = 0; k < 3; k++)
-        ok = ok && (v->inside[k] = calloc(v->words, sizeof *v->inside[k]));
+        for (int u = 0; u < CONS_UTF8_SLOTS; u++)
+            ok = ok && (v->inside[k][u] = calloc(v->words, sizeof(uint64_t)));
     for (int k = 0; k < 2; k++) {
         trie *t = k ? &v->quoted : &v->all;
         t->byte = malloc(total + 1);
@@ -189,16 +192,15 @@ td_err td_cons_vocab_create(td_cons_vocab **out, const td_tok *tok, char *err, s
         v->kind[i] = T_ORDINARY;
         v->ordinary[i / 64] |= 1ull << (i % 64);
         for (int k = 0; k < 3; k++)
-            if (cons_text_inside(v->kmp, k, (const uint8_t *)p, n))
-                v->inside[k][i / 64] |= 1ull << (i % 64);
+            for (int u = 0; u < CONS_UTF8_SLOTS; u++)
+                if (cons_text_inside(v->kmp, k, u, (const uint8_t *)p, n))
+                    v->inside[k][u][i / 64] |= 1ull << (i % 64);
         ids[nord++] = i;
         if ((int32_t)n > v->max_len)
             v->max_len = (int32_t)n;
     }
     v->off[v->size] = (uint32_t)at;
-    sort_v = v;
-    qsort(ids, (size_t)nord, sizeof *ids, cmp_ids);
-    sort_v = NULL;
+    qsort_r(ids, (size_t)nord, sizeof *ids, cmp_ids, v);
     /* Ids with the same bytes as the one before them chain off it. */
     int32_t nuniq = 0, nq = 0;
     for (int32_t k = 0; k < nord; k++) {
@@ -315,17 +317,19 @@ void td_cons_mask(td_cons_matcher *m, uint64_t *mask)
         return;
     }
     /* Inside a string every id without a '"' is decided by the string
-     * alone (precomputed); only the rest need the walk. */
+     * alone (precomputed); only the rest need the walk. A raw value's `a`
+     * (a "</" seen) matters only to the ｜DSML｜ token. */
     const cons_frame *top = &m->st.f[m->st.depth - 1];
     const cons_node *tn = &g->nodes[top->node];
     const trie *t = &v->all;
-    if (tn->kind == K_STRING && top->c == S_BODY && top->b == 0) {
+    int u = cons_utf8_slot(top->b);
+    if (tn->kind == K_STRING && top->c == S_BODY && u >= 0) {
         for (size_t w = 0; w < v->words; w++)
-            mask[w] |= v->inside[tn->dsml][w];
+            mask[w] |= v->inside[tn->dsml][u][w];
         t = &v->quoted;
-    } else if (tn->kind == K_RAWSTR && top->a == 0 && top->b == 0) {
+    } else if (tn->kind == K_RAWSTR && u >= 0) {
         for (size_t w = 0; w < v->words; w++)
-            mask[w] |= v->inside[2][w];  /* ordinary ids never end a raw value */
+            mask[w] |= v->inside[2][u][w];  /* ordinary ids never end a raw value */
         return;
     }
     walk(m, t, mask);

@@ -467,9 +467,24 @@ bool cons_step(const td_cons_grammar *g, cons_state *s, int sym)
     return false;
 }
 
-bool cons_text_inside(const uint8_t (*kmp)[256], int what, const uint8_t *s, size_t n)
+int cons_utf8_slot(uint32_t b)
 {
-    cons_frame f = {0, 0, 0, S_BODY};
+    /* b & 31 = due | range << 2: nothing due, or one of the 7 ways to be
+     * inside a character */
+    static const int8_t slot[32] = {
+        [0] = 0, [1] = 1, [2] = 2, [6] = 3, [10] = 4, [3] = 5, [15] = 6, [19] = 7,
+        [4] = -1, [5] = -1, [7] = -1, [8] = -1, [9] = -1, [11] = -1, [12] = -1, [13] = -1,
+        [14] = -1, [16] = -1, [17] = -1, [18] = -1, [20] = -1, [21] = -1, [22] = -1,
+        [23] = -1, [24] = -1, [25] = -1, [26] = -1, [27] = -1, [28] = -1, [29] = -1,
+        [30] = -1, [31] = -1,
+    };
+    return (b >> 8) ? -1 : slot[b & 31];
+}
+
+bool cons_text_inside(const uint8_t (*kmp)[256], int what, int slot, const uint8_t *s, size_t n)
+{
+    static const uint32_t b0[CONS_UTF8_SLOTS] = {0, 1, 2, 6, 10, 3, 15, 19};
+    cons_frame f = {0, 0, b0[slot], S_BODY};
     for (size_t i = 0; i < n; i++) {
         int r = what == 2 ? st_rawstr(kmp, &f, s[i]) : st_string(kmp, what == 1, &f, s[i]);
         if (r != R_OK)

@@ -26,6 +26,13 @@ typedef struct {
     int32_t eos;
 } voc;
 
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
+}
+
 static voc vocs[2];
 static int nvocs = -1;
 
@@ -42,12 +49,15 @@ static void load_vocs(void)
         if (!f)
             continue;
         fclose(f);
+        double t0 = now_s();
         if (td_tok_load(&x->tok, paths[i], err, sizeof err) ||
-            td_cons_vocab_create(&x->v, x->tok, err, sizeof err)) {
+            (t0 = now_s(), td_cons_vocab_create(&x->v, x->tok, err, sizeof err))) {
             fprintf(stderr, "%s: %s\n", paths[i], err);
             td_test_failures++;
             continue;
         }
+        fprintf(stderr, "vocabulary of %d ids built in %.1f ms\n", td_cons_vocab_size(x->v),
+                (now_s() - t0) * 1e3);
         TD_CHECK(!td_tok_token_to_id(x->tok, EOS_TEXT, strlen(EOS_TEXT), &x->eos));
         nvocs++;
     }
@@ -535,15 +545,10 @@ static void test_bad_schemas(void)
 
 /* ---- cost (printed, not asserted) -------------------------------------------- */
 
-static double now_s(void)
-{
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + (double)ts.tv_nsec * 1e-9;
-}
-
-static void time_state(voc *x, td_cons_grammar *g, const char *prefix, bool thinking,
-                       const char *what)
+/* The mask cost after prefix (and then the token spelt `then` in the
+ * tokenizer's vocabulary, if given). */
+static void time_state(voc *x, td_cons_grammar *g, const char *prefix, const char *then,
+                       bool thinking, const char *what)
 {
     td_cons_matcher *m;
     char err[256];
@@ -553,6 +558,11 @@ static void time_state(voc *x, td_cons_grammar *g, const char *prefix, bool thin
     TD_CHECK(!td_tok_encode(x->tok, prefix, strlen(prefix), 0, &ids, err, sizeof err));
     for (size_t i = 0; i < ids.len; i++)
         TD_CHECK(!td_cons_advance(m, ids.ids[i]));
+    int32_t id;
+    if (then) {
+        TD_CHECK(!td_tok_token_to_id(x->tok, then, strlen(then), &id));
+        TD_CHECK(!td_cons_advance(m, id));
+    }
     uint64_t *mask = calloc(td_cons_mask_words(x->v), sizeof *mask);
     int reps = 10;
     double t0 = now_s();
@@ -578,15 +588,18 @@ static void test_mask_cost(void)
     TD_CHECK(!td_cons_grammar_json(&gj, NULL, 0, err, sizeof err));
     TD_CHECK(!td_cons_grammar_json(&gs, SCHEMAS[1], strlen(SCHEMAS[1]), err, sizeof err));
     TD_CHECK(!td_cons_grammar_tools(&gt, TOOLS, strlen(TOOLS), NULL, err, sizeof err));
-    time_state(x, gj, "", false, "json_object: start");
-    time_state(x, gj, "{\"k", false, "json_object: in a key");
-    time_state(x, gj, "{\"k\": [1, 2", false, "json_object: in a number");
-    time_state(x, gs, "{\"name\": \"Bo", false, "schema: in a string value");
-    time_state(x, gs, "{\"name\": \"Bob\", ", false, "schema: before a key");
+    time_state(x, gj, "", NULL, false, "json_object: start");
+    time_state(x, gj, "{\"k", NULL, false, "json_object: in a key");
+    time_state(x, gj, "{\"k\": [1, 2", NULL, false, "json_object: in a number");
+    time_state(x, gs, "{\"name\": \"Bo", NULL, false, "schema: in a string value");
+    /* "ä" spells the byte 0xE4: the first of a 3-byte character */
+    time_state(x, gs, "{\"name\": \"Bo", "ä", false, "schema: inside a UTF-8 character");
+    time_state(x, gs, "{\"name\": \"Bo\\", NULL, false, "schema: after a backslash");
+    time_state(x, gs, "{\"name\": \"Bob\", ", NULL, false, "schema: before a key");
     time_state(x, gt, "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
-               "<｜DSML｜parameter name=\"city\" string=\"true\">Tok", false,
+               "<｜DSML｜parameter name=\"city\" string=\"true\">Tok", NULL, false,
                "tools: in a raw string value");
-    time_state(x, gt, "Hmm", true, "tools: thinking");
+    time_state(x, gt, "Hmm", NULL, true, "tools: thinking");
     td_cons_grammar_destroy(gj);
     td_cons_grammar_destroy(gs);
     td_cons_grammar_destroy(gt);
