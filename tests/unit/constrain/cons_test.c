@@ -482,6 +482,112 @@ static void test_thinking(void)
     td_cons_grammar_destroy(g);
 }
 
+/* ---- fixed texts: taken whole, or refused somewhere ---------------------------- */
+
+/* Feeds text, tokenised (between \x02 marks as plain text: marker text
+ * there becomes ordinary tokens), and returns whether every token was
+ * taken and the grammar may end there. */
+static bool takes(voc *x, td_cons_grammar *g, const char *text)
+{
+    td_cons_matcher *m;
+    char err[256];
+    td_tok_ids ids = {0};
+    bool ok = !td_cons_matcher_create(&m, g, x->v, NULL, err, sizeof err);
+    unsigned plain = 0;
+    for (const char *p = text; ok && *p;) {
+        const char *e = strchr(p, '\x02');
+        size_t n = e ? (size_t)(e - p) : strlen(p);
+        ok = !td_tok_encode(x->tok, p, n, plain, &ids, err, sizeof err);
+        plain ^= TD_TOK_PLAIN_TEXT;
+        p += n + (e != NULL);
+    }
+    for (size_t i = 0; ok && i < ids.len; i++)
+        ok = !td_cons_advance(m, ids.ids[i]);
+    ok = ok && td_cons_done(m);
+    td_tok_ids_free(&ids);
+    td_cons_matcher_destroy(m);
+    return ok;
+}
+
+static void test_texts(void)
+{
+    static const struct { int schema; const char *text; bool ok; } cases[] = {
+        {1, "{\"name\": \"Bob\", \"age\": 3}", true},
+        {1, "{\n  \"name\": \"B\\u00e9\\n\",\n  \"age\": -0,\n  \"nested\": {\"x\": 1.5e+10}\n}",
+         true},
+        {1, "{\"age\": 3, \"name\": \"Bob\"}", false},        /* order */
+        {1, "{\"name\": \"Bob\"}", false},                    /* required */
+        {1, "{\"name\": \"Bob\", \"age\": 3, \"x\": 1}", false}, /* extra */
+        {1, "{\"name\": \"Bob\", \"age\": 1234567890123456}", false}, /* 16 digits */
+        {1, "{\"name\": \"\\ud800\", \"age\": 3}", false},   /* lone surrogate */
+        {1, "{\"name\": \"\\u0000\", \"age\": 3}", false},   /* NUL */
+        {1, "{\"name\": \"a\tb\", \"age\": 3}", false},       /* control byte */
+        {1, " {\"name\": \"Bob\", \"age\": 3}", false},        /* leading space */
+        {1, "{\"name\": \"Bob\", \"age\": 3.5}", false},       /* integer */
+        {1, "{\"name\": \"Bob\", \"age\": 3, \"tags\": [\"é\", \"c d\"]}", true},
+        {1, "{\"name\": \"Bob\", \"age\": 3, \"tags\": [\"e\"]}", false},
+        {3, "12", true},
+        {3, "true", true},
+        {3, "123", false},
+        {4, "{\"a\":[1,2]}", true},
+        {0, "{\"a\": [1, {\"b\": null}], \"c\": \"\x02｜DSML｜\x02\"}", true},
+        {0, "[]", false},
+    };
+    load_vocs();
+    for (int vi = 0; vi < nvocs; vi++) {
+        for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+            const char *sc = SCHEMAS[cases[i].schema];
+            td_cons_grammar *g;
+            char err[256];
+            TD_CHECK(!td_cons_grammar_json(&g, sc, sc ? strlen(sc) : 0, err, sizeof err));
+            if (takes(&vocs[vi], g, cases[i].text) != cases[i].ok) {
+                fprintf(stderr, "json case %zu (%s): expected %s\n", i, cases[i].text,
+                        cases[i].ok ? "taken" : "refused");
+                td_test_failures++;
+            }
+            td_cons_grammar_destroy(g);
+        }
+    }
+    /* DSML: raw values may hold '<' and "</x" but never the ｜DSML｜ text;
+     * required parameters; EOS right after the block. */
+#define HEAD "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+#define CITY(v) "<｜DSML｜parameter name=\"city\" string=\"true\">" v "</｜DSML｜parameter>"
+#define TAIL "\n</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>"
+    static const struct { const char *text; bool ok; } tc[] = {
+        {HEAD CITY("a < b </x> <") TAIL, true},
+        {HEAD CITY("") "\n<｜DSML｜parameter name=\"days\" string=\"false\">-3</｜DSML｜parameter>"
+         TAIL, true},
+        {HEAD CITY("x \x02｜DSML｜\x02 y") TAIL, false},
+        {HEAD CITY("x \x02｜DSM\x02 y") TAIL, true},
+        {HEAD CITY("x") "\n<｜DSML｜parameter name=\"days\" string=\"true\">3</｜DSML｜parameter>"
+         TAIL, false},                       /* days is an integer: JSON only */
+        {HEAD "<｜DSML｜parameter name=\"days\" string=\"false\">3</｜DSML｜parameter>" TAIL,
+         false},                             /* city is required */
+        {HEAD CITY("x") TAIL "x", false},
+        {"\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"now\">\n\n</｜DSML｜invoke>\n"
+         "<｜DSML｜invoke name=\"search\">\n<｜DSML｜parameter name=\"filter\" string=\"true\">"
+         "web</｜DSML｜parameter>\n<｜DSML｜parameter name=\"opts\" string=\"true\">any"
+         "</｜DSML｜parameter>\n</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>",
+         true},
+        {"\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"search\">\n"
+         "<｜DSML｜parameter name=\"filter\" string=\"true\">blog</｜DSML｜parameter>\n"
+         "</｜DSML｜invoke>\n</｜DSML｜tool_calls><｜end▁of▁sentence｜>", false},
+    };
+    for (int vi = 0; vi < nvocs; vi++) {
+        for (size_t i = 0; i < sizeof tc / sizeof *tc; i++) {
+            td_cons_grammar *g;
+            char err[256];
+            TD_CHECK(!td_cons_grammar_tools(&g, TOOLS, strlen(TOOLS), NULL, err, sizeof err));
+            /* takes() wants done after the text; a text with EOS is done. */
+            if (takes(&vocs[vi], g, tc[i].text) != tc[i].ok) {
+                fprintf(stderr, "dsml case %zu: expected %s\n", i, tc[i].ok ? "taken" : "refused");
+                td_test_failures++;
+            }
+            td_cons_grammar_destroy(g);
+        }
+    }
+}
+
 /* ---- refusals ---------------------------------------------------------------- */
 
 static void test_bad_schemas(void)
@@ -621,6 +727,7 @@ int main(int argc, char **argv)
     static const td_test_case cases[] = {
         {"bad_schemas", test_bad_schemas},
         {"thinking", test_thinking},
+        {"texts", test_texts},
         {"tools_encoder", test_tools_encoder},
         {"json_walks", test_json_walks},
         {"tools_walks", test_tools_walks},
