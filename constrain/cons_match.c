@@ -8,6 +8,7 @@
  * grammar refuses skips its whole subtree. The cost is the number of trie
  * nodes whose prefix the grammar accepts, not the vocabulary size.
  */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -333,6 +334,13 @@ void td_cons_mask(td_cons_matcher *m, uint64_t *mask)
         return;
     }
     walk(m, t, mask);
+}
+
+void td_cons_mask_logits(const uint64_t *mask, const td_cons_vocab *v, float *logits, int32_t n)
+{
+    for (int32_t i = 0; i < n; i++)
+        if (i >= v->size || !((mask[i / 64] >> (i % 64)) & 1))
+            logits[i] = -INFINITY;
 }
 
 td_err td_cons_advance(td_cons_matcher *m, int32_t token)

@@ -93,6 +93,10 @@ void td_cons_matcher_reset(td_cons_matcher *m);
  * allowed id leads to a state from which the grammar can still complete.
  * All zero once EOS was taken. */
 void td_cons_mask(td_cons_matcher *m, uint64_t *mask);
+/* Sets logits[i] to -INFINITY for every id i < n the mask does not allow
+ * (n: the logits row, which may be longer or shorter than the vocabulary;
+ * ids past the vocabulary are never allowed). */
+void td_cons_mask_logits(const uint64_t *mask, const td_cons_vocab *v, float *logits, int32_t n);
 /* Takes one generated id. TD_EINVAL (state unchanged) if the mask would not
  * allow it, TD_ERANGE for an id outside the vocabulary. */
 td_err td_cons_advance(td_cons_matcher *m, int32_t token);

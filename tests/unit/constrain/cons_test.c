@@ -474,6 +474,16 @@ static void test_thinking(void)
     for (size_t i = 0; i < ids.len; i++)
         TD_CHECK(!td_cons_advance(m, ids.ids[i]));
     TD_CHECK(td_cons_done(m));
+    /* logits masked: only EOS stays finite (and ids past the vocabulary go) */
+    int32_t n = td_cons_vocab_size(x->v) + 3;
+    float *lg = calloc((size_t)n, sizeof *lg);
+    uint64_t *mask = calloc(td_cons_mask_words(x->v), sizeof *mask);
+    td_cons_mask(m, mask);
+    td_cons_mask_logits(mask, x->v, lg, n);
+    for (int32_t i = 0; i < n; i++)
+        TD_CHECK((isinf(lg[i]) != 0) == (i != x->eos));
+    free(lg);
+    free(mask);
     TD_CHECK(!td_cons_advance(m, x->eos));
     TD_CHECK(td_cons_advance(m, x->eos) == TD_EINVAL);
     TD_CHECK(td_cons_advance(m, -1) == TD_ERANGE);
