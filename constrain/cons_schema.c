@@ -170,10 +170,8 @@ void cons_first_sets(td_cons_grammar *g)
 
 /* ---- compiling -------------------------------------------------------------- */
 
-static td_err fail(cons_cc *x, td_err e, const char *fmt, const char *a, const char *b)
-{
-    return td_errf(x->err, x->errlen, e, fmt, a, b);
-}
+/* Fills the error buffer with a message saying where in the schema. */
+#define FAIL(x, e, ...) td_errf((x)->err, (x)->errlen, (e), __VA_ARGS__)
 
 static int32_t lit_node(cons_cc *x, int32_t *trie)
 {
@@ -233,7 +231,7 @@ static td_err anyof_node(cons_cc *x, const int32_t *alts, int32_t n, const char 
                 char c[8];
                 int b = w * 64 + __builtin_ctzll(both);
                 snprintf(c, sizeof c, b >= 0x20 && b < 0x7f ? "'%c'" : "0x%02x", b);
-                return fail(x, TD_ENOTSUP,
+                return FAIL(x, TD_ENOTSUP,
                             "schema at %s: alternatives that can both start with %s "
                             "(anyOf / type lists must differ in type)", path, c);
             }
@@ -279,7 +277,7 @@ static td_err enum_node(cons_cc *x, json_t *vals, int mode, const char *path, in
         kept++;
     }
     if (!kept && mode == MODE_JSON)
-        return fail(x, TD_EINVAL, "schema at %s: enum is empty%s", path, "");
+        return FAIL(x, TD_EINVAL, "schema at %s: enum is empty", path);
     *out = n;
     return TD_OK;
 }
@@ -293,12 +291,13 @@ static td_err object_node(cons_cc *x, json_t *s, bool dsml, int depth, const cha
     json_t *add = json_object_get(s, "additionalProperties");
     char sub[512];
     if (props && !json_is_object(props))
-        return fail(x, TD_EINVAL, "schema at %s: properties is not an object%s", path, "");
+        return FAIL(x, TD_EINVAL, "schema at %s: properties is not an object", path);
     if (req && !json_is_array(req))
-        return fail(x, TD_EINVAL, "schema at %s: required is not an array%s", path, "");
+        return FAIL(x, TD_EINVAL, "schema at %s: required is not an array", path);
     size_t np = props ? json_object_size(props) : 0;
     if (np > CONS_MAX_PROPS)
-        return fail(x, TD_ENOTSUP, "schema at %s: more than 64 properties%s", path, "");
+        return FAIL(x, TD_ENOTSUP, "schema at %s: more than %d properties", path,
+                    CONS_MAX_PROPS);
     int32_t o = cons_node_new(x, K_OBJECT);
     if (o < 0)
         return TD_ENOMEM;
@@ -323,8 +322,8 @@ static td_err object_node(cons_cc *x, json_t *s, bool dsml, int depth, const cha
         return TD_OK;
     }
     if (add && !json_is_false(add))
-        return fail(x, TD_ENOTSUP, "schema at %s: additionalProperties%s must be false "
-                    "when properties are given", path, "");
+        return FAIL(x, TD_ENOTSUP, "schema at %s: additionalProperties "
+                    "must be false when properties are given", path);
     int32_t t = cons_trie_new(x);
     if (t < 0)
         return TD_ENOMEM;
@@ -379,7 +378,7 @@ td_err cons_required(cons_cc *x, json_t *props, json_t *req, const char *path, u
             idx++;
         }
         if (!found)
-            return fail(x, TD_EINVAL, "schema at %s: required names \"%s\", which is not "
+            return FAIL(x, TD_EINVAL, "schema at %s: required names \"%s\", which is not "
                         "in properties", path, name ? name : "(not a string)");
         *mask |= 1ull << idx;
     }
@@ -417,8 +416,8 @@ static td_err typed_node(cons_cc *x, json_t *s, const char *type, int mode, bool
         char sub[512];
         snprintf(sub, sizeof sub, "%s/items", path);
         if (items && !json_is_object(items))
-            return fail(x, TD_ENOTSUP, "schema at %s: items must be one schema (tuple "
-                        "or boolean items are not supported)%s", path, "");
+            return FAIL(x, TD_ENOTSUP, "schema at %s: items must be one schema (tuple "
+                        "or boolean items are not supported)", path);
         if (items) {
             td_err e = cons_compile(x, items, MODE_JSON, dsml, depth + 1, sub, &it);
             if (e)
@@ -430,7 +429,7 @@ static td_err typed_node(cons_cc *x, json_t *s, const char *type, int mode, bool
             return TD_ENOMEM;
         g->nodes[n].items = it;
     } else {
-        return fail(x, TD_EINVAL, "schema at %s: unknown type \"%s\"", path, type);
+        return FAIL(x, TD_EINVAL, "schema at %s: unknown type \"%s\"", path, type);
     }
     *out = n;
     return TD_OK;
@@ -442,7 +441,7 @@ td_err cons_check_keywords(cons_cc *x, json_t *s, const char *path)
     json_t *v;
     json_object_foreach(s, k, v) {
         if (!in_list(KEYWORDS, k) && !in_list(ANNOTATIONS, k))
-            return fail(x, TD_ENOTSUP, "schema at %s: unsupported keyword \"%s\"", path, k);
+            return FAIL(x, TD_ENOTSUP, "schema at %s: unsupported keyword \"%s\"", path, k);
     }
     return TD_OK;
 }
@@ -454,11 +453,12 @@ td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const
     td_err e;
     *out = -1;
     if (depth > CONS_MAX_NEST)
-        return fail(x, TD_ENOTSUP, "schema at %s: nests deeper than %s levels", path, "24");
+        return FAIL(x, TD_ENOTSUP, "schema at %s: nests deeper than %d levels", path,
+                    CONS_MAX_NEST);
     if (json_is_true(s) || (json_is_object(s) && json_object_size(s) == 0))
         s = NULL;  /* any value */
     else if (!json_is_object(s))
-        return fail(x, TD_EINVAL, "schema at %s: not an object%s", path, "");
+        return FAIL(x, TD_EINVAL, "schema at %s: not an object", path);
     if (s && (e = cons_check_keywords(x, s, path)))
         return e;
     json_t *en = s ? json_object_get(s, "enum") : NULL;
@@ -467,7 +467,7 @@ td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const
     json_t *type = s ? json_object_get(s, "type") : NULL;
     if (en || cn) {
         if (en && !json_is_array(en))
-            return fail(x, TD_EINVAL, "schema at %s: enum is not an array%s", path, "");
+            return FAIL(x, TD_EINVAL, "schema at %s: enum is not an array", path);
         json_t *vals = en ? json_incref(en) : json_pack("[O]", cn);
         if (!vals)
             return TD_ENOMEM;
@@ -480,10 +480,10 @@ td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const
     char sub[512];
     if (any) {
         if (!json_is_array(any) || json_array_size(any) == 0)
-            return fail(x, TD_EINVAL, "schema at %s: anyOf is not a non-empty array%s", path, "");
+            return FAIL(x, TD_EINVAL, "schema at %s: anyOf is not a non-empty array", path);
         if (type || json_object_get(s, "properties") || json_object_get(s, "items"))
-            return fail(x, TD_ENOTSUP, "schema at %s: anyOf beside type, properties or "
-                        "items%s is not supported", path, "");
+            return FAIL(x, TD_ENOTSUP, "schema at %s: anyOf beside type, properties or "
+                        "items is not supported", path);
         size_t i;
         json_t *a;
         json_array_foreach(any, i, a) {
@@ -514,11 +514,11 @@ td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const
             json_t *t;
             json_array_foreach(type, i, t) {
                 if (!json_is_string(t) || nt == 8)
-                    return fail(x, TD_EINVAL, "schema at %s: bad type list%s", path, "");
+                    return FAIL(x, TD_EINVAL, "schema at %s: bad type list", path);
                 types[nt++] = json_string_value(t);
             }
         } else if (type) {
-            return fail(x, TD_EINVAL, "schema at %s: type is not a string or list%s", path, "");
+            return FAIL(x, TD_EINVAL, "schema at %s: type is not a string or list", path);
         } else if (s && json_object_get(s, "properties")) {
             types[nt++] = "object";
         } else if (s && json_object_get(s, "items")) {
@@ -554,7 +554,7 @@ td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const
     }
     if (n == 0) {
         if (mode == MODE_JSON)
-            return fail(x, TD_EINVAL, "schema at %s: admits no value%s", path, "");
+            return FAIL(x, TD_EINVAL, "schema at %s: admits no value", path);
         return TD_OK;
     }
     if (n == 1) {

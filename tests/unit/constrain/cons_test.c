@@ -623,6 +623,8 @@ static void test_bad_schemas(void)
         if (e != cases[i].e || !strstr(err, cases[i].says)) {
             fprintf(stderr, "case %zu: %s: %s\n", i, td_strerror(e), err);
             td_test_failures++;
+        } else {
+            fprintf(stderr, "refused (%s): %s\n", td_strerror(e), err);
         }
         if (!e)
             td_cons_grammar_destroy(g);
