@@ -40,6 +40,7 @@ td_err td_cons_grammar_json(td_cons_grammar **out, const char *schema, size_t le
                       : TD_ENOMEM;
     }
     int32_t main = -1;
+    x.root = s;
     e = cons_compile(&x, s, MODE_JSON, false, 0, "#", &main);
     json_decref(s);
     if (!e)
@@ -115,11 +116,13 @@ static td_err add_tool(cons_cc *x, int32_t names, json_t *fn, const char *name)
         return td_errf(x->err, x->errlen, TD_EINVAL, "schema at %s: not an object", path);
     if ((e = cons_check_keywords(x, ps, path)))
         return e;
+    x->root = ps;
+    x->nrefs = 0;
     json_t *type = json_object_get(ps, "type");
     json_t *props = json_object_get(ps, "properties");
     json_t *req = json_object_get(ps, "required");
     if ((type && !(json_is_string(type) && !strcmp(json_string_value(type), "object"))) ||
-        json_object_get(ps, "anyOf") || json_object_get(ps, "enum") ||
+        json_object_get(ps, "anyOf") || json_object_get(ps, "$ref") || json_object_get(ps, "enum") ||
         json_object_get(ps, "const") || json_object_get(ps, "items"))
         return td_errf(x->err, x->errlen, TD_ENOTSUP, "schema at %s: parameters must be "
                        "an object schema with properties", path);

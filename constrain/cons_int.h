@@ -111,12 +111,23 @@ bool cons_text_inside(const uint8_t (*kmp)[256], int what, int slot, const uint8
 
 #include <jansson.h>
 
+/* A $ref target compiled in one mode. */
+typedef struct {
+    json_t *s;
+    int mode;
+    bool dsml;
+    int32_t node;
+} cons_ref;
+
 /* A compile in progress: the grammar being built and the error buffer. */
 typedef struct {
     td_cons_grammar *g;
     char *err;
     size_t errlen;
     int32_t any[2];          /* the any-value node, plain and DSML (-1 until made) */
+    json_t *root;            /* the schema "#" of $ref names (borrowed) */
+    cons_ref refs[32];       /* compiled $ref targets */
+    int nrefs;
 } cons_cc;
 
 /* Modes of a value's compile: a DSML parameter is split into what is written

@@ -29,11 +29,12 @@ bool cons_grow(void *arrp, int32_t n, int32_t *cap, size_t elem)
     } while (0)
 
 static const char *const ANNOTATIONS[] = {
-    "description", "title", "default", "examples", "$schema", "$id", "$comment", NULL,
+    "description", "title", "default", "examples", "$schema", "$id", "$comment", "$defs",
+    "definitions", NULL,
 };
 static const char *const KEYWORDS[] = {
     "type", "properties", "required", "additionalProperties", "items", "enum",
-    "const", "anyOf", NULL,
+    "const", "anyOf", "$ref", NULL,
 };
 
 static bool in_list(const char *const *l, const char *k)
@@ -446,6 +447,45 @@ td_err cons_check_keywords(cons_cc *x, json_t *s, const char *path)
     return TD_OK;
 }
 
+/* A local $ref ("#", "#/$defs/NAME", "#/definitions/NAME"): the schema it
+ * names, compiled once per mode (a node serves any number of places). A
+ * recursive one nests until CONS_MAX_NEST and is refused there. */
+static td_err ref_node(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const char *path,
+                       int32_t *out)
+{
+    const char *k, *ref = json_string_value(json_object_get(s, "$ref"));
+    json_t *v, *t = NULL;
+    json_object_foreach(s, k, v) {
+        if (strcmp(k, "$ref") && !in_list(ANNOTATIONS, k))
+            return FAIL(x, TD_ENOTSUP, "schema at %s: \"%s\" beside $ref is not supported",
+                        path, k);
+    }
+    if (!ref)
+        return FAIL(x, TD_EINVAL, "schema at %s: $ref is not a string", path);
+    if (!strcmp(ref, "#"))
+        t = x->root;
+    else if (!strncmp(ref, "#/$defs/", 8) && !strpbrk(ref + 8, "/~"))
+        t = json_object_get(json_object_get(x->root, "$defs"), ref + 8);
+    else if (!strncmp(ref, "#/definitions/", 14) && !strpbrk(ref + 14, "/~"))
+        t = json_object_get(json_object_get(x->root, "definitions"), ref + 14);
+    else
+        return FAIL(x, TD_ENOTSUP, "schema at %s: $ref \"%s\": only \"#/$defs/NAME\" and "
+                    "\"#/definitions/NAME\" are supported", path, ref);
+    if (!t)
+        return FAIL(x, TD_EINVAL, "schema at %s: $ref \"%s\" names nothing", path, ref);
+    for (int i = 0; i < x->nrefs; i++)
+        if (x->refs[i].s == t && x->refs[i].mode == mode && x->refs[i].dsml == dsml) {
+            *out = x->refs[i].node;
+            return TD_OK;
+        }
+    char sub[512];
+    snprintf(sub, sizeof sub, "%s", ref);
+    td_err e = cons_compile(x, t, mode, dsml, depth + 1, sub, out);
+    if (!e && x->nrefs < (int)(sizeof x->refs / sizeof *x->refs))
+        x->refs[x->nrefs++] = (cons_ref){t, mode, dsml, *out};
+    return e;
+}
+
 td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const char *path,
                     int32_t *out)
 {
@@ -453,7 +493,8 @@ td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const
     td_err e;
     *out = -1;
     if (depth > CONS_MAX_NEST)
-        return FAIL(x, TD_ENOTSUP, "schema at %s: nests deeper than %d levels", path,
+        return FAIL(x, TD_ENOTSUP, "schema at %s: nests deeper than %d levels (a recursive "
+                    "$ref cannot be compiled)", path,
                     CONS_MAX_NEST);
     if (json_is_true(s) || (json_is_object(s) && json_object_size(s) == 0))
         s = NULL;  /* any value */
@@ -461,6 +502,8 @@ td_err cons_compile(cons_cc *x, json_t *s, int mode, bool dsml, int depth, const
         return FAIL(x, TD_EINVAL, "schema at %s: not an object", path);
     if (s && (e = cons_check_keywords(x, s, path)))
         return e;
+    if (s && json_object_get(s, "$ref"))
+        return ref_node(x, s, mode, dsml, depth, path, out);
     json_t *en = s ? json_object_get(s, "enum") : NULL;
     json_t *cn = s ? json_object_get(s, "const") : NULL;
     json_t *any = s ? json_object_get(s, "anyOf") : NULL;

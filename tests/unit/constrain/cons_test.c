@@ -75,8 +75,14 @@ static bool bit(const uint64_t *m, int32_t i) { return (m[i / 64] >> (i % 64)) &
 
 /* ---- a validator for the supported subset ----------------------------------- */
 
+static json_t *vroot;  /* the schema a $ref names into */
+
 static bool valid(json_t *s, json_t *v)
 {
+    const char *ref = json_string_value(json_object_get(s, "$ref"));
+    if (ref)
+        s = !strcmp(ref, "#") ? vroot
+            : json_object_get(json_object_get(vroot, "$defs"), ref + strlen("#/$defs/"));
     if (!s || json_is_true(s) || (json_is_object(s) && json_object_size(s) == 0))
         return true;
     json_t *en = json_object_get(s, "enum"), *cn = json_object_get(s, "const");
@@ -245,6 +251,11 @@ static const char *const SCHEMAS[] = {
     "{\"type\":\"string\"}",
     "{\"type\":\"object\",\"properties\":{\"a\":{\"type\":\"string\"},\"b\":{},"
     "\"c\":{\"type\":\"string\"}},\"required\":[\"c\"]}",
+    "{\"$defs\":{\"pt\":{\"type\":\"object\",\"properties\":{\"x\":{\"type\":\"integer\"},"
+    "\"y\":{\"type\":\"integer\"}},\"required\":[\"x\",\"y\"],\"additionalProperties\":false}},"
+    "\"type\":\"object\",\"properties\":{\"a\":{\"$ref\":\"#/$defs/pt\"},\"b\":{\"type\":"
+    "\"array\",\"items\":{\"$ref\":\"#/$defs/pt\",\"description\":\"a point\"}}},"
+    "\"required\":[\"a\"],\"additionalProperties\":false}",
 };
 
 static void test_json_walks(void)
@@ -265,6 +276,7 @@ static void test_json_walks(void)
             }
             TD_CHECK(!td_cons_matcher_create(&m, g, x->v, NULL, err, sizeof err));
             json_t *schema = sc ? json_loads(sc, 0, NULL) : json_pack("{ss}", "type", "object");
+            vroot = schema;
             for (int seed = 0; seed < seeds; seed++) {
                 size_t len;
                 char *t = walk(m, x, (uint64_t)(seed + 1) * 7919 + si, seed < 2, &len);
@@ -604,7 +616,13 @@ static void test_bad_schemas(void)
 {
     static const struct { const char *schema; td_err e; const char *says; } cases[] = {
         {"{\"type\":\"string\",\"minLength\":3}", TD_ENOTSUP, "\"minLength\""},
-        {"{\"properties\":{\"a\":{\"$ref\":\"#/x\"}}}", TD_ENOTSUP, "#/properties/a: unsupported keyword \"$ref\""},
+        {"{\"properties\":{\"a\":{\"minimum\":1}}}", TD_ENOTSUP,
+         "#/properties/a: unsupported keyword \"minimum\""},
+        {"{\"properties\":{\"a\":{\"$ref\":\"#/x\"}}}", TD_ENOTSUP, "$ref \"#/x\""},
+        {"{\"properties\":{\"a\":{\"$ref\":\"#/$defs/no\"}}}", TD_EINVAL, "names nothing"},
+        {"{\"$defs\":{\"n\":{\"type\":\"array\",\"items\":{\"$ref\":\"#/$defs/n\"}}},"
+         "\"$ref\":\"#/$defs/n\"}", TD_ENOTSUP, "deeper"},
+        {"{\"$ref\":\"#\",\"type\":\"object\"}", TD_ENOTSUP, "beside $ref"},
         {"{\"type\":\"objekt\"}", TD_EINVAL, "\"objekt\""},
         {"{\"anyOf\":[{\"type\":\"object\",\"properties\":{\"a\":{}}},{\"type\":\"object\"}]}",
          TD_ENOTSUP, "'{'"},
