@@ -111,11 +111,13 @@ bool cons_text_inside(const uint8_t (*kmp)[256], int what, int slot, const uint8
 
 #include <jansson.h>
 
-/* A $ref target compiled in one mode. */
+/* A $ref target compiled in one mode, at nesting depth `depth`: it serves
+ * any place no deeper (the nesting limit was checked for that depth). */
 typedef struct {
     json_t *s;
     int mode;
     bool dsml;
+    int depth;
     int32_t node;
 } cons_ref;
 

@@ -473,16 +473,21 @@ static td_err ref_node(cons_cc *x, json_t *s, int mode, bool dsml, int depth, co
                     "\"#/definitions/NAME\" are supported", path, ref);
     if (!t)
         return FAIL(x, TD_EINVAL, "schema at %s: $ref \"%s\" names nothing", path, ref);
-    for (int i = 0; i < x->nrefs; i++)
-        if (x->refs[i].s == t && x->refs[i].mode == mode && x->refs[i].dsml == dsml) {
-            *out = x->refs[i].node;
-            return TD_OK;
-        }
+    cons_ref *r = NULL;
+    for (int i = 0; i < x->nrefs && !r; i++)
+        if (x->refs[i].s == t && x->refs[i].mode == mode && x->refs[i].dsml == dsml)
+            r = &x->refs[i];
+    if (r && depth <= r->depth) {
+        *out = r->node;
+        return TD_OK;
+    }
     char sub[512];
     snprintf(sub, sizeof sub, "%s", ref);
     td_err e = cons_compile(x, t, mode, dsml, depth + 1, sub, out);
-    if (!e && x->nrefs < (int)(sizeof x->refs / sizeof *x->refs))
-        x->refs[x->nrefs++] = (cons_ref){t, mode, dsml, *out};
+    if (!e && !r && x->nrefs < (int)(sizeof x->refs / sizeof *x->refs))
+        r = &x->refs[x->nrefs++];
+    if (!e && r)
+        *r = (cons_ref){t, mode, dsml, depth, *out};
     return e;
 }
 
