@@ -71,6 +71,20 @@ static uint64_t rng_next(uint64_t *s)
     return *s;
 }
 
+static int ids_push(td_tok_ids *v, int32_t id)
+{
+    if (v->len == v->cap) {
+        size_t nc = v->cap ? 2 * v->cap : 16;
+        int32_t *p = realloc(v->ids, nc * sizeof *p);
+        if (!p)
+            return -1;
+        v->ids = p;
+        v->cap = nc;
+    }
+    v->ids[v->len++] = id;
+    return 0;
+}
+
 static bool bit(const uint64_t *m, int32_t i) { return (m[i / 64] >> (i % 64)) & 1; }
 
 /* ---- a validator for the supported subset ----------------------------------- */
@@ -610,6 +624,70 @@ static void test_texts(void)
     }
 }
 
+/* Every id of the vocabulary against the mask, at a few states. */
+static void test_agree_full(void)
+{
+    static const struct { int grammar; const char *prefix, *then; } states[] = {
+        {0, "", NULL},
+        {0, "{\"k\": \"v", NULL},
+        {0, "{\"k\": \"v", "ä"},
+        {0, "{\"k\": [1, 2.5e", NULL},
+        {1, "{\"name\": \"Bob\", ", NULL},
+        {2, "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+            "<｜DSML｜parameter name=\"city\" string=\"true\">To </", NULL},
+        {2, "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"get_weather\">\n"
+            "<｜DSML｜parameter name=\"city\" string=\"true\">x</｜DSML｜parameter>", NULL},
+        {2, "\n\n<｜DSML｜tool_calls>\n<｜DSML｜invoke name=\"search\">\n"
+            "<｜DSML｜parameter name=\"opts\" string=\"false\">{\"a\": \"b", NULL},
+    };
+    load_vocs();
+    for (int vi = 0; vi < nvocs; vi++) {
+        voc *x = &vocs[vi];
+        td_cons_grammar *g[3];
+        char err[256];
+        TD_CHECK(!td_cons_grammar_json(&g[0], NULL, 0, err, sizeof err));
+        TD_CHECK(!td_cons_grammar_json(&g[1], SCHEMAS[1], strlen(SCHEMAS[1]), err, sizeof err));
+        TD_CHECK(!td_cons_grammar_tools(&g[2], TOOLS, strlen(TOOLS), NULL, err, sizeof err));
+        uint64_t *mask = calloc(td_cons_mask_words(x->v), sizeof *mask);
+        for (size_t si = 0; si < sizeof states / sizeof *states; si++) {
+            td_cons_matcher *m;
+            td_tok_ids ids = {0};
+            TD_CHECK(!td_cons_matcher_create(&m, g[states[si].grammar], x->v, NULL, err, sizeof err));
+            TD_CHECK(!td_tok_encode(x->tok, states[si].prefix, strlen(states[si].prefix), 0, &ids,
+                                    err, sizeof err));
+            int32_t id;
+            if (states[si].then && !td_tok_token_to_id(x->tok, states[si].then,
+                                                       strlen(states[si].then), &id))
+                TD_CHECK(!ids_push(&ids, id));
+            bool ok = true;
+            for (size_t i = 0; i < ids.len && ok; i++)
+                ok = !td_cons_advance(m, ids.ids[i]);
+            TD_CHECK(ok);
+            td_cons_mask(m, mask);
+            int bad = 0;
+            for (id = 0; id < td_cons_vocab_size(x->v) && ok && bad < 5; id++) {
+                td_err e = td_cons_advance(m, id);
+                if ((e == TD_OK) != bit(mask, id)) {
+                    fprintf(stderr, "state %zu id %d: mask %d, advance %s\n", si, id,
+                            bit(mask, id), td_strerror(e));
+                    bad++;
+                }
+                if (e == TD_OK) {
+                    td_cons_matcher_reset(m);
+                    for (size_t i = 0; i < ids.len; i++)
+                        TD_CHECK(!td_cons_advance(m, ids.ids[i]));
+                }
+            }
+            td_test_failures += bad;
+            td_tok_ids_free(&ids);
+            td_cons_matcher_destroy(m);
+        }
+        free(mask);
+        for (int k = 0; k < 3; k++)
+            td_cons_grammar_destroy(g[k]);
+    }
+}
+
 /* ---- refusals ---------------------------------------------------------------- */
 
 static void test_bad_schemas(void)
@@ -758,6 +836,7 @@ int main(int argc, char **argv)
         {"bad_schemas", test_bad_schemas},
         {"thinking", test_thinking},
         {"texts", test_texts},
+        {"agree_full", test_agree_full},
         {"tools_encoder", test_tools_encoder},
         {"json_walks", test_json_walks},
         {"tools_walks", test_tools_walks},
