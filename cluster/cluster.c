@@ -831,7 +831,7 @@ td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opt
         return td_errf(err, errlen, TD_ENOMEM, "out of memory");
     c->o = *o;
     if (!c->o.heartbeat_timeout_ms)
-        c->o.heartbeat_timeout_ms = 1500;
+        c->o.heartbeat_timeout_ms = 5000;
     if (!c->o.max_attempts)
         c->o.max_attempts = 3;
     c->loop = loop;

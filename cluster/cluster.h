@@ -38,7 +38,10 @@ td_err td_cluster_policy_parse(const char *name, td_cluster_policy *out);
 
 typedef struct {
     const char *listen_url;      /* where workers register; tcp://host:0 picks a port */
-    int heartbeat_timeout_ms;    /* silence after which a worker is dropped; 0: 1500 */
+    /* Silence after which a worker is dropped; 0: 5000 (a loaded machine
+     * can stall a worker for a second or two; a false drop costs more than a
+     * slow one). */
+    int heartbeat_timeout_ms;
     int max_attempts;            /* placements a request may try; 0: 3 */
     td_cluster_policy policy;
 } td_cluster_opts;

@@ -63,7 +63,7 @@ static void usage(FILE *f, bool router_only)
             "The model directory provides the tokenizer and the served model's name.\n"
             "\n"
             "  --workers URL          workers' control listener (default tcp://127.0.0.1:7100)\n"
-            "  --worker-timeout-ms N  silence after which a worker is dropped (default 1500)\n"
+            "  --worker-timeout-ms N  silence after which a worker is dropped (default 5000)\n"
             "  --policy NAME          prefill placement: prefix (default: the worker holding\n"
             "                         the session's or the prompt's longest prefix, unless\n"
             "                         busier), least-loaded, round-robin\n");

@@ -1,6 +1,7 @@
 // Shared by the SDK tests: starts `tandem serve` on a free port and waits
 // until it is ready. TANDEM (the binary) and TD_SOURCE_ROOT come from meson.
 import { spawn, execFileSync } from 'node:child_process';
+import { appendFileSync } from 'node:fs';
 import path from 'node:path';
 
 export const TANDEM = process.env.TANDEM;
@@ -22,6 +23,9 @@ export async function startServer(env = {}) {
     };
     proc.stdout.on('data', onData);
     proc.stderr.on('data', onData);
+    // TANDEM_SERVER_LOG=FILE keeps the server's (and its workers') log
+    if (process.env.TANDEM_SERVER_LOG)
+      proc.stderr.on('data', (d) => appendFileSync(process.env.TANDEM_SERVER_LOG, d));
     proc.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
   });
   for (let i = 0; i < 600; i++) {

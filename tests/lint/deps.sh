@@ -10,6 +10,7 @@ allowed() {
         proto)     echo "common" ;;
         kernels)   echo "common" ;;
         tokenizer) echo "common" ;;
+        constrain) echo "common tokenizer" ;;
         model)     echo "common kernels" ;;
         bench)     echo "common kernels model proto transport kvstore" ;;
         engine)    echo "common kernels model tokenizer router" ;;
@@ -24,7 +25,7 @@ allowed() {
     esac
 }
 fail=0
-for mod in common proto kernels tokenizer model bench engine router transport cluster worker prefill decode kvstore; do
+for mod in common proto kernels tokenizer constrain model bench engine router transport cluster worker prefill decode kvstore; do
     [ -d "$mod" ] || continue
     ok=$(allowed "$mod")
     for f in $(find "$mod" -name '*.c' -o -name '*.h' -o -name '*.cu'); do

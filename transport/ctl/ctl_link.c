@@ -117,6 +117,9 @@ td_err td_ctl_out_open(td_ctl_out **out, const char *url, int send_timeout_ms,
         return td_errf(err, errlen, TD_EIO, "ctl: push socket: %s", nng_strerror(rv));
     }
     nng_socket_set_ms(o->sock, NNG_OPT_SENDTIMEO, send_timeout_ms);
+    /* A queue, so a peer busy for a moment neither blocks the sender nor
+     * makes a non-blocking send (heartbeats) fail. */
+    nng_socket_set_int(o->sock, NNG_OPT_SENDBUF, 256);
     /* Non-blocking dial: the peer may start later; nng reconnects. */
     if ((rv = nng_dial(o->sock, url, NULL, NNG_FLAG_NONBLOCK)) != 0) {
         nng_close(o->sock);
