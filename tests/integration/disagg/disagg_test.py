@@ -515,7 +515,8 @@ def constrained_answers(srv):
     for choice, names in (("required", {"get_weather", "get_time"}),
                           ({"type": "function", "function": {"name": "get_time"}}, {"get_time"})):
         status, _, out = request(srv, "POST", "/v1/chat/completions",
-                                 dict(base, tools=TOOLS, tool_choice=choice))
+                                 dict(base, tools=TOOLS, tool_choice=choice,
+                                      parallel_tool_calls=False))
         check(status == 200, "tool_choice %r: %d %s" % (choice, status, out[:300]))
         ch = json.loads(out)["choices"][0]
         check(ch["finish_reason"] == "tool_calls" and ch["message"].get("tool_calls"),
