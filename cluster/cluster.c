@@ -55,6 +55,8 @@ typedef struct creq {
     int64_t max_tokens;
     td_router_sampling s;
     char *session;
+    char *c_json, *c_tools, *c_force;  /* the constraint, copied */
+    bool c_is_json, c_single, c_thinking;
     uint64_t *chain;             /* the prompt's block hashes (proto/blockhash.h) */
     size_t n_chain;
     wkr *P, *D;
@@ -157,6 +159,9 @@ static void send_cancel(wkr *w, uint64_t wire)
 static void creq_free(creq *r)
 {
     free(r->chain);
+    free(r->c_json);
+    free(r->c_tools);
+    free(r->c_force);
     free(r->prompt);
     free(r->stops);
     free(r->session);
@@ -203,6 +208,12 @@ static void fill_sampling(const creq *r, Tandem__Ctl__SamplingParams *sp, int64_
     sp->max_tokens = (uint32_t)max_tokens;
     sp->stop_token_ids = r->stops;
     sp->n_stop_token_ids = r->n_stop;
+    sp->json = r->c_is_json;
+    sp->json_schema = r->c_json ? r->c_json : "";
+    sp->tools = r->c_tools ? r->c_tools : "";
+    sp->force_name = r->c_force ? r->c_force : "";
+    sp->single_call = r->c_single;
+    sp->thinking = r->c_thinking;
 }
 
 /* With a ticket: prefill only, the state goes to r->D. Without: the whole
@@ -713,8 +724,15 @@ static td_err cl_submit(void *ctx, const td_router_gen_req *q, const td_router_g
         return TD_ENOMEM;
     r->prompt = malloc(q->n_prompt * sizeof *r->prompt);
     r->stops = malloc((q->n_stop_ids + 1) * sizeof *r->stops);
+    const td_router_constraint *k = &q->constraint;
+    r->c_is_json = k->json_schema && !k->tools;
+    r->c_single = k->single;
+    r->c_thinking = k->thinking;
     if (!r->prompt || !r->stops ||
-        (q->session_id && !(r->session = strdup(q->session_id)))) {
+        (q->session_id && !(r->session = strdup(q->session_id))) ||
+        (r->c_is_json && !(r->c_json = strdup(k->json_schema))) ||
+        (k->tools && !(r->c_tools = strdup(k->tools))) ||
+        (k->tools && k->force_name && !(r->c_force = strdup(k->force_name)))) {
         creq_free(r);
         return TD_ENOMEM;
     }

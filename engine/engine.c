@@ -21,6 +21,8 @@
 
 #include "common/log.h"
 #include "engine/engine.h"
+#include "constrain/constrain.h"
+#include "tokenizer/tokenizer.h"
 #include "engine/prefix_cache.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
@@ -59,6 +61,12 @@ typedef struct ereq {
     bool paused;
     int32_t *gen;                /* emitted tokens, for the prefix cache */
     size_t n_gen, cap_gen;
+    /* grammar-constrained output (router/engine.h td_router_constraint) */
+    char *c_json, *c_tools, *c_force;
+    bool c_single, c_thinking;
+    td_cons_grammar *grammar;
+    td_cons_matcher *matcher;
+    uint64_t *mask;
 } ereq;
 
 typedef enum { CMD_CANCEL, CMD_PAUSE, CMD_RESUME } cmd_kind;
@@ -137,6 +145,8 @@ struct td_engine {
     ereq **step_req;             /* (max_batch) */
     int *step_take;              /* (max_batch) prompt tokens in the step, 0 = decode */
     td_pcache *pcache;
+    td_tok *tok;                 /* for constrained requests: the vocabulary's bytes */
+    td_cons_vocab *cvocab;       /* NULL: constraints are refused */
     VEC(cmd) cmds_local;
     VEC(event) events;           /* this iteration's */
 };
@@ -218,6 +228,12 @@ static void ereq_free(ereq *r)
     free(r->session_id);
     free(r->gen);
     free(r->offs);
+    free(r->c_json);
+    free(r->c_tools);
+    free(r->c_force);
+    td_cons_matcher_destroy(r->matcher);
+    td_cons_grammar_destroy(r->grammar);
+    free(r->mask);
     free(r);
 }
 
@@ -308,6 +324,31 @@ static bool has_work(const td_engine *e)
     return false;
 }
 
+/* Compiles r's constraint and starts its matcher (engine thread). */
+static td_err constrain(td_engine *e, ereq *r, char *err, size_t errlen)
+{
+    if (!r->c_json && !r->c_tools)
+        return TD_OK;
+    if (!e->cvocab)
+        return td_errf(err, errlen, TD_ENOTSUP, "constrained output needs the model's "
+                       "tokenizer.json");
+    td_err er;
+    if (r->c_tools) {
+        td_cons_tools_opts o = {.force_name = r->c_force, .single = r->c_single};
+        er = td_cons_grammar_tools(&r->grammar, r->c_tools, strlen(r->c_tools), &o, err,
+                                   errlen);
+    } else {
+        er = td_cons_grammar_json(&r->grammar, r->c_json[0] ? r->c_json : NULL,
+                                  strlen(r->c_json), err, errlen);
+    }
+    td_cons_matcher_opts mo = {.thinking = r->c_thinking};
+    if (!er)
+        er = td_cons_matcher_create(&r->matcher, r->grammar, e->cvocab, &mo, err, errlen);
+    if (!er && !(r->mask = malloc(td_cons_mask_words(e->cvocab) * sizeof *r->mask)))
+        er = TD_ENOMEM;
+    return er;
+}
+
 /* A request that continues from a state another process prefilled: load
  * it and carry on as if this engine had sampled the first token. */
 static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
@@ -324,6 +365,9 @@ static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
     r->last = r->first_token;
     r->generated = 1;
     td_sampler_skip(r->smp);
+    /* prefill picked the first token under the same grammar */
+    if (r->matcher && td_cons_advance(r->matcher, r->first_token))
+        return td_errf(err, errlen, TD_EINVAL, "the first token breaks the constraint");
     return TD_OK;
 }
 
@@ -341,6 +385,8 @@ static void admit(td_engine *e)
                                      err, sizeof err);
         if (!er)
             er = td_sampler_create(&r->smp, e->vocab, &so);
+        if (!er)
+            er = constrain(e, r, err, sizeof err);
         if (!er && r->state_buf) {
             const td_v4_config *c = td_v4_model_config(e->m);
             if (!(r->offs = malloc(sizeof *r->offs * (size_t)(c->n_layers + c->n_mtp_layers + 1))))
@@ -466,7 +512,17 @@ static void step(td_engine *e)
         if (e->step_take[i] && e->pcache && r->prompt &&
             td_pcache_put(e->pcache, r->seq, r->prompt, r->n_prompt))
             td_log(TD_LOG_WARN, "engine: prefix cache: out of memory");
+        if (r->matcher) {
+            td_cons_mask(r->matcher, r->mask);
+            td_cons_mask_logits(r->mask, e->cvocab, e->steps[i].logits, e->vocab);
+        }
         int32_t t = td_sampler_pick(r->smp, e->steps[i].logits);
+        if (r->matcher && td_cons_advance(r->matcher, t)) {
+            td_log(TD_LOG_ERROR, "engine: request %llu: token %d outside its grammar",
+                   (unsigned long long)r->id, t);
+            finish(e, &e->running, r, TD_ROUTER_FINISH_ERROR, TD_EINVAL);
+            continue;
+        }
         if (is_stop(r, t)) {
             finish(e, &e->running, r, TD_ROUTER_FINISH_STOP, TD_OK);
             continue;
@@ -532,6 +588,14 @@ static td_err load(td_engine *e)
     if (e->opts.max_context > 0 && e->opts.max_context < ctx)
         ctx = e->opts.max_context;
     atomic_store(&e->ctx_len, ctx);
+    /* The vocabulary's bytes, for constrained output; without a tokenizer
+     * the engine still serves, refusing constraints. */
+    char tpath[4096];
+    snprintf(tpath, sizeof tpath, "%s/tokenizer.json", e->model_dir);
+    char terr[256];
+    if (td_tok_load(&e->tok, tpath, terr, sizeof terr) ||
+        td_cons_vocab_create(&e->cvocab, e->tok, terr, sizeof terr))
+        td_log(TD_LOG_WARN, "engine: no constrained output: %s", terr);
     int64_t pc = e->opts.prefix_cache_bytes;
     if (pc >= 0 && td_pcache_create(&e->pcache, pc ? (size_t)pc : (size_t)256 << 20,
                                     e->opts.on_cache ? cache_event : NULL, e)) {
@@ -602,6 +666,8 @@ static void *engine_main(void *arg)
     }
     td_pcache_destroy(e->pcache);
     e->pcache = NULL;
+    td_cons_vocab_destroy(e->cvocab);
+    td_tok_destroy(e->tok);
     td_v4_model_destroy(e->m);
     td_v4_weights_destroy(e->w);
     e->m = NULL;
@@ -646,6 +712,16 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
     r->first_token = x->first_token;
     r->release_state = x->release_state;
     r->state_arg = x->state_arg;
+    const td_router_constraint *k = &q->constraint;
+    if ((k->json_schema && !(r->c_json = strdup(k->json_schema))) ||
+        (k->tools && !(r->c_tools = strdup(k->tools))) ||
+        (k->force_name && !(r->c_force = strdup(k->force_name)))) {
+        r->state = NULL;  /* on error nothing is called back */
+        ereq_free(r);
+        return TD_ENOMEM;
+    }
+    r->c_single = k->single;
+    r->c_thinking = k->thinking;
     r->on_state = x->on_state;
     r->state_buf = x->state_buf;
     r->state_cap = x->state_cap;

@@ -46,6 +46,12 @@ static td_err check_sampling(const Tandem__Ctl__SamplingParams *s, const char *w
         FAIL("%s: top_p %g outside (0, 1]", what, (double)s->top_p);
     if (s->max_tokens == 0 || s->max_tokens > TD_CTL_MAX_TOKENS)
         FAIL("%s: max_tokens %u outside 1..%u", what, s->max_tokens, TD_CTL_MAX_TOKENS);
+    if ((s->json_schema && strlen(s->json_schema) > TD_CTL_MAX_BYTES / 4) ||
+        (s->tools && strlen(s->tools) > TD_CTL_MAX_BYTES / 4) ||
+        (s->force_name && strlen(s->force_name) > TD_CTL_MAX_ID))
+        FAIL("%s: constraint text too long", what);
+    if (s->json && s->tools && s->tools[0])
+        FAIL("%s: both a JSON and a tool constraint", what);
     if (s->n_stop_token_ids > TD_CTL_MAX_STOP_IDS)
         FAIL("%s: %zu stop token ids (at most %d)", what, s->n_stop_token_ids,
              TD_CTL_MAX_STOP_IDS);

@@ -510,6 +510,11 @@ int td_anth_decode(const char *body, size_t len, unsigned flags, td_anth_req *r,
     r->thinking = td_conv_get_think(r->conv) != TD_CONV_THINK_NONE && !prefill;
     r->tools = td_conv_has_tools(r->conv);
     r->parallel = td_conv_parallel_tool_calls(r->conv);
+    char cerr[256];
+    /* A prefilled answer continues the text it was given: not forced. */
+    td_err ce = prefill ? TD_OK : td_conv_constraint_get(r->conv, &r->cons, cerr, sizeof cerr);
+    if (ce)
+        rc = ce == TD_ENOMEM ? OOM(e) : fail(e, 400, "tool_choice: %s", cerr);
 done:
     json_decref(oa);
     json_decref(root);
@@ -526,5 +531,6 @@ void td_anth_req_free(td_anth_req *r)
     free(r->stops);
     free(r->stop_lens);
     free(r->session);
+    td_conv_constraint_fini(&r->cons);
     memset(r, 0, sizeof *r);
 }

@@ -60,6 +60,7 @@ typedef struct {
     bool tools;                  /* tools are declared in the prompt */
     bool parallel;               /* more than one tool call allowed */
     char *session;               /* from metadata.user_id, or NULL */
+    td_conv_constraint cons;     /* tool_choice any / tool: the answer is a call */
 } td_anth_req;
 
 enum {

@@ -82,7 +82,9 @@ void td_router_anthropic(td_router *rt, td_http_req *req, bool count_only,
         .run = {.prompt = prompt.ids, .n_prompt = prompt.len, .max_tokens = max_tokens,
                 .sampling = r.sampling, .stop_ids = &rt->chat_ids.eos, .n_stop_ids = 1,
                 /* A session header wins; else metadata.user_id carries it. */
-                .session_id = session ? NULL : r.session},
+                .session_id = session ? NULL : r.session,
+                .constraint = {.tools = r.cons.tools, .force_name = r.cons.force_name,
+                               .single = r.cons.single, .thinking = r.thinking}},
         .stops = r.stops, .stop_lens = r.stop_lens, .nstops = r.nstops, .dsml = &dopts,
     };
     td_gen_start(rt, req, &go);

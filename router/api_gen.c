@@ -377,7 +377,10 @@ void td_router_generate(td_router *rt, td_http_req *req, bool chat)
     td_gen_opts go = {
         .enc = &o->base, .log_id = o->resp_id,
         .run = {.prompt = p.prompt.ids, .n_prompt = p.prompt.len, .max_tokens = p.max_tokens,
-                .sampling = p.sampling, .stop_ids = &rt->chat_ids.eos, .n_stop_ids = 1},
+                .sampling = p.sampling, .stop_ids = &rt->chat_ids.eos, .n_stop_ids = 1,
+                .constraint = {.json_schema = p.json_schema, .tools = p.cons.tools,
+                               .force_name = p.cons.force_name, .single = p.cons.single,
+                               .thinking = p.thinking}},
         .stops = p.stops, .stop_lens = p.stop_lens, .nstops = p.nstops,
         .dsml = chat ? &dopts : NULL,
     };

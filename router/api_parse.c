@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "constrain/constrain.h"
 #include "router/router_internal.h"
 
 #define MAX_STOPS 16
@@ -133,11 +134,40 @@ static int refuse_unsupported(const json_t *root, bool chat, td_router_apierr *e
         return fail(e, 400, "best_of", "unsupported_parameter", "only best_of = 1 is supported");
     if (!chat && field(root, "suffix"))
         return fail(e, 400, "suffix", "unsupported_parameter", "suffix is not supported");
+    return 0;
+}
+
+/* response_format: text (nothing to do), json_object (any JSON object) or
+ * json_schema {"json_schema": {"schema": {...}}}; the schema must compile
+ * (constrain/: the subset in docs/constrain.md). */
+static int parse_response_format(const json_t *root, td_router_params *p, td_router_apierr *e)
+{
     const json_t *rf = field(root, "response_format");
-    const json_t *rft = rf ? json_object_get(rf, "type") : NULL;
-    if (chat && rf && !(json_is_string(rft) && !strcmp(json_string_value(rft), "text")))
-        return fail(e, 400, "response_format", "unsupported_parameter",
-                    "only response_format {\"type\": \"text\"} is supported");
+    if (!rf)
+        return 0;
+    const json_t *t = json_object_get(rf, "type");
+    const char *type = json_is_string(t) ? json_string_value(t) : "";
+    if (!strcmp(type, "text"))
+        return 0;
+    if (!strcmp(type, "json_object")) {
+        if (!(p->json_schema = strdup("")))
+            return fail(e, 500, NULL, NULL, "out of memory");
+        return 0;
+    }
+    const json_t *schema = json_object_get(json_object_get(rf, "json_schema"), "schema");
+    if (strcmp(type, "json_schema") || !json_is_object(schema))
+        return fail(e, 400, "response_format", "invalid_value",
+                    "response_format must be {\"type\": \"text\"}, {\"type\": \"json_object\"} "
+                    "or {\"type\": \"json_schema\", \"json_schema\": {\"schema\": {...}}}");
+    if (!(p->json_schema = json_dumps(schema, JSON_COMPACT | JSON_PRESERVE_ORDER)))
+        return fail(e, 500, NULL, NULL, "out of memory");
+    char err[256];
+    td_cons_grammar *g;
+    td_err te = td_cons_grammar_json(&g, p->json_schema, strlen(p->json_schema), err, sizeof err);
+    if (te)
+        return fail(e, te == TD_ENOMEM ? 500 : 400, "response_format",
+                    te == TD_ENOMEM ? NULL : "invalid_value", "%s", err);
+    td_cons_grammar_destroy(g);
     return 0;
 }
 
@@ -252,6 +282,8 @@ int td_router_params_parse(td_router *rt, bool chat, const char *body, size_t le
             p->thinking = td_conv_get_think(conv) != TD_CONV_THINK_NONE;
             p->tools = td_conv_has_tools(conv);
             p->parallel_tool_calls = td_conv_parallel_tool_calls(conv);
+            param = "tool_choice";
+            te = td_conv_constraint_get(conv, &p->cons, err, sizeof err);
         }
         td_conv_destroy(conv);
         if (te) {
@@ -259,6 +291,8 @@ int td_router_params_parse(td_router *rt, bool chat, const char *body, size_t le
                       te == TD_ENOMEM ? NULL : "invalid_value", "%s", err);
             goto done;
         }
+        if ((rc = parse_response_format(root, p, e)))
+            goto done;
     } else if ((rc = parse_prompt(rt, root, p, e))) {
         goto done;
     }
@@ -294,5 +328,7 @@ void td_router_params_free(td_router_params *p)
         free(p->stops[i]);
     free(p->stops);
     free(p->stop_lens);
+    td_conv_constraint_fini(&p->cons);
+    free(p->json_schema);
     memset(p, 0, sizeof *p);
 }

@@ -405,6 +405,10 @@ int td_resp_decode(const char *body, size_t len, td_resp_req *r, td_resp_err *e)
     r->thinking = td_conv_get_think(r->conv) != TD_CONV_THINK_NONE;
     r->tools = td_conv_has_tools(r->conv);
     r->parallel = td_conv_parallel_tool_calls(r->conv);
+    char cerr[256];
+    td_err ce = td_conv_constraint_get(r->conv, &r->cons, cerr, sizeof cerr);
+    if (ce)
+        rc = ce == TD_ENOMEM ? OOM(e) : fail(e, "tool_choice", 400, "%s", cerr);
 done:
     json_decref(b.asst);
     json_decref(oa);
@@ -417,5 +421,6 @@ done:
 void td_resp_req_free(td_resp_req *r)
 {
     td_conv_destroy(r->conv);
+    td_conv_constraint_fini(&r->cons);
     memset(r, 0, sizeof *r);
 }

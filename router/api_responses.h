@@ -48,6 +48,7 @@ typedef struct {
     bool thinking;               /* the prompt ends with <think> */
     bool tools;                  /* tools are declared in the prompt */
     bool parallel;               /* more than one function call allowed */
+    td_conv_constraint cons;     /* tool_choice required / a function: the answer is a call */
 } td_resp_req;
 
 /* Decodes a Responses body. Returns 0, or the HTTP status with e filled.

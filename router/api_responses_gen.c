@@ -71,7 +71,9 @@ void td_router_responses(td_router *rt, td_http_req *req)
     td_gen_opts go = {
         .enc = &a->enc.base, .log_id = log_id,
         .run = {.prompt = prompt.ids, .n_prompt = prompt.len, .max_tokens = max_tokens,
-                .sampling = r.sampling, .stop_ids = &rt->chat_ids.eos, .n_stop_ids = 1},
+                .sampling = r.sampling, .stop_ids = &rt->chat_ids.eos, .n_stop_ids = 1,
+                .constraint = {.tools = r.cons.tools, .force_name = r.cons.force_name,
+                               .single = r.cons.single, .thinking = r.thinking}},
         .dsml = &dopts,
     };
     td_gen_start(rt, req, &go);

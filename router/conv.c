@@ -7,6 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "constrain/constrain.h"
 #include "router/conv.h"
 
 struct td_conv {
@@ -742,4 +743,59 @@ fail:
         td_errf(err, errlen, e, "out of memory");
     td_conv_destroy(c);
     return e;
+}
+
+/* ---- constraints ---------------------------------------------------------- */
+
+void td_conv_constraint_fini(td_conv_constraint *k)
+{
+    free(k->tools);
+    free(k->force_name);
+    memset(k, 0, sizeof *k);
+}
+
+td_err td_conv_constraint_get(const td_conv *c, td_conv_constraint *out, char *err,
+                              size_t errlen)
+{
+    memset(out, 0, sizeof *out);
+    if (c->choice != TD_CONV_CHOICE_REQUIRED && c->choice != TD_CONV_CHOICE_NAMED)
+        return TD_OK;
+    /* The tools that reach the prompt (a named choice keeps only that one),
+     * as an OpenAI tools array around the function objects. */
+    td_tok_bytes b = {0};
+    int bad = td_conv_bytes_append(&b, "[", 1);
+    size_t n = 0;
+    const char *name = NULL;
+    for (size_t i = 0; i < c->n; i++)
+        for (size_t t = 0; t < c->msgs[i].ntools; t++) {
+            const td_conv_tool *tool = &c->msgs[i].tools[t];
+            if (n++)
+                bad |= td_conv_bytes_append(&b, ",", 1);
+            static const char head[] = "{\"type\":\"function\",\"function\":";
+            bad |= td_conv_bytes_append(&b, head, sizeof head - 1);
+            bad |= td_conv_bytes_append(&b, tool->schema, strlen(tool->schema));
+            bad |= td_conv_bytes_append(&b, "}", 1);
+            name = tool->name;
+        }
+    bad |= td_conv_bytes_append(&b, "]", 1);  /* NUL-terminated (td_tok_bytes) */
+    if (bad) {
+        td_tok_bytes_free(&b);
+        return td_errf(err, errlen, TD_ENOMEM, "out of memory");
+    }
+    out->tools = b.data;
+    out->single = !c->parallel;
+    out->thinking = c->think != TD_CONV_THINK_NONE;
+    if (c->choice == TD_CONV_CHOICE_NAMED && name && !(out->force_name = strdup(name))) {
+        td_conv_constraint_fini(out);
+        return td_errf(err, errlen, TD_ENOMEM, "out of memory");
+    }
+    td_cons_grammar *g;
+    td_cons_tools_opts o = {.force_name = out->force_name, .single = out->single};
+    td_err e = td_cons_grammar_tools(&g, out->tools, strlen(out->tools), &o, err, errlen);
+    if (e) {
+        td_conv_constraint_fini(out);
+        return e;
+    }
+    td_cons_grammar_destroy(g);
+    return TD_OK;
 }

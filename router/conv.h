@@ -147,6 +147,21 @@ td_err td_conv_add_messages(td_conv *c, const json_t *messages, unsigned flags,
 td_err td_conv_from_request(td_conv **out, const json_t *body, const char **param,
                             char *err, size_t errlen);
 
+/* What an answer must be, from the conversation: a tool call when
+ * tool_choice is "required" or names a function. The strings are the
+ * caller's (td_conv_constraint_fini). */
+typedef struct {
+    char *tools;                 /* the tools array text, or NULL: no tool constraint */
+    char *force_name;
+    bool single, thinking;
+} td_conv_constraint;
+
+/* Fills *out (zeroed when nothing is forced) and checks that the grammar
+ * compiles: TD_ENOTSUP/TD_EINVAL with err saying why (a 400). */
+td_err td_conv_constraint_get(const td_conv *c, td_conv_constraint *out, char *err,
+                              size_t errlen);
+void td_conv_constraint_fini(td_conv_constraint *c);
+
 /* ---- JSON text the way the encoder writes it ----------------------------- */
 
 /* Appends v as Python's json.dumps(v, ensure_ascii=False) prints it: ", "

@@ -40,6 +40,21 @@ typedef struct {
     uint64_t seed;
 } td_router_sampling;
 
+/* Grammar-constrained output (constrain/constrain.h): the engine masks
+ * every sampled token so the answer is what the grammar says. Strings are
+ * borrowed for the call and copied. */
+typedef struct {
+    /* JSON output (response_format): a JSON Schema text; "" = any JSON
+     * object; NULL = no JSON constraint. */
+    const char *json_schema;
+    /* A tool call (tool_choice required or named): the OpenAI tools array
+     * text; NULL = none. */
+    const char *tools;
+    const char *force_name;     /* with tools: only this function; NULL = any */
+    bool single;                /* with tools: one call (parallel_tool_calls false) */
+    bool thinking;              /* the prompt ends with <think>: reasoning first */
+} td_router_constraint;
+
 typedef struct {
     const int32_t *prompt;      /* borrowed for the call; copied */
     size_t n_prompt;            /* >= 1 */
@@ -53,6 +68,7 @@ typedef struct {
      * scheduler can keep them where that prefix's KV state lives; an
      * engine may ignore it. */
     const char *session_id;
+    td_router_constraint constraint;
 } td_router_gen_req;
 
 typedef enum {

@@ -71,6 +71,10 @@ typedef struct {
     bool thinking;
     bool tools;
     bool parallel_tool_calls;
+    /* what the answer must be: a tool call (tool_choice required/named) or
+     * JSON (response_format json_object / json_schema; "" = any object) */
+    td_conv_constraint cons;
+    char *json_schema;
 } td_router_params;
 
 /* An API error: HTTP status, message, the offending parameter (or NULL) and

@@ -113,7 +113,8 @@ void td_wk_local_start(td_wk_local *l, const Tandem__Ctl__PrefillRequest *m)
                 .sampling = {.temperature = s->temperature, .top_p = s->top_p,
                              .top_k = (int)s->top_k, .seed = s->seed},
                 .stop_ids = s->stop_token_ids, .n_stop_ids = s->n_stop_token_ids,
-                .session_id = m->session_id && m->session_id[0] ? m->session_id : NULL},
+                .session_id = m->session_id && m->session_id[0] ? m->session_id : NULL,
+                .constraint = td_wk_constraint(s)},
     };
     td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish,
                            .on_cached = on_cached, .arg = j};

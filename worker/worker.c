@@ -135,6 +135,18 @@ td_err td_wk_send_tokens(td_wk *w, uint64_t request_id, uint64_t index, const in
 
 const char *td_wk_id(const td_wk *w) { return w->id; }
 
+td_router_constraint td_wk_constraint(const Tandem__Ctl__SamplingParams *s)
+{
+    bool tools = s->tools && s->tools[0];
+    return (td_router_constraint){
+        .json_schema = s->json ? (s->json_schema ? s->json_schema : "") : NULL,
+        .tools = tools ? s->tools : NULL,
+        .force_name = tools && s->force_name && s->force_name[0] ? s->force_name : NULL,
+        .single = s->single_call,
+        .thinking = s->thinking,
+    };
+}
+
 int td_wk_metrics_port(const td_wk *w) { return w->http ? td_http_server_port(w->http) : 0; }
 
 static void on_http(void *arg, td_http_req *req)

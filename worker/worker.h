@@ -16,6 +16,7 @@
 #include "common/err.h"
 #include "common/prom.h"
 #include "proto/ctl.h"
+#include "router/engine.h"
 
 typedef struct td_wk td_wk;
 
@@ -60,6 +61,10 @@ void td_wk_drain(td_wk *w, bool (*idle)(void *arg), void (*cb)(void *cbarg), voi
 /* Loop thread: stops listening and sending; frees once the loop closed the
  * handles. */
 void td_wk_destroy(td_wk *w);
+
+/* The constraint a SamplingParams carries, as the engine takes it
+ * (pointers into s). */
+td_router_constraint td_wk_constraint(const Tandem__Ctl__SamplingParams *s);
 
 /* Helpers for the roles: a TokenChunk to the router. */
 td_err td_wk_send_tokens(td_wk *w, uint64_t request_id, uint64_t index, const int32_t *ids,

@@ -135,3 +135,37 @@ test('tool-calling loop: tool call and result in history, next turn, exact promp
   assert.match(text, /<tool_result>/);
   assert.match(text, /Need the weather tool\./);   // reasoning kept: the conversation has tools
 });
+
+// Constrained decoding makes even the tiny model's random weights call a
+// tool when tool_choice demands one, with arguments that fit the schema.
+const weatherTools = [{ type: 'function', function: { name: 'get_weather', parameters: {
+  type: 'object', properties: { days: { type: 'integer' }, unit: { enum: ['c', 'f'] } },
+  required: ['days', 'unit'] } } }];
+
+test('tool_choice required: a live tool call, non-stream and stream', async () => {
+  const body = { model: 'tiny-v4', max_tokens: 200, temperature: 0, tools: weatherTools,
+    tool_choice: 'required', parallel_tool_calls: false,
+    messages: [{ role: 'user', content: 'Weather in Oslo?' }] };
+  const r = await client.chat.completions.create(body);
+  const m = r.choices[0].message;
+  assert.equal(r.choices[0].finish_reason, 'tool_calls');
+  assert.ok(m.tool_calls.length >= 1);
+  const args = JSON.parse(m.tool_calls[0].function.arguments);
+  assert.equal(m.tool_calls[0].function.name, 'get_weather');
+  assert.ok(Number.isInteger(args.days) && ['c', 'f'].includes(args.unit));
+  // The SDK's stream helper assembles the call from the deltas: the same call.
+  const stream = client.chat.completions.stream({ ...body, stream: true });
+  const final = await stream.finalChatCompletion();
+  assert.equal(final.choices[0].finish_reason, 'tool_calls');
+  assert.deepEqual(JSON.parse(final.choices[0].message.tool_calls[0].function.arguments), args);
+});
+
+test('response_format json_schema: the content parses and fits', async () => {
+  const r = await client.chat.completions.create({ model: 'tiny-v4', max_tokens: 200,
+    temperature: 0, messages: [{ role: 'user', content: 'Give me a record.' }],
+    response_format: { type: 'json_schema', json_schema: { name: 'rec', schema: {
+      type: 'object', properties: { id: { type: 'integer' }, ok: { type: 'boolean' } },
+      required: ['id', 'ok'] } } } });
+  const v = JSON.parse(r.choices[0].message.content);
+  assert.ok(Number.isInteger(v.id) && typeof v.ok === 'boolean');
+});

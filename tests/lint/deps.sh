@@ -13,8 +13,8 @@ allowed() {
         constrain) echo "common tokenizer" ;;
         model)     echo "common kernels" ;;
         bench)     echo "common kernels model proto transport kvstore" ;;
-        engine)    echo "common kernels model tokenizer router" ;;
-        router)    echo "common tokenizer proto" ;;
+        engine)    echo "common kernels model tokenizer router constrain" ;;
+        router)    echo "common tokenizer proto constrain" ;;
         transport) echo "common proto" ;;
         cluster)   echo "common proto transport router" ;;
         worker)    echo "common proto transport router engine" ;;
