@@ -7,7 +7,7 @@
 
 #include "cmd/serve_workers.h"
 
-enum { NROLES = 2, RESTART_MS = 500, KILL_AFTER_MS = 5000 };
+enum { NROLES = 2, RESTART_MS = 500, KILL_AFTER_MS = 5000, START_TRIES = 3 };
 static const char *const roles[NROLES] = {"prefill", "decode"};
 
 typedef struct {
@@ -16,6 +16,7 @@ typedef struct {
     uv_process_t proc;
     uv_timer_t restart;
     bool running;
+    int failed_starts;           /* exits before it ever registered */
 } child;
 
 struct serve_workers {
@@ -92,7 +93,10 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
     }
     fprintf(stderr, "tandem serve: the %s worker exited (%s %d)\n", roles[c->role],
             sig ? "signal" : "status", sig ? sig : (int)status);
-    if (!w->o.registered(w->o.arg, roles[c->role])) {
+    /* One that never came up: an exit status means it said why (a model
+     * that does not load): give up. Killed by a signal, it gets a few tries. */
+    if (!w->o.registered(w->o.arg, roles[c->role]) &&
+        (!sig || ++c->failed_starts >= START_TRIES)) {
         w->o.on_failed(w->o.arg, roles[c->role]);
         return;
     }

@@ -26,13 +26,20 @@ export async function startServer(env = {}) {
     // TANDEM_SERVER_LOG=FILE keeps the server's (and its workers') log
     if (process.env.TANDEM_SERVER_LOG)
       proc.stderr.on('data', (d) => appendFileSync(process.env.TANDEM_SERVER_LOG, d));
-    proc.on('exit', (c) => reject(new Error('server exited ' + c + ': ' + buf)));
+    proc.on('exit', (c, sig) => {
+      reject(new Error('server exited ' + c + ': ' + buf));
+      // After startup an exit nobody asked for is the failure to explain.
+      if (!proc.stopping)
+        console.error('tandem serve exited (' + (c ?? sig) + '); its log:\n' + buf.slice(-8000));
+    });
   });
   for (let i = 0; i < 600; i++) {
     const r = await fetch(url + '/ready').catch(() => null);
     if (r && r.status === 200) break;
     await new Promise((r) => setTimeout(r, 100));
   }
+  const kill = proc.kill.bind(proc);
+  proc.kill = (sig) => { proc.stopping = true; return kill(sig); };
   return { proc, url };
 }
 
