@@ -264,17 +264,16 @@ static void put_header(const td_v4_seq *s, uint8_t *b, size_t need)
     put64(b + 56, (uint64_t)s->mtp_pos);
 }
 
+/* The main layers' sections, then what td_v4_seq_seal adds: one place writes
+ * the header, the MTP sections and the checksum. */
 td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written)
 {
-    size_t need = td_v4_seq_state_size(s);
-    if (cap < need)
+    if (cap < td_v4_seq_state_size(s))
         return TD_ERANGE;
-    uint8_t *b = buf;
-    put_header(s, b, need);
-    uint8_t *end = layers_io((td_v4_seq *)s, b + HEADER_BYTES, 1);
-    put64(end, XXH3_64bits(b, (size_t)(end - b)));
-    *written = need;
-    return TD_OK;
+    uint8_t *b = (uint8_t *)buf + HEADER_BYTES;
+    for (int l = 0; l < s->m->c.n_layers; l++)
+        b = layer_io((td_v4_seq *)s, l, s->pos, b, 1);
+    return td_v4_seq_seal(s, buf, cap, written);
 }
 
 td_err td_v4_seq_seal(const td_v4_seq *s, void *buf, size_t cap, size_t *written)
