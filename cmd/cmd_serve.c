@@ -33,6 +33,11 @@ typedef struct {
     long grace_ms;
     long max_waiting;
     long prefix_cache_mib;     /* -1: the default */
+    const char *kv_store;      /* the disk tier (in-process engine or the prefill worker) */
+    const char *kv_store_gib;  /* as given: passed on to the worker */
+    float kv_store_gibf;
+    const char *kv_spill_idle_ms;
+    long kv_spill_idle;
     const char *api_key_file;
     bool router_only;          /* tandem router: workers register at workers_url */
     bool in_process;           /* tandem serve --in-process: the model in this process */
@@ -77,7 +82,13 @@ static void usage(FILE *f, bool router_only)
             "\n"
             "  --in-process           run the model in this process instead of workers\n"
         "  --prefix-cache-mib N   recent states kept for prompts that extend them\n"
-        "                         (default 256; 0: off)\n");
+        "                         (default 256; 0: off)\n"
+        "  --kv-store DIR         disk tier under that cache (docs/kvstore.md): states\n"
+        "                         leave memory for DIR and come back from it, also after\n"
+        "                         a restart (default: none)\n"
+        "  --kv-store-gib N       capacity of a new store (default 64)\n"
+        "  --kv-spill-idle-ms N   spill a state unused for N ms (default 0: only for\n"
+        "                         room and at stop)\n");
     fprintf(f,
         "  --model DIR            model directory (default models/tiny-v4)\n"
         "  --host ADDR            address to listen on (default 127.0.0.1)\n"
@@ -136,6 +147,14 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (!strcmp(o, "--max-waiting"))
             bad = td_arg_long(v, 1, 1L << 20, &a->max_waiting);
         else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
+        else if (!a->router_only && !strcmp(o, "--kv-store")) a->kv_store = v;
+        else if (!a->router_only && !strcmp(o, "--kv-store-gib")) {
+            a->kv_store_gib = v;
+            bad = td_arg_float(v, 0.0009f, 1e6f, &a->kv_store_gibf);
+        } else if (!a->router_only && !strcmp(o, "--kv-spill-idle-ms")) {
+            a->kv_spill_idle_ms = v;
+            bad = td_arg_long(v, 0, 30L * 24 * 3600 * 1000, &a->kv_spill_idle);
+        }
         else if (!a->router_only && !strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
         else if (a->router_only && !strcmp(o, "--workers")) a->workers_url = v;
@@ -277,6 +296,9 @@ static int serve(int argc, char **argv, bool router_only)
                              .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
                                                    : a.prefix_cache_mib == 0 ? -1
                                                    : a.prefix_cache_mib << 20,
+                             .kv_store_dir = a.kv_store,
+                             .kv_store_bytes = (uint64_t)((double)a.kv_store_gibf * (1u << 30)),
+                             .kv_spill_idle_ms = a.kv_spill_idle,
                              .on_loaded = on_loaded, .arg = &s};
         if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
             fprintf(stderr, "tandem serve: %s\n", err);
@@ -314,6 +336,8 @@ static int serve(int argc, char **argv, bool router_only)
                                  .model_dir = a.model_dir, .threads = a.threads,
                                  .max_batch = a.max_batch, .ctx = a.ctx,
                                  .prefix_cache_mib = a.prefix_cache_mib,
+                                 .kv_store = a.kv_store, .kv_store_gib = a.kv_store_gib,
+                                 .kv_spill_idle_ms = a.kv_spill_idle_ms,
                                  .registered = registered,
                                  .on_failed = worker_failed, .arg = &s};
         if (serve_workers_start(&s.workers, &s.loop, &wo, err, sizeof err)) {

@@ -106,7 +106,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
 static void spawn_child(child *c)
 {
     serve_workers *w = c->w;
-    char *args[16];
+    char *args[24];
     int n = 0;
     args[n++] = w->exe;
     args[n++] = (char *)roles[c->role];
@@ -131,6 +131,14 @@ static void spawn_child(child *c)
         args[n++] = "--prefix-cache-mib";
         args[n++] = w->pcache;
     }
+    /* the disk tier belongs to the prefill worker, which keeps the prefix cache */
+    const char *kv[][2] = {{"--kv-store", w->o.kv_store}, {"--kv-store-gib", w->o.kv_store_gib},
+                           {"--kv-spill-idle-ms", w->o.kv_spill_idle_ms}};
+    for (size_t i = 0; i < sizeof kv / sizeof *kv; i++)
+        if (kv[i][1] && c->role == 0) {
+            args[n++] = (char *)kv[i][0];
+            args[n++] = (char *)kv[i][1];
+        }
     args[n] = NULL;
     uv_stdio_container_t stdio[3] = {
         {.flags = UV_IGNORE}, {.flags = UV_IGNORE},

@@ -13,17 +13,20 @@
  * The hot loop allocates nothing per token: logits, steps and the event
  * queues are sized once and only grow (amortised) when a burst needs it.
  */
+#include <errno.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "engine/engine.h"
 #include "constrain/constrain.h"
 #include "tokenizer/tokenizer.h"
 #include "engine/prefix_cache.h"
+#include "engine/spill.h"
 #include "kernels/kernels.h"
 #include "model/model.h"
 #include "model/sample.h"
@@ -109,6 +112,7 @@ struct td_engine {
     uv_async_t async;
     td_engine_opts opts;
     char *model_dir;
+    char *kv_store_dir;          /* the copy opts.kv_store_dir points at */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;
@@ -145,6 +149,7 @@ struct td_engine {
     ereq **step_req;             /* (max_batch) */
     int *step_take;              /* (max_batch) prompt tokens in the step, 0 = decode */
     td_pcache *pcache;
+    _Atomic(td_spill *) spill;   /* the disk tier; written by the engine thread */
     td_tok *tok;                 /* for constrained requests: the vocabulary's bytes */
     td_cons_vocab *cvocab;       /* NULL: constraints are refused */
     VEC(cmd) cmds_local;
@@ -371,6 +376,21 @@ static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
     return TD_OK;
 }
 
+/* The longest stored prefix of r's prompt, from memory or else (or if
+ * longer) from disk, loaded into r->seq; the tokens restored. */
+static size_t restore(td_engine *e, ereq *r)
+{
+    r->prefilled = td_pcache_restore(e->pcache, r->seq, r->prompt, r->n_prompt);
+    td_spill *sp = atomic_load(&e->spill);
+    if (sp) {
+        int reset = 0;
+        size_t d = td_spill_restore(sp, r->seq, r->prompt, r->n_prompt, r->prefilled, &reset);
+        if (d || reset)
+            r->prefilled = d;
+    }
+    return r->prefilled;
+}
+
 /* Moves waiting requests into the batch while there is room. */
 static void admit(td_engine *e)
 {
@@ -398,8 +418,7 @@ static void admit(td_engine *e)
         }
         if (!er && r->state)
             er = resume(e, r, err, sizeof err);
-        else if (!er && e->pcache &&
-                 (r->prefilled = td_pcache_restore(e->pcache, r->seq, r->prompt, r->n_prompt)))
+        else if (!er && e->pcache && restore(e, r))
             emit(e, (event){.kind = EV_CACHED, .state_len = r->prefilled, .cb = r->cb});
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
@@ -561,6 +580,21 @@ static void cache_event(void *arg, bool stored, const int32_t *tokens, size_t n)
     emit(e, (event){.kind = EV_CACHE, .token = stored, .state = copy, .state_len = n});
 }
 
+/* The cache lets a state go: to disk (errors are logged and counted there). */
+static void spill_one(void *arg, const int32_t *tokens, size_t n, const void *state, size_t len)
+{
+    td_spill_put(arg, tokens, n, state, len);
+}
+
+/* Idle states to disk; the milliseconds until the next is due, -1: none. */
+static int64_t spill_idle(td_engine *e)
+{
+    td_spill *sp = atomic_load(&e->spill);
+    if (!sp || !td_spill_up(sp) || !e->pcache || e->opts.kv_spill_idle_ms <= 0)
+        return -1;
+    return td_pcache_spill_idle(e->pcache, e->opts.kv_spill_idle_ms);
+}
+
 static td_err load(td_engine *e)
 {
     char err[512];
@@ -602,6 +636,20 @@ static td_err load(td_engine *e)
         snprintf(e->load_err, sizeof e->load_err, "out of memory for the prefix cache");
         return TD_ENOMEM;
     }
+    if (e->opts.kv_store_dir && e->opts.kv_store_dir[0]) {
+        td_spill_opts so = {.dir = e->opts.kv_store_dir, .capacity_bytes = e->opts.kv_store_bytes};
+        td_spill *sp = NULL;
+        if (td_spill_create(&sp, &so, e->m)) {
+            snprintf(e->load_err, sizeof e->load_err, "out of memory for the kv store");
+            return TD_ENOMEM;
+        }
+        atomic_store(&e->spill, sp);
+        if (!e->pcache)
+            td_log(TD_LOG_WARN, "engine: the kv store needs the prefix cache, which is off: "
+                   "nothing will be spilled");
+        else if (td_spill_up(sp))
+            td_pcache_set_spill(e->pcache, spill_one, sp);
+    }
     return TD_OK;
 }
 
@@ -615,9 +663,26 @@ static void *engine_main(void *arg)
     post_events(e);
 
     for (;;) {
+        int64_t next = er ? -1 : spill_idle(e);
+        struct timespec until;
+        if (next >= 0) {
+            clock_gettime(CLOCK_REALTIME, &until);
+            until.tv_sec += next / 1000;
+            until.tv_nsec += (next % 1000) * 1000000;
+            if (until.tv_nsec >= 1000000000) {
+                until.tv_sec++;
+                until.tv_nsec -= 1000000000;
+            }
+        }
         pthread_mutex_lock(&e->mu);
-        while (!e->stop && !e->inbox && e->cmds.n == 0 && (er || !has_work(e)))
-            pthread_cond_wait(&e->cv, &e->mu);
+        /* Idle: sleep until there is work, or until a cached state is due
+         * to go to disk. */
+        while (!e->stop && !e->inbox && e->cmds.n == 0 && (er || !has_work(e))) {
+            if (next < 0)
+                pthread_cond_wait(&e->cv, &e->mu);
+            else if (pthread_cond_timedwait(&e->cv, &e->mu, &until) == ETIMEDOUT)
+                break;
+        }
         bool stop = e->stop;
         if (e->inbox) {
             if (e->waiting_tail)
@@ -664,8 +729,13 @@ static void *engine_main(void *arg)
         }
         post_events(e);
     }
+    td_spill *sp = atomic_load(&e->spill);
+    if (e->pcache && sp && td_spill_up(sp))
+        td_pcache_spill_all(e->pcache);  /* the sessions survive a restart */
     td_pcache_destroy(e->pcache);
     e->pcache = NULL;
+    atomic_store(&e->spill, NULL);
+    td_spill_destroy(sp);
     td_cons_vocab_destroy(e->cvocab);
     td_tok_destroy(e->tok);
     td_v4_model_destroy(e->m);
@@ -790,6 +860,13 @@ td_engine_cache_stats td_engine_cache(td_engine *e)
     };
 }
 
+void td_engine_kv_metrics(td_engine *e, td_prom_buf *b)
+{
+    td_spill *sp = atomic_load(&e->spill);
+    if (sp)
+        td_spill_metrics(sp, b);
+}
+
 uint64_t td_engine_fingerprint(td_engine *e)
 {
     return atomic_load(&e->ready) ? td_v4_layout_fingerprint(td_v4_model_config(e->m)) : 0;
@@ -839,6 +916,7 @@ static void engine_free(td_engine *e)
     free(e->delivering.v);
     free(e->events.v);
     free(e->model_dir);
+    free(e->kv_store_dir);
     pthread_mutex_destroy(&e->mu);
     pthread_cond_destroy(&e->cv);
     free(e);
@@ -857,6 +935,9 @@ td_err td_engine_create(td_engine **out, uv_loop_t *loop, const td_engine_opts *
     if (e->opts.prefill_budget <= 0)
         e->opts.prefill_budget = 512;
     e->model_dir = strdup(opts->model_dir ? opts->model_dir : "");
+    /* the engine thread reads it after this returns */
+    e->kv_store_dir = opts->kv_store_dir ? strdup(opts->kv_store_dir) : NULL;
+    e->opts.kv_store_dir = e->kv_store_dir;
     pthread_mutex_init(&e->mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     if (!e->model_dir || uv_async_init(loop, &e->async, on_async)) {

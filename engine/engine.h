@@ -16,6 +16,7 @@
 #include <uv.h>
 
 #include "common/err.h"
+#include "common/prom.h"
 #include "router/engine.h"
 
 typedef struct td_engine td_engine;
@@ -33,6 +34,16 @@ typedef struct {
     /* Bytes of recent sequence states kept so a prompt that extends one is
      * prefilled only past it (engine/prefix_cache.h). 0 = 256 MiB, -1 = off. */
     int64_t prefix_cache_bytes;
+    /* The disk tier under the prefix cache (engine/spill.h, docs/kvstore.md):
+     * a td_kv store directory, NULL for none. States leave memory for it
+     * when the cache needs room, when idle for kv_spill_idle_ms, and when
+     * the engine stops; a prompt that misses in memory is looked up there.
+     * Needs the prefix cache (prefix_cache_bytes >= 0). */
+    const char *kv_store_dir;
+    uint64_t kv_store_bytes;     /* capacity of a new store; 0: the store's default */
+    /* Spill a cached state unused for this long (an agent's session waiting
+     * on its tools), freeing its memory; 0: only for room and at stop. */
+    int64_t kv_spill_idle_ms;
     /* Optional: each prefix the cache stored or dropped, on the loop thread
      * (tokens borrowed for the call): a worker publishes them (KvEvents). */
     void (*on_cache)(void *arg, bool stored, const int32_t *tokens, size_t n);
@@ -93,6 +104,10 @@ typedef struct {
     uint64_t lookups, hits, tokens_reused, bytes, entries, evictions;
 } td_engine_cache_stats;
 td_engine_cache_stats td_engine_cache(td_engine *e);
+/* Appends the disk tier's families (tandem_kvstore_*, tandem_kv_spill*,
+ * tandem_kv_resume*) to a /metrics page; nothing without a store (any
+ * thread). */
+void td_engine_kv_metrics(td_engine *e, td_prom_buf *b);
 
 /* Starts the engine thread (which loads the model). Called on the loop
  * thread; loop must outlive the engine. */

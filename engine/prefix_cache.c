@@ -4,6 +4,7 @@
  * cheap next to the prefill it saves. */
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "engine/prefix_cache.h"
 #include "model/state.h"
@@ -14,6 +15,7 @@ typedef struct entry {
     size_t n;
     uint8_t *state;
     size_t len;
+    int64_t used_ms;             /* last put or restore, monotonic */
 } entry;
 
 struct td_pcache {
@@ -22,7 +24,16 @@ struct td_pcache {
     void *arg;
     entry *head;                 /* most recently used first */
     td_pcache_stats st;
+    td_pcache_spill_fn spill;
+    void *spill_arg;
 };
+
+static int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
 
 static size_t cost(const entry *e) { return e->len + e->n * sizeof(int32_t); }
 
@@ -97,12 +108,16 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
         return er;
     }
     e->len = w;
-    /* Make room: the least recently used go first. */
+    e->used_ms = now_ms();
+    /* Make room: the least recently used go first (to disk, if a tier
+     * takes them). */
     while (c->head && c->st.bytes + cost(e) > c->budget) {
         entry *last = c->head;
         while (last->next)
             last = last->next;
         unlink_entry(c, last);
+        if (c->spill)
+            c->spill(c->spill_arg, last->tokens, last->n, last->state, last->len);
         entry_free(last);
         c->st.evictions++;
     }
@@ -139,9 +154,42 @@ size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, si
             c->head = best;
             break;
         }
+    best->used_ms = now_ms();
     c->st.hits++;
     c->st.tokens_reused += best->n;
     return best->n;
 }
 
 td_pcache_stats td_pcache_get_stats(const td_pcache *c) { return c->st; }
+
+void td_pcache_set_spill(td_pcache *c, td_pcache_spill_fn fn, void *arg)
+{
+    c->spill = fn;
+    c->spill_arg = arg;
+}
+
+/* Spills and frees every entry (all) or those idle for idle_ms; returns the
+ * ms until the next one is due, -1 if none is left. */
+static int64_t spill_where(td_pcache *c, int64_t idle_ms, bool all)
+{
+    int64_t now = now_ms(), next = -1;
+    for (entry **pp = &c->head; *pp;) {
+        entry *e = *pp;
+        int64_t left = e->used_ms + idle_ms - now;
+        if (!all && left > 0) {
+            if (next < 0 || left < next)
+                next = left;
+            pp = &e->next;
+            continue;
+        }
+        unlink_entry(c, e);  /* *pp is e->next now */
+        if (c->spill)
+            c->spill(c->spill_arg, e->tokens, e->n, e->state, e->len);
+        entry_free(e);
+    }
+    return next;
+}
+
+int64_t td_pcache_spill_idle(td_pcache *c, int64_t idle_ms) { return spill_where(c, idle_ms, false); }
+
+void td_pcache_spill_all(td_pcache *c) { spill_where(c, 0, true); }

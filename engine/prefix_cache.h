@@ -10,7 +10,9 @@
  * is bit-identical to prefilling from scratch.
  *
  * Engine thread only. Bounded by a byte budget; least recently used first
- * out. */
+ * out. With a spill function set (engine/spill.h, the disk tier), an entry
+ * that leaves for room, or that has not been used for a while, is handed to
+ * it before its memory is freed. */
 #ifndef TD_ENGINE_PREFIX_CACHE_H
 #define TD_ENGINE_PREFIX_CACHE_H
 
@@ -51,5 +53,22 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
 size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n);
 
 td_pcache_stats td_pcache_get_stats(const td_pcache *c);
+
+/* Given an entry's tokens and state bytes (both borrowed for the call) just
+ * before the cache frees them: evicted for room, idle (td_pcache_spill_idle)
+ * or at td_pcache_spill_all. Not for an entry replaced by the same tokens
+ * (the state after the same tokens is the same bytes). */
+typedef void (*td_pcache_spill_fn)(void *arg, const int32_t *tokens, size_t n,
+                                   const void *state, size_t len);
+void td_pcache_set_spill(td_pcache *c, td_pcache_spill_fn fn, void *arg);
+
+/* Spills and frees every entry not put or restored for idle_ms or more.
+ * Returns the milliseconds until the next entry becomes idle, -1 if the
+ * cache is empty. */
+int64_t td_pcache_spill_idle(td_pcache *c, int64_t idle_ms);
+
+/* Spills and frees every entry (a worker that stops keeps its sessions on
+ * disk for the next start). */
+void td_pcache_spill_all(td_pcache *c);
 
 #endif

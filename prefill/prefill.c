@@ -591,6 +591,7 @@ static void metrics(void *arg, td_prom_buf *b)
                     "States dropped from the prefix cache to make room.", cs.evictions);
     td_prom_gauge(b, "tandem_prefix_cache_bytes", "Bytes of states in the prefix cache.",
                   (double)cs.bytes);
+    td_engine_kv_metrics(p->engine, b);
 }
 
 static void on_loaded(void *arg, const char *why)
@@ -638,6 +639,8 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
                          .prefill_budget = o->prefill_budget, .nthreads = o->nthreads,
                          .max_context = o->max_context,
                          .prefix_cache_bytes = o->prefix_cache_bytes, .on_cache = on_cache,
+                         .kv_store_dir = o->kv_store_dir, .kv_store_bytes = o->kv_store_bytes,
+                         .kv_spill_idle_ms = o->kv_spill_idle_ms,
                          .on_loaded = on_loaded, .arg = p};
     e = td_engine_create(&p->engine, loop, &eo, err, errlen);
     if (e) {

@@ -34,6 +34,9 @@ typedef struct {
     const char *metrics_host;    /* /metrics; NULL: 127.0.0.1 */
     int metrics_port;            /* 0: a free port; -1: none */
     int64_t prefix_cache_bytes;  /* td_engine_opts: 0 the default, -1 off */
+    const char *kv_store_dir;    /* td_engine_opts: the disk tier; NULL none */
+    uint64_t kv_store_bytes;     /* td_engine_opts */
+    int64_t kv_spill_idle_ms;    /* td_engine_opts */
     int lease_ms;                /* how long a shipped state waits for decode; 0: 30000 */
     /* Loop thread, once: NULL when serving, else why it cannot. */
     void (*on_ready)(void *arg, const char *err);
