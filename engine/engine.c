@@ -586,13 +586,29 @@ static void spill_one(void *arg, const int32_t *tokens, size_t n, const void *st
     td_spill_put(arg, tokens, n, state, len);
 }
 
+/* The prefix cache's counters, for td_engine_cache on other threads. */
+static void publish_cache(td_engine *e)
+{
+    if (!e->pcache)
+        return;
+    td_pcache_stats ps = td_pcache_get_stats(e->pcache);
+    atomic_store(&e->pc_lookups, ps.lookups);
+    atomic_store(&e->pc_hits, ps.hits);
+    atomic_store(&e->pc_tokens, ps.tokens_reused);
+    atomic_store(&e->pc_bytes, ps.bytes);
+    atomic_store(&e->pc_entries, ps.entries);
+    atomic_store(&e->pc_evictions, ps.evictions);
+}
+
 /* Idle states to disk; the milliseconds until the next is due, -1: none. */
 static int64_t spill_idle(td_engine *e)
 {
     td_spill *sp = atomic_load(&e->spill);
     if (!sp || !td_spill_up(sp) || !e->pcache || e->opts.kv_spill_idle_ms <= 0)
         return -1;
-    return td_pcache_spill_idle(e->pcache, e->opts.kv_spill_idle_ms);
+    int64_t next = td_pcache_spill_idle(e->pcache, e->opts.kv_spill_idle_ms);
+    publish_cache(e);
+    return next;
 }
 
 static td_err load(td_engine *e)
@@ -714,15 +730,7 @@ static void *engine_main(void *arg)
         if (!er) {
             admit(e);
             step(e);
-            if (e->pcache) {
-                td_pcache_stats ps = td_pcache_get_stats(e->pcache);
-                atomic_store(&e->pc_lookups, ps.lookups);
-                atomic_store(&e->pc_hits, ps.hits);
-                atomic_store(&e->pc_tokens, ps.tokens_reused);
-                atomic_store(&e->pc_bytes, ps.bytes);
-                atomic_store(&e->pc_entries, ps.entries);
-                atomic_store(&e->pc_evictions, ps.evictions);
-            }
+            publish_cache(e);
         } else {
             while (e->waiting)  /* cannot happen: submit refuses; be safe */
                 finish(e, &e->waiting, e->waiting, TD_ROUTER_FINISH_ERROR, er);
