@@ -82,11 +82,29 @@ static void unlink_entry(td_pcache *c, entry *e)
         c->on_event(c->arg, false, e->tokens, e->n);
 }
 
+/* A state larger than the whole budget goes straight to the disk tier:
+ * a long session is exactly what the tier is for. */
+static td_err spill_big(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, size_t n,
+                        size_t len)
+{
+    uint8_t *buf = malloc(len);
+    if (!buf)
+        return TD_ENOMEM;
+    size_t w = 0;
+    td_err er = td_v4_seq_save(seq, buf, len, &w);
+    if (!er)
+        c->spill(c->spill_arg, tokens, n, buf, w);
+    free(buf);
+    return er;
+}
+
 td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, size_t n)
 {
     size_t len = td_v4_seq_state_size(seq);
-    if (n == 0 || len + n * sizeof(int32_t) > c->budget)
+    if (n == 0)
         return TD_OK;
+    if (len + n * sizeof(int32_t) > c->budget)
+        return c->spill ? spill_big(c, seq, tokens, n, len) : TD_OK;
     for (entry *e = c->head; e; e = e->next)
         if (e->n == n && !memcmp(e->tokens, tokens, n * sizeof *tokens)) {
             unlink_entry(c, e);

@@ -43,7 +43,8 @@ void td_pcache_destroy(td_pcache *c);
 
 /* Stores seq's state under tokens[0..n) (n == td_v4_seq_len(seq)), evicting
  * older entries to make room; replaces an entry with the same tokens. A
- * state larger than the budget is not stored. */
+ * state larger than the budget is not stored (but handed to the spill
+ * function, if one is set). */
 td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, size_t n);
 
 /* Loads into seq the longest entry whose tokens are a proper prefix of
@@ -55,8 +56,8 @@ size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, si
 td_pcache_stats td_pcache_get_stats(const td_pcache *c);
 
 /* Given an entry's tokens and state bytes (both borrowed for the call) just
- * before the cache frees them: evicted for room, idle (td_pcache_spill_idle)
- * or at td_pcache_spill_all. Not for an entry replaced by the same tokens
+ * before the cache frees them: evicted for room, idle (td_pcache_spill_idle),
+ * at td_pcache_spill_all, or put while larger than the whole budget. Not for an entry replaced by the same tokens
  * (the state after the same tokens is the same bytes). */
 typedef void (*td_pcache_spill_fn)(void *arg, const int32_t *tokens, size_t n,
                                    const void *state, size_t len);
