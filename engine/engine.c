@@ -581,9 +581,10 @@ static void cache_event(void *arg, bool stored, const int32_t *tokens, size_t n)
 }
 
 /* The cache lets a state go: to disk (errors are logged and counted there). */
-static void spill_one(void *arg, const int32_t *tokens, size_t n, const void *state, size_t len)
+static td_err spill_one(void *arg, const int32_t *tokens, size_t n, const void *state,
+                        size_t len)
 {
-    td_spill_put(arg, tokens, n, state, len);
+    return td_spill_put(arg, tokens, n, state, len);
 }
 
 /* The prefix cache's counters, for td_engine_cache on other threads. */

@@ -16,6 +16,7 @@ typedef struct entry {
     uint8_t *state;
     size_t len;
     int64_t used_ms;             /* last put or restore, monotonic */
+    bool keep;                   /* an idle spill failed: stays until evicted */
 } entry;
 
 struct td_pcache {
@@ -187,22 +188,27 @@ void td_pcache_set_spill(td_pcache *c, td_pcache_spill_fn fn, void *arg)
 }
 
 /* Spills and frees every entry (all) or those idle for idle_ms; returns the
- * ms until the next one is due, -1 if none is left. */
+ * ms until the next one is due, -1 if none is. */
 static int64_t spill_where(td_pcache *c, int64_t idle_ms, bool all)
 {
     int64_t now = now_ms(), next = -1;
+    if (!c->spill)
+        return -1;
     for (entry **pp = &c->head; *pp;) {
         entry *e = *pp;
         int64_t left = e->used_ms + idle_ms - now;
-        if (!all && left > 0) {
-            if (next < 0 || left < next)
+        if (!all && (left > 0 || e->keep)) {
+            if (!e->keep && (next < 0 || left < next))
                 next = left;
             pp = &e->next;
             continue;
         }
+        if (c->spill(c->spill_arg, e->tokens, e->n, e->state, e->len) && !all) {
+            e->keep = true;  /* the tier logged and counted why */
+            pp = &e->next;
+            continue;
+        }
         unlink_entry(c, e);  /* *pp is e->next now */
-        if (c->spill)
-            c->spill(c->spill_arg, e->tokens, e->n, e->state, e->len);
         entry_free(e);
     }
     return next;

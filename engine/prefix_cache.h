@@ -59,11 +59,13 @@ td_pcache_stats td_pcache_get_stats(const td_pcache *c);
  * before the cache frees them: evicted for room, idle (td_pcache_spill_idle),
  * at td_pcache_spill_all, or put while larger than the whole budget. Not for an entry replaced by the same tokens
  * (the state after the same tokens is the same bytes). */
-typedef void (*td_pcache_spill_fn)(void *arg, const int32_t *tokens, size_t n,
-                                   const void *state, size_t len);
+typedef td_err (*td_pcache_spill_fn)(void *arg, const int32_t *tokens, size_t n,
+                                     const void *state, size_t len);
 void td_pcache_set_spill(td_pcache *c, td_pcache_spill_fn fn, void *arg);
 
-/* Spills and frees every entry not put or restored for idle_ms or more.
+/* Spills and frees every entry not put or restored for idle_ms or more;
+ * one the spill function fails for stays in memory (nothing is lost that an
+ * engine without a disk tier would keep) and is not tried again when idle.
  * Returns the milliseconds until the next entry becomes idle, -1 if the
  * cache is empty. */
 int64_t td_pcache_spill_idle(td_pcache *c, int64_t idle_ms);

@@ -322,7 +322,10 @@ td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *st
             td_kv_del(s->kv, gone[i].key, TD_KV_SECTION_STATE, err, sizeof err);
         s->c.spills++;
         s->c.spill_bytes += len;
-        td_prom_observe(&s->c.spill_s, now_s() - t0);
+        double dt = now_s() - t0;
+        td_prom_observe(&s->c.spill_s, dt);
+        td_log(TD_LOG_INFO, "kv spill: %zu tokens (%zu bytes) to disk in %.1f ms", n, len,
+               dt * 1000);
     }
     publish(s);
     return e;
@@ -422,7 +425,10 @@ size_t td_spill_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size
     if (got) {
         s->c.resumes++;
         s->c.resume_tokens += got;
-        td_prom_observe(&s->c.resume_s, now_s() - t0);
+        double dt = now_s() - t0;
+        td_prom_observe(&s->c.resume_s, dt);
+        td_log(TD_LOG_INFO, "kv spill: resumed %zu of %zu prompt tokens from disk in %.1f ms",
+               got, n, dt * 1000);
     } else {
         s->c.resume_misses++;
     }

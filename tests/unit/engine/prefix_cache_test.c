@@ -124,6 +124,54 @@ static void budget_evicts_least_recent(void)
     td_pcache_destroy(c);
 }
 
+static int spilled, spill_fails;
+static size_t spilled_n;
+static td_err spill_fn(void *arg, const int32_t *t, size_t n, const void *state, size_t len)
+{
+    (void)arg;
+    TD_CHECK(t == toks || t[0] == toks[0]);
+    TD_CHECK(len > 8 && state);
+    spilled++;
+    spilled_n = n;
+    return spill_fails ? TD_ENOSPC : TD_OK;
+}
+
+/* The disk tier's hooks: idle entries are handed over and freed; one the
+ * tier cannot take stays (and is not offered again when idle); an entry
+ * evicted for room, or larger than the budget, is handed over too. */
+static void spill_hooks(void)
+{
+    td_pcache *c;
+    td_v4_seq *s20 = seq_after(toks, 20), *s30 = seq_after(toks, 30);
+    size_t one = td_v4_seq_state_size(s30) + 30 * sizeof(int32_t);
+    TD_CHECK(td_pcache_create(&c, 2 * one, NULL, NULL) == TD_OK);
+    td_pcache_set_spill(c, spill_fn, NULL);
+    TD_CHECK(td_pcache_put(c, s20, toks, 20) == TD_OK);
+    TD_CHECK(td_pcache_spill_idle(c, 60000) > 0);      /* not idle yet */
+    TD_CHECK_EQ_INT(spilled, 0);
+    spill_fails = 1;
+    TD_CHECK(td_pcache_spill_idle(c, 0) == -1);        /* fails: kept, not due again */
+    TD_CHECK_EQ_INT(spilled, 1);
+    TD_CHECK(td_pcache_get_stats(c).entries == 1);
+    TD_CHECK(td_pcache_spill_idle(c, 0) == -1);
+    TD_CHECK_EQ_INT(spilled, 1);
+    spill_fails = 0;
+    TD_CHECK(td_pcache_put(c, s30, toks, 30) == TD_OK);
+    TD_CHECK(td_pcache_spill_idle(c, 0) == -1);        /* s30 goes; s20 stays */
+    TD_CHECK(spilled == 2 && spilled_n == 30 && td_pcache_get_stats(c).entries == 1);
+    td_pcache_spill_all(c);
+    TD_CHECK(spilled == 3 && spilled_n == 20 && td_pcache_get_stats(c).entries == 0);
+    td_pcache *tiny;                                   /* too big: straight to the tier */
+    TD_CHECK(td_pcache_create(&tiny, 100, NULL, NULL) == TD_OK);
+    td_pcache_set_spill(tiny, spill_fn, NULL);
+    TD_CHECK(td_pcache_put(tiny, s30, toks, 30) == TD_OK);
+    TD_CHECK(spilled == 4 && td_pcache_get_stats(tiny).entries == 0);
+    td_pcache_destroy(tiny);
+    td_pcache_destroy(c);
+    td_v4_seq_destroy(s20);
+    td_v4_seq_destroy(s30);
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 2) {
@@ -142,6 +190,7 @@ int main(int argc, char **argv)
     static const td_test_case cases[] = {
         {"extends_bit_identically", extends_bit_identically},
         {"budget_evicts_least_recent", budget_evicts_least_recent},
+        {"spill_hooks", spill_hooks},
         {NULL, NULL},
     };
     int rc = td_test_run(cases, argc - 1, argv + 1);

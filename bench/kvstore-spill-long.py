@@ -1,0 +1,100 @@
+#!/usr/bin/python3
+"""A tiny-model session of at least 128K tokens, spilled to disk, the server
+restarted, and resumed: the next turn must continue token-identically to a
+server that never spilled (issue 5 acceptance). Opt-in (not in make test):
+two prefills of 128K+ tokens take minutes on a small CPU.
+
+usage: bench/kvstore-spill-long.py [BUILD] [TOKENS]   (defaults: build, 131072)
+
+The tiny model's config says 4096 positions; the weights do not depend on it
+(YaRN RoPE, factor 16 over 65536), so a copy of the model directory with
+max_position_embeddings raised serves the long session. Prints the prefill
+time of the whole prompt (the recompute a resume saves), the turn times, the
+spill and resume latencies the server logs, and the states on disk.
+"""
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BUILD = sys.argv[1] if len(sys.argv) > 1 else "build"
+N = int(sys.argv[2]) if len(sys.argv) > 2 else 131072
+TANDEM = os.path.abspath(os.path.join(BUILD, "tandem"))
+sys.argv = [sys.argv[0], TANDEM, os.path.join(ROOT, "models", "tiny-v4")]
+sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "serve"))
+import serve_test as st  # noqa: E402
+from serve_test import check, request  # noqa: E402
+
+
+def complete(srv, prompt, n):
+    status, _, out = request(srv, "POST", "/v1/completions",
+                             dict(prompt=prompt, max_tokens=n, temperature=0))
+    check(status == 200, "status %d: %s" % (status, out[:300]))
+    j = json.loads(out)
+    return j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"]
+
+
+def timed(srv, prompt, n):
+    t = time.time()
+    text, cached = complete(srv, prompt, n)
+    return text, cached, time.time() - t
+
+
+def main():
+    tmp = tempfile.mkdtemp(prefix="tandem-spill-long-")
+    model = os.path.join(tmp, "model")
+    os.mkdir(model)
+    src = os.path.join(ROOT, "models", "tiny-v4")
+    for f in os.listdir(src):
+        if f != "config.json":
+            os.symlink(os.path.join(src, f), os.path.join(model, f))
+    cfg = json.load(open(os.path.join(src, "config.json")))
+    cfg["max_position_embeddings"] = 2 * N + 4096
+    json.dump(cfg, open(os.path.join(model, "config.json"), "w"))
+    rng = random.Random(3)
+    p1 = [rng.randrange(2, 500) for _ in range(N)]
+    x = [rng.randrange(2, 500) for _ in range(64)]
+    common = ["--in-process", "--max-body", str(64 << 20), "--ctx", str(N + 256)]
+    store = os.path.join(tmp, "store")
+    try:
+        ref = st.Server(model=model, extra=common + ["--prefix-cache-mib", "0"])
+        ref.wait_ready()
+        want, _, t_full = timed(ref, p1 + x, 16)
+        ref.stop()
+        print("never spilled: prefill of %d tokens + 16 generated: %.1f s" % (len(p1 + x), t_full))
+
+        srv = st.Server(model=model, extra=common + ["--kv-store", store,
+                                                     "--kv-spill-idle-ms", "100"])
+        srv.wait_ready()
+        _, _, t1 = timed(srv, p1, 16)
+        print("turn 1 (%d tokens, then 16 generated): %.1f s" % (len(p1), t1))
+        time.sleep(1.0)  # idle: both states go to disk
+        check(srv.stop() == 0, "exit status")
+        print("\n".join(l for l in srv.stderr().splitlines() if "kv spill:" in l))
+        du = sum(os.path.getsize(os.path.join(store, f)) for f in os.listdir(store)
+                 if f.startswith("manifest"))
+        dump = subprocess.run([TANDEM, "kvstore", "dump", store], capture_output=True, text=True)
+        print("on disk after the restart-to-be:\n" + dump.stdout.strip() +
+              "\n(manifest %d bytes)" % du)
+
+        srv = st.Server(model=model, extra=common + ["--kv-store", store])
+        srv.wait_ready()
+        got, cached, t2 = timed(srv, p1 + x, 16)
+        print("\n".join(l for l in srv.stderr().splitlines() if "kv spill:" in l))
+        check(cached == len(p1), "resumed %d tokens, want %d" % (cached, len(p1)))
+        check(got == want, "after the spill and restart %r != never spilled %r" % (got, want))
+        print("turn 2 after a restart, resumed from disk (%d tokens cached): %.2f s vs %.1f s "
+              "recomputed: token-identical" % (cached, t2, t_full))
+        srv.stop()
+        return 0
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
