@@ -19,7 +19,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
 #include "common/log.h"
 #include "engine/engine.h"
@@ -376,21 +375,6 @@ static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
     return TD_OK;
 }
 
-/* The longest stored prefix of r's prompt, from memory or else (or if
- * longer) from disk, loaded into r->seq; the tokens restored. */
-static size_t restore(td_engine *e, ereq *r)
-{
-    r->prefilled = td_pcache_restore(e->pcache, r->seq, r->prompt, r->n_prompt);
-    td_spill *sp = atomic_load(&e->spill);
-    if (sp) {
-        int reset = 0;
-        size_t d = td_spill_restore(sp, r->seq, r->prompt, r->n_prompt, r->prefilled, &reset);
-        if (d || reset)
-            r->prefilled = d;
-    }
-    return r->prefilled;
-}
-
 /* Moves waiting requests into the batch while there is room. */
 static void admit(td_engine *e)
 {
@@ -418,7 +402,9 @@ static void admit(td_engine *e)
         }
         if (!er && r->state)
             er = resume(e, r, err, sizeof err);
-        else if (!er && e->pcache && restore(e, r))
+        else if (!er && e->pcache &&
+                 (r->prefilled = td_spill_restore(atomic_load(&e->spill), e->pcache, r->seq,
+                                                  r->prompt, r->n_prompt)))
             emit(e, (event){.kind = EV_CACHED, .state_len = r->prefilled, .cb = r->cb});
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
@@ -580,13 +566,6 @@ static void cache_event(void *arg, bool stored, const int32_t *tokens, size_t n)
     emit(e, (event){.kind = EV_CACHE, .token = stored, .state = copy, .state_len = n});
 }
 
-/* The cache lets a state go: to disk (errors are logged and counted there). */
-static td_err spill_one(void *arg, const int32_t *tokens, size_t n, const void *state,
-                        size_t len)
-{
-    return td_spill_put(arg, tokens, n, state, len);
-}
-
 /* The prefix cache's counters, for td_engine_cache on other threads. */
 static void publish_cache(td_engine *e)
 {
@@ -599,17 +578,6 @@ static void publish_cache(td_engine *e)
     atomic_store(&e->pc_bytes, ps.bytes);
     atomic_store(&e->pc_entries, ps.entries);
     atomic_store(&e->pc_evictions, ps.evictions);
-}
-
-/* Idle states to disk; the milliseconds until the next is due, -1: none. */
-static int64_t spill_idle(td_engine *e)
-{
-    td_spill *sp = atomic_load(&e->spill);
-    if (!sp || !td_spill_up(sp) || !e->pcache || e->opts.kv_spill_idle_ms <= 0)
-        return -1;
-    int64_t next = td_pcache_spill_idle(e->pcache, e->opts.kv_spill_idle_ms);
-    publish_cache(e);
-    return next;
 }
 
 static td_err load(td_engine *e)
@@ -653,20 +621,13 @@ static td_err load(td_engine *e)
         snprintf(e->load_err, sizeof e->load_err, "out of memory for the prefix cache");
         return TD_ENOMEM;
     }
-    if (e->opts.kv_store_dir && e->opts.kv_store_dir[0]) {
-        td_spill_opts so = {.dir = e->opts.kv_store_dir, .capacity_bytes = e->opts.kv_store_bytes};
-        td_spill *sp = NULL;
-        if (td_spill_create(&sp, &so, e->m)) {
-            snprintf(e->load_err, sizeof e->load_err, "out of memory for the kv store");
-            return TD_ENOMEM;
-        }
-        atomic_store(&e->spill, sp);
-        if (!e->pcache)
-            td_log(TD_LOG_WARN, "engine: the kv store needs the prefix cache, which is off: "
-                   "nothing will be spilled");
-        else if (td_spill_up(sp))
-            td_pcache_set_spill(e->pcache, spill_one, sp);
+    td_spill_opts so = {.dir = e->opts.kv_store_dir, .capacity_bytes = e->opts.kv_store_bytes};
+    td_spill *sp = NULL;
+    if (so.dir && so.dir[0] && td_spill_create(&sp, &so, e->m, e->pcache)) {
+        snprintf(e->load_err, sizeof e->load_err, "out of memory for the kv store");
+        return TD_ENOMEM;
     }
+    atomic_store(&e->spill, sp);
     return TD_OK;
 }
 
@@ -680,22 +641,13 @@ static void *engine_main(void *arg)
     post_events(e);
 
     for (;;) {
-        int64_t next = er ? -1 : spill_idle(e);
-        struct timespec until;
-        if (next >= 0) {
-            clock_gettime(CLOCK_REALTIME, &until);
-            until.tv_sec += next / 1000;
-            until.tv_nsec += (next % 1000) * 1000000;
-            if (until.tv_nsec >= 1000000000) {
-                until.tv_sec++;
-                until.tv_nsec -= 1000000000;
-            }
-        }
+        struct timespec until;  /* when a cached state is due to go to disk */
+        bool due = td_spill_idle(atomic_load(&e->spill), e->pcache, e->opts.kv_spill_idle_ms,
+                                 &until);
+        publish_cache(e);
         pthread_mutex_lock(&e->mu);
-        /* Idle: sleep until there is work, or until a cached state is due
-         * to go to disk. */
         while (!e->stop && !e->inbox && e->cmds.n == 0 && (er || !has_work(e))) {
-            if (next < 0)
+            if (!due)
                 pthread_cond_wait(&e->cv, &e->mu);
             else if (pthread_cond_timedwait(&e->cv, &e->mu, &until) == ETIMEDOUT)
                 break;
@@ -738,13 +690,9 @@ static void *engine_main(void *arg)
         }
         post_events(e);
     }
-    td_spill *sp = atomic_load(&e->spill);
-    if (e->pcache && sp && td_spill_up(sp))
-        td_pcache_spill_all(e->pcache);  /* the sessions survive a restart */
+    td_spill_destroy(atomic_exchange(&e->spill, NULL), e->pcache);  /* memory to disk */
     td_pcache_destroy(e->pcache);
     e->pcache = NULL;
-    atomic_store(&e->spill, NULL);
-    td_spill_destroy(sp);
     td_cons_vocab_destroy(e->cvocab);
     td_tok_destroy(e->tok);
     td_v4_model_destroy(e->m);

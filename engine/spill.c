@@ -111,7 +111,15 @@ static void failed(td_spill *s, int op, td_err e, const char *msg)
     s->logged[op][r] = true;
 }
 
-td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model *m)
+/* The memory cache lets a state go: to disk (failures are logged and
+ * counted in td_spill_put). */
+static td_err spill_cb(void *arg, const int32_t *tokens, size_t n, const void *state, size_t len)
+{
+    return td_spill_put(arg, tokens, n, state, len);
+}
+
+td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model *m,
+                       td_pcache *c)
 {
     td_spill *s = calloc(1, sizeof *s);
     if (!s)
@@ -143,14 +151,37 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
                (unsigned long long)st.capacity_bytes);
     }
     publish(s);
+    if (!c)
+        td_log(TD_LOG_WARN, "kv spill: the prefix cache is off: nothing will be spilled");
+    else if (s->kv)
+        td_pcache_set_spill(c, spill_cb, s);
     *out = s;
     return TD_OK;
 }
 
-void td_spill_destroy(td_spill *s)
+bool td_spill_idle(td_spill *s, td_pcache *c, int64_t idle_ms, struct timespec *until)
+{
+    if (!s || !s->kv || !c || idle_ms <= 0)
+        return false;
+    int64_t next = td_pcache_spill_idle(c, idle_ms);
+    if (next < 0)
+        return false;
+    clock_gettime(CLOCK_REALTIME, until);
+    until->tv_sec += next / 1000;
+    until->tv_nsec += (next % 1000) * 1000000;
+    if (until->tv_nsec >= 1000000000) {
+        until->tv_sec++;
+        until->tv_nsec -= 1000000000;
+    }
+    return true;
+}
+
+void td_spill_destroy(td_spill *s, td_pcache *c)
 {
     if (!s)
         return;
+    if (s->kv && c)
+        td_pcache_spill_all(c);
     td_kv_close(s->kv);
     free(s->keys);
     pthread_mutex_destroy(&s->mu);
@@ -366,8 +397,9 @@ static td_err load_state(td_spill *s, td_v4_seq *seq, const ient *x, int *reset,
     return TD_OK;
 }
 
-size_t td_spill_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,
-                        size_t min_tokens, int *reset)
+/* The disk part of td_spill_restore: a state longer than min_tokens. */
+static size_t restore_disk(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,
+                           size_t min_tokens, int *reset)
 {
     *reset = 0;
     if (!s->kv || n <= s->bt)
@@ -434,6 +466,15 @@ size_t td_spill_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size
     }
     publish(s);
     return got;
+}
+
+size_t td_spill_restore(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
+                        size_t n)
+{
+    size_t got = td_pcache_restore(c, seq, prompt, n);
+    int reset = 0;
+    size_t d = s ? restore_disk(s, seq, prompt, n, got, &reset) : 0;
+    return d || reset ? d : got;
 }
 
 void td_spill_metrics(td_spill *s, td_prom_buf *b)

@@ -27,11 +27,14 @@
 #ifndef TD_ENGINE_SPILL_H
 #define TD_ENGINE_SPILL_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "common/err.h"
 #include "common/prom.h"
+#include "engine/prefix_cache.h"
 #include "model/model.h"
 
 typedef struct td_spill td_spill;
@@ -41,13 +44,22 @@ typedef struct {
     uint64_t capacity_bytes;     /* for a new store; 0: the store's default (64 GiB) */
 } td_spill_opts;
 
-/* Opens the store for model m. Fails only for lack of memory: a store that
- * cannot be opened is logged and counted, and the tier stays off
- * (td_spill_up says so) so the engine serves without it. */
-td_err td_spill_create(td_spill **out, const td_spill_opts *opts, const td_v4_model *m);
-/* Closes the store (a checkpoint: LRU order survives the restart). */
-void td_spill_destroy(td_spill *s);
+/* Opens the store for model m and becomes the spill function of the memory
+ * cache c (borrowed; NULL: the cache is off, nothing will be spilled). Fails
+ * only for lack of memory: a store that cannot be opened is logged and
+ * counted, and the tier stays off (td_spill_up says so) so the engine serves
+ * without it. */
+td_err td_spill_create(td_spill **out, const td_spill_opts *opts, const td_v4_model *m,
+                       td_pcache *c);
+/* Writes everything still in c to disk (the sessions survive a restart),
+ * then closes the store (a checkpoint: LRU order survives too). */
+void td_spill_destroy(td_spill *s, td_pcache *c);
 int td_spill_up(const td_spill *s);
+
+/* Spills c's states idle for idle_ms (<= 0: never); true if another will
+ * be due, with *until the CLOCK_REALTIME instant to wake for it (a
+ * pthread_cond_timedwait deadline). */
+bool td_spill_idle(td_spill *s, td_pcache *c, int64_t idle_ms, struct timespec *until);
 
 /* Writes the state after tokens[0..n) (state[0..len), td_v4_seq_save's
  * bytes) to disk. Nothing to do below one block (128 tokens): such a
@@ -55,13 +67,12 @@ int td_spill_up(const td_spill *s);
  * not written again. Errors are logged and counted, and returned. */
 td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *state, size_t len);
 
-/* Loads into seq the longest stored state whose tokens are a prefix of
- * prompt[0..n) shorter than n, if it covers more than min_tokens (what the
- * memory cache already restored). Returns its tokens, or 0 (seq is then as
- * it was, unless a load failed midway: then it is reset and 0 returned, so
- * the caller must prefill from min_tokens == 0 — see *reset). */
-size_t td_spill_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,
-                        size_t min_tokens, int *reset);
+/* Loads into seq the longest state whose tokens are a proper prefix of
+ * prompt[0..n) (one token must remain, for the logits): from the memory
+ * cache c, or from disk if the disk has a longer one. Returns its tokens, 0
+ * if none (seq is then empty). s may be NULL (memory only). */
+size_t td_spill_restore(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
+                        size_t n);
 
 /* Appends tandem_kvstore_* and tandem_kv_spill_* / _resume_* families. */
 void td_spill_metrics(td_spill *s, td_prom_buf *b);
