@@ -33,6 +33,7 @@ typedef struct {
     long grace_ms;
     long max_waiting;
     long prefix_cache_mib;     /* -1: the default */
+    long responses_store_mib;  /* 0: store none */
     const char *api_key_file;
     bool router_only;          /* tandem router: workers register at workers_url */
     bool in_process;           /* tandem serve --in-process: the model in this process */
@@ -92,6 +93,9 @@ static void usage(FILE *f, bool router_only)
         "  --shutdown-grace-ms N  time requests get to finish on shutdown (default 10000)\n"
         "  --max-waiting N        requests queued for the batch before new ones get 429\n"
         "                         (default 256)\n"
+        "  --responses-store-mib N  memory for finished Responses API answers\n"
+        "                         (GET /v1/responses/{id}, previous_response_id;\n"
+        "                         least recently used out; 0: keep none; default 64)\n"
         "  --api-key-file FILE    API keys, one per line: every path but /health and\n"
         "                         /ready then needs `Authorization: Bearer KEY` or\n"
         "                         `x-api-key: KEY`\n"
@@ -104,7 +108,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
     bool router_only = a->router_only;
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
                       .max_body = 1 << 20, .max_waiting = 256, .router_only = router_only,
-                      .workers_url = "tcp://127.0.0.1:7100", .prefix_cache_mib = -1};
+                      .workers_url = "tcp://127.0.0.1:7100", .prefix_cache_mib = -1,
+                      .responses_store_mib = 64};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
@@ -135,6 +140,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
             bad = td_arg_long(v, 1, 24L * 3600 * 1000, &a->grace_ms);
         else if (!strcmp(o, "--max-waiting"))
             bad = td_arg_long(v, 1, 1L << 20, &a->max_waiting);
+        else if (!strcmp(o, "--responses-store-mib"))
+            bad = td_arg_long(v, 0, 1L << 20, &a->responses_store_mib);
         else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
         else if (!a->router_only && !strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
@@ -291,6 +298,8 @@ static int serve(int argc, char **argv, bool router_only)
                          .write_buffer = (size_t)a.write_buffer,
                          .shutdown_grace_ms = (unsigned)a.grace_ms,
                          .max_waiting = a.max_waiting, .api_key_file = a.api_key_file,
+                         .responses_store_mib = (size_t)a.responses_store_mib,
+                         .responses_store_off = a.responses_store_mib == 0,
                          /* Keys from the environment: read here only (cmd/
                           * is the one place that reads the environment). */
                          .api_keys = getenv("TANDEM_API_KEYS")};
