@@ -131,6 +131,11 @@ static td_err place(td_cluster *c, creq *r)
 {
     wkr *P = td_cl_choose_prefill(c, r);
     wkr *D = td_cl_choose_decode(c);
+    wkr *L = td_cl_choose_local(c, r, P);
+    if (L) {                     /* the conversation's state is on L: answer there */
+        P = L;
+        D = NULL;
+    }
     /* Disaggregated when both kinds are there and more than the first token
      * is wanted; otherwise colocated on whichever worker there is. */
     if (!P && !D)
@@ -157,6 +162,8 @@ static td_err place(td_cluster *c, creq *r)
     dr.session_id = r->session ? r->session : "";
     dr.sampling = &sp;
     dr.prompt_tokens = r->n_prompt;
+    dr.prompt = r->prompt;
+    dr.n_prompt = r->n_prompt;
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_DECODE;
     env.decode = &dr;
@@ -522,12 +529,12 @@ static td_err cl_submit(void *ctx, const td_router_gen_req *q, const td_router_g
         return TD_ENOMEM;
     }
     memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
+    r->n_prompt = q->n_prompt;
     if (c->o.policy == TD_CLUSTER_POLICY_PREFIX &&
         (r->chain = malloc((q->n_prompt / TD_BLOCKHASH_TOKENS + 1) * sizeof *r->chain)))
         r->n_chain = td_block_chain(r->prompt, r->n_prompt, TD_BLOCKHASH_TOKENS, r->chain);
     if (q->n_stop_ids)
         memcpy(r->stops, q->stop_ids, q->n_stop_ids * sizeof *r->stops);
-    r->n_prompt = q->n_prompt;
     r->n_stop = q->n_stop_ids;
     r->max_tokens = q->max_tokens;
     r->s = q->sampling;

@@ -89,6 +89,10 @@ wkr *td_cl_find_worker(td_cluster *c, const char *id);
 wkr *td_cl_least_loaded(td_cluster *c, bool (*can)(const wkr *));
 /* The prefill worker for r under the cluster's policy, or NULL. */
 wkr *td_cl_choose_prefill(td_cluster *c, const creq *r);
+/* A decode worker to answer r whole, or NULL: under the prefix policy, the
+ * one whose cached prefix is longer than P's (the prefill worker chosen)
+ * with at most local_prefill_max prompt tokens left. */
+wkr *td_cl_choose_local(td_cluster *c, const creq *r, const wkr *P);
 /* The decode worker: the least loaded; among equals the most free KV. */
 wkr *td_cl_choose_decode(td_cluster *c);
 /* Remembers that session id's state now lives on w (bounded, LRU). */

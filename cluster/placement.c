@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "cluster/internal.h"
+#include "proto/blockhash.h"
 
 bool td_cl_can_prefill(const wkr *w)
 {
@@ -137,6 +138,28 @@ wkr *td_cl_choose_prefill(td_cluster *c, const creq *r)
         }
     }
     return best ? best : least;
+}
+
+wkr *td_cl_choose_local(td_cluster *c, const creq *r, const wkr *P)
+{
+    int64_t max_left = c->o.local_prefill_max ? c->o.local_prefill_max : 1024;
+    wkr *least = td_cl_least_loaded(c, td_cl_can_decode);
+    if (c->o.policy != TD_CLUSTER_POLICY_PREFIX || max_left < 0 || !least || r->max_tokens == 1)
+        return NULL;
+    size_t have = P ? td_pidx_match(P->prefixes, r->chain, r->n_chain) : 0;
+    wkr *best = NULL;
+    for (wkr *w = c->workers; w; w = w->next) {
+        if (!td_cl_can_decode(w) || w == P || !affordable(w, least))
+            continue;
+        size_t m = td_pidx_match(w->prefixes, r->chain, r->n_chain);
+        if (m > have) {
+            best = w;
+            have = m;
+        }
+    }
+    if (!best || (int64_t)(r->n_prompt - have * TD_BLOCKHASH_TOKENS) > max_left)
+        return NULL;
+    return best;
 }
 
 /* Decode: the least loaded; among equals the one with most free KV. */

@@ -39,6 +39,7 @@ typedef struct {
     bool in_process;           /* tandem serve --in-process: the model in this process */
     const char *workers_url;
     long worker_timeout_ms;
+    long local_prefill_max;    /* 0: the default; -1: never */
     td_cluster_policy policy;
 } serve_args;
 
@@ -67,7 +68,10 @@ static void usage(FILE *f, bool router_only)
             "  --worker-timeout-ms N  silence after which a worker is dropped (default 5000)\n"
             "  --policy NAME          prefill placement: prefix (default: the worker holding\n"
             "                         the session's or the prompt's longest prefix, unless\n"
-            "                         busier), least-loaded, round-robin\n");
+            "                         busier), least-loaded, round-robin\n"
+            "  --local-prefill-max N  prefix policy: a decode worker holding a conversation's\n"
+            "                         state answers its next turn whole when at most N\n"
+            "                         prompt tokens are new (default 1024; 0: never)\n");
     else
         fprintf(f,
             "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
@@ -148,7 +152,11 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (a->router_only && !strcmp(o, "--workers")) a->workers_url = v;
         else if (a->router_only && !strcmp(o, "--policy"))
             bad = td_cluster_policy_parse(v, &a->policy) != TD_OK;
-        else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
+        else if (a->router_only && !strcmp(o, "--local-prefill-max")) {
+            bad = td_arg_long(v, 0, 1L << 30, &a->local_prefill_max);
+            if (!bad && a->local_prefill_max == 0)
+                a->local_prefill_max = -1;
+        } else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
             bad = td_arg_long(v, 50, 3600L * 1000, &a->worker_timeout_ms);
         else {
             fprintf(stderr, "tandem serve: unknown option %s\n\n", o);
@@ -267,7 +275,8 @@ static int serve(int argc, char **argv, bool router_only)
     if (!a.in_process) {
         td_cluster_opts co = {.listen_url = router_only ? a.workers_url : "tcp://127.0.0.1:0",
                               .heartbeat_timeout_ms = (int)a.worker_timeout_ms,
-                              .policy = a.policy};
+                              .policy = a.policy,
+                              .local_prefill_max = a.local_prefill_max};
         if (td_cluster_create(&s.cluster, &s.loop, &co, err, sizeof err)) {
             fprintf(stderr, "tandem router: %s\n", err);
             rc = 1;

@@ -245,6 +245,9 @@ static int run(int argc, char **argv, bool decode)
                             .kv_region_bytes = a.kv_region_mib < 0 ? 0
                                                : a.kv_region_mib == 0 ? -1
                                                : (int64_t)a.kv_region_mib << 20,
+                            .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
+                                                  : a.prefix_cache_mib == 0 ? -1
+                                                  : a.prefix_cache_mib << 20,
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
     } else {
