@@ -12,6 +12,7 @@ max_position_embeddings raised serves the long session. Prints the prefill
 time of the whole prompt (the recompute a resume saves), the turn times, the
 spill and resume latencies the server logs, and the states on disk.
 """
+import http.client
 import json
 import os
 import random
@@ -28,13 +29,18 @@ TANDEM = os.path.abspath(os.path.join(BUILD, "tandem"))
 sys.argv = [sys.argv[0], TANDEM, os.path.join(ROOT, "models", "tiny-v4")]
 sys.path.insert(0, os.path.join(ROOT, "tests", "integration", "serve"))
 import serve_test as st  # noqa: E402
-from serve_test import check, request  # noqa: E402
+from serve_test import check  # noqa: E402
 
 
 def complete(srv, prompt, n):
-    status, _, out = request(srv, "POST", "/v1/completions",
-                             dict(prompt=prompt, max_tokens=n, temperature=0))
-    check(status == 200, "status %d: %s" % (status, out[:300]))
+    # a 128K-token prefill takes minutes: longer than serve_test's timeout
+    c = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=4 * 3600)
+    c.request("POST", "/v1/completions", json.dumps(dict(prompt=prompt, max_tokens=n,
+                                                         temperature=0)),
+              {"Content-Type": "application/json"})
+    r = c.getresponse()
+    out = r.read()
+    check(r.status == 200, "status %d: %s" % (r.status, out[:300]))
     j = json.loads(out)
     return j["choices"][0]["text"], j["usage"]["prompt_tokens_details"]["cached_tokens"]
 

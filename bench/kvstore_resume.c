@@ -57,7 +57,7 @@ int main(int argc, char **argv)
     }
     size_t V = (size_t)w->cfg.vocab_size;
     float *la = malloc(sizeof(float) * V), *lb = malloc(sizeof(float) * V);
-    td_v4_seq *s, *r;
+    td_v4_seq *s = NULL, *r = NULL;
     if (td_v4_seq_create(&s, m, n + 1, err, sizeof(err)) || td_v4_seq_create(&r, m, n + 1, err, sizeof(err)))
         die("seq", err);
 

@@ -13,125 +13,11 @@
 #include <string.h>
 #include <time.h>
 
-#include "cluster/cluster.h"
-#include "cluster/prefix_index.h"
-#include "proto/blockhash.h"
+#include "cluster/internal.h"
 #include "common/log.h"
-#include "transport/ctl/ctl_link.h"
-#include "transport/ctl/mailbox.h"
-
-enum { SEND_TIMEOUT_MS = 1000, MAX_SESSIONS = 4096, LOAD_SLACK = 2 };
-
-typedef struct wkr {
-    struct wkr *next;
-    char *id, *url;
-    Tandem__Ctl__Role role;
-    td_ctl_out *out;
-    uint8_t *ucx;
-    size_t ucx_len;
-    uint64_t fingerprint, max_context, kv_free;
-    uint32_t running, waiting, max_batch;
-    bool draining;
-    uint64_t last_seen;          /* uv_now */
-    int assigned;                /* attempts placed on it, not finished */
-    td_pidx *prefixes;           /* what its KvEvents say it holds */
-} wkr;
-
-/* Where a session's last request was prefilled (its state is cached there). */
-typedef struct sess {
-    struct sess *next;
-    char *id;
-    char *worker;
-} sess;
-
-typedef enum { PH_TICKET, PH_PREFILL, PH_DECODE } phase;
-
-typedef struct creq {
-    struct creq *next;
-    uint64_t id, wire;
-    td_router_gen_cb cb;
-    int32_t *prompt, *stops;
-    size_t n_prompt, n_stop;
-    int64_t max_tokens;
-    td_router_sampling s;
-    char *session;
-    char *c_json, *c_tools, *c_force;  /* the constraint, copied */
-    bool c_is_json, c_single, c_thinking;
-    uint64_t *chain;             /* the prompt's block hashes (proto/blockhash.h) */
-    size_t n_chain;
-    wkr *P, *D;
-    phase ph;
-    uint64_t next_index;
-    int attempts;
-    bool cancelled, paused;
-    int32_t *early;              /* decode's tokens that overtook KvReady */
-    size_t n_early, cap_early;
-    int early_finish;            /* a FinishReason that overtook it; 0 none */
-    char early_error[256];
-} creq;
-
-struct td_cluster {
-    td_cluster_opts o;
-    uv_loop_t *loop;
-    td_ctl_in *in;
-    td_mbox *mbox;
-    uv_timer_t sweep;            /* heartbeat timeouts */
-    uv_timer_t cancels;          /* finishes cancelled requests off the caller's stack */
-    wkr *workers;
-    creq *reqs;
-    sess *sessions;              /* most recent first, at most MAX_SESSIONS */
-    size_t n_sessions;
-    unsigned rr;                 /* round-robin turn */
-    uint64_t next_id, next_wire;
-    uint64_t fingerprint;        /* of the first worker; others must match */
-    int closing;
-};
+#include "proto/blockhash.h"
 
 /* ---- workers ---------------------------------------------------------------------- */
-
-static bool can_prefill(const wkr *w)
-{
-    return w->role == TANDEM__CTL__ROLE__ROLE_PREFILL || w->role == TANDEM__CTL__ROLE__ROLE_BOTH;
-}
-
-static bool can_decode(const wkr *w)
-{
-    return w->role == TANDEM__CTL__ROLE__ROLE_DECODE || w->role == TANDEM__CTL__ROLE__ROLE_BOTH;
-}
-
-void td_cluster_workers(const td_cluster *c, int *prefill, int *decode)
-{
-    *prefill = *decode = 0;
-    for (const wkr *w = c->workers; w; w = w->next) {
-        *prefill += can_prefill(w);
-        *decode += can_decode(w);
-    }
-}
-
-static wkr *find_worker(td_cluster *c, const char *id)
-{
-    for (wkr *w = c->workers; w; w = w->next)
-        if (!strcmp(w->id, id))
-            return w;
-    return NULL;
-}
-
-/* Least loaded by what we placed on it plus what it reports waiting. */
-static wkr *choose(td_cluster *c, bool (*can)(const wkr *))
-{
-    wkr *best = NULL;
-    long best_load = 0;
-    for (wkr *w = c->workers; w; w = w->next) {
-        if (!can(w) || w->draining)
-            continue;
-        long load = (long)w->assigned + (long)w->waiting;
-        if (!best || load < best_load) {
-            best = w;
-            best_load = load;
-        }
-    }
-    return best;
-}
 
 static td_err send_to(wkr *w, td_ctl_msg *m)
 {
@@ -240,112 +126,16 @@ static td_err send_prefill(creq *r, const ProtobufCBinaryData *ticket)
     return send_to(r->P, &env);
 }
 
-static long load_of(const wkr *w) { return (long)w->assigned + (long)w->waiting; }
-
-static sess *session_find(td_cluster *c, const char *id)
-{
-    for (sess **pp = &c->sessions; *pp; pp = &(*pp)->next)
-        if (!strcmp((*pp)->id, id)) {
-            sess *s = *pp;  /* to the front: most recent */
-            *pp = s->next;
-            s->next = c->sessions;
-            c->sessions = s;
-            return s;
-        }
-    return NULL;
-}
-
-static void session_remember(td_cluster *c, const char *id, const wkr *w)
-{
-    sess *s = session_find(c, id);
-    if (s) {
-        char *nw = strdup(w->id);
-        if (nw) {
-            free(s->worker);
-            s->worker = nw;
-        }
-        return;
-    }
-    if (!(s = calloc(1, sizeof *s)) || !(s->id = strdup(id)) || !(s->worker = strdup(w->id))) {
-        if (s)
-            free(s->id);
-        free(s);
-        return;
-    }
-    s->next = c->sessions;
-    c->sessions = s;
-    if (++c->n_sessions > MAX_SESSIONS) {  /* forget the least recent */
-        sess **pp = &c->sessions;
-        while ((*pp)->next)
-            pp = &(*pp)->next;
-        free((*pp)->id);
-        free((*pp)->worker);
-        free(*pp);
-        *pp = NULL;
-        c->n_sessions--;
-    }
-}
-
-/* A worker busier than the least loaded by more than the slack is not
- * worth its cached prefix: queueing behind others costs more than the
- * prefill it saves. */
-static bool affordable(const wkr *w, const wkr *least)
-{
-    return !w->draining && load_of(w) <= load_of(least) + LOAD_SLACK;
-}
-
-static wkr *choose_prefill(td_cluster *c, const creq *r)
-{
-    wkr *least = choose(c, can_prefill);
-    if (!least || c->o.policy == TD_CLUSTER_POLICY_LEAST_LOADED)
-        return least;
-    if (c->o.policy == TD_CLUSTER_POLICY_ROUND_ROBIN) {
-        int n = 0;
-        for (wkr *w = c->workers; w; w = w->next)
-            n += can_prefill(w) && !w->draining;
-        int k = (int)(c->rr++ % (unsigned)n);
-        for (wkr *w = c->workers; w; w = w->next)
-            if (can_prefill(w) && !w->draining && k-- == 0)
-                return w;
-        return least;
-    }
-    sess *s = r->session ? session_find(c, r->session) : NULL;
-    wkr *w = s ? find_worker(c, s->worker) : NULL;
-    if (w && can_prefill(w) && affordable(w, least))
-        return w;
-    wkr *best = NULL;
-    size_t best_m = 0;
-    for (w = c->workers; w; w = w->next) {
-        if (!can_prefill(w) || !affordable(w, least))
-            continue;
-        size_t m = td_pidx_match(w->prefixes, r->chain, r->n_chain);
-        if (m > best_m) {
-            best = w;
-            best_m = m;
-        }
-    }
-    return best ? best : least;
-}
-
-/* Decode: the least loaded; among equals the one with most free KV. */
-static wkr *choose_decode(td_cluster *c)
-{
-    wkr *best = NULL;
-    for (wkr *w = c->workers; w; w = w->next) {
-        if (!can_decode(w) || w->draining)
-            continue;
-        if (!best || load_of(w) < load_of(best) ||
-            (load_of(w) == load_of(best) && w->kv_free > best->kv_free))
-            best = w;
-    }
-    return best;
-}
-
 /* Places a new attempt. TD_EBUSY when no worker of a kind is there. */
 static td_err place(td_cluster *c, creq *r)
 {
-    wkr *P = choose_prefill(c, r);
-    wkr *D = choose_decode(c);
+    wkr *P = td_cl_choose_prefill(c, r);
+    wkr *D = td_cl_choose_decode(c);
+    wkr *L = td_cl_choose_local(c, r, P);
+    if (L) {                     /* the conversation's state is on L: answer there */
+        P = L;
+        D = NULL;
+    }
     /* Disaggregated when both kinds are there and more than the first token
      * is wanted; otherwise colocated on whichever worker there is. */
     if (!P && !D)
@@ -360,7 +150,7 @@ static td_err place(td_cluster *c, creq *r)
     r->D = D;
     P->assigned++;
     if (r->session)
-        session_remember(c, r->session, P);
+        td_cl_session_remember(c, r->session, P);
     r->next_index = 0;
     if (!D)
         return send_prefill(r, NULL);
@@ -372,6 +162,8 @@ static td_err place(td_cluster *c, creq *r)
     dr.session_id = r->session ? r->session : "";
     dr.sampling = &sp;
     dr.prompt_tokens = r->n_prompt;
+    dr.prompt = r->prompt;
+    dr.n_prompt = r->n_prompt;
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_DECODE;
     env.decode = &dr;
@@ -390,7 +182,7 @@ static void retry(td_cluster *c, creq *r, const char *why)
         if (place(c, r) == TD_OK)
             return;
         release_attempt(r, true);
-        if (!choose(c, can_prefill) && !choose(c, can_decode))
+        if (!td_cl_least_loaded(c, td_cl_can_prefill) && !td_cl_least_loaded(c, td_cl_can_decode))
             break;
     }
     finish(c, r, TD_ROUTER_FINISH_ERROR, TD_EIO, false);
@@ -567,7 +359,7 @@ static void drop_worker(td_cluster *c, wkr *w, const char *why)
 
 static void on_kv_events(td_cluster *c, const Tandem__Ctl__KvEvents *m)
 {
-    wkr *w = find_worker(c, m->worker_id);
+    wkr *w = td_cl_find_worker(c, m->worker_id);
     if (!w)
         return;
     if (m->block_tokens != TD_BLOCKHASH_TOKENS) {
@@ -582,7 +374,7 @@ static void on_kv_events(td_cluster *c, const Tandem__Ctl__KvEvents *m)
 
 static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
 {
-    wkr *w = find_worker(c, m->worker_id);
+    wkr *w = td_cl_find_worker(c, m->worker_id);
     if (w && strcmp(w->url, m->control_url)) {
         drop_worker(c, w, "registered again from another address");
         w = NULL;
@@ -617,8 +409,8 @@ static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
         c->workers = w;
         w->role = m->role;
         td_log(TD_LOG_INFO, "cluster: worker %s (%s) at %s", w->id,
-               can_prefill(w) && can_decode(w) ? "prefill+decode"
-               : can_prefill(w) ? "prefill" : "decode", w->url);
+               td_cl_can_prefill(w) && td_cl_can_decode(w) ? "prefill+decode"
+               : td_cl_can_prefill(w) ? "prefill" : "decode", w->url);
     }
     w->role = m->role;
     w->max_batch = m->max_batch;
@@ -637,7 +429,7 @@ static void on_mail(void *arg, void *item)
         on_register(c, m->register_);
         break;
     case TANDEM__CTL__ENVELOPE__BODY_HEARTBEAT:
-        if ((w = find_worker(c, m->heartbeat->worker_id))) {
+        if ((w = td_cl_find_worker(c, m->heartbeat->worker_id))) {
             w->last_seen = uv_now(c->loop);
             w->running = m->heartbeat->running;
             w->waiting = m->heartbeat->waiting;
@@ -696,7 +488,7 @@ static void on_cancels(uv_timer_t *t)
 static bool cl_ready(void *ctx)
 {
     td_cluster *c = ctx;
-    return choose(c, can_prefill) || choose(c, can_decode);
+    return td_cl_least_loaded(c, td_cl_can_prefill) || td_cl_least_loaded(c, td_cl_can_decode);
 }
 
 static int64_t cl_context_len(void *ctx)
@@ -737,12 +529,12 @@ static td_err cl_submit(void *ctx, const td_router_gen_req *q, const td_router_g
         return TD_ENOMEM;
     }
     memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
+    r->n_prompt = q->n_prompt;
     if (c->o.policy == TD_CLUSTER_POLICY_PREFIX &&
         (r->chain = malloc((q->n_prompt / TD_BLOCKHASH_TOKENS + 1) * sizeof *r->chain)))
         r->n_chain = td_block_chain(r->prompt, r->n_prompt, TD_BLOCKHASH_TOKENS, r->chain);
     if (q->n_stop_ids)
         memcpy(r->stops, q->stop_ids, q->n_stop_ids * sizeof *r->stops);
-    r->n_prompt = q->n_prompt;
     r->n_stop = q->n_stop_ids;
     r->max_tokens = q->max_tokens;
     r->s = q->sampling;
@@ -830,17 +622,6 @@ td_router_engine td_cluster_interface(td_cluster *c)
 
 const char *td_cluster_url(const td_cluster *c) { return td_ctl_in_url(c->in); }
 
-td_err td_cluster_policy_parse(const char *name, td_cluster_policy *out)
-{
-    static const char *const names[] = {"prefix", "least-loaded", "round-robin"};
-    for (int i = 0; i < 3; i++)
-        if (!strcmp(name, names[i])) {
-            *out = (td_cluster_policy)i;
-            return TD_OK;
-        }
-    return TD_EINVAL;
-}
-
 td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opts *o,
                          char *err, size_t errlen)
 {
@@ -892,13 +673,7 @@ void td_cluster_destroy(td_cluster *c)
     td_mbox_destroy(c->mbox);  /* delivers what arrived */
     while (c->reqs)
         finish(c, c->reqs, TD_ROUTER_FINISH_CANCELLED, TD_OK, true);
-    while (c->sessions) {
-        sess *s = c->sessions;
-        c->sessions = s->next;
-        free(s->id);
-        free(s->worker);
-        free(s);
-    }
+    td_cl_sessions_free(c);
     while (c->workers) {
         wkr *w = c->workers;
         c->workers = w->next;

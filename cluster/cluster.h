@@ -25,6 +25,8 @@ typedef struct td_cluster td_cluster;
  * PREFIX: the worker that already holds the session's state or the
  *   longest prefix of the prompt (KvEvents), unless it is busier than the
  *   least loaded one by more than a small slack; else the least loaded.
+ *   A decode worker holding a longer prefix answers whole when what is
+ *   left is short (local_prefill_max).
  * LEAST_LOADED: requests placed on it plus what it reports waiting.
  * ROUND_ROBIN: in turn. */
 typedef enum {
@@ -44,6 +46,13 @@ typedef struct {
     int heartbeat_timeout_ms;
     int max_attempts;            /* placements a request may try; 0: 3 */
     td_cluster_policy policy;
+    /* PREFIX policy: a decode worker that holds more of the prompt than
+     * the chosen prefill worker (it answered this conversation's last
+     * turn and kept the state) answers the request whole when at most this
+     * many prompt tokens are left to prefill: shipping the state elsewhere
+     * would cost more than prefilling a tool result in place. 0: 1024;
+     * negative: never. */
+    int64_t local_prefill_max;
 } td_cluster_opts;
 
 td_err td_cluster_create(td_cluster **out, uv_loop_t *loop, const td_cluster_opts *opts,

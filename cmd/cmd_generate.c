@@ -18,6 +18,7 @@ typedef struct {
     const char *model_dir;
     const char *prompt;
     const char *ids_file;
+    const char *ids_out;     /* generate: the generated ids as a JSON array */
     const char *out;
     const char *mtp_out;
     const char *stop;
@@ -56,6 +57,7 @@ static int parse_args(int argc, char **argv, gen_args *a, const char *cmd)
         else if (!strcmp(o, "--prompt")) a->prompt = v;
         else if (!strcmp(o, "--ids")) a->ids_file = v;
         else if (!strcmp(o, "--out")) a->out = v;
+        else if (!strcmp(o, "--ids-out")) a->ids_out = v;
         else if (!strcmp(o, "--mtp-out")) a->mtp_out = v;
         else if (!strcmp(o, "--stop")) a->stop = v;
         else if (!strcmp(o, "--decode-from")) bad = td_arg_long(v, 1, 1L << 30, &a->decode_from);
@@ -276,10 +278,11 @@ int cmd_generate(int argc, char **argv)
     int rc = parse_args(argc, argv, &a, "generate");
     if (rc)
         return rc;
-    if (!a.prompt) {
-        fprintf(stderr, "usage: tandem generate --model DIR --prompt TEXT [--chat] "
-                        "[--max-tokens N] [--temperature T] [--top-p P] [--top-k K] "
-                        "[--seed S] [--stop STR] [--ctx N] [--threads N]\n");
+    if ((!a.prompt) == (!a.ids_file)) {
+        fprintf(stderr, "usage: tandem generate --model DIR (--prompt TEXT [--chat] | "
+                        "--ids FILE) [--max-tokens N] [--temperature T] [--top-p P] "
+                        "[--top-k K] [--seed S] [--stop STR] [--ctx N] [--threads N] "
+                        "[--ids-out FILE]\n");
         return 2;
     }
     runtime rt;
@@ -318,12 +321,15 @@ int cmd_generate(int argc, char **argv)
     size_t stop_len = a.stop ? strlen(a.stop) : 0;
     char tail[4096];
     size_t tail_n = 0;
+    json_t *out_ids = a.ids_out ? json_array() : NULL;
     td_v4_step st = {.seq = seq, .tokens = ids, .n = (int)n, .logits = logits};
     td_err e = td_v4_forward(rt.m, &st, 1, err, sizeof err);
     for (int64_t i = 0; !e && i < budget; i++) {
         int32_t t = td_sampler_pick(smp, logits);
         if (t == c->eos_id)
             break;
+        if (out_ids)
+            json_array_append_new(out_ids, json_integer(t));
         const char *text;
         size_t len;
         if (td_tok_stream_push(&ts, t, &text, &len, err, sizeof err) == TD_OK && len) {
@@ -354,8 +360,11 @@ int cmd_generate(int argc, char **argv)
     td_tok_stream_free(&ts);
     if (e)
         fprintf(stderr, "tandem generate: %s\n", err);
+    else if (a.ids_out && (!out_ids || json_dump_file(out_ids, a.ids_out, JSON_COMPACT)))
+        fprintf(stderr, "tandem generate: cannot write %s\n", a.ids_out);
     else
         rc = 0;
+    json_decref(out_ids);
 gen_done:
     td_sampler_destroy(smp);
     td_v4_seq_destroy(seq);

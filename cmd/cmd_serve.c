@@ -38,11 +38,13 @@ typedef struct {
     float kv_store_gibf;
     const char *kv_spill_idle_ms;
     long kv_spill_idle;
+    long responses_store_mib;  /* 0: store none */
     const char *api_key_file;
     bool router_only;          /* tandem router: workers register at workers_url */
     bool in_process;           /* tandem serve --in-process: the model in this process */
     const char *workers_url;
     long worker_timeout_ms;
+    long local_prefill_max;    /* 0: the default; -1: never */
     td_cluster_policy policy;
 } serve_args;
 
@@ -71,7 +73,10 @@ static void usage(FILE *f, bool router_only)
             "  --worker-timeout-ms N  silence after which a worker is dropped (default 5000)\n"
             "  --policy NAME          prefill placement: prefix (default: the worker holding\n"
             "                         the session's or the prompt's longest prefix, unless\n"
-            "                         busier), least-loaded, round-robin\n");
+            "                         busier), least-loaded, round-robin\n"
+            "  --local-prefill-max N  prefix policy: a decode worker holding a conversation's\n"
+            "                         state answers its next turn whole when at most N\n"
+            "                         prompt tokens are new (default 1024; 0: never)\n");
     else
         fprintf(f,
             "usage: tandem serve [--model DIR] [--host ADDR] [--port N] [options]\n"
@@ -103,6 +108,9 @@ static void usage(FILE *f, bool router_only)
         "  --shutdown-grace-ms N  time requests get to finish on shutdown (default 10000)\n"
         "  --max-waiting N        requests queued for the batch before new ones get 429\n"
         "                         (default 256)\n"
+        "  --responses-store-mib N  memory for finished Responses API answers\n"
+        "                         (GET /v1/responses/{id}, previous_response_id;\n"
+        "                         least recently used out; 0: keep none; default 64)\n"
         "  --api-key-file FILE    API keys, one per line: every path but /health and\n"
         "                         /ready then needs `Authorization: Bearer KEY` or\n"
         "                         `x-api-key: KEY`\n"
@@ -115,7 +123,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
     bool router_only = a->router_only;
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
                       .max_body = 1 << 20, .max_waiting = 256, .router_only = router_only,
-                      .workers_url = "tcp://127.0.0.1:7100", .prefix_cache_mib = -1};
+                      .workers_url = "tcp://127.0.0.1:7100", .prefix_cache_mib = -1,
+                      .responses_store_mib = 64};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
@@ -146,6 +155,8 @@ static int parse_args(int argc, char **argv, serve_args *a)
             bad = td_arg_long(v, 1, 24L * 3600 * 1000, &a->grace_ms);
         else if (!strcmp(o, "--max-waiting"))
             bad = td_arg_long(v, 1, 1L << 20, &a->max_waiting);
+        else if (!strcmp(o, "--responses-store-mib"))
+            bad = td_arg_long(v, 0, 1L << 20, &a->responses_store_mib);
         else if (!strcmp(o, "--api-key-file")) a->api_key_file = v;
         else if (!a->router_only && !strcmp(o, "--kv-store")) a->kv_store = v;
         else if (!a->router_only && !strcmp(o, "--kv-store-gib")) {
@@ -160,7 +171,11 @@ static int parse_args(int argc, char **argv, serve_args *a)
         else if (a->router_only && !strcmp(o, "--workers")) a->workers_url = v;
         else if (a->router_only && !strcmp(o, "--policy"))
             bad = td_cluster_policy_parse(v, &a->policy) != TD_OK;
-        else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
+        else if (a->router_only && !strcmp(o, "--local-prefill-max")) {
+            bad = td_arg_long(v, 0, 1L << 30, &a->local_prefill_max);
+            if (!bad && a->local_prefill_max == 0)
+                a->local_prefill_max = -1;
+        } else if (a->router_only && !strcmp(o, "--worker-timeout-ms"))
             bad = td_arg_long(v, 50, 3600L * 1000, &a->worker_timeout_ms);
         else {
             fprintf(stderr, "tandem serve: unknown option %s\n\n", o);
@@ -279,7 +294,8 @@ static int serve(int argc, char **argv, bool router_only)
     if (!a.in_process) {
         td_cluster_opts co = {.listen_url = router_only ? a.workers_url : "tcp://127.0.0.1:0",
                               .heartbeat_timeout_ms = (int)a.worker_timeout_ms,
-                              .policy = a.policy};
+                              .policy = a.policy,
+                              .local_prefill_max = a.local_prefill_max};
         if (td_cluster_create(&s.cluster, &s.loop, &co, err, sizeof err)) {
             fprintf(stderr, "tandem router: %s\n", err);
             rc = 1;
@@ -313,6 +329,8 @@ static int serve(int argc, char **argv, bool router_only)
                          .write_buffer = (size_t)a.write_buffer,
                          .shutdown_grace_ms = (unsigned)a.grace_ms,
                          .max_waiting = a.max_waiting, .api_key_file = a.api_key_file,
+                         .responses_store_mib = (size_t)a.responses_store_mib,
+                         .responses_store_off = a.responses_store_mib == 0,
                          /* Keys from the environment: read here only (cmd/
                           * is the one place that reads the environment). */
                          .api_keys = getenv("TANDEM_API_KEYS")};

@@ -22,7 +22,7 @@ typedef struct {
     long metrics_port;
     long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx, prefix_cache_mib;
     long drain_ms, kv_region_mib;
-    const char *kv_store;        /* --kv-store: the disk tier (prefill) */
+    const char *kv_store;        /* --kv-store: the disk tier */
     float kv_store_gib;          /* capacity of a new store; 0: the store's default */
     long kv_spill_idle_ms;
     bool exit_with_parent;
@@ -63,6 +63,12 @@ static void usage(FILE *f, const char *name)
         "  --drain-timeout-ms N  on SIGTERM/SIGINT: stop taking work, let what runs finish\n"
         "                        for up to N ms (default 30000), then stop; a second\n"
         "                        signal stops at once\n"
+        "  --kv-store DIR        disk tier under the prefix cache (docs/kvstore.md):\n"
+        "                        states leave memory for DIR and come back from it,\n"
+        "                        also after a restart (default: none; one per worker)\n"
+        "  --kv-store-gib N      capacity of a new store (default 64)\n"
+        "  --kv-spill-idle-ms N  spill a state unused for N ms (default 0: only for\n"
+        "                        room and at stop)\n"
         "%s"
         "\n"
         "UCX picks the KV transport (UCX_TLS, e.g. UCX_TLS=tcp across hosts without RDMA).\n",
@@ -71,13 +77,7 @@ static void usage(FILE *f, const char *name)
                                   "  --kv-region-mib N     receive memory registered once, at start\n"
                                   "                        (default min(capacity, 1024); 0: none)\n"
                                 : "  --prefix-cache-mib N  recent states kept for prompts that extend them\n"
-                                  "                        (default 256; 0: off)\n"
-                                  "  --kv-store DIR        disk tier under that cache (docs/kvstore.md): states\n"
-                                  "                        leave memory for DIR and come back from it, also\n"
-                                  "                        after a restart (default: none)\n"
-                                  "  --kv-store-gib N      capacity of a new store (default 64)\n"
-                                  "  --kv-spill-idle-ms N  spill a state unused for N ms (default 0: only for\n"
-                                  "                        room and at stop)\n");
+                                  "                        (default 256; 0: off)\n");
 }
 
 static int parse(int argc, char **argv, worker_args *a)
@@ -113,10 +113,10 @@ static int parse(int argc, char **argv, worker_args *a)
             bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
         else if (!a->decode && !strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
-        else if (!a->decode && !strcmp(o, "--kv-store")) a->kv_store = v;
-        else if (!a->decode && !strcmp(o, "--kv-store-gib"))
+        else if (!strcmp(o, "--kv-store")) a->kv_store = v;
+        else if (!strcmp(o, "--kv-store-gib"))
             bad = td_arg_float(v, 0.0009f, 1e6f, &a->kv_store_gib);
-        else if (!a->decode && !strcmp(o, "--kv-spill-idle-ms"))
+        else if (!strcmp(o, "--kv-spill-idle-ms"))
             bad = td_arg_long(v, 0, 30L * 24 * 3600 * 1000, &a->kv_spill_idle_ms);
         else if (a->decode && !strcmp(o, "--kv-region-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->kv_region_mib);
@@ -259,6 +259,12 @@ static int run(int argc, char **argv, bool decode)
                             .kv_region_bytes = a.kv_region_mib < 0 ? 0
                                                : a.kv_region_mib == 0 ? -1
                                                : (int64_t)a.kv_region_mib << 20,
+                            .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
+                                                  : a.prefix_cache_mib == 0 ? -1
+                                                  : a.prefix_cache_mib << 20,
+                            .kv_store_dir = a.kv_store,
+                            .kv_store_bytes = (uint64_t)((double)a.kv_store_gib * (1u << 30)),
+                            .kv_spill_idle_ms = a.kv_spill_idle_ms,
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
     } else {

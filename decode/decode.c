@@ -22,6 +22,7 @@
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
 #include "worker/local.h"
+#include "worker/prefix.h"
 #include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
@@ -32,6 +33,7 @@ typedef struct djob {
     td_decode *d;
     uint64_t rid, eid;
     uint64_t prompt_tokens;
+    int32_t *prompt;             /* the ids, when the router sent them: keys the prefix cache */
     uint32_t max_tokens;
     td_router_sampling sampling;
     int32_t *stop_ids;
@@ -322,6 +324,7 @@ static void job_free(td_decode *d, djob *j)
         }
     d->kv_used -= j->reserve;
     free(j->stop_ids);
+    free(j->prompt);
     free(j->c_json);
     free(j->c_tools);
     free(j->c_force);
@@ -378,7 +381,7 @@ static void on_finish(void *arg, td_router_finish why, td_err err)
 static void start_engine(td_decode *d, djob *j)
 {
     td_engine_req x = {
-        .gen = {.n_prompt = j->prompt_tokens, .max_tokens = j->max_tokens,
+        .gen = {.prompt = j->prompt, .n_prompt = j->prompt_tokens, .max_tokens = j->max_tokens,
                 .sampling = j->sampling, .stop_ids = j->stop_ids, .n_stop_ids = j->n_stop,
                 .session_id = j->session_id,
                 .constraint = {.json_schema = j->c_is_json ? (j->c_json ? j->c_json : "") : NULL,
@@ -454,8 +457,12 @@ static void start(td_decode *d, const Tandem__Ctl__DecodeRequest *m)
         why = "out of memory";
     if (!why && m->session_id && m->session_id[0] && !(j->session_id = strdup(m->session_id)))
         why = "out of memory";
+    if (!why && m->n_prompt && !(j->prompt = malloc(m->n_prompt * sizeof *j->prompt)))
+        why = "out of memory";
     if (why) {
         if (j) {
+            free(j->prompt);
+            free(j->session_id);
             free(j->stop_ids);
             free(j);
         }
@@ -466,6 +473,8 @@ static void start(td_decode *d, const Tandem__Ctl__DecodeRequest *m)
     j->d = d;
     j->rid = m->request_id;
     j->prompt_tokens = m->prompt_tokens;
+    if (j->prompt)
+        memcpy(j->prompt, m->prompt, m->n_prompt * sizeof *j->prompt);
     j->max_tokens = s->max_tokens;
     j->sampling = (td_router_sampling){.temperature = s->temperature, .top_p = s->top_p,
                                        .top_k = (int)s->top_k, .seed = s->seed};
@@ -569,6 +578,7 @@ static void metrics(void *arg, td_prom_buf *b)
                   (double)d->kv_used);
     td_prom_gauge(b, "tandem_kv_capacity_bytes", "KV state bytes this worker may hold.",
                   (double)d->o.kv_capacity);
+    td_wk_prom_prefix_cache(b, d->engine);
 }
 
 static void on_loaded(void *arg, const char *why)
@@ -593,6 +603,13 @@ static void on_loaded(void *arg, const char *why)
         e = td_errf(err, sizeof err, TD_ENOMEM, "out of memory");
     if (d->o.on_ready)
         d->o.on_ready(d->o.arg, e ? err : NULL);
+}
+
+/* A conversation's state kept (or dropped) at its end: tell the router. */
+static void on_cache(void *arg, bool stored, const int32_t *tokens, size_t n)
+{
+    td_decode *d = arg;
+    td_wk_kv_event(d->wk, stored, tokens, n);
 }
 
 td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *o,
@@ -622,8 +639,9 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
     td_engine_opts eo = {.model_dir = o->model_dir, .max_batch = d->o.max_batch,
                          .nthreads = o->nthreads,
                          .max_context = o->max_context, .on_loaded = on_loaded, .arg = d,
-                         /* resumed requests have no prompt to key a cache with */
-                         .prefix_cache_bytes = -1};
+                         .prefix_cache_bytes = o->prefix_cache_bytes,
+                         .kv_store_dir = o->kv_store_dir, .kv_store_bytes = o->kv_store_bytes,
+                         .kv_spill_idle_ms = o->kv_spill_idle_ms, .on_cache = on_cache};
     e = td_engine_create(&d->engine, loop, &eo, err, errlen);
     if (e) {
         td_mbox_destroy(d->events);

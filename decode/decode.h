@@ -39,6 +39,14 @@ typedef struct {
      * do not fit get a buffer of their own). 0: min(kv_capacity, 1 GiB);
      * -1: none. */
     int64_t kv_region_bytes;
+    /* The engine's prefix cache (td_engine_opts.prefix_cache_bytes: 0 the
+     * default, -1 off). A finished conversation's state (prompt and answer)
+     * stays in it, announced to the router in KvEvents, so its next turn
+     * can be answered here with only the new tokens prefilled. */
+    int64_t prefix_cache_bytes;
+    const char *kv_store_dir;    /* td_engine_opts: the disk tier under it; NULL none */
+    uint64_t kv_store_bytes;     /* td_engine_opts */
+    int64_t kv_spill_idle_ms;    /* td_engine_opts */
     void (*on_ready)(void *arg, const char *err);
     void *arg;
 } td_decode_opts;

@@ -268,6 +268,24 @@ static void remember(td_engine *e, ereq *r)
     free(toks);
 }
 
+/* Notes an emitted token for remember(). */
+static void remember_token(td_engine *e, ereq *r, int32_t t)
+{
+    if (!e->pcache || !r->prompt)
+        return;
+    /* amortised: the array doubles, a handful of times per request */
+    if (r->n_gen == r->cap_gen) {
+        size_t nc = r->cap_gen ? 2 * r->cap_gen : 64;
+        int32_t *ng = realloc(r->gen, nc * sizeof *ng);
+        if (ng) {
+            r->gen = ng;
+            r->cap_gen = nc;
+        }
+    }
+    if (r->n_gen < r->cap_gen)
+        r->gen[r->n_gen++] = t;
+}
+
 /* Unlinks r from the list at *head and finishes it. */
 static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_err err)
 {
@@ -357,7 +375,6 @@ static td_err constrain(td_engine *e, ereq *r, char *err, size_t errlen)
  * it and carry on as if this engine had sampled the first token. */
 static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
 {
-    (void)e;
     td_err er = td_v4_seq_load(r->seq, r->state, r->state_len, err, errlen);
     release_state(r);
     if (er)
@@ -368,6 +385,7 @@ static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
     r->prefilled = r->n_prompt;
     r->last = r->first_token;
     r->generated = 1;
+    remember_token(e, r, r->first_token);
     td_sampler_skip(r->smp);
     /* prefill picked the first token under the same grammar */
     if (r->matcher && td_cons_advance(r->matcher, r->first_token))
@@ -534,19 +552,7 @@ static void step(td_engine *e)
         }
         emit(e, (event){.kind = EV_TOKEN, .token = t, .cb = r->cb});
         r->last = t;
-        if (e->pcache && r->prompt) {
-            /* amortised: the array doubles, a handful of times per request */
-            if (r->n_gen == r->cap_gen) {
-                size_t nc = r->cap_gen ? 2 * r->cap_gen : 64;
-                int32_t *ng = realloc(r->gen, nc * sizeof *ng);
-                if (ng) {
-                    r->gen = ng;
-                    r->cap_gen = nc;
-                }
-            }
-            if (r->n_gen < r->cap_gen)
-                r->gen[r->n_gen++] = t;
-        }
+        remember_token(e, r, t);
         if (++r->generated == r->max_tokens) {
             td_err se = r->on_state ? hand_over_state(e, r) : TD_OK;
             finish(e, &e->running, r, se ? TD_ROUTER_FINISH_ERROR : TD_ROUTER_FINISH_LENGTH, se);
@@ -733,7 +739,8 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
     ereq *r = calloc(1, sizeof *r);
     if (!r)
         return TD_ENOMEM;
-    /* A resumed request's prompt is in its state already. */
+    /* A resumed request's prompt is in its state already; its ids, when
+     * given, name the state the prefix cache keeps at the end. */
     r->state = x->state;
     r->state_len = x->state_len;
     r->first_token = x->first_token;
@@ -753,9 +760,9 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
     r->state_buf = x->state_buf;
     r->state_cap = x->state_cap;
     r->on_section = x->on_section;
-    r->prompt = x->state ? NULL : malloc(q->n_prompt * sizeof *r->prompt);
+    r->prompt = q->prompt ? malloc(q->n_prompt * sizeof *r->prompt) : NULL;
     r->stop_ids = malloc((q->n_stop_ids ? q->n_stop_ids : 1) * sizeof *r->stop_ids);
-    if ((!x->state && !r->prompt) || !r->stop_ids) {
+    if ((q->prompt && !r->prompt) || !r->stop_ids) {
         r->state = NULL;  /* on error nothing is called back */
         ereq_free(r);
         return TD_ENOMEM;

@@ -70,7 +70,10 @@ void td_pcache_destroy(td_pcache *c)
     free(c);
 }
 
-static void unlink_entry(td_pcache *c, entry *e)
+/* tell: whether the event function hears of it (not when the state went
+ * to disk: the worker still holds it, and the router may keep sending the
+ * conversation here). */
+static void unlink_entry(td_pcache *c, entry *e, bool tell)
 {
     for (entry **pp = &c->head; *pp; pp = &(*pp)->next)
         if (*pp == e) {
@@ -79,7 +82,7 @@ static void unlink_entry(td_pcache *c, entry *e)
         }
     c->st.bytes -= cost(e);
     c->st.entries--;
-    if (c->on_event)
+    if (c->on_event && tell)
         c->on_event(c->arg, false, e->tokens, e->n);
 }
 
@@ -93,8 +96,8 @@ static td_err spill_big(td_pcache *c, const td_v4_seq *seq, const int32_t *token
         return TD_ENOMEM;
     size_t w = 0;
     td_err er = td_v4_seq_save(seq, buf, len, &w);
-    if (!er)
-        c->spill(c->spill_arg, tokens, n, buf, w);
+    if (!er && !c->spill(c->spill_arg, tokens, n, buf, w) && c->on_event)
+        c->on_event(c->arg, true, tokens, n);  /* held, on disk */
     free(buf);
     return er;
 }
@@ -108,7 +111,7 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
         return c->spill ? spill_big(c, seq, tokens, n, len) : TD_OK;
     for (entry *e = c->head; e; e = e->next)
         if (e->n == n && !memcmp(e->tokens, tokens, n * sizeof *tokens)) {
-            unlink_entry(c, e);
+            unlink_entry(c, e, true);
             entry_free(e);
             break;
         }
@@ -134,9 +137,9 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
         entry *last = c->head;
         while (last->next)
             last = last->next;
-        unlink_entry(c, last);
-        if (c->spill)
-            c->spill(c->spill_arg, last->tokens, last->n, last->state, last->len);
+        bool kept = c->spill &&
+                    !c->spill(c->spill_arg, last->tokens, last->n, last->state, last->len);
+        unlink_entry(c, last, !kept);
         entry_free(last);
         c->st.evictions++;
     }
@@ -162,7 +165,7 @@ size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, si
     char err[128];
     if (td_v4_seq_load(seq, best->state, best->len, err, sizeof err) != TD_OK) {
         /* cannot happen for a state we saved with this model: drop it */
-        unlink_entry(c, best);
+        unlink_entry(c, best, true);
         entry_free(best);
         return 0;
     }
@@ -208,7 +211,7 @@ static int64_t spill_where(td_pcache *c, int64_t idle_ms, bool all)
             pp = &e->next;
             continue;
         }
-        unlink_entry(c, e);  /* *pp is e->next now */
+        unlink_entry(c, e, false);  /* on disk now; *pp is e->next */
         entry_free(e);
     }
     return next;

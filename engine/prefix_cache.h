@@ -33,7 +33,9 @@ typedef struct {
 } td_pcache_stats;
 
 /* Told of every entry stored and every entry dropped (evicted, replaced or
- * found unreadable), with its tokens (borrowed for the call). */
+ * found unreadable), with its tokens (borrowed for the call). An entry the
+ * spill function took is not dropped: it is still held, on disk (and one
+ * put straight to disk is told as stored). */
 typedef void (*td_pcache_event_fn)(void *arg, bool stored, const int32_t *tokens, size_t n);
 
 /* budget 0: a cache that stores nothing. on_event may be NULL. */

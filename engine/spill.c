@@ -289,7 +289,7 @@ static td_kv_key tail_key(const td_spill *s, td_kv_key block, const int32_t *tai
 td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *state, size_t len)
 {
     if (!s->kv || n < s->bt || len < 8)
-        return TD_OK;
+        return TD_ENOTSUP;  /* not worth a disk write: it stays, or goes, in memory */
     double t0 = now_s();
     size_t nb = chain(s, tokens, n);
     if (nb == 0)

@@ -62,9 +62,10 @@ int td_spill_up(const td_spill *s);
 bool td_spill_idle(td_spill *s, td_pcache *c, int64_t idle_ms, struct timespec *until);
 
 /* Writes the state after tokens[0..n) (state[0..len), td_v4_seq_save's
- * bytes) to disk. Nothing to do below one block (128 tokens): such a
- * prefix is cheap to recompute. An entry with the same tokens on disk is
- * not written again. Errors are logged and counted, and returned. */
+ * bytes) to disk; TD_OK when it is there. Below one block (128 tokens) it
+ * is not written (TD_ENOTSUP): such a prefix is cheap to recompute. An
+ * entry with the same tokens on disk is not written again. Errors are
+ * logged and counted, and returned. */
 td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *state, size_t len);
 
 /* Loads into seq the longest state whose tokens are a proper prefix of

@@ -19,10 +19,10 @@
 #include "engine/engine.h"
 #include "model/state.h"
 #include "prefill/prefill.h"
-#include "proto/blockhash.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
 #include "worker/local.h"
+#include "worker/prefix.h"
 #include "worker/ucx_thread.h"
 #include "worker/worker.h"
 
@@ -523,32 +523,10 @@ static void load(void *arg, Tandem__Ctl__Heartbeat *hb)
     hb->waiting = (uint32_t)l.waiting;
 }
 
-/* The engine's prefix cache stored or dropped a prompt's state: tell the
- * router, as the prompt's block-hash chain (proto/blockhash.h), so the
- * next turn of that conversation comes back here. */
 static void on_cache(void *arg, bool stored, const int32_t *tokens, size_t n)
 {
     td_prefill *p = arg;
-    size_t k = n / TD_BLOCKHASH_TOKENS;
-    uint64_t *chain = k && p->wk ? malloc(k * sizeof *chain) : NULL;
-    if (!chain)
-        return;
-    td_block_chain(tokens, n, TD_BLOCKHASH_TOKENS, chain);
-    Tandem__Ctl__KvEvents ev = TANDEM__CTL__KV_EVENTS__INIT;
-    ev.worker_id = (char *)td_wk_id(p->wk);
-    ev.block_tokens = TD_BLOCKHASH_TOKENS;
-    if (stored) {
-        ev.stored = chain;
-        ev.n_stored = k;
-    } else {
-        ev.removed = chain;
-        ev.n_removed = k;
-    }
-    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
-    env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_EVENTS;
-    env.kv_events = &ev;
-    td_wk_send(p->wk, &env);
-    free(chain);
+    td_wk_kv_event(p->wk, stored, tokens, n);
 }
 
 static void metrics(void *arg, td_prom_buf *b)
@@ -579,19 +557,7 @@ static void metrics(void *arg, td_prom_buf *b)
                   (double)l.waiting);
     td_prom_gauge(b, "tandem_kv_bytes_in_use", "Bytes of saved states waiting to be shipped.",
                   (double)p->m_state_bytes);
-    td_engine_cache_stats cs = td_engine_cache(p->engine);
-    td_prom_counter(b, "tandem_prefix_cache_queries_total",
-                    "Prompts looked up in the prefix cache.", cs.lookups);
-    td_prom_counter(b, "tandem_prefix_cache_hits_total",
-                    "Prompts that extended a cached state.", cs.hits);
-    td_prom_counter(b, "tandem_prompt_tokens_cached_total",
-                    "Prompt tokens restored from the prefix cache instead of prefilled.",
-                    cs.tokens_reused);
-    td_prom_counter(b, "tandem_prefix_cache_evictions_total",
-                    "States dropped from the prefix cache to make room.", cs.evictions);
-    td_prom_gauge(b, "tandem_prefix_cache_bytes", "Bytes of states in the prefix cache.",
-                  (double)cs.bytes);
-    td_engine_kv_metrics(p->engine, b);
+    td_wk_prom_prefix_cache(b, p->engine);
 }
 
 static void on_loaded(void *arg, const char *why)

@@ -155,6 +155,13 @@ td_err td_ctl_validate(const td_ctl_msg *e, char *err, size_t errlen)
             FAIL("decode: request_id missing");
         if (!valid_id(e->decode->session_id, 1))
             FAIL("decode: bad session id");
+        if (e->decode->n_prompt &&
+            ((r = check_tokens(e->decode->prompt, e->decode->n_prompt, 1, "decode", err,
+                               errlen)) ||
+             e->decode->n_prompt != e->decode->prompt_tokens))
+            return r ? r : td_errf(err, errlen, TD_ECORRUPT, "decode: %zu prompt ids for "
+                                   "prompt_tokens %llu", e->decode->n_prompt,
+                                   (unsigned long long)e->decode->prompt_tokens);
         return check_sampling(e->decode->sampling, "decode", err, errlen);
     case TANDEM__CTL__ENVELOPE__BODY_TOKENS:
         return check_tokens_msg(e->tokens, err, errlen);

@@ -192,18 +192,12 @@ static int item_call_output(builder *b, const json_t *it, size_t i, td_resp_err 
     return rc;
 }
 
-static int add_input(builder *b, const json_t *input, td_resp_err *e)
+/* Input items, in order, onto the messages being built. */
+static int add_items(builder *b, const json_t *items, td_resp_err *e)
 {
-    if (json_is_string(input))
-        return add_text_msg(b, "user", json_string_value(input), json_string_length(input), e);
-    if (!json_is_array(input))
-        return fail(e, "input", 400, input ? "input: must be a string or an array of items"
-                                           : "input: Field required");
-    if (json_array_size(input) == 0)
-        return fail(e, "input", 400, "input: at least one item is required");
     size_t i;
     const json_t *it;
-    json_array_foreach(input, i, it) {
+    json_array_foreach(items, i, it) {
         if (!json_is_object(it))
             return fail(e, "input", 400, "input[%zu]: must be an object", i);
         const char *t = type_of(it);
@@ -217,14 +211,59 @@ static int add_input(builder *b, const json_t *input, td_resp_err *e)
         else if (!strcmp(t, "function_call_output"))
             rc = item_call_output(b, it, i, e);
         else if (!strcmp(t, "item_reference"))
-            rc = fail(e, "input", 400, "input[%zu]: item_reference is not supported (this "
-                      "server stores no responses)", i);
+            rc = fail(e, "input", 400, "input[%zu]: item_reference is not supported: name the "
+                      "last answer in previous_response_id instead", i);
         else
             rc = fail(e, "input", 400, "input[%zu]: item type '%s' is not supported", i, t);
         if (rc)
             return rc;
     }
-    return flush(b, e);
+    return 0;
+}
+
+/* The request's input as an array of items (a string is one user message):
+ * what the store files as this turn's input. */
+static int input_items(const json_t *input, json_t **out, td_resp_err *e)
+{
+    if (json_is_string(input))
+        *out = json_pack("[{s:s, s:s, s:O}]", "type", "message", "role", "user", "content",
+                         input);
+    else if (!json_is_array(input))
+        return fail(e, "input", 400, input ? "input: must be a string or an array of items"
+                                           : "input: Field required");
+    else if (json_array_size(input) == 0)
+        return fail(e, "input", 400, "input: at least one item is required");
+    else
+        *out = json_incref((json_t *)input);
+    return *out ? 0 : OOM(e);
+}
+
+/* The conversation before this turn, when the request continues a stored
+ * answer. */
+static int add_history(builder *b, const json_t *root, const td_resp_history *hist,
+                       td_resp_req *r, td_resp_err *e)
+{
+    const json_t *v = field(root, "previous_response_id");
+    if (!v)
+        return 0;
+    if (!json_is_string(v))
+        return fail(e, "previous_response_id", 400, "previous_response_id: must be a string");
+    if (!hist)
+        return fail(e, "previous_response_id", 400, "previous_response_id is not supported: "
+                    "this server stores no responses; send the whole conversation in input");
+    if (!(r->previous_response_id = strdup(json_string_value(v))))
+        return OOM(e);
+    json_t *items = NULL;
+    td_err te = hist->fn(hist->arg, r->previous_response_id, &items);
+    if (te == TD_ENOENT)
+        return fail(e, "previous_response_id", 400, "Previous response with id '%s' not "
+                    "found (it was never stored, or was deleted or evicted; send the whole "
+                    "conversation in input)", r->previous_response_id);
+    if (te)
+        return OOM(e);
+    int rc = add_items(b, items, e);
+    json_decref(items);
+    return rc;
 }
 
 /* Flat function tools → the chat path's nested ones. */
@@ -301,9 +340,6 @@ static int decode_scalars(const json_t *root, json_t *oa, td_resp_req *r, td_res
     if (!json_is_string(field(root, "model")))
         return fail(e, "model", 400, field(root, "model") ? "model: must be a string"
                                                           : "model: Field required");
-    if (field(root, "previous_response_id"))
-        return fail(e, "previous_response_id", 400, "previous_response_id is not supported: "
-                    "this server stores no responses; send the whole conversation in input");
     if ((v = field(root, "conversation")))
         return fail(e, "conversation", 400, "conversation is not supported: this server "
                     "stores no conversations");
@@ -311,6 +347,7 @@ static int decode_scalars(const json_t *root, json_t *oa, td_resp_req *r, td_res
         return fail(e, "background", 400, "background is not supported");
     if ((v = field(root, "store")) && !json_is_boolean(v))
         return fail(e, "store", 400, "store: must be a boolean");
+    r->store = !json_is_false(v);  /* OpenAI's default: stored */
     if ((v = field(root, "max_output_tokens"))) {
         if (!json_is_integer(v) || json_integer_value(v) < 1)
             return fail(e, "max_output_tokens", 400, "max_output_tokens: must be an "
@@ -347,7 +384,8 @@ static int decode_scalars(const json_t *root, json_t *oa, td_resp_req *r, td_res
     return 0;
 }
 
-int td_resp_decode(const char *body, size_t len, td_resp_req *r, td_resp_err *e)
+int td_resp_decode(const char *body, size_t len, const td_resp_history *hist, td_resp_req *r,
+                   td_resp_err *e)
 {
     memset(r, 0, sizeof *r);
     memset(e, 0, sizeof *e);
@@ -380,7 +418,9 @@ int td_resp_decode(const char *body, size_t len, td_resp_req *r, td_resp_err *e)
         if ((rc = add_text_msg(&b, "system", json_string_value(v), json_string_length(v), e)))
             goto done;
     }
-    if ((rc = add_input(&b, field(root, "input"), e)))
+    if ((rc = input_items(field(root, "input"), &r->input_items, e)) ||
+        (rc = add_history(&b, root, hist, r, e)) ||
+        (rc = add_items(&b, r->input_items, e)) || (rc = flush(&b, e)))
         goto done;
     if ((v = field(root, "tools")) && (rc = add_tools(oa, v, e)))
         goto done;
@@ -422,5 +462,7 @@ void td_resp_req_free(td_resp_req *r)
 {
     td_conv_destroy(r->conv);
     td_conv_constraint_fini(&r->cons);
+    json_decref(r->input_items);
+    free(r->previous_response_id);
     memset(r, 0, sizeof *r);
 }

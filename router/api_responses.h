@@ -15,8 +15,9 @@
  *   output_item.added / content_part.added / *.delta / *.done /
  *   content_part.done / output_item.done, then response.completed (or
  *   response.incomplete) with the whole response object.
- * api_responses_gen.c joins them to the engine. Nothing is stored: there is
- * no GET /v1/responses/{id} and previous_response_id is refused.
+ * api_responses_gen.c joins them to the engine and files finished answers
+ * in the router's store (router/resp_store.h), which serves GET and DELETE
+ * /v1/responses/{id} and previous_response_id.
  */
 #ifndef TD_ROUTER_API_RESPONSES_H
 #define TD_ROUTER_API_RESPONSES_H
@@ -49,11 +50,23 @@ typedef struct {
     bool tools;                  /* tools are declared in the prompt */
     bool parallel;               /* more than one function call allowed */
     td_conv_constraint cons;     /* tool_choice required / a function: the answer is a call */
+    bool store;                  /* file the answer (the default) */
+    char *previous_response_id;  /* the stored answer this turn continues, or NULL */
+    json_t *input_items;         /* this turn's input as an array of items (a reference) */
 } td_resp_req;
 
-/* Decodes a Responses body. Returns 0, or the HTTP status with e filled.
- * *r is empty after a failure. */
-int td_resp_decode(const char *body, size_t len, td_resp_req *r, td_resp_err *e);
+/* Where previous_response_id is looked up: the conversation that ends with
+ * answer `id` as input items (a new array in *items), TD_ENOENT when it is
+ * not stored. */
+typedef struct {
+    td_err (*fn)(void *arg, const char *id, json_t **items);
+    void *arg;
+} td_resp_history;
+
+/* Decodes a Responses body. hist NULL: previous_response_id is refused.
+ * Returns 0, or the HTTP status with e filled. *r is empty after a failure. */
+int td_resp_decode(const char *body, size_t len, const td_resp_history *hist, td_resp_req *r,
+                   td_resp_err *e);
 void td_resp_req_free(td_resp_req *r);
 
 /* ---- the event encoder ----------------------------------------------------- */
@@ -65,6 +78,8 @@ typedef struct {
     const char *model;
     long long created_at;        /* unix seconds */
     size_t input_tokens;
+    const char *previous_response_id;  /* echoed in the response object, or NULL */
+    bool store;                  /* echoed */
 } td_resp_enc_opts;
 
 typedef struct {
@@ -79,6 +94,7 @@ typedef struct {
     td_tok_bytes text;           /* the open item's text / arguments */
     td_tok_bytes name;           /* the open call's name */
     long long seq;               /* stream: the next sequence_number */
+    json_t *final;               /* the finished response object, after finish */
 } td_resp_enc;
 
 td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts);

@@ -48,6 +48,7 @@ td_err td_resp_enc_init(td_resp_enc *enc, const td_resp_enc_opts *opts)
 void td_resp_enc_free(td_resp_enc *enc)
 {
     json_decref(enc->output);
+    json_decref(enc->final);
     td_tok_bytes_free(&enc->base.out);
     td_tok_bytes_free(&enc->text);
     td_tok_bytes_free(&enc->name);
@@ -71,11 +72,14 @@ static json_t *response(const td_resp_enc *enc, const char *status, json_t *outp
         : json_null();
     json_t *details = incomplete ? json_pack("{s:s}", "reason", "max_output_tokens")
                                  : json_null();
-    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:n, s:b}",
+    json_t *prev = enc->o.previous_response_id ? json_string(enc->o.previous_response_id)
+                                               : json_null();
+    return json_pack("{s:s, s:s, s:I, s:s, s:s, s:o, s:o, s:o, s:n, s:b, s:o, s:b}",
                      "id", id, "object", "response", "created_at",
                      (json_int_t)enc->o.created_at, "status", status, "model", enc->o.model,
                      "output", output, "usage", usage, "incomplete_details", details,
-                     "error", "parallel_tool_calls", enc->o.parallel);
+                     "error", "parallel_tool_calls", enc->o.parallel,
+                     "previous_response_id", prev, "store", enc->o.store);
 }
 
 void td_resp_enc_start(td_resp_enc *enc)
@@ -226,6 +230,8 @@ void td_resp_enc_finish(td_resp_enc *enc, bool incomplete, size_t output_tokens)
     td_gen_parts_finish(&enc->parts, &items, &enc->base);
     json_t *r = response(enc, incomplete ? "incomplete" : "completed",
                          json_incref(enc->output), incomplete, output_tokens, true);
+    json_decref(enc->final);
+    enc->final = json_incref(r);
     if (enc->o.stream) {
         event(enc, incomplete ? "response.incomplete" : "response.completed",
               json_pack("{s:o}", "response", r));

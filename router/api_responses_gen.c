@@ -1,20 +1,69 @@
 /* POST /v1/responses: a decoded request (api_responses.c) → prompt ids → a
  * generation (gen.c) whose encoder is the Responses event encoder
  * (api_responses_enc.c). The Responses API has no stop strings. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
 #include "router/api_responses.h"
+#include "common/log.h"
 #include "router/gen.h"
+#include "router/resp_store.h"
 #include "router/router_internal.h"
 
-/* The encoder with the id it points at. */
+/* The encoder with the strings it points at, and what the store files
+ * when the answer is finished. */
 typedef struct {
     td_resp_enc enc;             /* first: td_gen frees the whole */
     char resp_id[48];
+    td_router *rt;
+    char *prev_id;               /* previous_response_id, or NULL */
+    json_t *input_items;         /* this turn's input; NULL: not stored */
 } resp_out;
+
+/* The encoder's table with two additions: a finished answer is filed as
+ * soon as it is encoded (before its last bytes leave, so a client's next
+ * turn always finds it), and the extras are freed with the encoder. */
+static td_gen_enc_ops stored_ops;
+static pthread_once_t stored_ops_once = PTHREAD_ONCE_INIT;
+
+static void stored_finish(td_gen_enc *e, td_gen_end why, const char *stop_seq,
+                          size_t output_tokens)
+{
+    resp_out *a = (resp_out *)e;
+    td_resp_enc_ops.finish(e, why, stop_seq, output_tokens);
+    if (!a->input_items || !a->enc.final)
+        return;
+    char id[64];
+    snprintf(id, sizeof id, "resp_%s", a->resp_id);
+    td_err te = td_resp_store_put(a->rt->responses, id, a->prev_id, a->input_items,
+                                  json_incref(a->enc.final));
+    a->input_items = NULL;       /* taken */
+    if (te && te != TD_ENOSPC)
+        td_log(TD_LOG_WARN, "responses: %s not stored: %s", id, td_strerror(te));
+}
+
+static void stored_fini(td_gen_enc *e)
+{
+    resp_out *a = (resp_out *)e;
+    free(a->prev_id);
+    json_decref(a->input_items);
+    td_resp_enc_ops.fini(e);
+}
+
+static void stored_ops_init(void)
+{
+    stored_ops = td_resp_enc_ops;
+    stored_ops.finish = stored_finish;
+    stored_ops.fini = stored_fini;
+}
+
+static td_err history(void *arg, const char *id, json_t **items)
+{
+    return td_resp_store_history(arg, id, items);
+}
 
 /* ---- the handler ---------------------------------------------------------------- */
 
@@ -26,7 +75,8 @@ void td_router_responses(td_router *rt, td_http_req *req)
     const char *body = td_http_req_body(req, &blen);
     td_resp_req r;
     td_resp_err e;
-    if (td_resp_decode(body, blen, &r, &e)) {
+    td_resp_history hist = {.fn = history, .arg = rt->responses};
+    if (td_resp_decode(body, blen, &hist, &r, &e)) {
         td_router_error(req, e.status, e.param, NULL, "%s", e.message);
         return;
     }
@@ -45,6 +95,10 @@ void td_router_responses(td_router *rt, td_http_req *req)
         goto out;
     }
     resp_out *a = calloc(1, sizeof *a);
+    if (a && r.previous_response_id && !(a->prev_id = strdup(r.previous_response_id))) {
+        free(a);
+        a = NULL;
+    }
     if (!a) {
         td_router_error(req, 500, NULL, NULL, "out of memory");
         goto out;
@@ -54,13 +108,20 @@ void td_router_responses(td_router *rt, td_http_req *req)
              (unsigned long long)n);
     td_resp_enc_opts eo = {.stream = r.stream, .parallel = r.parallel, .id = a->resp_id,
                            .model = rt->model_id, .created_at = (long long)time(NULL),
-                           .input_tokens = prompt.len};
+                           .input_tokens = prompt.len, .previous_response_id = a->prev_id,
+                           .store = r.store};
     if (td_resp_enc_init(&a->enc, &eo)) {
         td_resp_enc_free(&a->enc);
+        free(a->prev_id);
         free(a);
         td_router_error(req, 500, NULL, NULL, "out of memory");
         goto out;
     }
+    pthread_once(&stored_ops_once, stored_ops_init);
+    a->enc.base.ops = &stored_ops;
+    a->rt = rt;
+    if (r.store)
+        a->input_items = json_incref(r.input_items);
     int64_t max_tokens = r.max_tokens > 0 ? r.max_tokens : ctx;
     if (max_tokens > ctx - (int64_t)prompt.len)
         max_tokens = ctx - (int64_t)prompt.len;
@@ -80,4 +141,24 @@ void td_router_responses(td_router *rt, td_http_req *req)
 out:
     td_tok_ids_free(&prompt);
     td_resp_req_free(&r);
+}
+
+/* ---- stored answers ---------------------------------------------------------------- */
+
+void td_router_stored_response(td_router *rt, td_http_req *req, const char *id, bool get)
+{
+    if (get) {
+        json_t *v = td_resp_store_response(rt->responses, id);
+        if (v)
+            td_router_send_json(req, 200, v);
+        else
+            td_router_error(req, 404, NULL, NULL, "Response with id '%s' not found.", id);
+        return;
+    }
+    if (!td_resp_store_delete(rt->responses, id)) {
+        td_router_error(req, 404, NULL, NULL, "Response with id '%s' not found.", id);
+        return;
+    }
+    td_router_send_json(req, 200, json_pack("{s:s, s:s, s:b}", "id", id, "object",
+                                            "response.deleted", "deleted", 1));
 }

@@ -27,6 +27,10 @@ static const char *const endpoint_names[TD_METRICS_EP_COUNT] = {
     [TD_METRICS_EP_HEALTH] = "/health",
     [TD_METRICS_EP_READY] = "/ready",
     [TD_METRICS_EP_METRICS] = "/metrics",
+    [TD_METRICS_EP_MESSAGES] = "/v1/messages",
+    [TD_METRICS_EP_COUNT_TOKENS] = "/v1/messages/count_tokens",
+    [TD_METRICS_EP_RESPONSES] = "/v1/responses",
+    [TD_METRICS_EP_RESPONSE_ID] = "/v1/responses/{id}",
     [TD_METRICS_EP_OTHER] = "other",
 };
 
@@ -43,6 +47,8 @@ td_metrics_endpoint td_metrics_endpoint_of(const char *path)
     for (int i = 0; i < TD_METRICS_EP_OTHER; i++)
         if (path && !strcmp(path, endpoint_names[i]))
             return (td_metrics_endpoint)i;
+    if (path && !strncmp(path, "/v1/responses/", 14) && path[14] && !strchr(path + 14, '/'))
+        return TD_METRICS_EP_RESPONSE_ID;
     return TD_METRICS_EP_OTHER;
 }
 
@@ -113,6 +119,15 @@ td_err td_metrics_render(const td_metrics *m, const td_metrics_gauges *g, char *
     td_prom_gauge(&b, "tandem_ready", "1 when the engine takes requests, else 0.", g->ready ? 1 : 0);
     td_prom_gauge(&b, "tandem_process_start_time_seconds", "Start time of the process, unix seconds.",
           g->start_time);
+    td_prom_gauge(&b, "tandem_responses_stored",
+          "Responses API answers kept for GET and previous_response_id.",
+          (double)g->responses_stored);
+    td_prom_gauge(&b, "tandem_responses_stored_bytes",
+          "Memory the kept Responses API answers take (their JSON size).",
+          (double)g->responses_stored_bytes);
+    td_prom_counter(&b, "tandem_responses_evicted_total",
+          "Kept Responses API answers dropped to make room (least recently used).",
+          (uint64_t)g->responses_evicted);
     if (b.oom) {
         free(b.p);
         return TD_ENOMEM;

@@ -30,6 +30,10 @@ typedef enum {
     TD_METRICS_EP_HEALTH,
     TD_METRICS_EP_READY,
     TD_METRICS_EP_METRICS,
+    TD_METRICS_EP_MESSAGES,
+    TD_METRICS_EP_COUNT_TOKENS,
+    TD_METRICS_EP_RESPONSES,
+    TD_METRICS_EP_RESPONSE_ID,   /* GET/DELETE /v1/responses/{id}: one label */
     TD_METRICS_EP_OTHER,
     TD_METRICS_EP_COUNT
 } td_metrics_endpoint;
@@ -42,6 +46,9 @@ typedef struct {
     int64_t connections;         /* open HTTP connections */
     bool ready;                  /* engine ready and not shutting down */
     double start_time;           /* process start, unix seconds */
+    int64_t responses_stored;    /* Responses answers kept (resp_store.h) */
+    int64_t responses_stored_bytes;
+    int64_t responses_evicted;   /* a counter, read from the store */
 } td_metrics_gauges;
 
 td_err td_metrics_create(td_metrics **out);

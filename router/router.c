@@ -17,6 +17,7 @@
 #include "common/log.h"
 #include "router/api_anthropic.h"
 #include "router/api_responses.h"
+#include "router/resp_store.h"
 #include "router/auth.h"
 #include "router/metrics.h"
 #include "router/router_internal.h"
@@ -134,6 +135,10 @@ static void metrics(router_ops *o, td_http_req *req)
         .ready = !rt->shutting_down && rt->engine.ready(rt->engine.ctx),
         .start_time = o->start_time,
     };
+    td_resp_store_stats rs = td_resp_store_get_stats(rt->responses);
+    g.responses_stored = (int64_t)rs.entries;
+    g.responses_stored_bytes = (int64_t)rs.bytes;
+    g.responses_evicted = (int64_t)rs.evictions;
     char *text;
     size_t len;
     if (td_metrics_render(o->metrics, &g, &text, &len)) {
@@ -349,6 +354,27 @@ static void responses(router_ops *o, td_http_req *req)
     o->cur_arrival = 0;
 }
 
+/* GET and DELETE /v1/responses/{id}: the answers the store keeps. */
+static void stored_response(router_ops *o, td_http_req *req, const char *method,
+                            const char *id)
+{
+    bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
+    if (strchr(id, '/')) {       /* e.g. /input_items: not served */
+        td_router_error(req, 404, NULL, "unknown_url", "Invalid URL (%s /v1/responses/%s)",
+                        method, id);
+        return;
+    }
+    if (!get && strcmp(method, "DELETE")) {
+        char msg[160];
+        snprintf(msg, sizeof msg, "%s /v1/responses/{id} is not allowed; use GET or DELETE",
+                 method);
+        send_error_h(req, 405, "invalid_request_error", "method_not_allowed",
+                     "Allow: GET, DELETE\r\n", msg);
+        return;
+    }
+    td_router_stored_response(&o->rt, req, id, get);
+}
+
 static void on_request(void *arg, td_http_req *req)
 {
     router_ops *o = arg;
@@ -374,6 +400,10 @@ static void on_request(void *arg, td_http_req *req)
                      none ? "You didn't provide an API key: send it as `Authorization: Bearer "
                             "KEY` or `x-api-key: KEY`."
                           : "Incorrect API key provided.");
+        return;
+    }
+    if (!strncmp(path, "/v1/responses/", 14) && path[14]) {
+        stored_response(o, req, method, path + 14);
         return;
     }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {
@@ -456,6 +486,12 @@ td_err td_router_create(td_router **out, uv_loop_t *loop, const td_router_opts *
     }
     if ((e = td_auth_create(&o->auth, opts->api_key_file, opts->api_keys, err, errlen)))
         goto fail;
+    size_t store_mib = opts->responses_store_mib ? opts->responses_store_mib : 64;
+    if ((e = td_resp_store_create(&rt->responses, opts->responses_store_off ? 0
+                                                  : store_mib << 20))) {
+        td_errf(err, errlen, e, "out of memory");
+        goto fail;
+    }
     if (td_auth_count(o->auth))
         td_log(TD_LOG_INFO, "router: %zu API key(s): requests need one (except /health, "
                "/ready)", td_auth_count(o->auth));
@@ -479,6 +515,7 @@ td_err td_router_create(td_router **out, uv_loop_t *loop, const td_router_opts *
 fail:
     td_metrics_destroy(o->metrics);
     td_auth_destroy(o->auth);
+    td_resp_store_destroy(rt->responses);
     free(rt->model_id);
     free(rt->model_id_json);
     free(o);
@@ -540,6 +577,7 @@ void td_router_destroy(td_router *rt)
     td_http_server_destroy(rt->http);
     td_metrics_destroy(o->metrics);
     td_auth_destroy(o->auth);
+    td_resp_store_destroy(rt->responses);
     free(rt->model_id);
     free(rt->model_id_json);
     free(o);

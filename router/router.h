@@ -7,6 +7,8 @@
 #ifndef TD_ROUTER_ROUTER_H
 #define TD_ROUTER_ROUTER_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <uv.h>
 
 #include "common/err.h"
@@ -37,6 +39,11 @@ typedef struct {
      * (router/auth.h). */
     const char *api_key_file;
     const char *api_keys;
+    /* Finished Responses API answers kept for GET /v1/responses/{id} and
+     * previous_response_id, least recently used out: 0 = 64 MiB.
+     * responses_store_off keeps none (store: true is then ignored). */
+    size_t responses_store_mib;
+    bool responses_store_off;
 } td_router_opts;
 
 /* Binds and starts serving. On error nothing is left open. */

@@ -11,6 +11,7 @@
 #include "router/conv.h"
 #include "router/engine.h"
 #include "router/http.h"
+#include "router/resp_store.h"
 #include "router/router.h"
 #include "tokenizer/tokenizer.h"
 
@@ -109,6 +110,7 @@ struct td_router {
     uint64_t next_id;            /* response ids */
     uint64_t id_salt;
     td_gen *gens;                /* generations in flight, every API (gen.c) */
+    td_resp_store *responses;    /* finished Responses answers (resp_store.h) */
     bool shutting_down;
     uv_timer_t timer;            /* grace, then hard close */
     int timer_stage;
@@ -125,6 +127,9 @@ void td_router_error(td_http_req *req, int status, const char *param,
 void td_router_send_json(td_http_req *req, int status, json_t *v);
 
 /* ---- generations (gen.c, api_gen.c) ---------------------------------------- */
+
+/* GET (get) or DELETE /v1/responses/{id} (api_responses_gen.c). */
+void td_router_stored_response(td_router *rt, td_http_req *req, const char *id, bool get);
 
 /* Handles POST /v1/completions and /v1/chat/completions (api_gen.c). */
 void td_router_generate(td_router *rt, td_http_req *req, bool chat);

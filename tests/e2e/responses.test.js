@@ -9,10 +9,12 @@ import { startServer, promptTokens } from './server.js';
 
 let server;
 let client;
+let baseURL;
 
 before(async () => {
   const s = await startServer();
   server = s.proc;
+  baseURL = s.url;
   client = new OpenAI({ baseURL: s.url + '/v1', apiKey: 'unused', maxRetries: 0 });
 });
 
@@ -140,9 +142,61 @@ test('errors surface as the SDK\'s APIError 400 in OpenAI\'s shape', async () =>
     return true;
   });
   await bad(client.responses.create({ model: 'tiny-v4', input: 'x',
-    previous_response_id: 'resp_123' }), 'previous_response_id', /not supported/);
+    previous_response_id: 'resp_123' }), 'previous_response_id', /resp_123.*not found/);
   await bad(client.responses.create({ model: 'tiny-v4', input: 'x', max_output_tokens: 0 }),
     'max_output_tokens', /max_output_tokens/);
   await bad(client.responses.create({ model: 'tiny-v4', input: 'x',
     tools: [{ type: 'web_search' }] }), 'tools', /web_search/);
+});
+
+test('stored answers: retrieve, continue with previous_response_id, delete', async () => {
+  const r1 = await client.responses.create({ model: 'tiny-v4', input: 'My name is Ada.',
+    max_output_tokens: 8, temperature: 0 });
+  assert.equal(r1.store, true);
+  assert.equal(r1.previous_response_id, null);
+  const got = await client.responses.retrieve(r1.id);
+  assert.equal(got.id, r1.id);
+  assert.deepEqual(got.output, r1.output);
+  assert.deepEqual(got.usage, r1.usage);
+  // The next turn names the answer instead of resending the conversation:
+  // the prompt is the whole conversation, and its start is served from the
+  // prefix cache (the same session, one prefill worker).
+  const r2 = await client.responses.create({ model: 'tiny-v4', previous_response_id: r1.id,
+    input: 'What is my name?', max_output_tokens: 8, temperature: 0 });
+  assert.equal(r2.previous_response_id, r1.id);
+  assert.equal(r2.usage.input_tokens, promptTokens({ messages: [
+    { role: 'user', content: 'My name is Ada.' },
+    { role: 'assistant', content: outputText(r1) },
+    { role: 'user', content: 'What is my name?' }] }));
+  assert.ok(r2.usage.input_tokens_details.cached_tokens >= r1.usage.input_tokens,
+    JSON.stringify(r2.usage));
+  // A streamed answer is stored before its last event arrives: the next
+  // turn, sent at once, finds it.
+  const stream = await client.responses.create({ model: 'tiny-v4', previous_response_id: r2.id,
+    input: 'And mine?', max_output_tokens: 4, temperature: 0, stream: true });
+  let r3;
+  for await (const ev of stream) {
+    if (ev.type === 'response.completed' || ev.type === 'response.incomplete') r3 = ev.response;
+  }
+  assert.ok(r3);
+  const r4 = await client.responses.create({ model: 'tiny-v4', previous_response_id: r3.id,
+    input: 'Bye', max_output_tokens: 2, temperature: 0 });
+  assert.ok(r4.usage.input_tokens > r2.usage.input_tokens);
+  // Deleted: gone, and the turns after it can no longer be continued.
+  await client.responses.delete(r2.id);
+  await assert.rejects(client.responses.retrieve(r2.id), (e) => e.status === 404);
+  await assert.rejects(client.responses.delete(r2.id), (e) => e.status === 404);
+  await assert.rejects(client.responses.create({ model: 'tiny-v4', previous_response_id: r4.id,
+    input: 'x', max_output_tokens: 1 }), (e) => e.status === 400 &&
+    e.param === 'previous_response_id');
+  // store: false is not kept.
+  const r5 = await client.responses.create({ model: 'tiny-v4', input: 'x', store: false,
+    max_output_tokens: 1 });
+  assert.equal(r5.store, false);
+  await assert.rejects(client.responses.retrieve(r5.id), (e) => e.status === 404);
+  // Counted by endpoint; the store's size is a gauge.
+  const m = await (await fetch(baseURL + '/metrics')).text();
+  assert.match(m, /^tandem_requests_total\{endpoint="\/v1\/responses",status="200"\} [1-9]/m);
+  assert.match(m, /^tandem_requests_total\{endpoint="\/v1\/responses\/\{id\}",status="404"\} [1-9]/m);
+  assert.match(m, /^tandem_responses_stored [1-9]/m);
 });

@@ -1,7 +1,9 @@
 /* libFuzzer target for the OpenAI Responses API (router/api_responses.c,
  * api_responses_enc.c).
  *
- * The input is a Responses request body. It is decoded; a decoded
+ * The input is a Responses request body. It is decoded (a
+ * previous_response_id of "resp_f" finds a stored conversation with a
+ * reasoning item, a function call and a message; any other id is unknown); a decoded
  * conversation must render, and a failure must carry a 4xx/5xx status and
  * a message. Then the same bytes are taken as model output and run through
  * the DSML parser into the event encoder, both ways: the response must be
@@ -12,15 +14,34 @@
  */
 #include <stdint.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "router/api_responses.h"
 #include "tests/fuzz/enc_fuzz_util.h"
+
+static td_err history(void *arg, const char *id, json_t **items)
+{
+    (void)arg;
+    if (strcmp(id, "resp_f"))
+        return TD_ENOENT;
+    *items = json_loads(
+        "[{\"type\":\"message\",\"role\":\"user\",\"content\":\"hi\"},"
+        "{\"type\":\"reasoning\",\"id\":\"rs_1\",\"summary\":[],"
+        "\"content\":[{\"type\":\"reasoning_text\",\"text\":\"think\"}]},"
+        "{\"type\":\"function_call\",\"id\":\"fc_1\",\"call_id\":\"c1\","
+        "\"name\":\"f\",\"arguments\":\"{}\"},"
+        "{\"type\":\"function_call_output\",\"call_id\":\"c1\",\"output\":\"1\"},"
+        "{\"type\":\"message\",\"role\":\"assistant\",\"content\":"
+        "[{\"type\":\"output_text\",\"text\":\"ok\",\"annotations\":[]}]}]", 0, NULL);
+    return *items ? TD_OK : TD_ENOMEM;
+}
 
 static void decode(const uint8_t *data, size_t size)
 {
     td_resp_req r;
     td_resp_err e;
-    if (td_resp_decode((const char *)data, size, &r, &e)) {
+    td_resp_history hist = {.fn = history};
+    if (td_resp_decode((const char *)data, size, size & 8 ? &hist : NULL, &r, &e)) {
         if (r.conv || e.status < 400 || !e.message[0])
             abort();
         return;

@@ -13,7 +13,7 @@ allowed() {
         constrain) echo "common tokenizer" ;;
         model)     echo "common kernels" ;;
         bench)     echo "common kernels model proto transport kvstore" ;;
-        engine)    echo "common kernels model tokenizer router constrain" ;;
+        engine)    echo "common kernels model tokenizer router constrain kvstore" ;;
         router)    echo "common tokenizer proto constrain" ;;
         transport) echo "common proto" ;;
         cluster)   echo "common proto transport router" ;;

@@ -354,6 +354,61 @@ def case_next_turn_reuses_prefix(c):
     check(got == want, "turn 2 after the cache %r != a full prefill's %r" % (got, want))
 
 
+def generate_ids(ids, n):
+    """`tandem generate` (greedy, one process) on token ids: the generated ids."""
+    with tempfile.TemporaryDirectory() as d:
+        src, out = os.path.join(d, "in.json"), os.path.join(d, "out.json")
+        with open(src, "w") as f:
+            json.dump(ids, f)
+        text = subprocess.run([TANDEM, "generate", "--model", MODEL, "--ids", src,
+                               "--max-tokens", str(n), "--ids-out", out], check=True,
+                              capture_output=True).stdout.decode()[:-1]
+        with open(out) as f:
+            return json.load(f), text
+
+
+def case_decode_keeps_conversation(c):
+    """The decode worker keeps a finished conversation's state (prompt and
+    answer) and announces it; the next turn, when only a few tokens are new,
+    is answered there whole from that state (nothing re-prefilled, nothing
+    shipped), token-identical to a full prefill. A turn with many new tokens
+    goes to the prefill worker as usual."""
+    pre, dec = role(c, "prefill"), role(c, "decode")
+    # 316 tokens: the answer's first 7 tokens cross a 64-token block, so the
+    # decode worker holds one block more of turn 2 than the prefill worker
+    ids1 = [(i * 37 + 11) % 500 + 2 for i in range(316)]
+    status, _, out = request(c, "POST", "/v1/completions",
+                             dict(prompt=ids1, max_tokens=8, temperature=0))
+    check(status == 200, "turn 1: %d" % status)
+    g, text = generate_ids(ids1, 8)
+    check(json.loads(out)["choices"][0]["text"] == text, "turn 1 differs from generate")
+    kept = len(ids1) + (len(g) - 1 if len(g) == 8 else len(g))  # the last token is not fed
+    ids2 = ids1 + g + [(i * 13 + 5) % 500 + 2 for i in range(30)]
+    p0, d0 = scrape(pre), scrape(dec)
+    status, _, out = request(c, "POST", "/v1/completions",
+                             dict(prompt=ids2, max_tokens=8, temperature=0))
+    check(status == 200, "turn 2: %d" % status)
+    body = json.loads(out)
+    p1, d1 = scrape(pre), scrape(dec)
+    check(body["usage"]["prompt_tokens_details"]["cached_tokens"] == kept,
+          "turn 2's cached tokens %r, the decode worker kept %d" % (body["usage"], kept))
+    check(delta(d0, d1, "tandem_prefix_cache_hits_total") == 1, "decode's cache missed")
+    check(delta(p0, p1, "tandem_prefill_requests_total") == 0, "turn 2 went to prefill")
+    check(delta(d0, d1, "tandem_kv_transfers_total") == 0, "turn 2 moved a state")
+    _, want = generate_ids(ids2, 8)
+    check(body["choices"][0]["text"] == want, "turn 2 %r != a full prefill's %r" %
+          (body["choices"][0]["text"], want))
+    # Many new tokens: prefilling them is the prefill worker's job.
+    ids3 = ids2 + [(i * 7 + 3) % 500 + 2 for i in range(1100)]
+    status, _, out = request(c, "POST", "/v1/completions",
+                             dict(prompt=ids3, max_tokens=4, temperature=0))
+    check(status == 200, "turn 3: %d" % status)
+    p2 = scrape(pre)
+    check(delta(p1, p2, "tandem_prefill_requests_total") == 1, "turn 3 did not go to prefill")
+    _, want = generate_ids(ids3, 4)
+    check(json.loads(out)["choices"][0]["text"] == want, "turn 3 differs from generate")
+
+
 def hits(c):
     return sum(scrape(w).get(("tandem_prefix_cache_hits_total", ""), 0)
                for w in c.workers if w.proc.args[1] == "prefill")
@@ -376,11 +431,41 @@ def conversation(c, i, headers=None, long=True):
 
 
 def case_prefix_aware_routing(c):
-    """Two prefill workers: every next turn goes where its prefix is cached
-    (KvEvents), so it always hits; by chance it would hit half the time."""
+    """Two prefill workers. Four conversations start at once, so their first
+    turns spread over both workers; every next turn (sent alone, when both
+    workers are idle) must go where its prefix is cached (KvEvents), so all
+    four hit. Least-loaded placement would send them all to one worker and
+    hit about half."""
+    import threading
+    turns, errors = {}, []
+
+    def first(i):
+        try:
+            body = {"messages": [{"role": "user", "content": ("Conversation %d. " % i) +
+                                  "Tell me about colours. " * 6}],
+                    "max_tokens": 24, "temperature": 0}
+            status, _, out = request(c, "POST", "/v1/chat/completions", body)
+            check(status == 200, "turn 1: %d" % status)
+            turns[i] = dict(body, messages=body["messages"] + [
+                {"role": "assistant",
+                 "content": json.loads(out)["choices"][0]["message"]["content"]},
+                {"role": "user", "content": "More."}], max_tokens=4)
+        except Exception as e:  # noqa: BLE001
+            errors.append(e)
+    threads = [threading.Thread(target=first, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    check(not errors, "turn 1: %r" % errors)
+    served = [scrape(w).get(("tandem_prefill_requests_total", ""), 0)
+              for w in c.workers if w.proc.args[1] == "prefill"]
+    check(min(served) >= 1, "the first turns did not spread: %r" % served)
+    h0 = hits(c)
     for i in range(4):
-        got = conversation(c, i)
-        check(got == 1, "conversation %d: next turn hit %d caches" % (i, got))
+        status, _, _ = request(c, "POST", "/v1/chat/completions", turns[i])
+        check(status == 200, "turn 2: %d" % status)
+    check(hits(c) - h0 == 4, "next turns hit %d caches of 4" % (hits(c) - h0))
 
 
 case_prefix_aware_routing.prefills = 2
@@ -568,7 +653,7 @@ def case_constrained_output(c):
         ref.stop()
 
 
-CASES = [case_constrained_output, case_router_restart, case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+CASES = [case_decode_keeps_conversation, case_constrained_output, case_router_restart, case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 

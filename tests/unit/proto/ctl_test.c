@@ -120,6 +120,22 @@ static void every_kind_round_trips(void)
     size_t len;
     TD_CHECK(td_ctl_encode(&env, &buf, &len, err, sizeof err) == TD_ECORRUPT);
 
+    /* A DecodeRequest may carry the prompt's ids: exactly prompt_tokens of them. */
+    Tandem__Ctl__DecodeRequest dr = TANDEM__CTL__DECODE_REQUEST__INIT;
+    dr.request_id = 42;
+    dr.sampling = &sp;
+    dr.prompt_tokens = 5;
+    dr.prompt = toks;
+    dr.n_prompt = 5;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_DECODE;
+    env.decode = &dr;
+    m = round_trip(&env, err, sizeof err);
+    TD_CHECK(m && m->decode->n_prompt == 5 && m->decode->prompt[2] == 128803);
+    td_ctl_free(m);
+    dr.n_prompt = 4;
+    TD_CHECK(td_ctl_encode(&env, &buf, &len, err, sizeof err) == TD_ECORRUPT);
+    TD_CHECK(strstr(err, "prompt ids") != NULL);
+
     Tandem__Ctl__Pause pa = TANDEM__CTL__PAUSE__INIT;
     pa.request_id = 42;
     pa.paused = 1;

@@ -23,7 +23,7 @@
 
 static int decode(const char *body, td_resp_req *r, td_resp_err *e)
 {
-    return td_resp_decode(body, strlen(body), r, e);
+    return td_resp_decode(body, strlen(body), NULL, r, e);
 }
 
 /* The prompt text of a Responses body and of a chat body must be equal. */
@@ -176,7 +176,7 @@ static void decode_errors(void)
             td_test_failures++;
         }
     }
-    /* store: true is accepted (nothing is stored). */
+    /* store: true is accepted (the server files the answer). */
     td_resp_req r;
     td_resp_err e;
     TD_CHECK_EQ_INT(decode("{\"model\":\"m\",\"input\":\"x\",\"store\":true}", &r, &e), 0);
