@@ -32,6 +32,10 @@
 #include "model/state.h"
 #include "model/weights.h"
 
+/* Shared tokens past the restored state that make a branch state worth
+ * saving (branch_point): one router block. */
+enum { BRANCH_MIN = 64 };
+
 typedef struct ereq {
     struct ereq *next;
     uint64_t id;
@@ -58,6 +62,7 @@ typedef struct ereq {
     td_v4_seq *seq;
     td_sampler *smp;
     size_t prefilled;            /* prompt tokens already in seq */
+    size_t branch;               /* save the state when prefill reaches it (0: no) */
     int64_t generated;
     int32_t last;                /* the token to feed next */
     bool paused;
@@ -393,6 +398,19 @@ static td_err resume(td_engine *e, ereq *r, char *err, size_t errlen)
     return TD_OK;
 }
 
+/* Where this prompt leaves the longest cached prompt it shares tokens with
+ * (0: nowhere worth a state). Prompts of one family (an agent's system
+ * prompt and tools, then different conversations) restore only whole
+ * cached prompts that are prefixes of theirs, and no cached prompt is a
+ * prefix of a new conversation; a state saved where they branch apart is,
+ * for every later member of the family. Worth one state save when at
+ * least a block's worth is shared past what was restored. */
+static size_t branch_point(td_engine *e, const ereq *r)
+{
+    size_t d = td_pcache_common(e->pcache, r->prompt, r->n_prompt);
+    return d >= r->prefilled + BRANCH_MIN && d + 1 < r->n_prompt ? d : 0;
+}
+
 /* Moves waiting requests into the batch while there is room. */
 static void admit(td_engine *e)
 {
@@ -424,6 +442,8 @@ static void admit(td_engine *e)
                  (r->prefilled = td_spill_restore(atomic_load(&e->spill), e->pcache, r->seq,
                                                   r->prompt, r->n_prompt)))
             emit(e, (event){.kind = EV_CACHED, .state_len = r->prefilled, .cb = r->cb});
+        if (!er && !r->state && e->pcache)
+            r->branch = branch_point(e, r);
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
                    (unsigned long long)r->id, err[0] ? err : td_strerror(er));
@@ -499,6 +519,8 @@ static void step(td_engine *e)
             size_t take = r->n_prompt - r->prefilled;
             if (take > (size_t)budget)
                 take = (size_t)budget;
+            if (r->branch > r->prefilled && r->prefilled + take > r->branch)
+                take = r->branch - r->prefilled;   /* stop where the family branches */
             budget -= (int)take;
             bool done = r->prefilled + take == r->n_prompt;
             *st = (td_v4_step){.seq = r->seq, .tokens = r->prompt + r->prefilled,
@@ -530,6 +552,11 @@ static void step(td_engine *e)
     for (int i = 0; i < n; i++) {
         ereq *r = e->step_req[i];
         r->prefilled += (size_t)e->step_take[i];
+        if (r->branch && r->prefilled == r->branch) {
+            if (td_pcache_put(e->pcache, r->seq, r->prompt, r->branch))
+                td_log(TD_LOG_WARN, "engine: prefix cache: out of memory");
+            r->branch = 0;
+        }
         if (!e->steps[i].logits)
             continue;  /* a prefill chunk that is not the last */
         if (e->step_take[i] && e->pcache && r->prompt &&

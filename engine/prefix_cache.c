@@ -182,6 +182,21 @@ size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, si
     return best->n;
 }
 
+size_t td_pcache_common(const td_pcache *c, const int32_t *prompt, size_t n)
+{
+    size_t best = 0;
+    for (const entry *e = c->head; e; e = e->next) {
+        size_t m = e->n < n ? e->n : n, k = 0;
+        if (m <= best || e->tokens[best] != prompt[best])
+            continue;   /* cannot beat best: they differ at or before it */
+        while (k < m && e->tokens[k] == prompt[k])
+            k++;
+        if (k > best)
+            best = k;
+    }
+    return best;
+}
+
 td_pcache_stats td_pcache_get_stats(const td_pcache *c) { return c->st; }
 
 void td_pcache_set_spill(td_pcache *c, td_pcache_spill_fn fn, void *arg)

@@ -55,6 +55,13 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
  * then untouched). */
 size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n);
 
+/* The longest common prefix of prompt[0..n) with any entry's tokens (no
+ * entry need be a prefix of the prompt): where this prompt branches off a
+ * cached one. Prompts that share a long system prompt (and tool list) but
+ * differ after it have it in common; the engine saves the state at that
+ * point while prefilling, so the next prompt of the family restores it. */
+size_t td_pcache_common(const td_pcache *c, const int32_t *prompt, size_t n);
+
 td_pcache_stats td_pcache_get_stats(const td_pcache *c);
 
 /* Given an entry's tokens and state bytes (both borrowed for the call) just

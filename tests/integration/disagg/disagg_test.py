@@ -409,6 +409,29 @@ def case_decode_keeps_conversation(c):
     check(json.loads(out)["choices"][0]["text"] == want, "turn 3 differs from generate")
 
 
+def case_shared_prefix_family(c):
+    """Prompts that share a long start (an agent's system prompt and tools)
+    and then differ: the second one saves the state where it leaves the
+    first, and every later one restores it; output stays identical to
+    `tandem generate`."""
+    system = [(i * 29 + 7) % 500 + 2 for i in range(300)]
+    users = [[(i * k + 3) % 500 + 2 for i in range(40)] for k in (11, 13, 17)]
+    cached = []
+    for u in users:
+        ids = system + u
+        status, _, out = request(c, "POST", "/v1/completions",
+                                 dict(prompt=ids, max_tokens=6, temperature=0))
+        check(status == 200, "status %d" % status)
+        body = json.loads(out)
+        cached.append(body["usage"]["prompt_tokens_details"]["cached_tokens"])
+        _, want = generate_ids(ids, 6)
+        check(body["choices"][0]["text"] == want, "output differs from generate")
+    common = next(k for k in range(len(users[0])) if users[0][k] != users[1][k])
+    check(cached == [0, 0, len(system) + common],
+          "cached tokens %r: the third should restore the %d shared tokens" %
+          (cached, len(system) + common))
+
+
 def hits(c):
     return sum(scrape(w).get(("tandem_prefix_cache_hits_total", ""), 0)
                for w in c.workers if w.proc.args[1] == "prefill")
@@ -653,7 +676,7 @@ def case_constrained_output(c):
         ref.stop()
 
 
-CASES = [case_decode_keeps_conversation, case_constrained_output, case_router_restart, case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
+CASES = [case_shared_prefix_family, case_decode_keeps_conversation, case_constrained_output, case_router_restart, case_cached_tokens_reported, case_prefill_workers_only, case_decode_workers_only, case_drain_on_sigterm, case_prefix_aware_routing, case_session_affinity, case_next_turn_reuses_prefix, case_worker_metrics, case_greedy_identity, case_seeded_sampling, case_concurrent,
          case_decode_killed_midstream, case_prefill_killed_before_first_token]
 
 

@@ -124,6 +124,30 @@ static void budget_evicts_least_recent(void)
     td_pcache_destroy(c);
 }
 
+/* Where a prompt branches off the cached ones: the longest common prefix
+ * with any entry, whether or not that entry is a prefix of the prompt. */
+static void common_prefix(void)
+{
+    td_v4_seq *s30 = seq_after(toks, 30);
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 1 << 20, NULL, NULL) == TD_OK);
+    int32_t p[NTOK];
+    memcpy(p, toks, sizeof p);
+    TD_CHECK_EQ_INT((int)td_pcache_common(c, p, NTOK), 0);   /* empty cache */
+    TD_CHECK(td_pcache_put(c, s30, toks, 30) == TD_OK);
+    p[17] ^= 5;   /* shares 17 tokens, then differs */
+    TD_CHECK_EQ_INT((int)td_pcache_common(c, p, NTOK), 17);
+    td_v4_seq *x = seq_after(toks, 0);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, x, p, NTOK), 0);  /* not a prefix of it */
+    TD_CHECK_EQ_INT((int)td_pcache_common(c, p, 10), 10);       /* the prompt ends first */
+    TD_CHECK_EQ_INT((int)td_pcache_common(c, toks, NTOK), 30);  /* the entry ends first */
+    p[0] ^= 1;
+    TD_CHECK_EQ_INT((int)td_pcache_common(c, p, NTOK), 0);
+    td_v4_seq_destroy(s30);
+    td_v4_seq_destroy(x);
+    td_pcache_destroy(c);
+}
+
 static int spilled, spill_fails;
 static size_t spilled_n;
 static td_err spill_fn(void *arg, const int32_t *t, size_t n, const void *state, size_t len)
@@ -191,6 +215,7 @@ int main(int argc, char **argv)
         {"extends_bit_identically", extends_bit_identically},
         {"budget_evicts_least_recent", budget_evicts_least_recent},
         {"spill_hooks", spill_hooks},
+        {"common_prefix", common_prefix},
         {NULL, NULL},
     };
     int rc = td_test_run(cases, argc - 1, argv + 1);
