@@ -578,7 +578,7 @@ static void metrics(void *arg, td_prom_buf *b)
                   (double)d->kv_used);
     td_prom_gauge(b, "tandem_kv_capacity_bytes", "KV state bytes this worker may hold.",
                   (double)d->o.kv_capacity);
-    td_wk_prom_prefix_cache(b, d->engine);
+    td_wk_prom_engine(b, d->engine);
 }
 
 static void on_loaded(void *arg, const char *why)

@@ -32,6 +32,13 @@
 #include "model/state.h"
 #include "model/weights.h"
 
+static uint64_t mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+
 /* Shared tokens past the restored state that make a branch state worth
  * saving (branch_point): one router block. */
 enum { BRANCH_MIN = 64 };
@@ -63,6 +70,7 @@ typedef struct ereq {
     td_sampler *smp;
     size_t prefilled;            /* prompt tokens already in seq */
     size_t branch;               /* save the state when prefill reaches it (0: no) */
+    uint64_t submitted_ns;       /* CLOCK_MONOTONIC at submit: queue time */
     int64_t generated;
     int32_t last;                /* the token to feed next */
     bool paused;
@@ -135,6 +143,11 @@ struct td_engine {
     atomic_llong load_waiting, load_running;
     /* the prefix cache's counters, published by the engine thread */
     atomic_ullong pc_lookups, pc_hits, pc_tokens, pc_bytes, pc_entries, pc_evictions;
+    /* iterations and their rows (prompt tokens + decoded sequences), and the
+     * sequences in the last one; queue time under stat_mu */
+    atomic_ullong steps_total, step_rows_total, last_batch;
+    pthread_mutex_t stat_mu;
+    td_prom_hist queue_time;
     /* loop thread only */
     uint64_t next_id;
     VEC(event) delivering;
@@ -457,6 +470,9 @@ static void admit(td_engine *e)
         e->running = r;
         atomic_store(&e->load_running, ++e->nrunning);
         atomic_fetch_sub(&e->load_waiting, 1);
+        pthread_mutex_lock(&e->stat_mu);
+        td_prom_observe(&e->queue_time, (double)(mono_ns() - r->submitted_ns) * 1e-9);
+        pthread_mutex_unlock(&e->stat_mu);
     }
 }
 
@@ -538,6 +554,12 @@ static void step(td_engine *e)
     }
     if (n == 0)
         return;
+    uint64_t rows = 0;
+    for (int i = 0; i < n; i++)
+        rows += (uint64_t)e->steps[i].n;
+    atomic_fetch_add(&e->steps_total, 1);
+    atomic_fetch_add(&e->step_rows_total, rows);
+    atomic_store(&e->last_batch, (unsigned long long)n);
     char err[256];
     td_err er = td_v4_forward(e->m, e->steps, n, err, sizeof err);
     if (er) {
@@ -809,6 +831,7 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
     }
     r->cb = *cb;
     r->id = ++e->next_id;
+    r->submitted_ns = mono_ns();
     pthread_mutex_lock(&e->mu);
     bool stopping = e->stop;
     if (!stopping) {
@@ -851,12 +874,35 @@ td_engine_cache_stats td_engine_cache(td_engine *e)
     };
 }
 
-void td_engine_kv_metrics(td_engine *e, td_prom_buf *b)
+void td_engine_metrics(td_engine *e, td_prom_buf *b)
 {
+    td_engine_cache_stats cs = td_engine_cache(e);
+    td_prom_counter(b, "tandem_prefix_cache_queries_total",
+                    "Prompts looked up in the prefix cache.", cs.lookups);
+    td_prom_counter(b, "tandem_prefix_cache_hits_total",
+                    "Prompts that extended a cached state.", cs.hits);
+    td_prom_counter(b, "tandem_prefix_cache_evictions_total",
+                    "States dropped from the prefix cache to make room.", cs.evictions);
+    td_prom_gauge(b, "tandem_prefix_cache_bytes", "Bytes of states in the prefix cache.",
+                  (double)cs.bytes);
     td_spill *sp = atomic_load(&e->spill);
     if (sp)
-        td_spill_metrics(sp, b);
+        td_spill_metrics(sp, b);   /* the disk tier under it */
+    pthread_mutex_lock(&e->stat_mu);
+    td_prom_hist q = e->queue_time;
+    pthread_mutex_unlock(&e->stat_mu);
+    td_prom_histogram(b, "tandem_request_queue_time_seconds",
+                      "From submission to admission into the batch.", &q);
+    td_prom_counter(b, "tandem_engine_steps_total", "Forward passes (one per iteration).",
+                    atomic_load(&e->steps_total));
+    td_prom_counter(b, "tandem_engine_step_tokens_total",
+                    "Tokens through the forward passes (prompt chunks and decoded sequences): "
+                    "per step, the batch's size in tokens.", atomic_load(&e->step_rows_total));
+    td_prom_gauge(b, "tandem_batch_size", "Sequences in the last forward pass.",
+                  (double)atomic_load(&e->last_batch));
 }
+
+static void eng_metrics(void *ctx, td_prom_buf *b) { td_engine_metrics(ctx, b); }
 
 uint64_t td_engine_fingerprint(td_engine *e)
 {
@@ -890,7 +936,7 @@ td_router_engine td_engine_interface(td_engine *e)
 {
     return (td_router_engine){.ctx = e, .ready = eng_ready, .context_len = eng_context_len,
                               .submit = eng_submit, .cancel = eng_cancel, .pause = eng_pause,
-                              .load = eng_load};
+                              .load = eng_load, .metrics = eng_metrics};
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */
@@ -909,6 +955,7 @@ static void engine_free(td_engine *e)
     free(e->model_dir);
     free(e->kv_store_dir);
     pthread_mutex_destroy(&e->mu);
+    pthread_mutex_destroy(&e->stat_mu);
     pthread_cond_destroy(&e->cv);
     free(e);
 }
@@ -930,6 +977,7 @@ td_err td_engine_create(td_engine **out, uv_loop_t *loop, const td_engine_opts *
     e->kv_store_dir = opts->kv_store_dir ? strdup(opts->kv_store_dir) : NULL;
     e->opts.kv_store_dir = e->kv_store_dir;
     pthread_mutex_init(&e->mu, NULL);
+    pthread_mutex_init(&e->stat_mu, NULL);
     pthread_cond_init(&e->cv, NULL);
     if (!e->model_dir || uv_async_init(loop, &e->async, on_async)) {
         engine_free(e);

@@ -104,10 +104,11 @@ typedef struct {
     uint64_t lookups, hits, tokens_reused, bytes, entries, evictions;
 } td_engine_cache_stats;
 td_engine_cache_stats td_engine_cache(td_engine *e);
-/* Appends the disk tier's families (tandem_kvstore_*, tandem_kv_spill*,
- * tandem_kv_resume*) to a /metrics page; nothing without a store (any
- * thread). */
-void td_engine_kv_metrics(td_engine *e, td_prom_buf *b);
+/* Appends the engine's families to a /metrics page (any thread): the
+ * prefix cache (tandem_prefix_cache_*), its disk tier if any
+ * (tandem_kvstore_*, tandem_kv_spill*, tandem_kv_resume*), queue time
+ * (tandem_request_queue_time_seconds), iterations and batch size. */
+void td_engine_metrics(td_engine *e, td_prom_buf *b);
 
 /* Starts the engine thread (which loads the model). Called on the loop
  * thread; loop must outlive the engine. */

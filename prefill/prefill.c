@@ -557,7 +557,7 @@ static void metrics(void *arg, td_prom_buf *b)
                   (double)l.waiting);
     td_prom_gauge(b, "tandem_kv_bytes_in_use", "Bytes of saved states waiting to be shipped.",
                   (double)p->m_state_bytes);
-    td_wk_prom_prefix_cache(b, p->engine);
+    td_wk_prom_engine(b, p->engine);
 }
 
 static void on_loaded(void *arg, const char *why)

@@ -28,19 +28,11 @@ void td_wk_kv_event(td_wk *w, bool stored, const int32_t *tokens, size_t n)
     free(chain);
 }
 
-void td_wk_prom_prefix_cache(td_prom_buf *b, td_engine *e)
+void td_wk_prom_engine(td_prom_buf *b, td_engine *e)
 {
-    td_engine_cache_stats cs = td_engine_cache(e);
-    td_prom_counter(b, "tandem_prefix_cache_queries_total",
-                    "Prompts looked up in the prefix cache.", cs.lookups);
-    td_prom_counter(b, "tandem_prefix_cache_hits_total",
-                    "Prompts that extended a cached state.", cs.hits);
+    td_engine_metrics(e, b);
+    /* the router counts these in-process; a worker counts its own */
     td_prom_counter(b, "tandem_prompt_tokens_cached_total",
                     "Prompt tokens restored from the prefix cache instead of prefilled.",
-                    cs.tokens_reused);
-    td_prom_counter(b, "tandem_prefix_cache_evictions_total",
-                    "States dropped from the prefix cache to make room.", cs.evictions);
-    td_prom_gauge(b, "tandem_prefix_cache_bytes", "Bytes of states in the prefix cache.",
-                  (double)cs.bytes);
-    td_engine_kv_metrics(e, b);  /* the disk tier under it, if any */
+                    td_engine_cache(e).tokens_reused);
 }

@@ -18,7 +18,8 @@
  * td_engine_opts.on_cache callback can forward here. w NULL: nothing. */
 void td_wk_kv_event(td_wk *w, bool stored, const int32_t *tokens, size_t n);
 
-/* The tandem_prefix_cache_* families and tandem_prompt_tokens_cached_total. */
-void td_wk_prom_prefix_cache(td_prom_buf *b, td_engine *e);
+/* The engine's families (td_engine_metrics: prefix cache and its disk
+ * tier, queue time, batch) and tandem_prompt_tokens_cached_total. */
+void td_wk_prom_engine(td_prom_buf *b, td_engine *e);
 
 #endif

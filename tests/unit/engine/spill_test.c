@@ -182,7 +182,7 @@ static void test_too_big_for_memory(void)
     TD_CHECK_EQ_INT((int)r2.cached, NP + NG - 1);
     TD_CHECK(!memcmp(r2.toks, want2.toks, sizeof r2.toks));
     td_prom_buf b = {0};
-    td_engine_kv_metrics(g.e, &b);
+    td_engine_metrics(g.e, &b);
     TD_CHECK(b.p && strstr(b.p, "tandem_kv_resumes_total 1\n"));
     free(b.p);
     stop(&g);
@@ -224,7 +224,7 @@ static void test_damaged_store_recomputes(void)
     TD_CHECK_EQ_INT((int)r2.cached, 0);
     TD_CHECK(!memcmp(r2.toks, want2.toks, sizeof r2.toks));
     td_prom_buf b = {0};
-    td_engine_kv_metrics(g.e, &b);
+    td_engine_metrics(g.e, &b);
     TD_CHECK(b.p && strstr(b.p, "tandem_kv_spill_errors_total{op=\"resume\",reason=\"corrupt\"} ") &&
              !strstr(b.p, "tandem_kv_spill_errors_total{op=\"resume\",reason=\"corrupt\"} 0\n"));
     free(b.p);
