@@ -224,11 +224,32 @@ static bool deliver(td_cluster *c, creq *r, const int32_t *ids, size_t n, int fi
     return false;
 }
 
+/* Work for a request we do not know: a predecessor's (this router was
+ * restarted on the same address, and the workers still run what the old
+ * one placed), or an attempt we abandoned. Nobody will read its tokens:
+ * tell every worker to cancel it (we cannot tell which one runs it), once,
+ * and every worker that registers later (its tokens can arrive first). */
+static void cancel_orphan(td_cluster *c, uint64_t wire)
+{
+    unsigned n = c->n_orphans < 64 ? c->n_orphans : 64;
+    for (unsigned i = 0; i < n; i++)
+        if (c->orphans[i] == wire)
+            return;
+    c->orphans[c->n_orphans++ % 64] = wire;
+    td_log(TD_LOG_INFO, "cluster: request %llu is not ours (a previous router's, or an "
+           "abandoned attempt's): cancelling it on every worker", (unsigned long long)wire);
+    for (wkr *w = c->workers; w; w = w->next)
+        send_cancel(w, wire);
+}
+
 static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
 {
     creq *r = find_wire(c, m->request_id);
-    if (!r)
-        return;  /* an abandoned attempt's, or cancelled */
+    if (!r) {
+        if (!m->finish)
+            cancel_orphan(c, m->request_id);
+        return;
+    }
     int fin = m->finish;
     if (r->ph == PH_DECODE) {
         if (!r->D && fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR && r->next_index == 0 &&
@@ -287,6 +308,8 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
 static void on_kv_ticket(td_cluster *c, const Tandem__Ctl__KvTicket *m)
 {
     creq *r = find_wire(c, m->request_id);
+    if (!r)
+        cancel_orphan(c, m->request_id);  /* decode holds room for it */
     if (!r || r->ph != PH_TICKET)
         return;
     if (send_prefill(r, &m->ticket))
@@ -296,6 +319,8 @@ static void on_kv_ticket(td_cluster *c, const Tandem__Ctl__KvTicket *m)
 static void on_kv_ready(td_cluster *c, const Tandem__Ctl__KvReady *m)
 {
     creq *r = find_wire(c, m->request_id);
+    if (!r)
+        cancel_orphan(c, m->request_id);  /* decode is about to generate for it */
     if (!r || r->ph != PH_PREFILL)
         return;
     if (m->model_fingerprint != c->fingerprint) {
@@ -408,6 +433,10 @@ static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
         w->next = c->workers;
         c->workers = w;
         w->role = m->role;
+        /* A worker may run orphans of a previous router before it registers
+         * with this one: cancel those it told us about while unknown. */
+        for (unsigned i = 0; i < c->n_orphans && i < 64; i++)
+            send_cancel(w, c->orphans[i]);
         td_log(TD_LOG_INFO, "cluster: worker %s (%s) at %s", w->id,
                td_cl_can_prefill(w) && td_cl_can_decode(w) ? "prefill+decode"
                : td_cl_can_prefill(w) ? "prefill" : "decode", w->url);

@@ -76,6 +76,8 @@ struct td_cluster {
     unsigned rr;                 /* round-robin turn */
     uint64_t next_id, next_wire;
     uint64_t fingerprint;        /* of the first worker; others must match */
+    uint64_t orphans[64];        /* wire ids we told the workers to cancel, a ring */
+    unsigned n_orphans;
     int closing;
 };
 

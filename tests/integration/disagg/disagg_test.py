@@ -563,16 +563,25 @@ case_cached_tokens_reported.decodes = 0
 def case_router_restart(c):
     """kill -9 of the router mid-stream: the workers stay responsive (no
     loop stalled on a dead peer), re-register with a router started on the
-    same address, and serve again."""
+    same address, and serve again. The old router's stream, which nobody
+    reads any more, is cancelled on the decode worker as soon as the new
+    router sees its tokens (it would run for seconds more)."""
     url = c.url
     conn = c.conn(timeout=30)
-    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=2000, temperature=0, stream=True))
+    # greedy, this prompt runs the whole 3500 tokens (no EOS): seconds of work
+    body = json.dumps(dict(prompt="1 2 3 4", max_tokens=3500, temperature=0, stream=True))
     conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
     check(conn.getresponse().readline().startswith(b"data: "), "no first event")
     c.router.kill()
     time.sleep(0.5)
     c.start_router(url)  # same control address; a new HTTP port
     st.Server.wait_ready(c, 30)
+    dec = role(c, "decode")
+    end = time.time() + 4  # re-registration, then the first orphaned chunk
+    while scrape(dec).get(("tandem_num_requests_running", "")) and time.time() < end:
+        time.sleep(0.1)
+    check(not scrape(dec).get(("tandem_num_requests_running", "")),
+          "the old router's stream still runs on the decode worker")
     end = time.time() + 30  # both kinds back (registration repeats every 10 beats)
     while True:
         got, _ = complete(c, PROMPTS[2], 8)
@@ -581,6 +590,7 @@ def case_router_restart(c):
     check(got == generate(PROMPTS[2], 8), "after the router restart: %r" % got)
     for w in c.workers:
         check(w.proc.poll() is None, "a worker died with the router")
+
 
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {
