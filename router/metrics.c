@@ -31,6 +31,7 @@ static const char *const endpoint_names[TD_METRICS_EP_COUNT] = {
     [TD_METRICS_EP_COUNT_TOKENS] = "/v1/messages/count_tokens",
     [TD_METRICS_EP_RESPONSES] = "/v1/responses",
     [TD_METRICS_EP_RESPONSE_ID] = "/v1/responses/{id}",
+    [TD_METRICS_EP_INPUT_ITEMS] = "/v1/responses/{id}/input_items",
     [TD_METRICS_EP_OTHER] = "other",
 };
 
@@ -47,8 +48,13 @@ td_metrics_endpoint td_metrics_endpoint_of(const char *path)
     for (int i = 0; i < TD_METRICS_EP_OTHER; i++)
         if (path && !strcmp(path, endpoint_names[i]))
             return (td_metrics_endpoint)i;
-    if (path && !strncmp(path, "/v1/responses/", 14) && path[14] && !strchr(path + 14, '/'))
-        return TD_METRICS_EP_RESPONSE_ID;
+    if (path && !strncmp(path, "/v1/responses/", 14) && path[14] != '/' && path[14]) {
+        const char *slash = strchr(path + 14, '/');
+        if (!slash)
+            return TD_METRICS_EP_RESPONSE_ID;
+        if (!strcmp(slash, "/input_items"))
+            return TD_METRICS_EP_INPUT_ITEMS;
+    }
     return TD_METRICS_EP_OTHER;
 }
 

@@ -34,6 +34,7 @@ typedef enum {
     TD_METRICS_EP_COUNT_TOKENS,
     TD_METRICS_EP_RESPONSES,
     TD_METRICS_EP_RESPONSE_ID,   /* GET/DELETE /v1/responses/{id}: one label */
+    TD_METRICS_EP_INPUT_ITEMS,   /* GET /v1/responses/{id}/input_items */
     TD_METRICS_EP_OTHER,
     TD_METRICS_EP_COUNT
 } td_metrics_endpoint;

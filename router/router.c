@@ -359,11 +359,6 @@ static void stored_response(router_ops *o, td_http_req *req, const char *method,
                             const char *id)
 {
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    if (strchr(id, '/')) {       /* e.g. /input_items: not served */
-        td_router_error(req, 404, NULL, "unknown_url", "Invalid URL (%s /v1/responses/%s)",
-                        method, id);
-        return;
-    }
     if (!get && strcmp(method, "DELETE")) {
         char msg[160];
         snprintf(msg, sizeof msg, "%s /v1/responses/{id} is not allowed; use GET or DELETE",
