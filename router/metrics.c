@@ -134,6 +134,8 @@ td_err td_metrics_render(const td_metrics *m, const td_metrics_gauges *g, char *
     td_prom_counter(&b, "tandem_responses_evicted_total",
           "Kept Responses API answers dropped to make room (least recently used).",
           (uint64_t)g->responses_evicted);
+    if (g->engine_metrics)
+        g->engine_metrics(g->engine_ctx, &b);
     if (b.oom) {
         free(b.p);
         return TD_ENOMEM;

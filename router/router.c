@@ -139,6 +139,8 @@ static void metrics(router_ops *o, td_http_req *req)
     g.responses_stored = (int64_t)rs.entries;
     g.responses_stored_bytes = (int64_t)rs.bytes;
     g.responses_evicted = (int64_t)rs.evictions;
+    g.engine_metrics = o->inner.metrics;
+    g.engine_ctx = o->inner.ctx;
     char *text;
     size_t len;
     if (td_metrics_render(o->metrics, &g, &text, &len)) {

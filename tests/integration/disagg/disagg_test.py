@@ -276,6 +276,15 @@ def scrape(w):
     return ops_test.parse(text)[0]
 
 
+def router_metrics(c):
+    """The router's /metrics, checked by promtool."""
+    import ops_test  # noqa: E402
+    status, _, out = request(c, "GET", "/metrics")
+    check(status == 200, "router /metrics: %d" % status)
+    ops_test.promtool(out.decode())
+    return ops_test.parse(out.decode())[0]
+
+
 def role(c, name):
     return [w for w in c.workers if w.proc.args[1] == name][0]
 
@@ -384,12 +393,16 @@ def case_decode_keeps_conversation(c):
     check(json.loads(out)["choices"][0]["text"] == text, "turn 1 differs from generate")
     kept = len(ids1) + (len(g) - 1 if len(g) == 8 else len(g))  # the last token is not fed
     ids2 = ids1 + g + [(i * 13 + 5) % 500 + 2 for i in range(30)]
-    p0, d0 = scrape(pre), scrape(dec)
+    p0, d0, r0 = scrape(pre), scrape(dec), router_metrics(c)
     status, _, out = request(c, "POST", "/v1/completions",
                              dict(prompt=ids2, max_tokens=8, temperature=0))
     check(status == 200, "turn 2: %d" % status)
     body = json.loads(out)
-    p1, d1 = scrape(pre), scrape(dec)
+    p1, d1, r1 = scrape(pre), scrape(dec), router_metrics(c)
+    local = ("tandem_placements_total", '{decision="decode_local"}')
+    check(r1.get(local, 0) - r0.get(local, 0) == 1, "the router did not count the local answer")
+    check(r1.get(("tandem_workers", '{role="decode"}')) == 1 and
+          r1.get(("tandem_workers", '{role="prefill"}')) == 1, "router's worker gauges")
     check(body["usage"]["prompt_tokens_details"]["cached_tokens"] == kept,
           "turn 2's cached tokens %r, the decode worker kept %d" % (body["usage"], kept))
     check(delta(d0, d1, "tandem_prefix_cache_hits_total") == 1, "decode's cache missed")
@@ -461,11 +474,17 @@ def case_prefix_aware_routing(c):
     served = [scrape(w).get(("tandem_prefill_requests_total", ""), 0)
               for w in c.workers if w.proc.args[1] == "prefill"]
     check(min(served) >= 1, "the first turns did not spread: %r" % served)
-    h0 = hits(c)
+    h0, m0 = hits(c), router_metrics(c)
     for i in range(4):
         status, _, _ = request(c, "POST", "/v1/chat/completions", turns[i])
         check(status == 200, "turn 2: %d" % status)
     check(hits(c) - h0 == 4, "next turns hit %d caches of 4" % (hits(c) - h0))
+    m1 = router_metrics(c)
+    by_prefix = ("tandem_placements_total", '{decision="prefix"}')
+    check(m1.get(by_prefix, 0) - m0.get(by_prefix, 0) == 4,
+          "placements by prefix: %r" % (m1.get(by_prefix, 0) - m0.get(by_prefix, 0)))
+    check(m1[("tandem_placement_prefix_tokens_total", "")] >
+          m0[("tandem_placement_prefix_tokens_total", "")], "no expected reuse counted")
 
 
 case_prefix_aware_routing.prefills = 2
