@@ -314,6 +314,11 @@ def case_worker_metrics(c):
           "decode tokens %r for %d generated" % (delta(d0, d1, "tandem_generation_tokens_total"),
                                                  gen))
     check(delta(p0, p1, "tandem_kv_transfer_duration_seconds_count") == 3, "transfer histogram")
+    check(delta(p0, p1, "tandem_request_queue_time_seconds_count") == 3 and
+          delta(d0, d1, "tandem_request_queue_time_seconds_count") == 3, "queue time histograms")
+    check(delta(d0, d1, "tandem_engine_steps_total") >= gen / 3 - 3 and
+          delta(d0, d1, "tandem_engine_step_tokens_total") >= delta(d0, d1, "tandem_engine_steps_total"),
+          "decode iterations")
     check(d1.get(("tandem_kv_bytes_in_use", "")) == 0, "decode holds KV after the requests")
 
 
