@@ -67,8 +67,10 @@ def main():
     x = [rng.randrange(2, 500) for _ in range(64)]
     common = ["--in-process", "--max-body", str(64 << 20), "--ctx", str(N + 256)]
     store = os.path.join(tmp, "store")
+    servers = []
     try:
         ref = st.Server(model=model, extra=common + ["--prefix-cache-mib", "0"])
+        servers.append(ref)
         ref.wait_ready()
         want, _, t_full = timed(ref, p1 + x, 16)
         ref.stop()
@@ -76,6 +78,7 @@ def main():
 
         srv = st.Server(model=model, extra=common + ["--kv-store", store,
                                                      "--kv-spill-idle-ms", "100"])
+        servers.append(srv)
         srv.wait_ready()
         _, _, t1 = timed(srv, p1, 16)
         print("turn 1 (%d tokens, then 16 generated): %.1f s" % (len(p1), t1))
@@ -89,6 +92,7 @@ def main():
               "\n(manifest %d bytes)" % du)
 
         srv = st.Server(model=model, extra=common + ["--kv-store", store])
+        servers.append(srv)
         srv.wait_ready()
         got, cached, t2 = timed(srv, p1 + x, 16)
         print("\n".join(l for l in srv.stderr().splitlines() if "kv spill:" in l))
@@ -99,6 +103,9 @@ def main():
         srv.stop()
         return 0
     finally:
+        for srv in servers:
+            if srv.proc.poll() is None:
+                srv.kill()
         shutil.rmtree(tmp, ignore_errors=True)
 
 

@@ -105,9 +105,10 @@ static void failed(td_spill *s, int op, td_err e, const char *msg)
 {
     int r = reason_of(e);
     s->c.failures[op][r]++;
-    td_log(s->logged[op][r] ? TD_LOG_WARN : TD_LOG_ERROR,
-           "kv spill: %s failed (%s), the state will be recomputed: %s", op_name[op],
-           td_strerror(e), msg && msg[0] ? msg : td_strerror(e));
+    static const char *const then[3] = {"", " (the state stays in memory, or is dropped)",
+                                        " (the prompt is prefilled instead)"};
+    td_log(s->logged[op][r] ? TD_LOG_WARN : TD_LOG_ERROR, "kv spill: %s failed (%s)%s: %s",
+           op_name[op], td_strerror(e), then[op], msg && msg[0] ? msg : td_strerror(e));
     s->logged[op][r] = true;
 }
 
