@@ -23,6 +23,7 @@ typedef struct {
     long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx, prefix_cache_mib;
     long drain_ms, kv_region_mib;
     const char *kv_store;        /* --kv-store: the disk tier */
+    const char *kv_store_peers;  /* --kv-store-peers: other workers' stores */
     float kv_store_gib;          /* capacity of a new store; 0: the store's default */
     long kv_spill_idle_ms;
     bool exit_with_parent;
@@ -69,6 +70,9 @@ static void usage(FILE *f, const char *name)
         "  --kv-store-gib N      capacity of a new store (default 64)\n"
         "  --kv-spill-idle-ms N  spill a state unused for N ms (default 0: only for\n"
         "                        room and at stop)\n"
+        "  --kv-store-peers DIRS other workers' stores (comma-separated, on a shared\n"
+        "                        volume), read on a miss: a conversation another worker\n"
+        "                        spilled resumes here without recompute\n"
         "%s"
         "\n"
         "UCX picks the KV transport (UCX_TLS, e.g. UCX_TLS=tcp across hosts without RDMA).\n",
@@ -111,9 +115,10 @@ static int parse(int argc, char **argv, worker_args *a)
             bad = td_arg_long(v, 0, 24L * 3600 * 1000, &a->drain_ms);
         else if (!strcmp(o, "--heartbeat-ms"))
             bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
-        else if (!a->decode && !strcmp(o, "--prefix-cache-mib"))
+        else if (!strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
         else if (!strcmp(o, "--kv-store")) a->kv_store = v;
+        else if (!strcmp(o, "--kv-store-peers")) a->kv_store_peers = v;
         else if (!strcmp(o, "--kv-store-gib"))
             bad = td_arg_float(v, 0.0009f, 1e6f, &a->kv_store_gib);
         else if (!strcmp(o, "--kv-spill-idle-ms"))
@@ -265,6 +270,7 @@ static int run(int argc, char **argv, bool decode)
                             .kv_store_dir = a.kv_store,
                             .kv_store_bytes = (uint64_t)((double)a.kv_store_gib * (1u << 30)),
                             .kv_spill_idle_ms = a.kv_spill_idle_ms,
+                            .kv_store_peers = a.kv_store_peers,
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
     } else {
@@ -282,6 +288,7 @@ static int run(int argc, char **argv, bool decode)
                              .kv_store_dir = a.kv_store,
                              .kv_store_bytes = (uint64_t)((double)a.kv_store_gib * (1u << 30)),
                              .kv_spill_idle_ms = a.kv_spill_idle_ms,
+                             .kv_store_peers = a.kv_store_peers,
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }

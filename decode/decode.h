@@ -47,6 +47,7 @@ typedef struct {
     const char *kv_store_dir;    /* td_engine_opts: the disk tier under it; NULL none */
     uint64_t kv_store_bytes;     /* td_engine_opts */
     int64_t kv_spill_idle_ms;    /* td_engine_opts */
+    const char *kv_store_peers;  /* td_engine_opts */
     void (*on_ready)(void *arg, const char *err);
     void *arg;
 } td_decode_opts;

@@ -125,6 +125,7 @@ struct td_engine {
     td_engine_opts opts;
     char *model_dir;
     char *kv_store_dir;          /* the copy opts.kv_store_dir points at */
+    char *kv_store_peers;        /* the copy opts.kv_store_peers points at */
     pthread_t thread;
     bool thread_started;
     pthread_mutex_t mu;
@@ -676,7 +677,8 @@ static td_err load(td_engine *e)
         snprintf(e->load_err, sizeof e->load_err, "out of memory for the prefix cache");
         return TD_ENOMEM;
     }
-    td_spill_opts so = {.dir = e->opts.kv_store_dir, .capacity_bytes = e->opts.kv_store_bytes};
+    td_spill_opts so = {.dir = e->opts.kv_store_dir, .capacity_bytes = e->opts.kv_store_bytes,
+                        .peers = e->opts.kv_store_peers};
     td_spill *sp = NULL;
     if (so.dir && so.dir[0] && td_spill_create(&sp, &so, e->m, e->pcache)) {
         snprintf(e->load_err, sizeof e->load_err, "out of memory for the kv store");
@@ -954,6 +956,7 @@ static void engine_free(td_engine *e)
     free(e->events.v);
     free(e->model_dir);
     free(e->kv_store_dir);
+    free(e->kv_store_peers);
     pthread_mutex_destroy(&e->mu);
     pthread_mutex_destroy(&e->stat_mu);
     pthread_cond_destroy(&e->cv);
@@ -976,6 +979,8 @@ td_err td_engine_create(td_engine **out, uv_loop_t *loop, const td_engine_opts *
     /* the engine thread reads it after this returns */
     e->kv_store_dir = opts->kv_store_dir ? strdup(opts->kv_store_dir) : NULL;
     e->opts.kv_store_dir = e->kv_store_dir;
+    e->kv_store_peers = opts->kv_store_peers ? strdup(opts->kv_store_peers) : NULL;
+    e->opts.kv_store_peers = e->kv_store_peers;
     pthread_mutex_init(&e->mu, NULL);
     pthread_mutex_init(&e->stat_mu, NULL);
     pthread_cond_init(&e->cv, NULL);

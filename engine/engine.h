@@ -44,6 +44,8 @@ typedef struct {
     /* Spill a cached state unused for this long (an agent's session waiting
      * on its tools), freeing its memory; 0: only for room and at stop. */
     int64_t kv_spill_idle_ms;
+    /* Other workers' stores, comma-separated, read on a miss (td_spill_opts.peers). */
+    const char *kv_store_peers;
     /* Optional: each prefix the cache stored or dropped, on the loop thread
      * (tokens borrowed for the call): a worker publishes them (KvEvents). */
     void (*on_cache)(void *arg, bool stored, const int32_t *tokens, size_t n);

@@ -60,6 +60,7 @@ static int reason_of(td_err e)
 
 typedef struct {
     uint64_t spills, spill_bytes, spill_skipped, resumes, resume_tokens, resume_misses;
+    uint64_t peer_resumes, peer_resume_tokens;
     uint64_t failures[3][NREASONS];  /* open, spill, resume */
     td_prom_hist spill_s, resume_s;
     td_kv_stats kv;
@@ -68,8 +69,22 @@ typedef struct {
 enum { OP_OPEN, OP_SPILL, OP_RESUME };
 static const char *const op_name[3] = {"open", "spill", "resume"};
 
+/* Another worker's store, read where a shared volume holds it: when a
+ * prompt misses here, a conversation that worker spilled (and perhaps died
+ * with) resumes from its disk instead of being recomputed. */
+typedef struct {
+    char dir[512];
+    td_kv *kv;                   /* NULL: not open (yet) */
+    double failed_s;             /* the last open that failed: retried a second later */
+    bool logged;
+} peer;
+
+enum { MAX_PEERS = 8 };
+
 struct td_spill {
     td_kv *kv;                   /* NULL: the tier is off */
+    peer peers[MAX_PEERS];
+    int npeers;
     const td_v4_model *m;
     uint64_t fingerprint;
     uint32_t bt;                 /* block_tokens of the store */
@@ -151,6 +166,16 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
                (unsigned long long)st.entries, (unsigned long long)st.bytes_used,
                (unsigned long long)st.capacity_bytes);
     }
+    /* peers: a comma-separated list of other workers' store directories */
+    for (const char *p = o->peers; p && *p && s->npeers < MAX_PEERS;) {
+        size_t k = strcspn(p, ",");
+        if (k && k < sizeof s->peers[0].dir) {
+            snprintf(s->peers[s->npeers].dir, sizeof s->peers[0].dir, "%.*s", (int)k, p);
+            if (strcmp(s->peers[s->npeers].dir, s->dir))
+                s->npeers++;
+        }
+        p += k + (p[k] == ',');
+    }
     publish(s);
     if (!c)
         td_log(TD_LOG_WARN, "kv spill: the prefix cache is off: nothing will be spilled");
@@ -184,6 +209,8 @@ void td_spill_destroy(td_spill *s, td_pcache *c)
     if (s->kv && c)
         td_pcache_spill_all(c);
     td_kv_close(s->kv);
+    for (int i = 0; i < s->npeers; i++)
+        td_kv_close(s->peers[i].kv);
     free(s->keys);
     pthread_mutex_destroy(&s->mu);
     free(s);
@@ -222,12 +249,12 @@ static uint32_t get32(const uint8_t *p)
 
 /* Reads and parses the index record at key into buf / ents. *n = 0 if
  * there is none; TD_ECORRUPT if it is malformed. */
-static td_err read_index(td_spill *s, td_kv_key key, uint8_t *buf, ient *ents, size_t *n,
-                         char *err, size_t errlen)
+static td_err read_index(td_spill *s, td_kv *kv, const char *dir, td_kv_key key, uint8_t *buf,
+                         ient *ents, size_t *n, char *err, size_t errlen)
 {
     size_t len = 0;
     *n = 0;
-    td_err e = td_kv_get(s->kv, key, SECTION_INDEX, buf, IDX_CAP, &len, err, errlen);
+    td_err e = td_kv_get(kv, key, SECTION_INDEX, buf, IDX_CAP, &len, err, errlen);
     if (e == TD_ENOENT)
         return TD_OK;
     if (e)
@@ -257,7 +284,7 @@ static td_err read_index(td_spill *s, td_kv_key key, uint8_t *buf, ient *ents, s
     *n = count;
     return TD_OK;
 bad:
-    return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: malformed index record", s->dir);
+    return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: malformed index record", dir);
 }
 
 static size_t write_ent(uint8_t *p, const ient *x)
@@ -305,7 +332,7 @@ td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *st
     ient ents[MAX_TAILS];
     size_t nents = 0;
     char err[512] = "";
-    if (read_index(s, block, old, ents, &nents, err, sizeof err))
+    if (read_index(s, s->kv, s->dir, block, old, ents, &nents, err, sizeof err))
         nents = 0;  /* a bad one was dropped by the store: start again */
     /* The same tokens on disk already: the same bytes (a state depends on
      * its tokens only), so do not write them again. */
@@ -365,25 +392,25 @@ td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *st
 
 /* Loads the state x names into seq. TD_ENOENT if the store no longer has
  * it (evicted: not a fault); TD_ECORRUPT if it is not the one x names. */
-static td_err load_state(td_spill *s, td_v4_seq *seq, const ient *x, int *reset, char *err,
-                         size_t errlen)
+static td_err load_state(td_kv *kv, const char *dir, td_v4_seq *seq, const ient *x, int *reset,
+                         char *err, size_t errlen)
 {
     td_kv_entry_info info;
-    if (td_kv_stat_entry(s->kv, x->key, TD_KV_SECTION_STATE, &info) != TD_OK)
+    if (td_kv_stat_entry(kv, x->key, TD_KV_SECTION_STATE, &info) != TD_OK)
         return TD_ENOENT;
     if (info.value_bytes != x->state_len || info.tokens != x->tokens)
         return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is "
-                       "not the one its index names", s->dir, (unsigned long long)x->tokens);
+                       "not the one its index names", dir, (unsigned long long)x->tokens);
     uint8_t *buf = malloc(x->state_len ? x->state_len : 1);
     if (!buf)
         return td_errf(err, errlen, TD_ENOMEM, "kv spill: out of memory for a %llu-byte state",
                        (unsigned long long)x->state_len);
     size_t len = 0;
-    td_err e = td_kv_get(s->kv, x->key, TD_KV_SECTION_STATE, buf, x->state_len, &len, err,
+    td_err e = td_kv_get(kv, x->key, TD_KV_SECTION_STATE, buf, x->state_len, &len, err,
                          errlen);
     if (!e && (len != x->state_len || len < 8 || get64(buf + len - 8) != x->sum))
         e = td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is not "
-                    "the one its index names", s->dir, (unsigned long long)x->tokens);
+                    "the one its index names", dir, (unsigned long long)x->tokens);
     if (!e)
         e = td_v4_seq_load(seq, buf, len, err, errlen);  /* checks before it touches seq */
     free(buf);
@@ -393,18 +420,21 @@ static td_err load_state(td_spill *s, td_v4_seq *seq, const ient *x, int *reset,
         td_v4_seq_reset(seq);
         *reset = 1;
         return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: a state of another length "
-                       "filed as %llu tokens", s->dir, (unsigned long long)x->tokens);
+                       "filed as %llu tokens", dir, (unsigned long long)x->tokens);
     }
     return TD_OK;
 }
 
-/* The disk part of td_spill_restore: a state longer than min_tokens. */
-static size_t restore_disk(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,
-                           size_t min_tokens, int *reset)
+/* The disk part of td_spill_restore: a state longer than min_tokens, from
+ * kv (this worker's store, or a peer's: whose entries are not ours to
+ * delete when they fail their checks). */
+static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *seq,
+                           const int32_t *prompt, size_t n, size_t min_tokens, int *reset)
 {
     *reset = 0;
-    if (!s->kv || n <= s->bt)
+    if (!kv || n <= s->bt)
         return 0;
+    bool own = kv == s->kv;
     double t0 = now_s();
     size_t limit = n - 1, got = 0;  /* one token must remain, for the logits */
     uint8_t *rec = s->idx_old;
@@ -414,15 +444,16 @@ static size_t restore_disk(td_spill *s, td_v4_seq *seq, const int32_t *prompt, s
                         limit > min_tokens; probe++) {
         uint64_t have = 0;
         td_kv_key block;
-        if (td_kv_longest_prefix(s->kv, prompt, limit, SECTION_INDEX, &have, &block) ||
+        if (td_kv_longest_prefix(kv, prompt, limit, SECTION_INDEX, &have, &block) ||
             have == 0 || have + s->bt <= min_tokens + 1)
             break;  /* nothing, or nothing that beats what memory gave */
         size_t nents = 0;
         err[0] = '\0';
-        td_err e = read_index(s, block, rec, ents, &nents, err, sizeof err);
+        td_err e = read_index(s, kv, dir, block, rec, ents, &nents, err, sizeof err);
         if (e) {
             failed(s, OP_RESUME, e, err);
-            td_kv_del(s->kv, block, SECTION_INDEX, err, sizeof err);
+            if (own)
+                td_kv_del(kv, block, SECTION_INDEX, err, sizeof err);
         }
         /* The longest state here that the prompt continues, then shorter. */
         bool tried[MAX_TAILS] = {0};
@@ -440,15 +471,15 @@ static size_t restore_disk(td_spill *s, td_v4_seq *seq, const int32_t *prompt, s
                 break;
             tried[best - ents] = true;
             err[0] = '\0';
-            e = load_state(s, seq, best, reset, err, sizeof err);
+            e = load_state(kv, dir, seq, best, reset, err, sizeof err);
             if (!e) {
                 got = best->tokens;
                 break;
             }
             if (e != TD_ENOENT) {
                 failed(s, OP_RESUME, e, err);
-                if (e != TD_ENOMEM)
-                    td_kv_del(s->kv, best->key, TD_KV_SECTION_STATE, err, sizeof err);
+                if (e != TD_ENOMEM && own)
+                    td_kv_del(kv, best->key, TD_KV_SECTION_STATE, err, sizeof err);
             }
             if (*reset)
                 break;
@@ -456,26 +487,80 @@ static size_t restore_disk(td_spill *s, td_v4_seq *seq, const int32_t *prompt, s
         limit = (size_t)have - 1;  /* the next shorter block prefix */
     }
     if (got) {
-        s->c.resumes++;
-        s->c.resume_tokens += got;
+        s->c.resumes += own;
+        s->c.resume_tokens += own ? got : 0;
+        s->c.peer_resumes += !own;
+        s->c.peer_resume_tokens += own ? 0 : got;
         double dt = now_s() - t0;
         td_prom_observe(&s->c.resume_s, dt);
-        td_log(TD_LOG_INFO, "kv spill: resumed %zu of %zu prompt tokens from disk in %.1f ms",
-               got, n, dt * 1000);
-    } else {
+        td_log(TD_LOG_INFO, "kv spill: resumed %zu of %zu prompt tokens from %s in %.1f ms",
+               got, n, own ? "disk" : dir, dt * 1000);
+    } else if (own) {
         s->c.resume_misses++;
     }
     publish(s);
     return got;
 }
 
+/* A peer's store, opened (again) when it changed since we read it: the
+ * owner spills and evicts while we look. An open that fails (the peer has
+ * not created its store yet, another model's store) is retried a second
+ * later, and logged once. */
+static td_kv *peer_kv(td_spill *s, peer *p)
+{
+    if (p->kv && !td_kv_stale(p->kv))
+        return p->kv;
+    double now = now_s();
+    if (!p->kv && p->failed_s && now - p->failed_s < 1.0)
+        return NULL;
+    td_kv_close(p->kv);
+    p->kv = NULL;
+    td_kv_opts ko = {.dir = p->dir, .fingerprint = s->fingerprint, .peer = 1};
+    char err[512] = "";
+    td_err e = td_kv_open(&p->kv, &ko, err, sizeof err);
+    td_kv_stats st;
+    if (!e) {
+        td_kv_stats_get(p->kv, &st);
+        if (st.block_tokens != s->bt)
+            e = td_errf(err, sizeof err, TD_EFORMAT, "kvstore: %s: blocks of %u tokens, ours "
+                        "of %u", p->dir, st.block_tokens, s->bt);
+    }
+    if (e) {
+        td_kv_close(p->kv);
+        p->kv = NULL;
+        p->failed_s = now;
+        if (!p->logged)
+            td_log(TD_LOG_WARN, "kv spill: peer store %s not readable (retried): %s", p->dir,
+                   err);
+        p->logged = true;
+        return NULL;
+    }
+    p->failed_s = 0;
+    p->logged = false;
+    return p->kv;
+}
+
 size_t td_spill_restore(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
                         size_t n)
 {
     size_t got = td_pcache_restore(c, seq, prompt, n);
+    if (!s || !s->kv)
+        return got;
     int reset = 0;
-    size_t d = s ? restore_disk(s, seq, prompt, n, got, &reset) : 0;
-    return d || reset ? d : got;
+    size_t d = restore_disk(s, s->kv, s->dir, seq, prompt, n, got, &reset);
+    if (reset)
+        got = 0;
+    if (d)
+        got = d;
+    for (int i = 0; i < s->npeers && !reset; i++) {
+        d = restore_disk(s, peer_kv(s, &s->peers[i]), s->peers[i].dir, seq, prompt, n, got,
+                         &reset);
+        if (reset)
+            got = 0;
+        if (d)
+            got = d;
+    }
+    return got;
 }
 
 void td_spill_metrics(td_spill *s, td_prom_buf *b)
@@ -505,6 +590,11 @@ void td_spill_metrics(td_spill *s, td_prom_buf *b)
                     "Prompt tokens restored from disk instead of prefilled.", c.resume_tokens);
     td_prom_counter(b, "tandem_kv_resume_misses_total",
                     "Disk lookups that found no usable state.", c.resume_misses);
+    td_prom_counter(b, "tandem_kv_peer_resumes_total",
+                    "Prompts resumed from a peer worker's store (--kv-store-peers).",
+                    c.peer_resumes);
+    td_prom_counter(b, "tandem_kv_peer_resume_tokens_total",
+                    "Prompt tokens restored from a peer worker's store.", c.peer_resume_tokens);
     td_prom_histogram(b, "tandem_kv_resume_duration_seconds",
                       "One resume: lookup, read and verify, load into the sequence.",
                       &c.resume_s);

@@ -42,6 +42,11 @@ typedef struct td_spill td_spill;
 typedef struct {
     const char *dir;             /* the store; created if missing */
     uint64_t capacity_bytes;     /* for a new store; 0: the store's default (64 GiB) */
+    /* Other workers' stores (comma-separated directories, on a shared
+     * volume), read when a prompt misses here: a conversation another
+     * worker spilled resumes from its disk (td_kv peer opens: read-only,
+     * reopened when their owner changed them). NULL: none. */
+    const char *peers;
 } td_spill_opts;
 
 /* Opens the store for model m and becomes the spill function of the memory

@@ -37,6 +37,7 @@ typedef struct {
     const char *kv_store_dir;    /* td_engine_opts: the disk tier; NULL none */
     uint64_t kv_store_bytes;     /* td_engine_opts */
     int64_t kv_spill_idle_ms;    /* td_engine_opts */
+    const char *kv_store_peers;  /* td_engine_opts */
     int lease_ms;                /* how long a shipped state waits for decode; 0: 30000 */
     /* Loop thread, once: NULL when serving, else why it cannot. */
     void (*on_ready)(void *arg, const char *err);

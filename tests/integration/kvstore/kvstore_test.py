@@ -291,7 +291,55 @@ def case_disk_full(tmp):
         subprocess.run(["umount", mnt])
 
 
-CASES = [case_idle_spill_and_restart, case_corrupt_blocks, case_store_unusable,
+def case_peer_resume(tmp):
+    """Two workers, each with its own store and the other's as a peer (a
+    shared volume). A session worker A spilled resumes on worker B after A
+    is killed: B reads A's store, token-identical, nothing recomputed."""
+    da, db = os.path.join(tmp, "a"), os.path.join(tmp, "b")
+    c = dt.Cluster(n_prefill=0, n_decode=0, timeout_ms=1000)
+    LAST[:] = [type("L", (), {"logs": c.logs, "close": lambda self: None})()]
+    a = b = None
+    try:
+        a = WProc(["prefill", "--model", MODEL, "--router", c.url, "--threads", "1",
+                   "--heartbeat-ms", "100", "--id", "wa", "--kv-store", da,
+                   "--kv-store-peers", db, "--kv-spill-idle-ms", "100"])
+        c.workers = [a]
+        c.wait_ready()
+        got, cached = complete(c, P2)
+        check(got == REF(P2) and cached == 0, "turn 1")
+        end = time.time() + 20
+        while m(dt.scrape(a), "tandem_kv_spills_total") < 2:  # prompt end and finish
+            check(time.time() < end, "A did not spill")
+            time.sleep(0.1)
+        a.kill()
+        b = WProc(["prefill", "--model", MODEL, "--router", c.url, "--threads", "1",
+                   "--heartbeat-ms", "100", "--id", "wb", "--kv-store", db,
+                   "--kv-store-peers", da])
+        c.workers = [b]
+        c.wait_ready()
+        end = time.time() + 10  # until the router has dropped A
+        while True:
+            status, _, out = request(c, "POST", "/v1/completions",
+                                     dict(prompt=P2 + Z, max_tokens=12, temperature=0))
+            if status == 200 or time.time() > end:
+                break
+            time.sleep(0.2)
+        check(status == 200, "turn 2: %d %s" % (status, out[:200]))
+        j = json.loads(out)
+        check(j["choices"][0]["text"] == REF(P2 + Z), "turn 2 differs from a full prefill")
+        check(j["usage"]["prompt_tokens_details"]["cached_tokens"] == len(P2),
+              "turn 2 cached %r, want %d" % (j["usage"], len(P2)))
+        ms = dt.scrape(b)
+        check(m(ms, "tandem_kv_peer_resumes_total") == 1 and
+              m(ms, "tandem_kv_peer_resume_tokens_total") == len(P2), "peer resume counters")
+        check(m(ms, "tandem_kv_resumes_total") == 0, "B's own store served it?")
+    finally:
+        for p in (a, b, c.router):
+            if p and p.proc.poll() is None:
+                p.stop()
+
+
+CASES = [case_peer_resume, case_idle_spill_and_restart, case_corrupt_blocks, case_store_unusable,
          case_permission_denied, case_disk_full]
 
 
