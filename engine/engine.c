@@ -12,169 +12,31 @@
  *
  * The hot loop allocates nothing per token: logits, steps and the event
  * queues are sized once and only grow (amortised) when a burst needs it.
+ *
+ * This file is the engine thread; the loop thread's side is api.c.
  */
 #include <errno.h>
-#include <pthread.h>
-#include <stdatomic.h>
 #include <stdio.h>
-#include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
-#include "engine/engine.h"
-#include "constrain/constrain.h"
-#include "tokenizer/tokenizer.h"
-#include "engine/prefix_cache.h"
-#include "engine/spill.h"
+#include "engine/internal.h"
 #include "kernels/kernels.h"
-#include "model/model.h"
-#include "model/sample.h"
 #include "model/state.h"
-#include "model/weights.h"
 
-static uint64_t mono_ns(void)
+/* Shared tokens past the restored state that make a branch state worth
+ * saving (branch_point): one router block. */
+enum { BRANCH_MIN = 64 };
+
+uint64_t td_eng_now_ns(void)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
     return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
 }
 
-/* Shared tokens past the restored state that make a branch state worth
- * saving (branch_point): one router block. */
-enum { BRANCH_MIN = 64 };
-
-typedef struct ereq {
-    struct ereq *next;
-    uint64_t id;
-    td_router_gen_cb cb;
-    int32_t *prompt;             /* (n_prompt) */
-    size_t n_prompt;
-    int32_t *stop_ids;           /* (n_stop) */
-    size_t n_stop;
-    int64_t max_tokens;
-    td_router_sampling sampling;
-    char *session_id;            /* NULL = none; kept for a future scheduler */
-    /* worker modes (td_engine_req) */
-    td_engine_state_fn on_state;
-    void *state_buf;             /* layer-by-layer saving (td_engine_req) */
-    size_t state_cap;
-    void (*on_section)(void *arg, size_t off, size_t len);
-    size_t *offs;                /* (nlayers + 1) section offsets of the state */
-    const void *state;           /* resume from these bytes; NULL = prefill the prompt */
-    size_t state_len;
-    int32_t first_token;
-    void (*release_state)(void *arg);
-    void *state_arg;
-    /* engine thread only */
-    td_v4_seq *seq;
-    td_sampler *smp;
-    size_t prefilled;            /* prompt tokens already in seq */
-    size_t branch;               /* save the state when prefill reaches it (0: no) */
-    uint64_t submitted_ns;       /* CLOCK_MONOTONIC at submit: queue time */
-    int64_t generated;
-    int32_t last;                /* the token to feed next */
-    bool paused;
-    int32_t *gen;                /* emitted tokens, for the prefix cache */
-    size_t n_gen, cap_gen;
-    /* grammar-constrained output (router/engine.h td_router_constraint) */
-    char *c_json, *c_tools, *c_force;
-    bool c_single, c_thinking;
-    td_cons_grammar *grammar;
-    td_cons_matcher *matcher;
-    uint64_t *mask;
-} ereq;
-
-typedef enum { CMD_CANCEL, CMD_PAUSE, CMD_RESUME } cmd_kind;
-typedef struct {
-    cmd_kind kind;
-    uint64_t id;
-} cmd;
-
-typedef enum { EV_TOKEN, EV_FINISH, EV_LOADED, EV_STATE, EV_CACHE, EV_CACHED } ev_kind;
-typedef struct {
-    ev_kind kind;
-    int32_t token;
-    void *state;                 /* EV_STATE: handed to on_state; EV_CACHE: the tokens */
-    size_t state_len;
-    td_engine_state_fn on_state;
-    td_router_finish why;
-    td_err err;
-    td_router_gen_cb cb;
-} event;
-
-/* A growable array whose storage is kept between uses. */
-#define VEC(T) struct { T *v; size_t n, cap; }
-#define VEC_PUSH(vec, x)                                                      \
-    ((vec).n < (vec).cap || vec_grow((void **)&(vec).v, &(vec).cap, sizeof *(vec).v) \
-         ? ((vec).v[(vec).n++] = (x), true) : false)
-
-static bool vec_grow(void **v, size_t *cap, size_t elem)
-{
-    size_t nc = *cap ? 2 * *cap : 64;
-    void *nv = realloc(*v, nc * elem);
-    if (!nv)
-        return false;
-    *v = nv;
-    *cap = nc;
-    return true;
-}
-
-struct td_engine {
-    uv_loop_t *loop;
-    uv_async_t async;
-    td_engine_opts opts;
-    char *model_dir;
-    char *kv_store_dir;          /* the copy opts.kv_store_dir points at */
-    char *kv_store_peers;        /* the copy opts.kv_store_peers points at */
-    pthread_t thread;
-    bool thread_started;
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    /* under mu */
-    ereq *inbox, *inbox_tail;
-    VEC(cmd) cmds;
-    VEC(event) outbox;
-    bool stop;
-    /* read anywhere */
-    atomic_bool ready;
-    atomic_llong ctx_len;
-    /* Load for td_router_load: waiting is raised by submit (loop thread)
-     * and lowered by the engine thread when it admits or finishes a
-     * waiting request; running is written by the engine thread. */
-    atomic_llong load_waiting, load_running;
-    /* the prefix cache's counters, published by the engine thread */
-    atomic_ullong pc_lookups, pc_hits, pc_tokens, pc_bytes, pc_entries, pc_evictions;
-    /* iterations and their rows (prompt tokens + decoded sequences), and the
-     * sequences in the last one; queue time under stat_mu */
-    atomic_ullong steps_total, step_rows_total, last_batch;
-    pthread_mutex_t stat_mu;
-    td_prom_hist queue_time;
-    /* loop thread only */
-    uint64_t next_id;
-    VEC(event) delivering;
-    char load_err[512];
-    void (*on_closed)(void *arg);
-    void *closed_arg;
-    /* engine thread only */
-    td_v4_weights *w;
-    td_v4_model *m;
-    int vocab;
-    ereq *waiting, *waiting_tail;
-    ereq *running;
-    int nrunning;
-    float *logits;               /* (max_batch, vocab) */
-    td_v4_step *steps;           /* (max_batch) */
-    ereq **step_req;             /* (max_batch) */
-    int *step_take;              /* (max_batch) prompt tokens in the step, 0 = decode */
-    td_pcache *pcache;
-    _Atomic(td_spill *) spill;   /* the disk tier; written by the engine thread */
-    td_tok *tok;                 /* for constrained requests: the vocabulary's bytes */
-    td_cons_vocab *cvocab;       /* NULL: constraints are refused */
-    VEC(cmd) cmds_local;
-    VEC(event) events;           /* this iteration's */
-};
-
-/* ---- events: engine thread -> loop thread -------------------------------- */
+/* ---- events: engine thread -> loop thread (api.c delivers them) ------------ */
 
 static void post_events(td_engine *e)
 {
@@ -189,48 +51,6 @@ static void post_events(td_engine *e)
     uv_async_send(&e->async);  /* the one libuv call made off the loop */
 }
 
-static void deliver(td_engine *e)
-{
-    pthread_mutex_lock(&e->mu);
-    VEC(event) tmp = {e->outbox.v, e->outbox.n, e->outbox.cap};
-    e->outbox.v = e->delivering.v;
-    e->outbox.cap = e->delivering.cap;
-    e->outbox.n = 0;
-    pthread_mutex_unlock(&e->mu);
-    e->delivering.v = tmp.v;
-    e->delivering.cap = tmp.cap;
-    e->delivering.n = tmp.n;
-    for (size_t i = 0; i < e->delivering.n; i++) {
-        const event *ev = &e->delivering.v[i];
-        switch (ev->kind) {
-        case EV_TOKEN:
-            ev->cb.on_token(ev->cb.arg, ev->token);
-            break;
-        case EV_FINISH:
-            ev->cb.on_finish(ev->cb.arg, ev->why, ev->err);
-            break;
-        case EV_STATE:
-            ev->on_state(ev->cb.arg, ev->state, ev->state_len);
-            break;
-        case EV_CACHED:
-            if (ev->cb.on_cached)
-                ev->cb.on_cached(ev->cb.arg, ev->state_len);
-            break;
-        case EV_CACHE:
-            e->opts.on_cache(e->opts.arg, ev->token != 0, ev->state, ev->state_len);
-            free(ev->state);
-            break;
-        case EV_LOADED:
-            if (e->opts.on_loaded)
-                e->opts.on_loaded(e->opts.arg, e->load_err[0] ? e->load_err : NULL);
-            break;
-        }
-    }
-    e->delivering.n = 0;
-}
-
-static void on_async(uv_async_t *a) { deliver(a->data); }
-
 /* ---- the engine thread ------------------------------------------------------ */
 
 /* The decode worker's receive buffer goes back as soon as nothing reads it. */
@@ -241,7 +61,7 @@ static void release_state(ereq *r)
     r->state = NULL;
 }
 
-static void ereq_free(ereq *r)
+void td_eng_ereq_free(ereq *r)
 {
     release_state(r);
     td_v4_seq_destroy(r->seq);
@@ -324,7 +144,7 @@ static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_
             e->waiting_tail = q;
     }
     emit(e, (event){.kind = EV_FINISH, .why = why, .err = err, .cb = r->cb});
-    ereq_free(r);
+    td_eng_ereq_free(r);
 }
 
 static ereq *find(ereq *list, uint64_t id)
@@ -472,7 +292,7 @@ static void admit(td_engine *e)
         atomic_store(&e->load_running, ++e->nrunning);
         atomic_fetch_sub(&e->load_waiting, 1);
         pthread_mutex_lock(&e->stat_mu);
-        td_prom_observe(&e->queue_time, (double)(mono_ns() - r->submitted_ns) * 1e-9);
+        td_prom_observe(&e->queue_time, (double)(td_eng_now_ns() - r->submitted_ns) * 1e-9);
         pthread_mutex_unlock(&e->stat_mu);
     }
 }
@@ -688,7 +508,7 @@ static td_err load(td_engine *e)
     return TD_OK;
 }
 
-static void *engine_main(void *arg)
+void *td_eng_main(void *arg)
 {
     td_engine *e = arg;
     td_err er = load(e);
@@ -757,274 +577,4 @@ static void *engine_main(void *arg)
     e->m = NULL;
     e->w = NULL;
     return NULL;
-}
-
-/* ---- the interface (loop thread) ------------------------------------------------ */
-
-static bool eng_ready(void *ctx)
-{
-    td_engine *e = ctx;
-    return atomic_load(&e->ready);
-}
-
-static int64_t eng_context_len(void *ctx)
-{
-    td_engine *e = ctx;
-    return atomic_load(&e->ready) ? atomic_load(&e->ctx_len) : 0;
-}
-
-td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_gen_cb *cb,
-                        uint64_t *id)
-{
-    const td_router_gen_req *q = &x->gen;
-    if (!atomic_load(&e->ready))
-        return TD_EBUSY;
-    if (q->n_prompt == 0 || q->max_tokens < 1 || !cb->on_token || !cb->on_finish)
-        return TD_EINVAL;
-    if ((x->state_buf && (!x->on_state || !x->on_section)) ||
-        (x->state && (x->on_state || x->first_token < 0)) ||
-        (!x->state && !q->prompt) || (x->on_state && q->max_tokens != 1))
-        return TD_EINVAL;
-    if ((int64_t)q->n_prompt + q->max_tokens > atomic_load(&e->ctx_len))
-        return TD_ETOOLONG;
-    ereq *r = calloc(1, sizeof *r);
-    if (!r)
-        return TD_ENOMEM;
-    /* A resumed request's prompt is in its state already; its ids, when
-     * given, name the state the prefix cache keeps at the end. */
-    r->state = x->state;
-    r->state_len = x->state_len;
-    r->first_token = x->first_token;
-    r->release_state = x->release_state;
-    r->state_arg = x->state_arg;
-    const td_router_constraint *k = &q->constraint;
-    if ((k->json_schema && !(r->c_json = strdup(k->json_schema))) ||
-        (k->tools && !(r->c_tools = strdup(k->tools))) ||
-        (k->force_name && !(r->c_force = strdup(k->force_name)))) {
-        r->state = NULL;  /* on error nothing is called back */
-        ereq_free(r);
-        return TD_ENOMEM;
-    }
-    r->c_single = k->single;
-    r->c_thinking = k->thinking;
-    r->on_state = x->on_state;
-    r->state_buf = x->state_buf;
-    r->state_cap = x->state_cap;
-    r->on_section = x->on_section;
-    r->prompt = q->prompt ? malloc(q->n_prompt * sizeof *r->prompt) : NULL;
-    r->stop_ids = malloc((q->n_stop_ids ? q->n_stop_ids : 1) * sizeof *r->stop_ids);
-    if ((q->prompt && !r->prompt) || !r->stop_ids) {
-        r->state = NULL;  /* on error nothing is called back */
-        ereq_free(r);
-        return TD_ENOMEM;
-    }
-    if (r->prompt)
-        memcpy(r->prompt, q->prompt, q->n_prompt * sizeof *r->prompt);
-    if (q->n_stop_ids)
-        memcpy(r->stop_ids, q->stop_ids, q->n_stop_ids * sizeof *r->stop_ids);
-    r->n_prompt = q->n_prompt;
-    r->n_stop = q->n_stop_ids;
-    r->max_tokens = q->max_tokens;
-    r->sampling = q->sampling;
-    if (q->session_id && !(r->session_id = strdup(q->session_id))) {
-        r->state = NULL;
-        ereq_free(r);
-        return TD_ENOMEM;
-    }
-    r->cb = *cb;
-    r->id = ++e->next_id;
-    r->submitted_ns = mono_ns();
-    pthread_mutex_lock(&e->mu);
-    bool stopping = e->stop;
-    if (!stopping) {
-        if (e->inbox_tail)
-            e->inbox_tail->next = r;
-        else
-            e->inbox = r;
-        e->inbox_tail = r;
-        atomic_fetch_add(&e->load_waiting, 1);
-        pthread_cond_signal(&e->cv);
-    }
-    pthread_mutex_unlock(&e->mu);
-    if (stopping) {
-        r->state = NULL;
-        ereq_free(r);
-        return TD_ECLOSED;
-    }
-    *id = r->id;
-    return TD_OK;
-}
-
-static td_err eng_submit(void *ctx, const td_router_gen_req *q, const td_router_gen_cb *cb,
-                         uint64_t *id)
-{
-    td_engine_req x = {.gen = *q};
-    return td_engine_submit(ctx, &x, cb, id);
-}
-
-size_t td_engine_state_size(td_engine *e, int64_t tokens)
-{
-    return atomic_load(&e->ready) ? td_v4_state_size_at(e->m, tokens, 0) : 0;
-}
-
-td_engine_cache_stats td_engine_cache(td_engine *e)
-{
-    return (td_engine_cache_stats){
-        .lookups = atomic_load(&e->pc_lookups), .hits = atomic_load(&e->pc_hits),
-        .tokens_reused = atomic_load(&e->pc_tokens), .bytes = atomic_load(&e->pc_bytes),
-        .entries = atomic_load(&e->pc_entries), .evictions = atomic_load(&e->pc_evictions),
-    };
-}
-
-void td_engine_metrics(td_engine *e, td_prom_buf *b)
-{
-    td_engine_cache_stats cs = td_engine_cache(e);
-    td_prom_counter(b, "tandem_prefix_cache_queries_total",
-                    "Prompts looked up in the prefix cache.", cs.lookups);
-    td_prom_counter(b, "tandem_prefix_cache_hits_total",
-                    "Prompts that extended a cached state.", cs.hits);
-    td_prom_counter(b, "tandem_prefix_cache_evictions_total",
-                    "States dropped from the prefix cache to make room.", cs.evictions);
-    td_prom_gauge(b, "tandem_prefix_cache_bytes", "Bytes of states in the prefix cache.",
-                  (double)cs.bytes);
-    td_spill *sp = atomic_load(&e->spill);
-    if (sp)
-        td_spill_metrics(sp, b);   /* the disk tier under it */
-    pthread_mutex_lock(&e->stat_mu);
-    td_prom_hist q = e->queue_time;
-    pthread_mutex_unlock(&e->stat_mu);
-    td_prom_histogram(b, "tandem_request_queue_time_seconds",
-                      "From submission to admission into the batch.", &q);
-    td_prom_counter(b, "tandem_engine_steps_total", "Forward passes (one per iteration).",
-                    atomic_load(&e->steps_total));
-    td_prom_counter(b, "tandem_engine_step_tokens_total",
-                    "Tokens through the forward passes (prompt chunks and decoded sequences): "
-                    "per step, the batch's size in tokens.", atomic_load(&e->step_rows_total));
-    td_prom_gauge(b, "tandem_batch_size", "Sequences in the last forward pass.",
-                  (double)atomic_load(&e->last_batch));
-}
-
-static void eng_metrics(void *ctx, td_prom_buf *b) { td_engine_metrics(ctx, b); }
-
-uint64_t td_engine_fingerprint(td_engine *e)
-{
-    return atomic_load(&e->ready) ? td_v4_layout_fingerprint(td_v4_model_config(e->m)) : 0;
-}
-
-static void command(td_engine *e, cmd_kind kind, uint64_t id)
-{
-    pthread_mutex_lock(&e->mu);
-    if (!VEC_PUSH(e->cmds, ((cmd){kind, id})))
-        td_log(TD_LOG_ERROR, "engine: out of memory queueing a command");
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-}
-
-static void eng_cancel(void *ctx, uint64_t id) { command(ctx, CMD_CANCEL, id); }
-
-static void eng_pause(void *ctx, uint64_t id, bool paused)
-{
-    command(ctx, paused ? CMD_PAUSE : CMD_RESUME, id);
-}
-
-static void eng_load(void *ctx, td_router_load *out)
-{
-    td_engine *e = ctx;
-    out->running = atomic_load(&e->load_running);
-    out->waiting = atomic_load(&e->load_waiting);
-}
-
-td_router_engine td_engine_interface(td_engine *e)
-{
-    return (td_router_engine){.ctx = e, .ready = eng_ready, .context_len = eng_context_len,
-                              .submit = eng_submit, .cancel = eng_cancel, .pause = eng_pause,
-                              .load = eng_load, .metrics = eng_metrics};
-}
-
-/* ---- lifecycle ------------------------------------------------------------------- */
-
-static void engine_free(td_engine *e)
-{
-    free(e->logits);
-    free(e->steps);
-    free(e->step_req);
-    free(e->step_take);
-    free(e->cmds.v);
-    free(e->cmds_local.v);
-    free(e->outbox.v);
-    free(e->delivering.v);
-    free(e->events.v);
-    free(e->model_dir);
-    free(e->kv_store_dir);
-    free(e->kv_store_peers);
-    pthread_mutex_destroy(&e->mu);
-    pthread_mutex_destroy(&e->stat_mu);
-    pthread_cond_destroy(&e->cv);
-    free(e);
-}
-
-td_err td_engine_create(td_engine **out, uv_loop_t *loop, const td_engine_opts *opts,
-                        char *err, size_t errlen)
-{
-    td_engine *e = calloc(1, sizeof *e);
-    if (!e)
-        return td_errf(err, errlen, TD_ENOMEM, "out of memory");
-    e->loop = loop;
-    e->opts = *opts;
-    if (e->opts.max_batch <= 0)
-        e->opts.max_batch = 16;
-    if (e->opts.prefill_budget <= 0)
-        e->opts.prefill_budget = 512;
-    e->model_dir = strdup(opts->model_dir ? opts->model_dir : "");
-    /* the engine thread reads it after this returns */
-    e->kv_store_dir = opts->kv_store_dir ? strdup(opts->kv_store_dir) : NULL;
-    e->opts.kv_store_dir = e->kv_store_dir;
-    e->kv_store_peers = opts->kv_store_peers ? strdup(opts->kv_store_peers) : NULL;
-    e->opts.kv_store_peers = e->kv_store_peers;
-    pthread_mutex_init(&e->mu, NULL);
-    pthread_mutex_init(&e->stat_mu, NULL);
-    pthread_cond_init(&e->cv, NULL);
-    if (!e->model_dir || uv_async_init(loop, &e->async, on_async)) {
-        engine_free(e);
-        return td_errf(err, errlen, TD_ENOMEM, "cannot set up the engine");
-    }
-    e->async.data = e;
-    td_kernels_init(-1);
-    int rc = pthread_create(&e->thread, NULL, engine_main, e);
-    if (rc) {
-        /* The async handle is registered with the loop: close it there. */
-        e->async.data = NULL;
-        uv_close((uv_handle_t *)&e->async, NULL);
-        uv_run(loop, UV_RUN_NOWAIT);
-        engine_free(e);
-        return td_errf(err, errlen, TD_ENOMEM, "cannot start the engine thread");
-    }
-    e->thread_started = true;
-    *out = e;
-    return TD_OK;
-}
-
-static void on_async_closed(uv_handle_t *h)
-{
-    td_engine *e = h->data;
-    void (*cb)(void *) = e->on_closed;
-    void *arg = e->closed_arg;
-    engine_free(e);
-    if (cb)
-        cb(arg);
-}
-
-void td_engine_destroy(td_engine *e, void (*cb)(void *arg), void *arg)
-{
-    atomic_store(&e->ready, false);
-    pthread_mutex_lock(&e->mu);
-    e->stop = true;
-    pthread_cond_signal(&e->cv);
-    pthread_mutex_unlock(&e->mu);
-    if (e->thread_started)
-        pthread_join(e->thread, NULL);
-    deliver(e);  /* the last tokens and the cancellations */
-    e->on_closed = cb;
-    e->closed_arg = arg;
-    uv_close((uv_handle_t *)&e->async, on_async_closed);
 }
