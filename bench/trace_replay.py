@@ -44,8 +44,10 @@ CONVS = int(sys.argv[3]) if len(sys.argv) > 3 else 20
 POLICIES = (sys.argv[4] if len(sys.argv) > 4 else "prefix,round-robin").split(",")
 CONC = int(sys.argv[5]) if len(sys.argv) > 5 else 4
 SCALE, BLOCK = 8, 64
-TRACE = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data",
-                     "traces", "mooncake", "conversation_trace.jsonl")
+# the team's shared folder sits next to the repository (TANDEM_TRACE overrides)
+TRACE = os.environ.get("TANDEM_TRACE") or os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "traces",
+    "mooncake", "conversation_trace.jsonl")
 
 
 def model_limits():
