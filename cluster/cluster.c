@@ -129,12 +129,15 @@ static td_err send_prefill(creq *r, const ProtobufCBinaryData *ticket)
 /* Places a new attempt. TD_EBUSY when no worker of a kind is there. */
 static td_err place(td_cluster *c, creq *r)
 {
-    wkr *P = td_cl_choose_prefill(c, r);
+    td_cl_why why;
+    size_t held;
+    wkr *P = td_cl_choose_prefill(c, r, &why, &held);
     wkr *D = td_cl_choose_decode(c);
-    wkr *L = td_cl_choose_local(c, r, P);
+    wkr *L = td_cl_choose_local(c, r, P, &held);
     if (L) {                     /* the conversation's state is on L: answer there */
         P = L;
         D = NULL;
+        why = TD_CL_WHY_LOCAL;
     }
     /* Disaggregated when both kinds are there and more than the first token
      * is wanted; otherwise colocated on whichever worker there is. */
@@ -146,6 +149,10 @@ static td_err place(td_cluster *c, creq *r)
     }
     r->attempts++;
     r->wire = ++c->next_wire;
+    if (P) {
+        c->m_placed[why]++;
+        c->m_prefix_tokens += held * TD_BLOCKHASH_TOKENS;
+    }
     r->P = P;
     r->D = D;
     P->assigned++;
@@ -177,6 +184,7 @@ static void retry(td_cluster *c, creq *r, const char *why)
 {
     td_log(TD_LOG_WARN, "cluster: request %llu: attempt %d failed: %s",
            (unsigned long long)r->id, r->attempts, why);
+    c->m_retries++;
     release_attempt(r, true);
     while (r->attempts < c->o.max_attempts) {
         if (place(c, r) == TD_OK)
@@ -224,11 +232,32 @@ static bool deliver(td_cluster *c, creq *r, const int32_t *ids, size_t n, int fi
     return false;
 }
 
+/* Work for a request we do not know: a predecessor's (this router was
+ * restarted on the same address, and the workers still run what the old
+ * one placed), or an attempt we abandoned. Nobody will read its tokens:
+ * tell every worker to cancel it (we cannot tell which one runs it), once,
+ * and every worker that registers later (its tokens can arrive first). */
+static void cancel_orphan(td_cluster *c, uint64_t wire)
+{
+    unsigned n = c->n_orphans < 64 ? c->n_orphans : 64;
+    for (unsigned i = 0; i < n; i++)
+        if (c->orphans[i] == wire)
+            return;
+    c->orphans[c->n_orphans++ % 64] = wire;
+    td_log(TD_LOG_INFO, "cluster: request %llu is not ours (a previous router's, or an "
+           "abandoned attempt's): cancelling it on every worker", (unsigned long long)wire);
+    for (wkr *w = c->workers; w; w = w->next)
+        send_cancel(w, wire);
+}
+
 static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
 {
     creq *r = find_wire(c, m->request_id);
-    if (!r)
-        return;  /* an abandoned attempt's, or cancelled */
+    if (!r) {
+        if (!m->finish)
+            cancel_orphan(c, m->request_id);
+        return;
+    }
     int fin = m->finish;
     if (r->ph == PH_DECODE) {
         if (!r->D && fin == TANDEM__CTL__FINISH_REASON__FINISH_ERROR && r->next_index == 0 &&
@@ -287,6 +316,8 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
 static void on_kv_ticket(td_cluster *c, const Tandem__Ctl__KvTicket *m)
 {
     creq *r = find_wire(c, m->request_id);
+    if (!r)
+        cancel_orphan(c, m->request_id);  /* decode holds room for it */
     if (!r || r->ph != PH_TICKET)
         return;
     if (send_prefill(r, &m->ticket))
@@ -296,6 +327,8 @@ static void on_kv_ticket(td_cluster *c, const Tandem__Ctl__KvTicket *m)
 static void on_kv_ready(td_cluster *c, const Tandem__Ctl__KvReady *m)
 {
     creq *r = find_wire(c, m->request_id);
+    if (!r)
+        cancel_orphan(c, m->request_id);  /* decode is about to generate for it */
     if (!r || r->ph != PH_PREFILL)
         return;
     if (m->model_fingerprint != c->fingerprint) {
@@ -326,6 +359,7 @@ static void on_kv_ready(td_cluster *c, const Tandem__Ctl__KvReady *m)
 static void drop_worker(td_cluster *c, wkr *w, const char *why)
 {
     td_log(TD_LOG_WARN, "cluster: worker %s dropped: %s", w->id, why);
+    c->m_dropped++;
     for (wkr **pp = &c->workers; *pp; pp = &(*pp)->next)
         if (*pp == w) {
             *pp = w->next;
@@ -408,6 +442,10 @@ static void on_register(td_cluster *c, const Tandem__Ctl__WorkerRegister *m)
         w->next = c->workers;
         c->workers = w;
         w->role = m->role;
+        /* A worker may run orphans of a previous router before it registers
+         * with this one: cancel those it told us about while unknown. */
+        for (unsigned i = 0; i < c->n_orphans && i < 64; i++)
+            send_cancel(w, c->orphans[i]);
         td_log(TD_LOG_INFO, "cluster: worker %s (%s) at %s", w->id,
                td_cl_can_prefill(w) && td_cl_can_decode(w) ? "prefill+decode"
                : td_cl_can_prefill(w) ? "prefill" : "decode", w->url);
@@ -611,11 +649,52 @@ static void cl_load(void *ctx, td_router_load *out)
     }
 }
 
+/* The router's view of its workers, next to its HTTP metrics. */
+static void cl_metrics(void *ctx, td_prom_buf *b)
+{
+    td_cluster *c = ctx;
+    int np = 0, nd = 0, draining = 0;
+    for (wkr *w = c->workers; w; w = w->next) {
+        np += td_cl_can_prefill(w);
+        nd += td_cl_can_decode(w);
+        draining += w->draining;
+    }
+    td_prom_family(b, "tandem_workers", "gauge",
+                   "Registered workers by role (a colocated worker counts for both).");
+    td_prom_put(b, "tandem_workers{role=\"prefill\"} %d\n", np);
+    td_prom_put(b, "tandem_workers{role=\"decode\"} %d\n", nd);
+    td_prom_gauge(b, "tandem_workers_draining", "Workers that stopped taking requests.",
+                  draining);
+    static const char *const why[TD_CL_WHY_COUNT] = {
+        [TD_CL_WHY_SESSION] = "session", [TD_CL_WHY_PREFIX] = "prefix",
+        [TD_CL_WHY_LEAST_LOADED] = "least_loaded", [TD_CL_WHY_ROUND_ROBIN] = "round_robin",
+        [TD_CL_WHY_LOCAL] = "decode_local",
+    };
+    td_prom_family(b, "tandem_placements_total", "counter",
+                   "Requests placed, by how the worker was chosen (session: where its session's "
+                   "state is; prefix: the longest announced prefix; decode_local: answered whole "
+                   "by the decode worker holding the conversation).");
+    for (int i = 0; i < TD_CL_WHY_COUNT; i++)
+        td_prom_put(b, "tandem_placements_total{decision=\"%s\"} %llu\n", why[i],
+                    (unsigned long long)c->m_placed[i]);
+    td_prom_counter(b, "tandem_placement_prefix_tokens_total",
+                    "Prompt tokens the chosen worker had announced holding (KV events): the "
+                    "reuse the router expected.", c->m_prefix_tokens);
+    td_prom_counter(b, "tandem_request_retries_total",
+                    "Attempts that failed before any token reached the client and were "
+                    "placed again.", c->m_retries);
+    td_prom_counter(b, "tandem_workers_dropped_total",
+                    "Workers dropped (missed heartbeats, or replaced).", c->m_dropped);
+    td_prom_counter(b, "tandem_orphan_cancels_total",
+                    "Requests of a previous router or an abandoned attempt cancelled on the "
+                    "workers.", c->n_orphans);
+}
+
 td_router_engine td_cluster_interface(td_cluster *c)
 {
     return (td_router_engine){.ctx = c, .ready = cl_ready, .context_len = cl_context_len,
                               .submit = cl_submit, .cancel = cl_cancel, .pause = cl_pause,
-                              .load = cl_load};
+                              .load = cl_load, .metrics = cl_metrics};
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */

@@ -38,6 +38,16 @@ typedef struct sess {
 
 typedef enum { PH_TICKET, PH_PREFILL, PH_DECODE } phase;
 
+/* Why a request went where it went (tandem_placements_total{decision}). */
+typedef enum {
+    TD_CL_WHY_SESSION,           /* the worker its session last used */
+    TD_CL_WHY_PREFIX,            /* the longest announced prefix */
+    TD_CL_WHY_LEAST_LOADED,      /* no prefix held (or policy least-loaded) */
+    TD_CL_WHY_ROUND_ROBIN,
+    TD_CL_WHY_LOCAL,             /* answered whole by the decode worker holding it */
+    TD_CL_WHY_COUNT
+} td_cl_why;
+
 typedef struct creq {
     struct creq *next;
     uint64_t id, wire;
@@ -76,6 +86,12 @@ struct td_cluster {
     unsigned rr;                 /* round-robin turn */
     uint64_t next_id, next_wire;
     uint64_t fingerprint;        /* of the first worker; others must match */
+    uint64_t orphans[64];        /* wire ids we told the workers to cancel, a ring */
+    unsigned n_orphans;
+    /* /metrics (loop thread) */
+    uint64_t m_placed[TD_CL_WHY_COUNT];
+    uint64_t m_prefix_tokens;    /* prompt tokens the chosen worker announced holding */
+    uint64_t m_retries, m_dropped;
     int closing;
 };
 
@@ -87,12 +103,13 @@ wkr *td_cl_find_worker(td_cluster *c, const char *id);
 /* Least loaded of a kind (not draining), by what we placed on it plus what
  * it reports waiting; NULL when there is none. */
 wkr *td_cl_least_loaded(td_cluster *c, bool (*can)(const wkr *));
-/* The prefill worker for r under the cluster's policy, or NULL. */
-wkr *td_cl_choose_prefill(td_cluster *c, const creq *r);
+/* The prefill worker for r under the cluster's policy, or NULL; *why says
+ * how it was chosen and *held how many leading blocks it announced. */
+wkr *td_cl_choose_prefill(td_cluster *c, const creq *r, td_cl_why *why, size_t *held);
 /* A decode worker to answer r whole, or NULL: under the prefix policy, the
  * one whose cached prefix is longer than P's (the prefill worker chosen)
  * with at most local_prefill_max prompt tokens left. */
-wkr *td_cl_choose_local(td_cluster *c, const creq *r, const wkr *P);
+wkr *td_cl_choose_local(td_cluster *c, const creq *r, const wkr *P, size_t *held);
 /* The decode worker: the least loaded; among equals the most free KV. */
 wkr *td_cl_choose_decode(td_cluster *c);
 /* Remembers that session id's state now lives on w (bounded, LRU). */

@@ -107,12 +107,15 @@ static bool affordable(const wkr *w, const wkr *least)
     return !w->draining && load_of(w) <= load_of(least) + LOAD_SLACK;
 }
 
-wkr *td_cl_choose_prefill(td_cluster *c, const creq *r)
+wkr *td_cl_choose_prefill(td_cluster *c, const creq *r, td_cl_why *why, size_t *held)
 {
     wkr *least = td_cl_least_loaded(c, td_cl_can_prefill);
+    *why = TD_CL_WHY_LEAST_LOADED;
+    *held = 0;
     if (!least || c->o.policy == TD_CLUSTER_POLICY_LEAST_LOADED)
         return least;
     if (c->o.policy == TD_CLUSTER_POLICY_ROUND_ROBIN) {
+        *why = TD_CL_WHY_ROUND_ROBIN;
         int n = 0;
         for (wkr *w = c->workers; w; w = w->next)
             n += td_cl_can_prefill(w) && !w->draining;
@@ -124,8 +127,11 @@ wkr *td_cl_choose_prefill(td_cluster *c, const creq *r)
     }
     sess *s = r->session ? session_find(c, r->session) : NULL;
     wkr *w = s ? td_cl_find_worker(c, s->worker) : NULL;
-    if (w && td_cl_can_prefill(w) && affordable(w, least))
+    if (w && td_cl_can_prefill(w) && affordable(w, least)) {
+        *why = TD_CL_WHY_SESSION;
+        *held = td_pidx_match(w->prefixes, r->chain, r->n_chain);
         return w;
+    }
     wkr *best = NULL;
     size_t best_m = 0;
     for (w = c->workers; w; w = w->next) {
@@ -137,10 +143,14 @@ wkr *td_cl_choose_prefill(td_cluster *c, const creq *r)
             best_m = m;
         }
     }
-    return best ? best : least;
+    if (!best)
+        return least;
+    *why = TD_CL_WHY_PREFIX;
+    *held = best_m;
+    return best;
 }
 
-wkr *td_cl_choose_local(td_cluster *c, const creq *r, const wkr *P)
+wkr *td_cl_choose_local(td_cluster *c, const creq *r, const wkr *P, size_t *held)
 {
     int64_t max_left = c->o.local_prefill_max ? c->o.local_prefill_max : 1024;
     wkr *least = td_cl_least_loaded(c, td_cl_can_decode);
@@ -159,6 +169,7 @@ wkr *td_cl_choose_local(td_cluster *c, const creq *r, const wkr *P)
     }
     if (!best || (int64_t)(r->n_prompt - have * TD_BLOCKHASH_TOKENS) > max_left)
         return NULL;
+    *held = have;
     return best;
 }
 

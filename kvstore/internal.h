@@ -51,6 +51,12 @@ typedef struct {
     int bufs_registered, files_registered;
 } kv_io;
 
+/* A file's identity, to notice that another process changed it. */
+typedef struct {
+    uint64_t ino, size;
+    int64_t mtime_ns;
+} kv_file_id;
+
 /* Where block i of a value lives: derived from the extent list. */
 typedef struct {
     uint32_t seg, page, pages;
@@ -61,6 +67,7 @@ struct td_kv {
     char *dir;
     int dir_fd, lock_fd, log_fd;
     int read_only, direct_io;
+    kv_file_id seen[2];          /* the manifest files as this open read them */
     uint64_t log_end;            /* append offset of the log */
     uint64_t log_records;        /* records since the last checkpoint */
     uint32_t checkpoint_every;
@@ -129,6 +136,9 @@ td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size
 td_err kv_locs(td_kv *kv, const kv_entry *e, size_t base, char *err, size_t errlen);
 
 /* manifest.c */
+/* The checkpoint's and the log's identity now (inode, size, mtime; zeros
+ * for a missing file): what td_kv_stale compares. */
+void kv_manifest_seen(const td_kv *kv, kv_file_id out[2]);
 td_err kv_manifest_create(td_kv *kv, char *err, size_t errlen);
 td_err kv_manifest_recover(td_kv *kv, const td_kv_opts *opts, char *err, size_t errlen);
 /* Appends n records (exts[i]: the extents of PUT record i; exts may be NULL

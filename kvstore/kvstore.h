@@ -48,6 +48,13 @@ typedef struct {
     int create;               /* make an empty store if dir has none */
     int read_only;            /* inspection: no writes, not even recovery's
                                  truncation of a torn log tail */
+    /* Another running process owns the store (a peer worker's, on a shared
+     * volume): open it read-only without its lock, which the owner holds.
+     * What the owner writes after the open shows once td_kv_stale says so
+     * and the caller reopens; a value the owner has since evicted or
+     * overwritten fails its block checks (TD_ECORRUPT: recompute), so a
+     * peer never serves bytes other than those put. Implies read_only. */
+    int peer;
     /* The fields below apply when a store is created; an existing store
      * keeps those it was created with (see td_kv_stats). 0 = default. */
     uint32_t block_tokens;    /* tokens per chain link (128: the HCA ratio) */
@@ -189,6 +196,10 @@ td_err td_kv_verify(td_kv *kv, uint64_t *ok, uint64_t *bad, char *err, size_t er
 /* Checkpoint now, empty the log, and delete segment files that hold no
  * live block (they are preallocated again when needed). */
 td_err td_kv_gc(td_kv *kv, char *err, size_t errlen);
+
+/* Whether the manifest on disk changed since this open (a checkpoint, or
+ * log records appended): for a peer store, reopen to see them. */
+int td_kv_stale(const td_kv *kv);
 
 /* "0123...": 32 hex digits, hi then lo. */
 void td_kv_key_hex(td_kv_key key, char out[33]);

@@ -14,6 +14,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "common/fileio.h"
@@ -158,6 +159,20 @@ td_err kv_checkpoint(td_kv *kv, char *err, size_t errlen)
     if (!r)
         kv->log_records = 0;
     return r;
+}
+
+void kv_manifest_seen(const td_kv *kv, kv_file_id out[2])
+{
+    static const char *const names[2] = {CKPT_NAME, LOG_NAME};
+    for (int i = 0; i < 2; i++) {
+        struct stat sb;
+        memset(&out[i], 0, sizeof out[i]);
+        if (fstatat(kv->dir_fd, names[i], &sb, 0) == 0) {
+            out[i].ino = (uint64_t)sb.st_ino;
+            out[i].size = (uint64_t)sb.st_size;
+            out[i].mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+        }
+    }
 }
 
 td_err kv_manifest_create(td_kv *kv, char *err, size_t errlen)

@@ -144,7 +144,10 @@ static td_err open_dir(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen)
         return td_errf(err, errlen, TD_ENOENT, "kvstore: no store in %s (no such directory)", o->dir);
     if (kv->dir_fd < 0)
         return td_errf(err, errlen, TD_EIO, "kvstore: open %s: %s", o->dir, strerror(errno));
-    /* One writer, or any number of read-only inspectors, per store. */
+    /* One writer, or any number of read-only inspectors, per store; a peer
+     * reads while the writer runs, so it takes no lock. */
+    if (o->peer)
+        return TD_OK;
     kv->lock_fd = openat(kv->dir_fd, "lock", o->read_only ? O_RDONLY | O_CLOEXEC
                                                          : O_RDWR | O_CREAT | O_CLOEXEC, 0644);
     if (kv->lock_fd < 0 && !(o->read_only && errno == ENOENT))
@@ -167,7 +170,7 @@ td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
     if (!kv)
         return td_errf(err, errlen, TD_ENOMEM, "kvstore: out of memory");
     kv->dir_fd = kv->lock_fd = kv->log_fd = -1;
-    kv->read_only = o->read_only;
+    kv->read_only = o->read_only || o->peer;
     kv->direct_io = 1;
     kv->checkpoint_every = o->checkpoint_every ? o->checkpoint_every : 1024;
     kv->n_buckets = 1024;
@@ -178,7 +181,10 @@ td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
         r = td_errf(err, errlen, TD_ENOMEM, "kvstore: out of memory");
         goto fail;
     }
-    if ((r = open_dir(kv, o, err, errlen)) || (r = kv_manifest_recover(kv, o, err, errlen)))
+    if ((r = open_dir(kv, o, err, errlen)))
+        goto fail;
+    kv_manifest_seen(kv, kv->seen);  /* before reading: a change during it shows as stale */
+    if ((r = kv_manifest_recover(kv, o, err, errlen)))
         goto fail;
     if ((r = kv_io_init(kv, depth, !o->no_register, err, errlen)))
         goto fail;
@@ -227,6 +233,8 @@ static void corrupt(td_kv *kv, kv_entry *e, const char *msg)
     td_log(TD_LOG_WARN, "%s; entry dropped", msg);
     if (!kv->read_only)
         kv_drop(kv, e, NULL, 0);
+    else
+        kv_index_remove(kv, e);   /* from this open's view only */
 }
 
 static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t errlen)
@@ -427,6 +435,13 @@ td_err td_kv_verify(td_kv *kv, uint64_t *ok, uint64_t *bad, char *err, size_t er
     }
     free(buf);
     return first;
+}
+
+int td_kv_stale(const td_kv *kv)
+{
+    kv_file_id now[2];
+    kv_manifest_seen(kv, now);
+    return memcmp(now, kv->seen, sizeof now) != 0;
 }
 
 td_err td_kv_gc(td_kv *kv, char *err, size_t errlen)

@@ -38,6 +38,15 @@ static void stored_finish(td_gen_enc *e, td_gen_end why, const char *stop_seq,
         return;
     char id[64];
     snprintf(id, sizeof id, "resp_%s", a->resp_id);
+    /* Input items get ids, as OpenAI's do, so input_items can page by them. */
+    size_t k;
+    json_t *it;
+    json_array_foreach(a->input_items, k, it) {
+        char iid[96];
+        snprintf(iid, sizeof iid, "item_%s_%zu", a->resp_id, k);
+        if (json_is_object(it) && !json_is_string(json_object_get(it, "id")))
+            json_object_set_new(it, "id", json_string(iid));
+    }
     td_err te = td_resp_store_put(a->rt->responses, id, a->prev_id, a->input_items,
                                   json_incref(a->enc.final));
     a->input_items = NULL;       /* taken */
@@ -145,8 +154,78 @@ out:
 
 /* ---- stored answers ---------------------------------------------------------------- */
 
+/* GET /v1/responses/{id}/input_items: the items the answer was generated
+ * from, a page at a time (limit 1..100, default 20; order desc by default;
+ * after an item id), in OpenAI's list shape. */
+static void input_items(td_router *rt, td_http_req *req, const char *id)
+{
+    char v[128];
+    long limit = 20;
+    bool asc = false;
+    if (td_http_req_query(req, "limit", v, sizeof v)) {
+        char *end;
+        limit = strtol(v, &end, 10);
+        if (!*v || *end || limit < 1 || limit > 100) {
+            td_router_error(req, 400, "limit", NULL, "limit: must be an integer in [1, 100]");
+            return;
+        }
+    }
+    if (td_http_req_query(req, "order", v, sizeof v)) {
+        if (strcmp(v, "asc") && strcmp(v, "desc")) {
+            td_router_error(req, 400, "order", NULL, "order: must be \"asc\" or \"desc\"");
+            return;
+        }
+        asc = !strcmp(v, "asc");
+    }
+    json_t *items = NULL;
+    td_err te = td_resp_store_inputs(rt->responses, id, &items);
+    if (te) {
+        td_router_error(req, te == TD_ENOENT ? 404 : 500, NULL, NULL, te == TD_ENOENT
+                        ? "Response with id '%s' not found." : "out of memory", id);
+        return;
+    }
+    size_t n = json_array_size(items), start = 0;
+    bool after = td_http_req_query(req, "after", v, sizeof v);
+    for (size_t i = 0; after && i < n; i++) {
+        json_t *it = json_array_get(items, asc ? i : n - 1 - i);
+        const char *iid = json_string_value(json_object_get(it, "id"));
+        if (iid && !strcmp(iid, v)) {
+            start = i + 1;
+            after = false;
+        }
+    }
+    if (after) {
+        json_decref(items);
+        td_router_error(req, 400, "after", NULL, "after: no item '%s' in this response's "
+                        "input", v);
+        return;
+    }
+    json_t *data = json_array();
+    for (size_t i = start; i < n && i < start + (size_t)limit; i++)
+        json_array_append(data, json_array_get(items, asc ? i : n - 1 - i));
+    size_t got = json_array_size(data);
+    json_t *first = got ? json_object_get(json_array_get(data, 0), "id") : NULL;
+    json_t *last = got ? json_object_get(json_array_get(data, got - 1), "id") : NULL;
+    td_router_send_json(req, 200, json_pack("{s:s, s:o, s:O?, s:O?, s:b}", "object", "list",
+                                            "data", data, "first_id", first, "last_id", last,
+                                            "has_more", start + got < n));
+    json_decref(items);
+}
+
 void td_router_stored_response(td_router *rt, td_http_req *req, const char *id, bool get)
 {
+    const char *slash = strchr(id, '/');
+    if (slash) {
+        char rid[128];
+        if (!get || strcmp(slash, "/input_items") || (size_t)(slash - id) >= sizeof rid) {
+            td_router_error(req, 404, NULL, "unknown_url", "Invalid URL (%s /v1/responses/%s)",
+                            get ? "GET" : "DELETE", id);
+            return;
+        }
+        snprintf(rid, sizeof rid, "%.*s", (int)(slash - id), id);
+        input_items(rt, req, rid);
+        return;
+    }
     if (get) {
         json_t *v = td_resp_store_response(rt->responses, id);
         if (v)

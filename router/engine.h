@@ -32,6 +32,7 @@
 #include <stdint.h>
 
 #include "common/err.h"
+#include "common/prom.h"
 
 typedef struct {
     float temperature;   /* 0 = greedy */
@@ -108,6 +109,9 @@ typedef struct {
      * reports zeros). A request counts as waiting from the return of its
      * submit until the engine admits or finishes it. */
     void (*load)(void *ctx, td_router_load *out);
+    /* Optional: the engine's own /metrics families (common/prom.h),
+     * appended to the router's. Loop thread. */
+    void (*metrics)(void *ctx, td_prom_buf *b);
 } td_router_engine;
 
 #endif

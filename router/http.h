@@ -78,6 +78,10 @@ void td_http_server_destroy(td_http_server *s);
 const char *td_http_req_method(const td_http_req *r);  /* "GET", "POST"... */
 /* The path without the query string, e.g. "/v1/models" (NUL-terminated). */
 const char *td_http_req_path(const td_http_req *r);
+/* The first query parameter `name` (compared exactly), percent- and
+ * '+'-decoded into buf (truncated to cap - 1 bytes, NUL-terminated; a
+ * decoded NUL ends the value early for C callers). False when absent. */
+bool td_http_req_query(const td_http_req *r, const char *name, char *buf, size_t cap);
 /* A header's value (first occurrence, name compared case-insensitively), or
  * NULL. */
 const char *td_http_req_header(const td_http_req *r, const char *name);

@@ -222,6 +222,7 @@ static int on_url_complete(llhttp_t *p)
 {
     td_http_req *r = parser_req(p);
     r->path_len = strcspn(r->hbuf, "?#");
+    r->has_query = r->hbuf[r->path_len] == '?';
     r->url_done = true;
     return header_bytes(p, "", 1) ? -1 : 0;  /* terminator */
 }
@@ -619,6 +620,43 @@ const char *td_http_req_path(const td_http_req *r)
     /* Cut at '?' in place: the URL is not used whole anywhere. */
     ((td_http_req *)r)->hbuf[r->path_len] = '\0';
     return r->hbuf;
+}
+
+static int hex_digit(char c)
+{
+    return c >= '0' && c <= '9' ? c - '0' : c >= 'a' && c <= 'f' ? c - 'a' + 10
+           : c >= 'A' && c <= 'F' ? c - 'A' + 10 : -1;
+}
+
+bool td_http_req_query(const td_http_req *r, const char *name, char *buf, size_t cap)
+{
+    if (!r->has_query || !cap)
+        return false;
+    size_t nlen = strlen(name);
+    for (const char *p = r->hbuf + r->path_len + 1; *p && *p != '#';) {
+        size_t n = strcspn(p, "&#");
+        const char *eq = memchr(p, '=', n);
+        size_t klen = eq ? (size_t)(eq - p) : n;
+        if (klen == nlen && !memcmp(p, name, nlen)) {
+            size_t o = 0;
+            for (const char *v = eq ? eq + 1 : p + n; v < p + n && o + 1 < cap; v++) {
+                int hi, lo;
+                if (*v == '%' && v + 2 < p + n && (hi = hex_digit(v[1])) >= 0 &&
+                    (lo = hex_digit(v[2])) >= 0) {
+                    buf[o++] = (char)(hi * 16 + lo);
+                    v += 2;
+                } else {
+                    buf[o++] = *v == '+' ? ' ' : *v;
+                }
+            }
+            buf[o] = '\0';
+            return true;
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    return false;
 }
 
 const char *td_http_req_header(const td_http_req *r, const char *name)

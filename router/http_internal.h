@@ -42,6 +42,7 @@ struct td_http_req {
     char *hbuf;
     size_t hlen, hcap;
     size_t path_len;            /* URL up to '?' */
+    bool has_query;             /* a '?' ends the path: the query follows it */
     bool url_done;              /* the whole URL arrived */
     http_header *hdrs;
     int nhdrs, hdrs_cap;

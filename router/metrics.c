@@ -31,6 +31,7 @@ static const char *const endpoint_names[TD_METRICS_EP_COUNT] = {
     [TD_METRICS_EP_COUNT_TOKENS] = "/v1/messages/count_tokens",
     [TD_METRICS_EP_RESPONSES] = "/v1/responses",
     [TD_METRICS_EP_RESPONSE_ID] = "/v1/responses/{id}",
+    [TD_METRICS_EP_INPUT_ITEMS] = "/v1/responses/{id}/input_items",
     [TD_METRICS_EP_OTHER] = "other",
 };
 
@@ -47,8 +48,13 @@ td_metrics_endpoint td_metrics_endpoint_of(const char *path)
     for (int i = 0; i < TD_METRICS_EP_OTHER; i++)
         if (path && !strcmp(path, endpoint_names[i]))
             return (td_metrics_endpoint)i;
-    if (path && !strncmp(path, "/v1/responses/", 14) && path[14] && !strchr(path + 14, '/'))
-        return TD_METRICS_EP_RESPONSE_ID;
+    if (path && !strncmp(path, "/v1/responses/", 14) && path[14] != '/' && path[14]) {
+        const char *slash = strchr(path + 14, '/');
+        if (!slash)
+            return TD_METRICS_EP_RESPONSE_ID;
+        if (!strcmp(slash, "/input_items"))
+            return TD_METRICS_EP_INPUT_ITEMS;
+    }
     return TD_METRICS_EP_OTHER;
 }
 
@@ -128,6 +134,8 @@ td_err td_metrics_render(const td_metrics *m, const td_metrics_gauges *g, char *
     td_prom_counter(&b, "tandem_responses_evicted_total",
           "Kept Responses API answers dropped to make room (least recently used).",
           (uint64_t)g->responses_evicted);
+    if (g->engine_metrics)
+        g->engine_metrics(g->engine_ctx, &b);
     if (b.oom) {
         free(b.p);
         return TD_ENOMEM;

@@ -34,6 +34,7 @@ typedef enum {
     TD_METRICS_EP_COUNT_TOKENS,
     TD_METRICS_EP_RESPONSES,
     TD_METRICS_EP_RESPONSE_ID,   /* GET/DELETE /v1/responses/{id}: one label */
+    TD_METRICS_EP_INPUT_ITEMS,   /* GET /v1/responses/{id}/input_items */
     TD_METRICS_EP_OTHER,
     TD_METRICS_EP_COUNT
 } td_metrics_endpoint;
@@ -49,6 +50,9 @@ typedef struct {
     int64_t responses_stored;    /* Responses answers kept (resp_store.h) */
     int64_t responses_stored_bytes;
     int64_t responses_evicted;   /* a counter, read from the store */
+    /* the engine's families (td_router_engine.metrics), or NULL */
+    void (*engine_metrics)(void *ctx, td_prom_buf *b);
+    void *engine_ctx;
 } td_metrics_gauges;
 
 td_err td_metrics_create(td_metrics **out);

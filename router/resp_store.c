@@ -190,7 +190,7 @@ json_t *td_resp_store_response(td_resp_store *s, const char *id)
     return e ? json_incref(e->response) : NULL;
 }
 
-td_err td_resp_store_history(td_resp_store *s, const char *id, json_t **out)
+static td_err conversation(td_resp_store *s, const char *id, bool last_output, json_t **out)
 {
     /* Walk back to the first turn, then append oldest first. The walk is
      * bounded by the entry count, so a malformed chain cannot loop. */
@@ -222,7 +222,8 @@ td_err td_resp_store_history(td_resp_store *s, const char *id, json_t **out)
         goto done;
     }
     for (size_t i = n; i-- > 0;) {
-        json_t *output = json_object_get(chain[i]->response, "output");
+        json_t *output = i || last_output ? json_object_get(chain[i]->response, "output")
+                                          : NULL;
         if (json_array_extend(items, chain[i]->input) ||
             (output && json_array_extend(items, output))) {
             json_decref(items);
@@ -234,6 +235,16 @@ td_err td_resp_store_history(td_resp_store *s, const char *id, json_t **out)
 done:
     free(chain);
     return rc;
+}
+
+td_err td_resp_store_history(td_resp_store *s, const char *id, json_t **out)
+{
+    return conversation(s, id, true, out);
+}
+
+td_err td_resp_store_inputs(td_resp_store *s, const char *id, json_t **out)
+{
+    return conversation(s, id, false, out);
 }
 
 bool td_resp_store_delete(td_resp_store *s, const char *id)

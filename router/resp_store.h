@@ -48,6 +48,11 @@ json_t *td_resp_store_response(td_resp_store *s, const char *id);
  * evicted): the conversation cannot be rebuilt. */
 td_err td_resp_store_history(td_resp_store *s, const char *id, json_t **out);
 
+/* What answer `id` was generated from: the conversation before it (as
+ * td_resp_store_history gives it for the answer it continued) and its own
+ * input items, oldest first (a new array in *out). TD_ENOENT as there. */
+td_err td_resp_store_inputs(td_resp_store *s, const char *id, json_t **out);
+
 /* Removes one entry; false when it was not there. Answers that continued
  * it can no longer be rebuilt (their history is gone), as with OpenAI. */
 bool td_resp_store_delete(td_resp_store *s, const char *id);

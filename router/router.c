@@ -139,6 +139,8 @@ static void metrics(router_ops *o, td_http_req *req)
     g.responses_stored = (int64_t)rs.entries;
     g.responses_stored_bytes = (int64_t)rs.bytes;
     g.responses_evicted = (int64_t)rs.evictions;
+    g.engine_metrics = o->inner.metrics;
+    g.engine_ctx = o->inner.ctx;
     char *text;
     size_t len;
     if (td_metrics_render(o->metrics, &g, &text, &len)) {
@@ -359,11 +361,6 @@ static void stored_response(router_ops *o, td_http_req *req, const char *method,
                             const char *id)
 {
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
-    if (strchr(id, '/')) {       /* e.g. /input_items: not served */
-        td_router_error(req, 404, NULL, "unknown_url", "Invalid URL (%s /v1/responses/%s)",
-                        method, id);
-        return;
-    }
     if (!get && strcmp(method, "DELETE")) {
         char msg[160];
         snprintf(msg, sizeof msg, "%s /v1/responses/{id} is not allowed; use GET or DELETE",

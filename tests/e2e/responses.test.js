@@ -182,6 +182,21 @@ test('stored answers: retrieve, continue with previous_response_id, delete', asy
   const r4 = await client.responses.create({ model: 'tiny-v4', previous_response_id: r3.id,
     input: 'Bye', max_output_tokens: 2, temperature: 0 });
   assert.ok(r4.usage.input_tokens > r2.usage.input_tokens);
+  // The items r4 was generated from: every earlier turn's input and output,
+  // then its own input, with ids; newest first by default, paged.
+  const all = [];
+  for await (const it of client.responses.inputItems.list(r4.id, { order: 'asc', limit: 2 })) {
+    all.push(it);
+  }
+  assert.deepEqual(all.map((it) => it.type === 'message' && it.role === 'user'
+    ? (typeof it.content === 'string' ? it.content : it.content[0].text) : it.type),
+    ['My name is Ada.', ...r1.output.map((o) => o.type), 'What is my name?',
+      ...r2.output.map((o) => o.type), 'And mine?', ...r3.output.map((o) => o.type), 'Bye']);
+  assert.ok(all.every((it) => typeof it.id === 'string'));
+  const page = await client.responses.inputItems.list(r4.id, { limit: 1 });
+  assert.equal(page.data.length, 1);
+  assert.equal(page.data[0].id, all[all.length - 1].id);
+  assert.equal(page.has_more, true);
   // Deleted: gone, and the turns after it can no longer be continued.
   await client.responses.delete(r2.id);
   await assert.rejects(client.responses.retrieve(r2.id), (e) => e.status === 404);

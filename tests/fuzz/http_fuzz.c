@@ -32,6 +32,9 @@ static void on_request(void *arg, td_http_req *r)
     const char *path = td_http_req_path(r);
     (void)td_http_req_header(r, "content-type");
     (void)td_http_req_method(r);
+    char q[8];
+    if (td_http_req_query(r, "a", q, sizeof q) && strlen(q) >= sizeof q)
+        abort();
     td_http_head h = {.status = err ? err : 200, .content_type = "text/plain"};
     if (!err && path[0] == '/' && path[1] == 's') {
         td_http_stream_begin(r, &h);

@@ -276,6 +276,15 @@ def scrape(w):
     return ops_test.parse(text)[0]
 
 
+def router_metrics(c):
+    """The router's /metrics, checked by promtool."""
+    import ops_test  # noqa: E402
+    status, _, out = request(c, "GET", "/metrics")
+    check(status == 200, "router /metrics: %d" % status)
+    ops_test.promtool(out.decode())
+    return ops_test.parse(out.decode())[0]
+
+
 def role(c, name):
     return [w for w in c.workers if w.proc.args[1] == name][0]
 
@@ -384,12 +393,16 @@ def case_decode_keeps_conversation(c):
     check(json.loads(out)["choices"][0]["text"] == text, "turn 1 differs from generate")
     kept = len(ids1) + (len(g) - 1 if len(g) == 8 else len(g))  # the last token is not fed
     ids2 = ids1 + g + [(i * 13 + 5) % 500 + 2 for i in range(30)]
-    p0, d0 = scrape(pre), scrape(dec)
+    p0, d0, r0 = scrape(pre), scrape(dec), router_metrics(c)
     status, _, out = request(c, "POST", "/v1/completions",
                              dict(prompt=ids2, max_tokens=8, temperature=0))
     check(status == 200, "turn 2: %d" % status)
     body = json.loads(out)
-    p1, d1 = scrape(pre), scrape(dec)
+    p1, d1, r1 = scrape(pre), scrape(dec), router_metrics(c)
+    local = ("tandem_placements_total", '{decision="decode_local"}')
+    check(r1.get(local, 0) - r0.get(local, 0) == 1, "the router did not count the local answer")
+    check(r1.get(("tandem_workers", '{role="decode"}')) == 1 and
+          r1.get(("tandem_workers", '{role="prefill"}')) == 1, "router's worker gauges")
     check(body["usage"]["prompt_tokens_details"]["cached_tokens"] == kept,
           "turn 2's cached tokens %r, the decode worker kept %d" % (body["usage"], kept))
     check(delta(d0, d1, "tandem_prefix_cache_hits_total") == 1, "decode's cache missed")
@@ -461,11 +474,17 @@ def case_prefix_aware_routing(c):
     served = [scrape(w).get(("tandem_prefill_requests_total", ""), 0)
               for w in c.workers if w.proc.args[1] == "prefill"]
     check(min(served) >= 1, "the first turns did not spread: %r" % served)
-    h0 = hits(c)
+    h0, m0 = hits(c), router_metrics(c)
     for i in range(4):
         status, _, _ = request(c, "POST", "/v1/chat/completions", turns[i])
         check(status == 200, "turn 2: %d" % status)
     check(hits(c) - h0 == 4, "next turns hit %d caches of 4" % (hits(c) - h0))
+    m1 = router_metrics(c)
+    by_prefix = ("tandem_placements_total", '{decision="prefix"}')
+    check(m1.get(by_prefix, 0) - m0.get(by_prefix, 0) == 4,
+          "placements by prefix: %r" % (m1.get(by_prefix, 0) - m0.get(by_prefix, 0)))
+    check(m1[("tandem_placement_prefix_tokens_total", "")] >
+          m0[("tandem_placement_prefix_tokens_total", "")], "no expected reuse counted")
 
 
 case_prefix_aware_routing.prefills = 2
@@ -563,16 +582,25 @@ case_cached_tokens_reported.decodes = 0
 def case_router_restart(c):
     """kill -9 of the router mid-stream: the workers stay responsive (no
     loop stalled on a dead peer), re-register with a router started on the
-    same address, and serve again."""
+    same address, and serve again. The old router's stream, which nobody
+    reads any more, is cancelled on the decode worker as soon as the new
+    router sees its tokens (it would run for seconds more)."""
     url = c.url
     conn = c.conn(timeout=30)
-    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=2000, temperature=0, stream=True))
+    # greedy, this prompt runs the whole 3500 tokens (no EOS): seconds of work
+    body = json.dumps(dict(prompt="1 2 3 4", max_tokens=3500, temperature=0, stream=True))
     conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
     check(conn.getresponse().readline().startswith(b"data: "), "no first event")
     c.router.kill()
     time.sleep(0.5)
     c.start_router(url)  # same control address; a new HTTP port
     st.Server.wait_ready(c, 30)
+    dec = role(c, "decode")
+    end = time.time() + 4  # re-registration, then the first orphaned chunk
+    while scrape(dec).get(("tandem_num_requests_running", "")) and time.time() < end:
+        time.sleep(0.1)
+    check(not scrape(dec).get(("tandem_num_requests_running", "")),
+          "the old router's stream still runs on the decode worker")
     end = time.time() + 30  # both kinds back (registration repeats every 10 beats)
     while True:
         got, _ = complete(c, PROMPTS[2], 8)
@@ -581,6 +609,7 @@ def case_router_restart(c):
     check(got == generate(PROMPTS[2], 8), "after the router restart: %r" % got)
     for w in c.workers:
         check(w.proc.poll() is None, "a worker died with the router")
+
 
 
 TOOLS = [{"type": "function", "function": {"name": "get_weather", "parameters": {

@@ -765,7 +765,63 @@ static void test_disk_full(void)
     TD_CHECK(WIFEXITED(status) && WEXITSTATUS(status) == 0);
 }
 
-TD_TEST_MAIN({"roundtrip", test_roundtrip}, {"no_register", test_no_register},
+/* A peer (another worker reading this store on a shared volume) opens it
+ * while the owner runs, sees what was put, learns of later changes through
+ * td_kv_stale, and never serves bytes the owner has since overwritten. */
+static void test_peer(void)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    td_kv_opts o = kvt_opts(dir);
+    o.capacity_bytes = o.segment_bytes = 256u << 10;   /* 64 pages: room for 4 */
+    o.block_bytes = 8192;
+    td_kv *kv = open_ok(&o);
+    if (!kv)
+        return;
+    const size_t len = 8 * (8192 - 128);
+    for (uint64_t i = 0; i < 4; i++)
+        put_ok(kv, i, len);
+    td_kv_opts po = o;
+    po.create = 0;
+    td_kv *inspect = NULL;
+    char err[512];
+    po.read_only = 1;   /* an inspector waits for the owner's lock */
+    TD_CHECK_EQ_INT(td_kv_open(&inspect, &po, err, sizeof(err)), TD_EBUSY);
+    po.read_only = 0;
+    po.peer = 1;
+    td_kv *peer = open_ok(&po);
+    if (!peer) {
+        td_kv_close(kv);
+        return;
+    }
+    get_ok(peer, 2, len);
+    TD_CHECK(!td_kv_stale(peer));
+    /* The owner evicts 0..3 to store 4..7 in the same pages. */
+    for (uint64_t i = 4; i < 8; i++)
+        put_ok(kv, i, len);
+    TD_CHECK(td_kv_stale(peer));
+    td_kv_stats st;
+    td_kv_stats_get(peer, &st);
+    uint64_t fails = st.checksum_failures;
+    TD_CHECK_EQ_INT(get_check(peer, 1, len, err, sizeof(err)), TD_ECORRUPT);
+    fprintf(stderr, "  (expected) %s\n", err);
+    td_kv_stats_get(peer, &st);
+    TD_CHECK_EQ_INT(st.checksum_failures, fails + 1);
+    TD_CHECK_EQ_INT(get_check(peer, 1, len, err, sizeof(err)), TD_ENOENT);  /* dropped */
+    TD_CHECK_EQ_INT(get_check(peer, 5, len, err, sizeof(err)), TD_ENOENT);  /* not seen yet */
+    TD_CHECK_EQ_INT(td_kv_put(peer, kvt_key(9), 0, 9, "x", 1, err, sizeof(err)), TD_EINVAL);
+    td_kv_close(peer);
+    peer = open_ok(&po);   /* reopened: the owner's present */
+    if (peer) {
+        get_ok(peer, 5, len);
+        TD_CHECK_EQ_INT(get_check(peer, 1, len, err, sizeof(err)), TD_ENOENT);
+        td_kv_close(peer);
+    }
+    td_kv_close(kv);
+    kvt_cleanup(dir);
+}
+
+TD_TEST_MAIN({"roundtrip", test_roundtrip}, {"peer", test_peer}, {"no_register", test_no_register},
              {"prefix", test_prefix}, {"corrupt", test_corrupt},
              {"truncated", test_truncated}, {"log_damage", test_log_damage},
              {"fingerprint", test_fingerprint}, {"eviction", test_eviction},

@@ -60,6 +60,10 @@ static void chain_in_order(void)
     texts(h, buf, sizeof buf);
     TD_CHECK_STR(buf, "u1|a1");
     json_decref(h);
+    TD_CHECK_EQ_INT(td_resp_store_inputs(s, "resp_c", &h), TD_OK);
+    texts(h, buf, sizeof buf);
+    TD_CHECK_STR(buf, "u1|a1|u2|a2|u3");
+    json_decref(h);
     json_t *r = td_resp_store_response(s, "resp_b");
     TD_CHECK(r && !strcmp(json_string_value(json_object_get(r, "id")), "resp_b"));
     json_decref(r);
