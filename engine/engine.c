@@ -859,11 +859,14 @@ static void eng_load(void *ctx, td_router_load *out)
     out->waiting = atomic_load(&e->load_waiting);
 }
 
+/* tandem serve --in-process: the disk tier's families on the router's /metrics */
+static void eng_metrics(void *ctx, td_prom_buf *b) { td_engine_kv_metrics(ctx, b); }
+
 td_router_engine td_engine_interface(td_engine *e)
 {
     return (td_router_engine){.ctx = e, .ready = eng_ready, .context_len = eng_context_len,
                               .submit = eng_submit, .cancel = eng_cancel, .pause = eng_pause,
-                              .load = eng_load};
+                              .load = eng_load, .metrics = eng_metrics};
 }
 
 /* ---- lifecycle ------------------------------------------------------------------- */
