@@ -333,7 +333,7 @@ td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *st
     size_t nents = 0;
     char err[512] = "";
     if (read_index(s, s->kv, s->dir, block, old, ents, &nents, err, sizeof err))
-        nents = 0;  /* a bad one was dropped by the store: start again */
+        nents = 0;  /* unreadable: the new index replaces it */
     /* The same tokens on disk already: the same bytes (a state depends on
      * its tokens only), so do not write them again. */
     td_kv_entry_info info;

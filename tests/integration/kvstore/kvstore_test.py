@@ -339,8 +339,33 @@ def case_peer_resume(tmp):
                 p.stop()
 
 
+
+def case_in_process_metrics(tmp):
+    """tandem serve --in-process --kv-store: the tier's families on the
+    router's /metrics (promtool clean), and a session resumed from disk."""
+    import ops_test  # noqa: E402  (the metrics parser and promtool check)
+    srv = st.Server(extra=["--in-process", "--kv-store", os.path.join(tmp, "store"),
+                           "--kv-spill-idle-ms", "50"])
+    try:
+        srv.wait_ready()
+        check(complete(srv, P2)[0] == REF(P2), "turn 1")
+        time.sleep(0.5)  # idle: to disk
+        got, cached = complete(srv, P2 + Z)
+        check(got == REF(P2 + Z) and cached == len(P2), "turn 2: cached %d" % cached)
+        status, _, out = request(srv, "GET", "/metrics")
+        check(status == 200, "/metrics %d" % status)
+        ops_test.promtool(out.decode())
+        ms = ops_test.parse(out.decode())[0]
+        check(m(ms, "tandem_kv_spill_store_up") == 1 and m(ms, "tandem_kv_resumes_total") == 1
+              and m(ms, "tandem_kvstore_bytes_used") > 0, "metrics %r" %
+              {k: v for k, v in ms.items() if "kv" in k[0]})
+    finally:
+        srv.stop()
+
+
+
 CASES = [case_peer_resume, case_idle_spill_and_restart, case_corrupt_blocks, case_store_unusable,
-         case_permission_denied, case_disk_full]
+         case_permission_denied, case_disk_full, case_in_process_metrics]
 
 
 def main():
