@@ -186,7 +186,7 @@ static void s_section(pjob *j, size_t off, size_t len)
 {
     if (!j->send || j->ship_err)
         return;
-    td_err e = td_xfer_send_section(j->send, off, len);
+    td_err e = td_xfer_send_section(j->send, off, len, NULL);
     if (e) {
         snprintf(j->msg, sizeof j->msg, "queueing a put: %s", td_strerror(e));
         fail(j, e);
@@ -224,13 +224,15 @@ static void s_finish(td_prefill *p, pjob *j)
         s_section(j, 0, j->sec_lo);
         s_section(j, j->sec_hi, j->state_len - j->sec_hi);
     }
-    j->checksum = td_xfer_checksum(j->state, j->state_len);
     if (j->send && !j->ship_err) {
+        /* The checksum comes from the sections' own, hashed as each was
+         * put (the layers' while the engine computed the next ones), so no
+         * pass over the whole state is left for this point. */
         td_xfer_desc d = {.transfer_id = j->rid, .layout_version = TD_V4_STATE_LAYOUT,
                           .fingerprint = p->fingerprint, .tokens = j->ntok,
-                          .total_bytes = j->state_len, .checksum = j->checksum,
-                          .first_token = j->first};
+                          .total_bytes = j->state_len, .first_token = j->first};
         fail(j, td_xfer_send_finish(j->send, &d, p->o.lease_ms, j->msg, sizeof j->msg));
+        j->checksum = d.checksum;
     } else if (!j->ship_err) {
         fail(j, TD_EIO);
     }
