@@ -213,21 +213,32 @@ td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint6
         .user_data = s,
         .memh = s->region->memh,
     };
-    void *req = ucp_put_nbx(s->peer->ep, s->buf + off, len, s->raddr + off, s->rkey, &rp);
-    if (UCS_PTR_IS_ERR(req)) {
-        s->put_status = UCS_PTR_STATUS(req);
-        td_log(TD_LOG_ERROR, "xfer: put of %zu bytes at %zu: %s", len, off,
-               ucs_status_string(s->put_status));
-        return TD_EIO;
+    XXH3_state_t *hs = s->peer->ctx->hs;
+    if (!sum)
+        XXH3_64bits_reset(hs);
+    /* Put and hashed a chunk at a time: on shared memory a put is a copy
+     * done by the time it returns, so the chunk it just read is still in
+     * L2 and the hash costs little more than the copy; hashed whole
+     * afterwards, a large section would be read from DRAM twice. Over tcp
+     * the puts move while we hash. */
+    for (size_t pos = 0; pos < len; pos += PUT_CHUNK) {
+        size_t n = len - pos < PUT_CHUNK ? len - pos : PUT_CHUNK;
+        void *req = ucp_put_nbx(s->peer->ep, s->buf + off + pos, n, s->raddr + off + pos,
+                                s->rkey, &rp);
+        if (UCS_PTR_IS_ERR(req)) {
+            s->put_status = UCS_PTR_STATUS(req);
+            td_log(TD_LOG_ERROR, "xfer: put of %zu bytes at %zu: %s", n, off + pos,
+                   ucs_status_string(s->put_status));
+            return TD_EIO;
+        }
+        if (req)
+            s->pending++;
+        if (!sum)
+            XXH3_64bits_update(hs, s->buf + off + pos, n);
     }
-    if (req)
-        s->pending++;
-    /* Hashed after the put was issued: on shared memory the put has just
-     * read these bytes, so they are warm in cache; over tcp the put moves
-     * while we hash. */
     *rec = (send_sec){
         .w = { .magic = LANDED_MAGIC, .index = s->n_secs, .id = s->id, .off = off, .len = len,
-               .sum = sum ? *sum : XXH3_64bits(s->buf + off, len) },
+               .sum = sum ? *sum : XXH3_64bits_digest(hs) },
         .s = s,
     };
     s->n_secs++;
@@ -236,7 +247,7 @@ td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint6
         .cb.send = on_flush_done,
         .user_data = rec,
     };
-    req = ucp_ep_flush_nbx(s->peer->ep, &fp);
+    void *req = ucp_ep_flush_nbx(s->peer->ep, &fp);
     if (UCS_PTR_IS_ERR(req)) {
         s->put_status = UCS_PTR_STATUS(req);
         return TD_EIO;

@@ -59,6 +59,7 @@ struct td_xfer_ctx {
     td_xfer_recv *recvs;  /* open receives, matched by id on completion */
     td_xfer_send *sends;  /* open sends, matched by id on ack */
     int peer_errors;
+    XXH3_state_t *hs;     /* the sender's section hash (one section at a time) */
 };
 
 struct td_xfer_region {
@@ -129,6 +130,8 @@ struct td_xfer_peer {
  * the user data of its flush and the header of its note until those
  * complete. One block per 64 sections, so no allocation per put. */
 enum { SEC_BLOCK = 64 };
+/* The sender puts and hashes a section this much at a time (send.c). */
+enum { PUT_CHUNK = 256u << 10 };
 typedef struct send_sec {
     wire_landed w;
     td_xfer_send *s;
