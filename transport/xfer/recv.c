@@ -120,16 +120,16 @@ static size_t check_recv(td_xfer_recv *r, size_t budget)
     while (!r->sec_err && r->n_checked < r->n_secs && done < budget) {
         recv_sec *s = &r->secs[r->n_checked];
         if (r->hash_pos == 0)
-            XXH3_64bits_reset(r->hs);
+            r->ctx->h->reset(r->hs);
         size_t n = s->len - r->hash_pos;
         if (n > budget - done)
             n = budget - done;
-        XXH3_64bits_update(r->hs, (const uint8_t *)r->buf + s->off + r->hash_pos, n);
+        r->ctx->h->update(r->hs, (const uint8_t *)r->buf + s->off + r->hash_pos, n);
         r->hash_pos += n;
         done += n;
         if (r->hash_pos < s->len)
             break;
-        uint64_t sum = XXH3_64bits_digest(r->hs);
+        uint64_t sum = r->ctx->h->digest(r->hs);
         char name[96];
         if (sum != s->sum)
             r->sec_err = td_errf(r->msg, MSG_MAX, TD_ECORRUPT,
@@ -177,9 +177,10 @@ td_err td_xfer_recv_open_at(td_xfer_ctx *ctx, uint64_t id, td_xfer_region *g, si
     /* Ticket: magic, rkey length, id, remote address, capacity, zero, rkey. */
     r->ticket_len = TICKET_HDR + g->rkey_len;
     r->ticket = malloc(r->ticket_len);
-    r->hs = XXH3_createState();
+    r->hs = ctx->h->create();
     if (!r->ticket || !r->hs) {
-        XXH3_freeState(r->hs);
+        if (r->hs)
+            ctx->h->destroy(r->hs);
         free(r->ticket);
         free(r);
         return TD_ENOMEM;
@@ -401,7 +402,7 @@ void td_xfer_recv_close(td_xfer_recv *r)
     *pp = r->next;
     free(r->ticket);
     free(r->secs);
-    XXH3_freeState(r->hs);
+    r->ctx->h->destroy(r->hs);
     td_xfer_region *owned = r->owned;
     free(r);
     td_xfer_region_destroy(owned);

@@ -213,9 +213,9 @@ td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint6
         .user_data = s,
         .memh = s->region->memh,
     };
-    XXH3_state_t *hs = s->peer->ctx->hs;
+    td_xfer_ctx *ctx = s->peer->ctx;
     if (!sum)
-        XXH3_64bits_reset(hs);
+        ctx->h->reset(ctx->hs);
     /* Put and hashed a chunk at a time: on shared memory a put is a copy
      * done by the time it returns, so the chunk it just read is still in
      * L2 and the hash costs little more than the copy; hashed whole
@@ -234,11 +234,11 @@ td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint6
         if (req)
             s->pending++;
         if (!sum)
-            XXH3_64bits_update(hs, s->buf + off + pos, n);
+            ctx->h->update(ctx->hs, s->buf + off + pos, n);
     }
     *rec = (send_sec){
         .w = { .magic = LANDED_MAGIC, .index = s->n_secs, .id = s->id, .off = off, .len = len,
-               .sum = sum ? *sum : XXH3_64bits_digest(hs) },
+               .sum = sum ? *sum : ctx->h->digest(ctx->hs) },
         .s = s,
     };
     s->n_secs++;
@@ -257,7 +257,7 @@ td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint6
     else
         flushed_upto(s, s->n_secs);
     /* Let the put start moving while the caller computes the next layer. */
-    ucp_worker_progress(s->peer->ctx->worker);
+    ucp_worker_progress(ctx->worker);
     send_notes(s);
     return TD_OK;
 }

@@ -15,7 +15,7 @@
 
 uint64_t td_xfer_checksum(const void *buf, size_t len)
 {
-    return XXH3_64bits(buf, len);
+    return xfer_hash()->hash(buf, len);
 }
 
 unsigned td_xfer_progress(td_xfer_ctx *ctx)
@@ -73,14 +73,15 @@ td_err td_xfer_ctx_create(const td_xfer_opts *opts, td_xfer_ctx **out, char *err
     if (!ctx)
         return TD_ENOMEM;
     ctx->peer_errors = opts ? opts->peer_errors : 0;
-    if (!(ctx->hs = XXH3_createState())) {
+    ctx->h = xfer_hash();
+    if (!(ctx->hs = ctx->h->create())) {
         free(ctx);
         return TD_ENOMEM;
     }
     ucp_config_t *cfg;
     ucs_status_t st = ucp_config_read(NULL, NULL, &cfg);
     if (st != UCS_OK) {
-        XXH3_freeState(ctx->hs);
+        ctx->h->destroy(ctx->hs);
         free(ctx);
         return td_errf(err, errlen, TD_EIO, "ucp_config_read: %s", ucs_status_string(st));
     }
@@ -91,7 +92,7 @@ td_err td_xfer_ctx_create(const td_xfer_opts *opts, td_xfer_ctx **out, char *err
     st = ucp_init(&params, cfg, &ctx->ucp);
     ucp_config_release(cfg);
     if (st != UCS_OK) {
-        XXH3_freeState(ctx->hs);
+        ctx->h->destroy(ctx->hs);
         free(ctx);
         return td_errf(err, errlen, TD_EIO, "ucp_init: %s", ucs_status_string(st));
     }
@@ -139,7 +140,7 @@ void td_xfer_ctx_destroy(td_xfer_ctx *ctx)
         ucp_worker_destroy(ctx->worker);
     if (ctx->ucp)
         ucp_cleanup(ctx->ucp);
-    XXH3_freeState(ctx->hs);
+    ctx->h->destroy(ctx->hs);
     free(ctx);
 }
 

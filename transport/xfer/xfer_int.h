@@ -12,6 +12,7 @@
 #define XXH_STATIC_LINKING_ONLY  /* XXH3_state_t on the stack (the table checksum) */
 #include <xxhash.h>
 
+#include "transport/xfer/hash.h"
 #include "transport/xfer/xfer.h"
 
 #if !defined(__BYTE_ORDER__) || __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -59,7 +60,8 @@ struct td_xfer_ctx {
     td_xfer_recv *recvs;  /* open receives, matched by id on completion */
     td_xfer_send *sends;  /* open sends, matched by id on ack */
     int peer_errors;
-    XXH3_state_t *hs;     /* the sender's section hash (one section at a time) */
+    const xfer_hash_impl *h; /* XXH3 as fast as this CPU runs it */
+    void *hs;             /* the sender's section hash (one section at a time) */
 };
 
 struct td_xfer_region {
@@ -94,7 +96,7 @@ struct td_xfer_recv {
     recv_sec *secs;
     uint32_t n_secs, cap_secs, n_checked;
     uint64_t hash_pos;
-    XXH3_state_t *hs;
+    void *hs;                /* ctx->h's streaming state */
     td_err sec_err;          /* first bad section; its message in msg */
     uint32_t want_secs;      /* from the completion */
     int arrived;             /* completion received, not yet judged */
