@@ -71,22 +71,11 @@ static const char *sec_name(const recv_sec *s, char *buf, size_t len)
     return buf;
 }
 
-ucs_status_t xfer_on_landed(void *arg, const void *header, size_t header_length, void *data,
-                            size_t length, const ucp_am_recv_param_t *param)
+/* One note: recorded, and checked against the buffer before any byte of
+ * the section is read (one outside it would have us hash memory that is
+ * not ours). */
+static void landed(td_xfer_recv *r, const wire_landed *w)
 {
-    td_xfer_ctx *ctx = arg;
-    (void)data;
-    (void)length;
-    (void)param;
-    wire_landed w;
-    if (header_length != sizeof w)
-        return UCS_OK;
-    memcpy(&w, header, sizeof w);
-    td_xfer_recv *r = w.magic == LANDED_MAGIC ? find_recv(ctx, w.id) : NULL;
-    if (!r || r->done) {
-        td_debug("xfer: section note for transfer %llu dropped", (unsigned long long)w.id);
-        return UCS_OK;
-    }
     if (r->n_secs == r->cap_secs) {
         uint32_t cap = r->cap_secs ? r->cap_secs * 2 : 64;
         recv_sec *p = cap <= MAX_SECTIONS ? realloc(r->secs, cap * sizeof *p) : NULL;
@@ -95,19 +84,39 @@ ucs_status_t xfer_on_landed(void *arg, const void *header, size_t header_length,
             if (!r->sec_err)
                 r->sec_err = td_errf(r->msg, MSG_MAX, TD_ENOMEM,
                                      "no room for the notes of %u sections", r->n_secs + 1);
-            return UCS_OK;
+            return;
         }
         r->secs = p;
         r->cap_secs = cap;
     }
     recv_sec *s = &r->secs[r->n_secs++];
-    *s = (recv_sec){ .off = w.off, .len = w.len, .sum = w.sum, .index = w.index };
-    /* Checked before any byte is read: a section outside the buffer would
-     * have us hash memory that is not ours. */
+    *s = (recv_sec){ .off = w->off, .len = w->len, .sum = w->sum, .index = w->index };
     char name[96];
-    if ((w.off > r->cap || w.len > r->cap - w.off) && !r->sec_err)
+    if ((w->off > r->cap || w->len > r->cap - w->off) && !r->sec_err)
         r->sec_err = td_errf(r->msg, MSG_MAX, TD_ECORRUPT, "%s lies outside the %zu-byte "
                              "receive buffer", sec_name(s, name, sizeof name), r->cap);
+}
+
+ucs_status_t xfer_on_landed(void *arg, const void *header, size_t header_length, void *data,
+                            size_t length, const ucp_am_recv_param_t *param)
+{
+    td_xfer_ctx *ctx = arg;
+    (void)header;
+    /* Sent eager, so the data is here; anything else is not ours. */
+    if (header_length || (param->recv_attr & UCP_AM_RECV_ATTR_FLAG_RNDV) ||
+        length % sizeof(wire_landed)) {
+        td_log(TD_LOG_ERROR, "xfer: malformed section notes (%zu bytes) dropped", length);
+        return UCS_OK;
+    }
+    for (size_t i = 0; i < length / sizeof(wire_landed); i++) {
+        wire_landed w;
+        memcpy(&w, (const uint8_t *)data + i * sizeof w, sizeof w);
+        td_xfer_recv *r = w.magic == LANDED_MAGIC ? find_recv(ctx, w.id) : NULL;
+        if (r && !r->done)
+            landed(r, &w);
+        else
+            td_debug("xfer: section note for transfer %llu dropped", (unsigned long long)w.id);
+    }
     return UCS_OK;
 }
 

@@ -133,41 +133,48 @@ static void flushed_upto(td_xfer_send *s, uint32_t n)
  * first releases the notes of all sections up to its own. */
 static void on_flush_done(void *req, ucs_status_t status, void *user_data)
 {
-    send_sec *rec = user_data;
-    td_xfer_send *s = rec->s;
+    flush_tag *tag = user_data;
+    td_xfer_send *s = tag->s;
     s->pending--;
     if (status != UCS_OK && s->put_status == UCS_OK)
         s->put_status = status;
     else if (status == UCS_OK)
-        flushed_upto(s, rec->w.index + 1);
+        flushed_upto(s, tag->index + 1);
     ucp_request_free(req);
 }
 
 /* Sends the notes of the sections whose puts are visible at the target,
- * in put order. The note's header is its record, which stays put until
- * the send is closed (UCX 1.13 reads the header until the send completes). */
+ * in put order, as few AMs as the blocks allow. The data is the records
+ * themselves, which stay put until the send is closed (UCX reads them
+ * until the AM completes). Eager, so the receiver's handler always has
+ * the bytes at hand: a batch is at most 64 notes, 2560 bytes. */
 static void send_notes(td_xfer_send *s)
 {
     while (s->noted < s->flushed && s->put_status == UCS_OK) {
         if (s->noted && s->noted % SEC_BLOCK == 0)
             s->note_blk = s->note_blk->next;
-        send_sec *rec = &s->note_blk->rec[s->noted % SEC_BLOCK];
+        uint32_t i = s->noted % SEC_BLOCK;
+        uint32_t n = s->flushed - s->noted;
+        if (n > SEC_BLOCK - i)
+            n = SEC_BLOCK - i;
         ucp_request_param_t rp = {
-            .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+            .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
+                            UCP_OP_ATTR_FIELD_FLAGS,
             .cb.send = on_put_done,
             .user_data = s,
+            .flags = UCP_AM_SEND_FLAG_EAGER,
         };
-        void *req = ucp_am_send_nbx(s->peer->ep, AM_LANDED, &rec->w, sizeof rec->w, NULL, 0,
-                                    &rp);
+        void *req = ucp_am_send_nbx(s->peer->ep, AM_LANDED, NULL, 0, &s->note_blk->w[i],
+                                    n * sizeof(wire_landed), &rp);
         if (UCS_PTR_IS_ERR(req)) {
             s->put_status = UCS_PTR_STATUS(req);
-            td_log(TD_LOG_ERROR, "xfer: note of section %u: %s", rec->w.index,
-                   ucs_status_string(s->put_status));
+            td_log(TD_LOG_ERROR, "xfer: notes of sections %u..%u: %s", s->noted,
+                   s->noted + n - 1, ucs_status_string(s->put_status));
             return;
         }
         if (req)
             s->pending++;
-        s->noted++;
+        s->noted += n;
     }
 }
 
@@ -177,8 +184,9 @@ void xfer_send_notes(td_xfer_ctx *ctx)
         send_notes(s);
 }
 
-/* The record of the next section; a new block every SEC_BLOCK sections. */
-static send_sec *next_rec(td_xfer_send *s)
+/* The block for the next section's record; a new one every SEC_BLOCK
+ * sections. */
+static sec_block *next_block(td_xfer_send *s)
 {
     uint32_t i = s->n_secs % SEC_BLOCK;
     if (i == 0 && (s->n_secs || !s->blocks)) {
@@ -192,7 +200,7 @@ static send_sec *next_rec(td_xfer_send *s)
             s->blocks = s->note_blk = b;
         s->last = b;
     }
-    return &s->last->rec[i];
+    return s->last;
 }
 
 td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint64_t *sum)
@@ -203,9 +211,10 @@ td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint6
         return TD_OK;
     if (s->put_status != UCS_OK || s->peer->ep_status != UCS_OK)
         return TD_EIO;
-    send_sec *rec = next_rec(s);
-    if (!rec)
+    sec_block *blk = next_block(s);
+    if (!blk)
         return TD_ENOMEM;
+    uint32_t bi = s->n_secs % SEC_BLOCK;
     ucp_request_param_t rp = {
         .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA |
                         UCP_OP_ATTR_FIELD_MEMH,
@@ -236,26 +245,30 @@ td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint6
         if (!sum)
             ctx->h->update(ctx->hs, s->buf + off + pos, n);
     }
-    *rec = (send_sec){
-        .w = { .magic = LANDED_MAGIC, .index = s->n_secs, .id = s->id, .off = off, .len = len,
-               .sum = sum ? *sum : ctx->h->digest(ctx->hs) },
-        .s = s,
-    };
+    blk->w[bi] = (wire_landed){ .magic = LANDED_MAGIC, .index = s->n_secs, .id = s->id,
+                                .off = off, .len = len,
+                                .sum = sum ? *sum : ctx->h->digest(ctx->hs) };
+    blk->tag[bi] = (flush_tag){ .s = s, .index = s->n_secs };
     s->n_secs++;
-    ucp_request_param_t fp = {
-        .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
-        .cb.send = on_flush_done,
-        .user_data = rec,
-    };
-    void *req = ucp_ep_flush_nbx(s->peer->ep, &fp);
-    if (UCS_PTR_IS_ERR(req)) {
-        s->put_status = UCS_PTR_STATUS(req);
-        return TD_EIO;
+    s->unflushed += len;
+    if (s->unflushed >= NOTE_BYTES) {
+        /* The remaining ones are flushed (and noted) by td_xfer_send_finish. */
+        s->unflushed = 0;
+        ucp_request_param_t fp = {
+            .op_attr_mask = UCP_OP_ATTR_FIELD_CALLBACK | UCP_OP_ATTR_FIELD_USER_DATA,
+            .cb.send = on_flush_done,
+            .user_data = &blk->tag[bi],
+        };
+        void *req = ucp_ep_flush_nbx(s->peer->ep, &fp);
+        if (UCS_PTR_IS_ERR(req)) {
+            s->put_status = UCS_PTR_STATUS(req);
+            return TD_EIO;
+        }
+        if (req)
+            s->pending++;
+        else
+            flushed_upto(s, s->n_secs);
     }
-    if (req)
-        s->pending++;
-    else
-        flushed_upto(s, s->n_secs);
     /* Let the put start moving while the caller computes the next layer. */
     ucp_worker_progress(ctx->worker);
     send_notes(s);
@@ -406,7 +419,7 @@ td_err td_xfer_send_finish(td_xfer_send *s, td_xfer_desc *desc, int lease_ms,
     for (uint32_t i = 0; i < s->n_secs; i++) {
         if (i && i % SEC_BLOCK == 0)
             b = b->next;
-        const wire_landed *w = &b->rec[i % SEC_BLOCK].w;
+        const wire_landed *w = &b->w[i % SEC_BLOCK];
         table_add(&tab, w->off, w->len, w->sum);
     }
     desc->checksum = XXH3_64bits_digest(&tab);

@@ -46,7 +46,9 @@ typedef struct {
 } wire_ack;
 
 /* One section, sent once a flush has made its puts visible at the target,
- * so the receiver can check it while later sections are still moving. */
+ * so the receiver can check it while later sections are still moving.
+ * Notes travel in batches: an AM_LANDED's data is one or more of these
+ * (no header). */
 typedef struct {
     uint32_t magic, index;   /* index: the order the sender put it in */
     uint64_t id, off, len, sum;  /* sum: XXH3-64 of the section's bytes */
@@ -128,19 +130,25 @@ struct td_xfer_peer {
     uint64_t rkey_clock;
 };
 
-/* The sender's section records live in blocks that never move: each is
- * the user data of its flush and the header of its note until those
- * complete. One block per 64 sections, so no allocation per put. */
+/* The sender's section records live in blocks that never move: a run of
+ * notes is the data of one AM_LANDED, a tag the user data of a flush,
+ * until those complete. One block per 64 sections, so no allocation per
+ * put. */
 enum { SEC_BLOCK = 64 };
 /* The sender puts and hashes a section this much at a time (send.c). */
 enum { PUT_CHUNK = 256u << 10 };
-typedef struct send_sec {
-    wire_landed w;
+/* ... and flushes (so that notes can go) once this much is unflushed:
+ * the receiver's checks overlap later puts at this grain, and small
+ * sections share one flush and one note AM (send.c). */
+enum { NOTE_BYTES = 1u << 20 };
+typedef struct {
     td_xfer_send *s;
-} send_sec;
+    uint32_t index;          /* the flush covers sections [0, index] */
+} flush_tag;
 typedef struct sec_block {
     struct sec_block *next;
-    send_sec rec[SEC_BLOCK];
+    wire_landed w[SEC_BLOCK];
+    flush_tag tag[SEC_BLOCK];
 } sec_block;
 
 struct td_xfer_send {
@@ -157,6 +165,7 @@ struct td_xfer_send {
     size_t rcap;
     sec_block *blocks, *last;
     uint32_t n_secs;         /* sections put */
+    size_t unflushed;        /* bytes put since the last flush */
     uint32_t flushed;        /* sections [0, flushed) are visible at the target */
     uint32_t noted;          /* sections [0, noted) have had their note sent */
     sec_block *note_blk;     /* where record `noted` lives */

@@ -290,6 +290,9 @@ static void test_sizes(void)
     TD_CHECK_EQ_INT(start(), 0);
     static const struct { size_t size; uint32_t sections; } cases[] = {
         { 1024, 4 }, { 1 << 20, 16 }, { 64u << 20, 43 },
+        /* Small sections share flushes and note AMs, and their records
+         * span three blocks of 64 on the sender. */
+        { 3u << 20, 150 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         size_t n = cases[i].size;
