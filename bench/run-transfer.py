@@ -2,7 +2,7 @@
 """KV transfer throughput: td_xfer next to ucx_perftest on the same transport.
 
 usage: bench/run-transfer.py [XFER_BENCH]      (default build/transport/xfer/xfer_bench)
-env:   SIZES="1 4 16 64 256 1024"  TCP_SIZES="1 4 16 64 256"  (MiB)  ROUNDS=3
+env:   SIZES="1 4 16 64 256 1024"  TCP_SIZES="1 4 16 64"  (MiB)  ROUNDS=3
        NO_DOC=1 (print only, leave docs/benchmarks.md alone)
 
 For each transport (shared memory: UCX_TLS=sm,self,tcp, since sm alone never connects;
@@ -12,7 +12,12 @@ this shared machine hits all alike):
      sides, one put of SIZE per iteration, a flush at the end),
   B  xfer_bench with UCX-allocated memory on both sides (like with like),
   C  xfer_bench with the sender's bytes in ordinary memory registered once, as a prefill
-     worker's are (the receiver's region is UCX memory in both, as a decode worker's is).
+     worker's are (the receiver's region is UCX memory in all, as a decode worker's is),
+  D  C with each section's XXH3 given by the caller (-H: a producer that hashed while writing,
+     as the prefill shipper does for layers while the engine computes the next ones): what
+     the sender's own hashing costs.
+tcp stops at 64 MiB by default: perftest's ucp_put_bw moves some 25 MB/s over tcp/lo here, so
+one 256 MiB put takes ten seconds.
 xfer_bench times whole transfers: open, 43 sections (put + XXH3 + flush + note), the
 receiver's checks, the completion and the ack. Both report the overall rate (bytes over total
 time); the ratio is taken within each round, and the table gives medians. Writes the
@@ -32,7 +37,7 @@ ROOT = os.path.dirname(HERE)
 BENCH = sys.argv[1] if len(sys.argv) > 1 else os.path.join(ROOT, "build/transport/xfer/xfer_bench")
 MIB = 1 << 20
 SIZES = [int(x) for x in os.environ.get("SIZES", "1 4 16 64 256 1024").split()]
-TCP_SIZES = [int(x) for x in os.environ.get("TCP_SIZES", "1 4 16 64 256").split()]
+TCP_SIZES = [int(x) for x in os.environ.get("TCP_SIZES", "1 4 16 64").split()]
 ROUNDS = int(os.environ.get("ROUNDS", "3"))
 TRANSPORTS = [("shared memory", "sm,self,tcp", SIZES, False),
               ("tcp", "tcp", TCP_SIZES, True)]
@@ -79,8 +84,8 @@ def perftest(env, size, n):
     return float(last.split(",")[5]) * MIB / 1e9
 
 
-def ours(env, size, n, mem, tcp):
-    cmd = [BENCH, "-s", str(size), "-n", str(n), "-w", "1", "-m", mem, "-M", "ucx"]
+def ours(env, size, n, mem, tcp, extra=()):
+    cmd = [BENCH, "-s", str(size), "-n", str(n), "-w", "1", "-m", mem, "-M", "ucx", *extra]
     if tcp:
         cmd.append("-p")  # peer error handling, as the workers use over tcp
     out = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=600)
@@ -101,18 +106,18 @@ def main():
         env = dict(os.environ, UCX_TLS=tls)
         for mib in sizes:
             size, n = mib * MIB, iters(mib * MIB, tcp)
-            pt, like, prod = [], [], []
+            pt, like, prod, given = [], [], [], []
             for _ in range(ROUNDS):
                 pt.append(perftest(env, size, n))
                 like.append(ours(env, size, n, "ucx", tcp))
                 prod.append(ours(env, size, n, "host", tcp))
-            row = (name, mib, n, statistics.median(pt), statistics.median(like),
-                   statistics.median(b / a for a, b in zip(pt, like)),
-                   statistics.median(prod),
-                   statistics.median(c / a for a, c in zip(pt, prod)))
+                given.append(ours(env, size, n, "host", tcp, ["-H"]))
+            row = [name, mib, n, statistics.median(pt)]
+            for col in (like, prod, given):
+                row += [statistics.median(col), statistics.median(b / a for a, b in zip(pt, col))]
             rows.append(row)
-            print("%-14s %5d MiB x%-3d perftest %6.2f  ours(ucx) %6.2f (%.2f)  ours(host) %6.2f"
-                  " (%.2f)" % row, flush=True)
+            print("%-14s %5d MiB x%-3d perftest %6.2f  ours: ucx %6.2f (%.2f)  host %6.2f (%.2f)"
+                  "  host, sums given %6.2f (%.2f)" % tuple(row), flush=True)
     elapsed = time.time() - t0
     cpu = "unknown CPU"
     for line in open("/proc/cpuinfo"):
@@ -121,34 +126,38 @@ def main():
             break
     load = open("/proc/loadavg").read().split()[:3]
     ucx = subprocess.run(["ucx_info", "-v"], capture_output=True, text=True).stdout
-    ucx_ver = re.search(r"version=(\S+)", ucx)
+    ucx_ver = re.search(r"Version (\S+)", ucx)
     lines = [
         "## KV transfer (`bench/run-transfer.py`)",
         "",
         "State transfer between two processes on one host: `xfer_bench` (bench/transfer.c, td_xfer",
         "as the prefill and decode workers use it) next to `ucx_perftest -t ucp_put_bw` on the same",
-        "`UCX_TLS`, run in turn %d times per row (perftest, ours, ours, perftest, ...); the ratios" % ROUNDS,
-        "are taken within each round, the table shows medians. perftest streams puts of one size",
+        "`UCX_TLS`, run in turn %d times per row (perftest, then ours three ways, again ...); each" % ROUNDS,
+        "ratio (ours / perftest) is taken within a round, the table shows medians (GB/s: 10^9",
+        "bytes/s, overall rate over the row's transfers). perftest streams puts of one size",
         "into UCX-allocated memory with one flush at the end; ours moves whole transfers: open,",
         "43 sections (put, XXH3 of the section, flush, note), the receiver's check of every",
         "section as it lands, the completion, the section-table check and the ack.",
         "*UCX mem*: both sides UCX-allocated, as perftest's; *prefill mem*: the sender's",
-        "bytes in ordinary memory registered once (a prefill worker's state buffer). Receivers",
-        "are a UCX-allocated region registered once (a decode worker's). tcp runs use peer error",
-        "handling, as the workers do over tcp.",
+        "bytes in ordinary memory registered once (a prefill worker's state buffer); *sums",
+        "given*: prefill mem with each section's XXH3 passed in (hashed by its producer, as the",
+        "prefill shipper does for layers while the engine computes), i.e. without the sender's",
+        "hashing pass. Receivers are a UCX-allocated region registered once (a decode worker's).",
+        "tcp runs use peer error handling, as the workers do over tcp; they stop at 64 MiB",
+        "because perftest moves about 25 MB/s over tcp/lo here.",
         "Machine: a shared %d-core VM (%s), UCX %s, %s, load average %s at the end (other"
         % (os.cpu_count(), cpu, ucx_ver.group(1) if ucx_ver else "?",
            time.strftime("%Y-%m-%d", time.gmtime()), " ".join(load)),
         "engineers' builds and tests were running), %.0f s in all: read GB/s as ranges, the" % elapsed,
         "ratios as the result.",
         "",
-        "| transport | size | transfers | perftest GB/s | ours, UCX mem GB/s | ratio | ours, prefill mem GB/s | ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| transport | size | transfers | perftest GB/s | ours, UCX mem | ratio | ours, prefill mem | ratio | ours, sums given | ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
-    for name, mib, n, pt, like, r1, prod, r2 in rows:
+    for name, mib, n, pt, like, r1, prod, r2, given, r3 in rows:
         size = "%d GiB" % (mib // 1024) if mib >= 1024 else "%d MiB" % mib
-        lines.append("| %s | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f |"
-                     % (name, size, n, pt, like, r1, prod, r2))
+        lines.append("| %s | %s | %d | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f | %.2f |"
+                     % (name, size, n, pt, like, r1, prod, r2, given, r3))
     section = "\n".join(lines) + "\n"
     print()
     print(section)

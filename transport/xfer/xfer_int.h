@@ -64,6 +64,7 @@ struct td_xfer_ctx {
     int peer_errors;
     const xfer_hash_impl *h; /* XXH3 as fast as this CPU runs it */
     void *hs;             /* the sender's section hash (one section at a time) */
+    unsigned idle;        /* progress calls in a row that found nothing (xfer_spin) */
 };
 
 struct td_xfer_region {
@@ -196,6 +197,10 @@ static inline void table_add(XXH3_state_t *st, uint64_t off, uint64_t len, uint6
     uint64_t rec[3] = { off, len, sum };
     XXH3_64bits_update(st, rec, sizeof rec);
 }
+
+/* Idle progress calls (about 0.1-0.3 us each) before a busy wait yields
+ * (xfer.c: xfer_spin). */
+enum { SPIN_BEFORE_YIELD = 200 };
 
 /* xfer.c */
 void xfer_spin(td_xfer_ctx *ctx);
