@@ -4,17 +4,9 @@
 
 #include "transport/xfer/hash.h"
 
-static void *create(void) { return XXH3_createState(); }
-static void destroy(void *st) { XXH3_freeState(st); }
-static void reset(void *st) { XXH3_64bits_reset(st); }
-static void update(void *st, const void *p, size_t n) { XXH3_64bits_update(st, p, n); }
-static uint64_t digest(const void *st) { return XXH3_64bits_digest(st); }
-static uint64_t hash(const void *p, size_t n) { return XXH3_64bits(p, n); }
-
-static const xfer_hash_impl lib = {
-    .name = "libxxhash", .create = create, .destroy = destroy, .reset = reset,
-    .update = update, .digest = digest, .hash = hash,
-};
+#define XFER_HASH_IMPL xfer_hash_lib
+#define XFER_HASH_NAME "libxxhash"
+#include "transport/xfer/hash_fns.h"
 
 /* Cheap enough to ask each time (a load of what the CPU reported at
  * start); contexts keep the answer. */
@@ -24,5 +16,5 @@ const xfer_hash_impl *xfer_hash(void)
     if (__builtin_cpu_supports("avx2"))
         return &xfer_hash_avx2;
 #endif
-    return &lib;
+    return &xfer_hash_lib;
 }

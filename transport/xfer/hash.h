@@ -22,7 +22,9 @@ typedef struct {
 
 const xfer_hash_impl *xfer_hash(void);
 
-/* hash_avx2.c, built with -mavx2 on x86-64 only. */
+/* hash.c: the packaged libxxhash; hash_avx2.c, built with -mavx2 on
+ * x86-64 only: the same code inline for AVX2. */
+extern const xfer_hash_impl xfer_hash_lib;
 extern const xfer_hash_impl xfer_hash_avx2;
 
 #endif

@@ -79,6 +79,7 @@ td_err td_xfer_ctx_create(const td_xfer_opts *opts, td_xfer_ctx **out, char *err
         return TD_ENOMEM;
     ctx->peer_errors = opts ? opts->peer_errors : 0;
     ctx->h = xfer_hash();
+    td_debug("xfer: XXH3 from %s", ctx->h->name);
     if (!(ctx->hs = ctx->h->create())) {
         free(ctx);
         return TD_ENOMEM;
