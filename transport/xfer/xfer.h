@@ -150,8 +150,9 @@ td_err td_xfer_send_open_at(td_xfer_peer *p, const void *ticket, size_t ticket_l
  * bytes if the caller has it (e.g. hashed while writing them), else NULL
  * and it is computed here. Sections may come in any order, e.g. one per
  * layer as prefill finishes it, and may overlap; together they must cover
- * [0, total_bytes). A few sections per transfer (one per layer) is the
- * intended grain: each costs a flush and a 40-byte note. */
+ * [0, total_bytes). One per layer is the intended grain: each costs a
+ * 40-byte note, and a flush comes once per MiB put (the receiver checks
+ * what it covers while later sections move). */
 td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint64_t *sum);
 
 /* Flushes every put, sends the completion carrying *desc, and waits for the
