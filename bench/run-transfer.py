@@ -18,8 +18,8 @@ this shared machine hits all alike):
      the sender's own hashing costs.
 tcp stops at 64 MiB by default: perftest's ucp_put_bw moves some 25 MB/s over tcp/lo here, so
 one 256 MiB put takes ten seconds.
-xfer_bench times whole transfers: open, 43 sections (put + XXH3 + flush + note), the
-receiver's checks, the completion and the ack. Both report the overall rate (bytes over total
+xfer_bench times whole transfers: open, 43 sections (put + XXH3; a flush and notes per MiB),
+the receiver's checks, the completion and the ack. Both report the overall rate (bytes over total
 time); the ratio is taken within each round, and the table gives medians. Writes the
 "## KV transfer (`bench/run-transfer.py`)" section of docs/benchmarks.md.
 """
@@ -136,8 +136,9 @@ def main():
         "ratio (ours / perftest) is taken within a round, the table shows medians (GB/s: 10^9",
         "bytes/s, overall rate over the row's transfers). perftest streams puts of one size",
         "into UCX-allocated memory with one flush at the end; ours moves whole transfers: open,",
-        "43 sections (put, XXH3 of the section, flush, note), the receiver's check of every",
-        "section as it lands, the completion, the section-table check and the ack.",
+        "43 sections (put and XXH3 in 256 KiB pieces; a flush and the notes per MiB), the",
+        "receiver's check of every section as it lands, the completion, the section-table",
+        "check and the ack.",
         "*UCX mem*: both sides UCX-allocated, as perftest's; *prefill mem*: the sender's",
         "bytes in ordinary memory registered once (a prefill worker's state buffer); *sums",
         "given*: prefill mem with each section's XXH3 passed in (hashed by its producer, as the",
