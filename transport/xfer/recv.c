@@ -199,7 +199,7 @@ td_err td_xfer_recv_open_at(td_xfer_ctx *ctx, uint64_t id, td_xfer_region *g, si
     put_u64(r->ticket + 8, id);
     put_u64(r->ticket + 16, (uint64_t)(uintptr_t)r->buf);
     put_u64(r->ticket + 24, cap);
-    put_u64(r->ticket + 32, 0);
+    put_u64(r->ticket + 32, TICKET_KEEP_RKEY);  /* td_xfer_recv_open clears it */
     memcpy(r->ticket + TICKET_HDR, g->rkey, g->rkey_len);
     r->next = ctx->recvs;
     ctx->recvs = r;
@@ -221,6 +221,7 @@ td_err td_xfer_recv_open(td_xfer_ctx *ctx, uint64_t id, void *buf, size_t cap,
         return e;
     }
     (*out)->owned = g;
+    put_u64((*out)->ticket + 32, 0);  /* the region goes with this transfer */
     return TD_OK;
 }
 

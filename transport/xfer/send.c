@@ -354,8 +354,10 @@ td_err td_xfer_send_open_at(td_xfer_peer *p, const void *ticket, size_t ticket_l
     s->region = g;
     s->buf = (const uint8_t *)g->buf + off;
     s->size = size;
-    ucs_status_t st = rkey_get(p, t + TICKET_HDR, ticket_len - TICKET_HDR, &s->rkey,
-                               &s->rkey_slot);
+    ucs_status_t st = get_u64(t + 32) & TICKET_KEEP_RKEY
+                          ? rkey_get(p, t + TICKET_HDR, ticket_len - TICKET_HDR, &s->rkey,
+                                     &s->rkey_slot)
+                          : ucp_ep_rkey_unpack(p->ep, t + TICKET_HDR, &s->rkey);
     if (st != UCS_OK) {
         free(s);
         return td_errf(err, errlen, TD_ECORRUPT, "ucp_ep_rkey_unpack: %s",

@@ -30,6 +30,11 @@ enum {
 #define ACK_MAGIC 0x41584454u       /* "TDXA" */
 #define LANDED_MAGIC 0x53584454u    /* "TDXS" */
 #define TICKET_HDR 40
+/* Ticket flags (the u64 at offset 32). KEEP_RKEY: the memory is a region
+ * that outlives this transfer, so the sender may keep the unpacked key for
+ * the next ticket into it; without it (a buffer mapped for one transfer)
+ * a cached key would hold the freed segment attached. */
+#define TICKET_KEEP_RKEY 1u
 #define MSG_MAX 200
 
 /* The completion: all of it travels in the AM header, nothing in data. */
