@@ -21,7 +21,7 @@ typedef struct {
     const char *model_dir, *router_url, *listen_url, *id, *metrics_host;
     long metrics_port;
     long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx, prefix_cache_mib;
-    long drain_ms, kv_region_mib;
+    long drain_ms, kv_region_mib, state_region_mib;
     bool exit_with_parent;
 } worker_args;
 
@@ -68,7 +68,9 @@ static void usage(FILE *f, const char *name)
                                   "  --kv-region-mib N     receive memory registered once, at start\n"
                                   "                        (default min(capacity, 1024); 0: none)\n"
                                 : "  --prefix-cache-mib N  recent states kept for prompts that extend them\n"
-                                  "                        (default 256; 0: off)\n");
+                                  "                        (default 256; 0: off)\n"
+                                  "  --state-region-mib N  send memory registered once, at start, that\n"
+                                  "                        states are saved into (default 256; 0: none)\n");
 }
 
 static int parse(int argc, char **argv, worker_args *a)
@@ -104,6 +106,8 @@ static int parse(int argc, char **argv, worker_args *a)
             bad = td_arg_long(v, 10, 60000, &a->heartbeat_ms);
         else if (!a->decode && !strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
+        else if (!a->decode && !strcmp(o, "--state-region-mib"))
+            bad = td_arg_long(v, 0, 1L << 30, &a->state_region_mib);
         else if (a->decode && !strcmp(o, "--kv-region-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->kv_region_mib);
         else if (a->decode && !strcmp(o, "--kv-capacity-mib"))
@@ -212,7 +216,7 @@ static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
                      .model_dir = "models/tiny-v4", .prefix_cache_mib = -1,
-                     .drain_ms = 30000, .kv_region_mib = -1};
+                     .drain_ms = 30000, .kv_region_mib = -1, .state_region_mib = -1};
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -262,6 +266,9 @@ static int run(int argc, char **argv, bool decode)
                              .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
                                                    : a.prefix_cache_mib == 0 ? -1
                                                    : a.prefix_cache_mib << 20,
+                             .state_region_bytes = a.state_region_mib < 0 ? 0
+                                                   : a.state_region_mib == 0 ? -1
+                                                   : (int64_t)a.state_region_mib << 20,
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }
