@@ -21,7 +21,7 @@ typedef struct {
     const char *model_dir, *router_url, *listen_url, *id, *metrics_host;
     long metrics_port;
     long threads, max_batch, heartbeat_ms, kv_capacity_mib, ctx, prefix_cache_mib;
-    long drain_ms, kv_region_mib;
+    long drain_ms, kv_region_mib, state_region_mib;
     const char *kv_store;        /* --kv-store: the disk tier */
     const char *kv_store_peers;  /* --kv-store-peers: other workers' stores */
     float kv_store_gib;          /* capacity of a new store; 0: the store's default */
@@ -81,7 +81,9 @@ static void usage(FILE *f, const char *name)
                                   "  --kv-region-mib N     receive memory registered once, at start\n"
                                   "                        (default min(capacity, 1024); 0: none)\n"
                                 : "  --prefix-cache-mib N  recent states kept for prompts that extend them\n"
-                                  "                        (default 256; 0: off)\n");
+                                  "                        (default 256; 0: off)\n"
+                                  "  --state-region-mib N  send memory registered once, at start, that\n"
+                                  "                        states are saved into (default 256; 0: none)\n");
 }
 
 static int parse(int argc, char **argv, worker_args *a)
@@ -123,6 +125,8 @@ static int parse(int argc, char **argv, worker_args *a)
             bad = td_arg_float(v, 0.0009f, 1e6f, &a->kv_store_gib);
         else if (!strcmp(o, "--kv-spill-idle-ms"))
             bad = td_arg_long(v, 0, 30L * 24 * 3600 * 1000, &a->kv_spill_idle_ms);
+        else if (!a->decode && !strcmp(o, "--state-region-mib"))
+            bad = td_arg_long(v, 0, 1L << 30, &a->state_region_mib);
         else if (a->decode && !strcmp(o, "--kv-region-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->kv_region_mib);
         else if (a->decode && !strcmp(o, "--kv-capacity-mib"))
@@ -231,7 +235,7 @@ static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
                      .model_dir = "models/tiny-v4", .prefix_cache_mib = -1,
-                     .drain_ms = 30000, .kv_region_mib = -1};
+                     .drain_ms = 30000, .kv_region_mib = -1, .state_region_mib = -1};
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -289,6 +293,9 @@ static int run(int argc, char **argv, bool decode)
                              .kv_store_bytes = (uint64_t)((double)a.kv_store_gib * (1u << 30)),
                              .kv_spill_idle_ms = a.kv_spill_idle_ms,
                              .kv_store_peers = a.kv_store_peers,
+                             .state_region_bytes = a.state_region_mib < 0 ? 0
+                                                   : a.state_region_mib == 0 ? -1
+                                                   : (int64_t)a.state_region_mib << 20,
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }

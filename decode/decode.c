@@ -15,7 +15,7 @@
 #include <time.h>
 
 #include "common/log.h"
-#include "decode/arena.h"
+#include "worker/arena.h"
 #include "decode/decode.h"
 #include "engine/engine.h"
 #include "model/state.h"

@@ -143,6 +143,11 @@ static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_
         for (ereq *q = e->waiting; q; q = q->next)
             e->waiting_tail = q;
     }
+    /* A state not yet loaded (cancelled while queued) goes back before the
+     * finish can be delivered: the release callback reads the caller's
+     * request, which the finish callback frees (decode's job_free), and the
+     * loop may deliver the finish before this thread gets to ereq_free. */
+    release_state(r);
     emit(e, (event){.kind = EV_FINISH, .why = why, .err = err, .cb = r->cb});
     td_eng_ereq_free(r);
 }

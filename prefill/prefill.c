@@ -21,6 +21,7 @@
 #include "prefill/prefill.h"
 #include "transport/ctl/mailbox.h"
 #include "transport/xfer/xfer.h"
+#include "worker/arena.h"
 #include "worker/local.h"
 #include "worker/prefix.h"
 #include "worker/ucx_thread.h"
@@ -39,6 +40,9 @@ typedef struct pjob {
     int32_t first;
     void *state;                 /* the whole state's buffer, written layer by layer */
     size_t state_len;
+    size_t state_cap;            /* what was allocated for it */
+    bool in_region;              /* state lies in p->state_mem at region_off */
+    size_t region_off;
     bool cancelled;
     bool in_engine;
     uint64_t cached;             /* prompt tokens the prefix cache served */
@@ -88,6 +92,14 @@ struct td_prefill {
     uint64_t m_state_bytes;      /* states held for the shipper */
     td_prom_hist m_prefill, m_transfer;
     uint64_t fingerprint;
+    /* States are saved into one buffer that the shipper registers with UCX
+     * once (state_region), so no transfer maps memory; the loop thread
+     * places them (state_arena). A state that does not fit gets its own
+     * buffer, registered for its transfer. */
+    uint8_t *state_mem;
+    size_t state_mem_size;
+    td_arena *state_arena;       /* loop thread */
+    td_xfer_region *state_region; /* shipper only; NULL: not registered */
     /* shipper thread */
     td_wk_ucx u;                 /* the UCX thread; u.mu guards what follows */
     scmd *queue, *queue_tail;    /* under mu */
@@ -174,8 +186,12 @@ static void s_open(td_prefill *p, pjob *j)
         fail(j, TD_EIO);
         return;
     }
-    td_err e = td_xfer_send_open(j->xp, j->ticket, j->ticket_len, j->state, j->state_len,
-                                 &j->send, j->msg, sizeof j->msg);
+    td_err e = j->in_region && p->state_region
+                   ? td_xfer_send_open_at(j->xp, j->ticket, j->ticket_len, p->state_region,
+                                          j->region_off, j->state_len, &j->send, j->msg,
+                                          sizeof j->msg)
+                   : td_xfer_send_open(j->xp, j->ticket, j->ticket_len, j->state, j->state_len,
+                                       &j->send, j->msg, sizeof j->msg);
     if (e)
         fail(j, e);
     else
@@ -186,7 +202,7 @@ static void s_section(pjob *j, size_t off, size_t len)
 {
     if (!j->send || j->ship_err)
         return;
-    td_err e = td_xfer_send_section(j->send, off, len);
+    td_err e = td_xfer_send_section(j->send, off, len, NULL);
     if (e) {
         snprintf(j->msg, sizeof j->msg, "queueing a put: %s", td_strerror(e));
         fail(j, e);
@@ -224,13 +240,15 @@ static void s_finish(td_prefill *p, pjob *j)
         s_section(j, 0, j->sec_lo);
         s_section(j, j->sec_hi, j->state_len - j->sec_hi);
     }
-    j->checksum = td_xfer_checksum(j->state, j->state_len);
     if (j->send && !j->ship_err) {
+        /* The checksum comes from the sections' own, hashed as each was
+         * put (the layers' while the engine computed the next ones), so no
+         * pass over the whole state is left for this point. */
         td_xfer_desc d = {.transfer_id = j->rid, .layout_version = TD_V4_STATE_LAYOUT,
                           .fingerprint = p->fingerprint, .tokens = j->ntok,
-                          .total_bytes = j->state_len, .checksum = j->checksum,
-                          .first_token = j->first};
+                          .total_bytes = j->state_len, .first_token = j->first};
         fail(j, td_xfer_send_finish(j->send, &d, p->o.lease_ms, j->msg, sizeof j->msg));
+        j->checksum = d.checksum;
     } else if (!j->ship_err) {
         fail(j, TD_EIO);
     }
@@ -245,11 +263,29 @@ static void shipped(td_prefill *p, pjob *j)
                (unsigned long long)j->rid);
 }
 
+/* Registers the state buffer once, before the first OPEN is taken from
+ * the queue; without it each transfer registers its own state. */
+static void register_states(td_prefill *p)
+{
+    char err[256];
+    if (!p->state_mem)
+        return;
+    if (td_xfer_region_create(p->u.xfer, p->state_mem, p->state_mem_size, &p->state_region,
+                              err, sizeof err)) {
+        td_log(TD_LOG_WARN, "prefill: state buffer not registered (%s): a registration per "
+               "transfer", err);
+        p->state_region = NULL;
+        return;
+    }
+    td_log(TD_LOG_INFO, "prefill: state buffer of %zu MiB registered", p->state_mem_size >> 20);
+}
+
 static void *shipper_main(void *arg)
 {
     td_prefill *p = arg;
     if (!td_wk_ucx_ready(&p->u))
         return NULL;
+    register_states(p);
     for (;;) {
         pthread_mutex_lock(&p->u.mu);
         while (!p->stop && !p->queue && !p->active)
@@ -300,6 +336,8 @@ static void *shipper_main(void *arg)
     }
     while (p->peers)
         forget_peer(p, p->peers->xp);
+    td_xfer_region_destroy(p->state_region);
+    p->state_region = NULL;
     return NULL;
 }
 
@@ -309,8 +347,23 @@ static void job_free(pjob *j)
 {
     free(j->ticket);
     free(j->daddr);
-    free(j->state);
+    if (j->in_region)
+        td_arena_free(j->p->state_arena, j->region_off, j->state_cap);
+    else
+        free(j->state);
     free(j);
+}
+
+/* Loop thread: room for a state, in the registered buffer if it fits. */
+static bool state_alloc(td_prefill *p, pjob *j)
+{
+    j->state_cap = j->state_len;
+    if (p->state_arena && td_arena_alloc(p->state_arena, j->state_cap, &j->region_off) == TD_OK) {
+        j->in_region = true;
+        j->state = p->state_mem + j->region_off;
+        return true;
+    }
+    return (j->state = malloc(j->state_cap)) != NULL;
 }
 
 static void unlink_job(td_prefill *p, pjob *j)
@@ -443,7 +496,7 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
     j->ticket_len = m->kv_ticket.len;
     j->daddr_len = m->decode_ucx_address.len;
     j->state_len = td_engine_state_size(p->engine, (int64_t)m->n_token_ids);
-    if (!(j->state = malloc(j->state_len))) {
+    if (!state_alloc(p, j)) {
         td_wk_send_tokens(p->wk, j->rid, 0, NULL, 0, TANDEM__CTL__FINISH_REASON__FINISH_ERROR,
                           "out of memory for the state");
         job_free(j);
@@ -464,7 +517,7 @@ static void start(td_prefill *p, const Tandem__Ctl__PrefillRequest *m)
                 .constraint = td_wk_constraint(s)},
         .on_state = on_state,
         .state_buf = j->state,
-        .state_cap = j->state_len,
+        .state_cap = j->state_cap,
         .on_section = on_section,
     };
     td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish,
@@ -594,10 +647,26 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
         p->o.max_batch = 16;
     if (!p->o.lease_ms)
         p->o.lease_ms = 30000;
+    if (!p->o.state_region_bytes)
+        p->o.state_region_bytes = 256 << 20;
+    if (p->o.state_region_bytes > 0) {
+        /* Untouched until states are written: address space, not memory. */
+        p->state_mem_size = (size_t)p->o.state_region_bytes & ~(size_t)(TD_ARENA_ALIGN - 1);
+        p->state_mem = aligned_alloc(TD_ARENA_ALIGN, p->state_mem_size);
+        if (!p->state_mem || td_arena_create(&p->state_arena, p->state_mem_size)) {
+            td_log(TD_LOG_WARN, "prefill: no %zu-byte state buffer: a buffer per state",
+                   p->state_mem_size);
+            free(p->state_mem);
+            p->state_mem = NULL;
+            p->state_arena = NULL;
+        }
+    }
     p->loop = loop;
     td_wk_ucx_init(&p->u, o->ucx_peer_errors);
     td_err e = td_mbox_create(&p->shipped, loop, on_shipped, p);
     if (e) {
+        td_arena_destroy(p->state_arena);
+        free(p->state_mem);
         free(p);
         return td_errf(err, errlen, e, "cannot create a mailbox");
     }
@@ -612,6 +681,8 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
     e = td_engine_create(&p->engine, loop, &eo, err, errlen);
     if (e) {
         td_mbox_destroy(p->shipped);
+        td_arena_destroy(p->state_arena);
+        free(p->state_mem);
         free(p);
         return e;
     }
@@ -642,6 +713,9 @@ static void closed_one(void *arg)
     void (*cb)(void *) = p->on_closed;
     void *cbarg = p->closed_arg;
     td_wk_local_destroy(p->local);
+    /* The engine is done writing states, the shipper done sending them. */
+    td_arena_destroy(p->state_arena);
+    free(p->state_mem);
     free(p);
     if (cb)
         cb(cbarg);

@@ -39,6 +39,10 @@ typedef struct {
     int64_t kv_spill_idle_ms;    /* td_engine_opts */
     const char *kv_store_peers;  /* td_engine_opts */
     int lease_ms;                /* how long a shipped state waits for decode; 0: 30000 */
+    /* A buffer states are saved into, registered with UCX once so that no
+     * transfer maps memory (docs/transfer.md); a state that does not fit
+     * gets a buffer of its own. 0: 256 MiB; -1: none. */
+    int64_t state_region_bytes;
     /* Loop thread, once: NULL when serving, else why it cannot. */
     void (*on_ready)(void *arg, const char *err);
     void *arg;

@@ -4,10 +4,12 @@
  * The receiver (decode) registers the destination buffer and hands the
  * sender a small "ticket" (remote address, length, packed rkey) through the
  * control plane; the sender (prefill) puts the bytes section by section as
- * they become ready, flushes, then sends a completion message carrying the
- * descriptor. The receiver checks the descriptor and the XXH3-64 of the
- * bytes that actually arrived, and answers with an acknowledgement that
- * releases the sender's buffer. Protocol: docs/transfer.md.
+ * they become ready, each followed by a note with the section's XXH3-64
+ * once its puts are visible, then a completion carrying the descriptor.
+ * The receiver checks each section's bytes as they land (overlapped with
+ * the puts still moving), then the descriptor and the section table, and
+ * answers with an acknowledgement that releases the sender's buffer.
+ * Protocol: docs/transfer.md.
  *
  * Threading: a td_xfer_ctx owns one ucp_worker and is used from one thread
  * at a time. Nothing progresses unless that thread is inside a td_xfer call
@@ -35,7 +37,10 @@ typedef struct {
     uint64_t fingerprint;    /* td_v4_layout_fingerprint of the model */
     uint64_t tokens;
     uint64_t total_bytes;
-    uint64_t checksum;       /* XXH3-64 of the total_bytes state bytes */
+    /* XXH3-64 over the section table: for each section in put order, its
+     * offset, length and the XXH3-64 of its bytes (docs/transfer.md).
+     * Computed by td_xfer_send_finish, never by the caller. */
+    uint64_t checksum;
     int32_t first_token;     /* KvReady.first_token: carried, not checked */
 } td_xfer_desc;
 
@@ -63,7 +68,7 @@ td_err td_xfer_ctx_address(const td_xfer_ctx *ctx, const void **addr, size_t *le
  * happened (0: idle, so a poller may nap). */
 unsigned td_xfer_progress(td_xfer_ctx *ctx);
 
-/* XXH3-64 of a buffer: the descriptor's checksum. */
+/* XXH3-64 of a buffer: what td_xfer_send_section computes per section. */
 uint64_t td_xfer_checksum(const void *buf, size_t len);
 
 /* ---- receiver (decode) ---- */
@@ -81,11 +86,13 @@ td_err td_xfer_recv_open(td_xfer_ctx *ctx, uint64_t id, void *buf, size_t cap,
                          const td_xfer_desc *expect, td_xfer_recv **out,
                          char *err, size_t errlen);
 
-/* A registered receive region, e.g. a decode worker's whole KV arena:
- * registering once avoids a ucp_mem_map per transfer (and, for memory UCX
- * allocates, the page faults of a fresh shared segment each time, which
- * dominate transfer time). buf == NULL: UCX allocates size bytes. Destroy
- * it only after every recv opened in it is closed. */
+/* A registered region, e.g. a decode worker's whole KV arena, or the
+ * buffer a prefill worker saves states into: registering once avoids a
+ * ucp_mem_map per transfer (and, for memory UCX allocates, the page faults
+ * of a fresh shared segment each time, which dominate transfer time).
+ * buf == NULL: UCX allocates size bytes. Either side may use it (receives
+ * with td_xfer_recv_open_at, sends with td_xfer_send_open_at). Destroy it
+ * only after every transfer opened in it is closed. */
 td_err td_xfer_region_create(td_xfer_ctx *ctx, void *buf, size_t size,
                              td_xfer_region **out, char *err, size_t errlen);
 void *td_xfer_region_data(const td_xfer_region *g);
@@ -102,15 +109,16 @@ void *td_xfer_recv_data(const td_xfer_recv *r);
 /* The bytes the sender needs (valid until the recv is closed). */
 td_err td_xfer_recv_ticket(const td_xfer_recv *r, const void **ticket, size_t *len);
 
-/* Progresses until the completion for this transfer arrived and was
- * verified (TD_OK, *got filled), was refused (TD_ECORRUPT / TD_EFORMAT with
- * a message naming the field; the sender is told), or timeout_ms passed
- * (TD_ETIMEDOUT). */
+/* Progresses (and checks sections as they land) until the completion for
+ * this transfer arrived and was verified (TD_OK, *got filled), was refused
+ * (TD_ECORRUPT / TD_EFORMAT with a message naming the field or section;
+ * the sender is told), or timeout_ms passed (TD_ETIMEDOUT). */
 td_err td_xfer_recv_wait(td_xfer_recv *r, int timeout_ms, td_xfer_desc *got,
                          char *err, size_t errlen);
 
 /* As td_xfer_recv_wait without waiting: TD_EBUSY while the completion has
- * not arrived. Call td_xfer_progress between polls. */
+ * not arrived or sections are still being checked. Call td_xfer_progress
+ * between polls: it is what hashes the sections that have landed. */
 td_err td_xfer_recv_poll(td_xfer_recv *r, td_xfer_desc *got, char *err, size_t errlen);
 
 /* Unregisters the buffer. Safe at any point, also after a timeout. */
@@ -125,21 +133,35 @@ td_err td_xfer_connect(td_xfer_ctx *ctx, const void *addr, size_t len,
 void td_xfer_peer_close(td_xfer_peer *p);
 
 /* Starts a transfer of buf[0..size) into the buffer the ticket describes.
- * buf is registered here and must stay untouched until td_xfer_send_finish
- * returns (the lease). */
+ * buf is registered here (for this transfer only) and must stay untouched
+ * until td_xfer_send_finish returns (the lease). */
 td_err td_xfer_send_open(td_xfer_peer *p, const void *ticket, size_t ticket_len,
                          const void *buf, size_t size, td_xfer_send **out,
                          char *err, size_t errlen);
 
-/* Queues the put of buf[off..off+len) (non-blocking). Sections may come in
- * any order, e.g. one per layer as prefill finishes it. */
-td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len);
+/* As td_xfer_send_open, from region bytes [off, off + size): nothing is
+ * registered per transfer. */
+td_err td_xfer_send_open_at(td_xfer_peer *p, const void *ticket, size_t ticket_len,
+                            td_xfer_region *g, size_t off, size_t size, td_xfer_send **out,
+                            char *err, size_t errlen);
+
+/* Queues the put of buf[off..off+len) (non-blocking) and the note that
+ * lets the receiver check it once it has landed. sum: the XXH3-64 of those
+ * bytes if the caller has it (e.g. hashed while writing them), else NULL
+ * and it is computed here. Sections may come in any order, e.g. one per
+ * layer as prefill finishes it, and may overlap; together they must cover
+ * [0, total_bytes). One per layer is the intended grain: each costs a
+ * 40-byte note, and a flush comes once per MiB put (the receiver checks
+ * what it covers while later sections move). */
+td_err td_xfer_send_section(td_xfer_send *s, size_t off, size_t len, const uint64_t *sum);
 
 /* Flushes every put, sends the completion carrying *desc, and waits for the
  * receiver's verdict until lease_ms has passed: TD_OK once the receiver has
  * verified the bytes, the receiver's error if it refused them, TD_ETIMEDOUT
- * if no answer came. After it returns, the buffer is the caller's again. */
-td_err td_xfer_send_finish(td_xfer_send *s, const td_xfer_desc *desc, int lease_ms,
+ * if no answer came. Sets desc->checksum (the section table's, see
+ * td_xfer_desc) before sending. After it returns, the buffer is the
+ * caller's again. */
+td_err td_xfer_send_finish(td_xfer_send *s, td_xfer_desc *desc, int lease_ms,
                            char *err, size_t errlen);
 void td_xfer_send_close(td_xfer_send *s);
 

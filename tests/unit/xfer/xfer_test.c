@@ -14,10 +14,15 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "tests/td_test.h"
 #include "transport/xfer/xfer.h"
 
-enum { CMD_OK, CMD_BAD_SUM, CMD_BAD_LEN, CMD_BAD_FP, CMD_NO_COMPLETE, CMD_QUIT };
+enum { CMD_OK, CMD_BAD_SUM, CMD_BAD_LEN, CMD_BAD_FP, CMD_NO_COMPLETE, CMD_GAP, CMD_QUIT };
+/* command.flags: where the sender's bytes live. */
+enum { FROM_REGION = 1,      /* a registered region, reused across transfers */
+       REGION_UCX = 2 };     /* ... that UCX allocated */
 
 #define FP 0x1234abcd5678ef00ull
 #define LAYOUT 1
@@ -25,7 +30,7 @@ enum { CMD_OK, CMD_BAD_SUM, CMD_BAD_LEN, CMD_BAD_FP, CMD_NO_COMPLETE, CMD_QUIT }
 typedef struct {
     uint32_t cmd, sections;
     uint64_t size, seed, tokens;
-    uint32_t ticket_len, pad;
+    uint32_t ticket_len, flags;
 } command;
 
 /* Forcing TCP stands for two hosts, where surviving a dead peer matters;
@@ -93,35 +98,62 @@ static int sender_main(int rd, int wr)
         fprintf(stderr, "sender: %s\n", err);
         return 3;
     }
+    /* Sends from a region start at this offset in it, so a wrong base
+     * would show as wrong bytes. */
+    enum { REGION_OFF = 8192 };
+    const size_t region_size = REGION_OFF + (64u << 20);
+    td_xfer_region *region = NULL;
+    uint8_t *region_mem = NULL;  /* ours when the region is ordinary memory */
     for (;;) {
         command c;
         if (read_all(rd, &c, sizeof c) || c.cmd == CMD_QUIT)
             break;
         uint8_t *ticket = malloc(c.ticket_len);
         read_all(rd, ticket, c.ticket_len);
-        uint8_t *buf = malloc(c.size);
-        fill(buf, c.size, c.seed);
-        td_xfer_send *s;
-        int32_t rc = td_xfer_send_open(peer, ticket, c.ticket_len, buf, c.size, &s, err,
-                                       sizeof err);
+        uint8_t *buf = NULL, *own = NULL;
+        td_xfer_send *s = NULL;
+        int32_t rc;
+        if (c.flags & FROM_REGION) {
+            /* One region for every transfer of this connection (the
+             * first command's memory type), as a prefill worker's state
+             * buffer would be. */
+            if (!region) {
+                region_mem = c.flags & REGION_UCX ? NULL : malloc(region_size);
+                if (td_xfer_region_create(ctx, region_mem, region_size, &region, err,
+                                          sizeof err)) {
+                    fprintf(stderr, "sender: %s\n", err);
+                    return 3;
+                }
+            }
+            buf = (uint8_t *)td_xfer_region_data(region) + REGION_OFF;
+            fill(buf, c.size, c.seed);
+            rc = td_xfer_send_open_at(peer, ticket, c.ticket_len, region, REGION_OFF, c.size,
+                                      &s, err, sizeof err);
+        } else {
+            buf = own = malloc(c.size);
+            fill(buf, c.size, c.seed);
+            rc = td_xfer_send_open(peer, ticket, c.ticket_len, buf, c.size, &s, err,
+                                   sizeof err);
+        }
         if (rc == TD_OK) {
             /* Sections in reverse order: nothing may depend on ordering. */
             size_t sec = (c.size + c.sections - 1) / c.sections;
             for (size_t i = c.sections; i-- > 0 && rc == TD_OK;) {
-                size_t off = i * sec;
-                if (off < c.size)
-                    rc = td_xfer_send_section(s, off, off + sec > c.size ? c.size - off : sec);
+                size_t off = i * sec, len = off + sec > c.size ? c.size - off : sec;
+                if (off >= c.size || (c.cmd == CMD_GAP && i == c.sections / 2))
+                    continue;
+                /* A wrong sum stands for bytes corrupted on the way. */
+                uint64_t bad = td_xfer_checksum(buf + off, len) ^ 1;
+                rc = td_xfer_send_section(s, off, len, c.cmd == CMD_BAD_SUM && i == 1 ? &bad
+                                                                                      : NULL);
             }
         }
         if (rc == TD_OK && c.cmd != CMD_NO_COMPLETE) {
             td_xfer_desc d = {
                 .transfer_id = 0, .layout_version = LAYOUT, .fingerprint = FP,
                 .tokens = c.tokens, .total_bytes = c.size,
-                .checksum = td_xfer_checksum(buf, c.size),
             };
             d.transfer_id = c.seed;
-            if (c.cmd == CMD_BAD_SUM)
-                d.checksum ^= 1;
             if (c.cmd == CMD_BAD_LEN)
                 d.total_bytes -= 1;
             if (c.cmd == CMD_BAD_FP)
@@ -132,10 +164,12 @@ static int sender_main(int rd, int wr)
         }
         if (s)
             td_xfer_send_close(s);
-        free(buf);
+        free(own);
         free(ticket);
         write_all(wr, &rc, 4);
     }
+    td_xfer_region_destroy(region);
+    free(region_mem);
     td_xfer_peer_close(peer);
     td_xfer_ctx_destroy(ctx);
     free(addr);
@@ -200,6 +234,8 @@ static void stop(void)
 static int alloc;
 static td_xfer_region *region;  /* when set, receive into it at region_off */
 static size_t region_off;
+static uint32_t send_flags;     /* command.flags for the sender */
+static char last_err[256];      /* the receiver's message of the last transfer */
 
 static td_err transfer(uint32_t cmd, size_t size, uint32_t sections, uint64_t seed,
                        int timeout_ms, uint8_t *buf, int32_t *sender_rc)
@@ -220,11 +256,13 @@ static td_err transfer(uint32_t cmd, size_t size, uint32_t sections, uint64_t se
     size_t tlen;
     td_xfer_recv_ticket(r, &ticket, &tlen);
     command c = { .cmd = cmd, .sections = sections, .size = size, .seed = seed,
-                  .tokens = size / 4, .ticket_len = (uint32_t)tlen };
+                  .tokens = size / 4, .ticket_len = (uint32_t)tlen, .flags = send_flags };
     write_all(to_child, &c, sizeof c);
     write_all(to_child, ticket, tlen);
     td_xfer_desc got;
+    err[0] = '\0';
     e = td_xfer_recv_wait(r, timeout_ms, &got, err, sizeof err);
+    snprintf(last_err, sizeof last_err, "%s", e ? err : "");
     if (e)
         fprintf(stderr, "receiver (%s): %s\n", cmd == CMD_OK ? "UNEXPECTED" : "expected", err);
     else
@@ -252,6 +290,9 @@ static void test_sizes(void)
     TD_CHECK_EQ_INT(start(), 0);
     static const struct { size_t size; uint32_t sections; } cases[] = {
         { 1024, 4 }, { 1 << 20, 16 }, { 64u << 20, 43 },
+        /* Small sections share flushes and note AMs, and their records
+         * span three blocks of 64 on the sender. */
+        { 3u << 20, 150 },
     };
     for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
         size_t n = cases[i].size;
@@ -303,6 +344,31 @@ static void test_region(void)
     stop();
 }
 
+/* The sender puts from a region registered once (ordinary memory, then
+ * memory UCX allocated), transfer after transfer. */
+static void sender_region(uint32_t flags)
+{
+    TD_CHECK_EQ_INT(start(), 0);
+    send_flags = flags;
+    static const size_t sizes[] = { 4096, 1 << 20, 3u << 20, 1 << 20 };
+    for (size_t i = 0; i < sizeof sizes / sizeof *sizes; i++) {
+        size_t n = sizes[i];
+        uint8_t *buf = calloc(1, n), *want = malloc(n);
+        int32_t src = -1;
+        TD_CHECK_EQ_INT(transfer(CMD_OK, n, 5, 500 + i, 30000, buf, &src), TD_OK);
+        TD_CHECK_EQ_INT(src, TD_OK);
+        fill(want, n, 500 + i);
+        TD_CHECK(memcmp(buf, want, n) == 0);
+        free(buf);
+        free(want);
+    }
+    send_flags = 0;
+    stop();
+}
+
+static void test_sender_region(void) { sender_region(FROM_REGION); }
+static void test_sender_region_ucx_memory(void) { sender_region(FROM_REGION | REGION_UCX); }
+
 static void test_bad_descriptors(void)
 {
     TD_CHECK_EQ_INT(start(), 0);
@@ -311,6 +377,14 @@ static void test_bad_descriptors(void)
     int32_t src;
     TD_CHECK_EQ_INT(transfer(CMD_BAD_SUM, n, 8, 200, 30000, buf, &src), TD_ECORRUPT);
     TD_CHECK_EQ_INT(src, TD_ECORRUPT);  /* the sender hears about it */
+    /* The refusal names the section: the second by offset, the sender
+     * puts in reverse, so the seventh put (index 6). */
+    TD_CHECK(strstr(last_err, "section 6 [32768, +32768)") != NULL);
+    /* A section never put: every other one checks out, the table does not
+     * cover the state. */
+    TD_CHECK_EQ_INT(transfer(CMD_GAP, n, 8, 204, 30000, buf, &src), TD_ECORRUPT);
+    TD_CHECK_EQ_INT(src, TD_ECORRUPT);
+    TD_CHECK(strstr(last_err, "never arrived") != NULL);
     TD_CHECK_EQ_INT(transfer(CMD_BAD_LEN, n, 8, 201, 30000, buf, &src), TD_ECORRUPT);
     TD_CHECK_EQ_INT(src, TD_ECORRUPT);
     TD_CHECK_EQ_INT(transfer(CMD_BAD_FP, n, 8, 202, 30000, buf, &src), TD_EFORMAT);
@@ -320,6 +394,21 @@ static void test_bad_descriptors(void)
     TD_CHECK_EQ_INT(src, TD_OK);
     free(buf);
     stop();
+}
+
+/* td_xfer hashes with whichever XXH3 build this CPU runs best (an AVX2
+ * one where it can): it must agree with the packaged library everywhere,
+ * or two hosts with different CPUs would refuse each other's states. */
+static void test_checksum(void)
+{
+    size_t n = (1 << 20) + 77;
+    uint8_t *buf = malloc(n);
+    fill(buf, n, 7);
+    static const size_t lens[] = { 0, 1, 3, 16, 17, 128, 129, 240, 241, 1024, 4096, 65537 };
+    for (size_t i = 0; i < sizeof lens / sizeof *lens; i++)
+        TD_CHECK(td_xfer_checksum(buf + i, lens[i]) == XXH3_64bits(buf + i, lens[i]));
+    TD_CHECK(td_xfer_checksum(buf, n) == XXH3_64bits(buf, n));
+    free(buf);
 }
 
 static void test_timeouts(void)
@@ -354,8 +443,11 @@ int main(int argc, char **argv)
         { "sizes", test_sizes },
         { "sizes_ucx_memory", test_sizes_ucx_memory },
         { "region", test_region },
+        { "sender_region", test_sender_region },
+        { "sender_region_ucx_memory", test_sender_region_ucx_memory },
         { "bad_descriptors", test_bad_descriptors },
         { "timeouts", test_timeouts },
+        { "checksum", test_checksum },
         { NULL, NULL },
     };
     return td_test_run(cases, argc, argv);

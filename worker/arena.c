@@ -2,7 +2,7 @@
  * one), so a linked list is the right size of structure. */
 #include <stdlib.h>
 
-#include "decode/arena.h"
+#include "worker/arena.h"
 
 typedef struct ext {
     struct ext *next;

@@ -1,9 +1,9 @@
-/* The receive arena's allocator: first fit, alignment, merging on free,
+/* The state arena's allocator: first fit, alignment, merging on free,
  * exhaustion, and a random churn checked against a byte map. */
 #include <stdlib.h>
 #include <string.h>
 
-#include "decode/arena.h"
+#include "worker/arena.h"
 #include "tests/td_test.h"
 
 static void first_fit_and_merge(void)

@@ -1,10 +1,11 @@
-/* td_arena: offsets in one registered receive region, so each request's
- * KV state lands in memory registered once (a registration per transfer
- * costs more than the transfer: docs/transfer.md). First fit over a list
- * of free extents kept in offset order, neighbours merged on free. Receiver
- * thread only. */
-#ifndef TD_DECODE_ARENA_H
-#define TD_DECODE_ARENA_H
+/* td_arena: offsets in one registered region, so each request's KV state
+ * lives in memory registered once with UCX (a registration per transfer
+ * costs more than the transfer: docs/transfer.md): decode's receive
+ * region, prefill's send region. First fit over a list of free extents
+ * kept in offset order, neighbours merged on free. One thread only (the
+ * receiver in decode, the loop in prefill). */
+#ifndef TD_WORKER_ARENA_H
+#define TD_WORKER_ARENA_H
 
 #include <stddef.h>
 
