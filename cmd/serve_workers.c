@@ -1,9 +1,11 @@
 /* See serve_workers.h. Children share our stderr, so their logs interleave
  * with the router's, each line naming its process. */
+#include <errno.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 #include "cmd/serve_workers.h"
 
@@ -24,6 +26,7 @@ struct serve_workers {
     uv_loop_t *loop;
     char exe[4096];
     char threads[24], max_batch[24], ctx[24], pcache[24];
+    char kv_decode[4096];        /* the decode worker's store: kv_store/decode */
     child kids[NROLES];
     bool stopping;
     uv_timer_t kill_timer;       /* SIGKILL for children that ignore SIGTERM */
@@ -106,7 +109,7 @@ static void on_exit_cb(uv_process_t *p, int64_t status, int sig)
 static void spawn_child(child *c)
 {
     serve_workers *w = c->w;
-    char *args[24];
+    char *args[32];
     int n = 0;
     args[n++] = w->exe;
     args[n++] = (char *)roles[c->role];
@@ -127,15 +130,22 @@ static void spawn_child(child *c)
         args[n++] = "--ctx";
         args[n++] = w->ctx;
     }
-    if (w->o.prefix_cache_mib >= 0 && c->role == 0) {
+    if (w->o.prefix_cache_mib >= 0) {
         args[n++] = "--prefix-cache-mib";
         args[n++] = w->pcache;
     }
-    /* the disk tier belongs to the prefill worker, which keeps the prefix cache */
-    const char *kv[][2] = {{"--kv-store", w->o.kv_store}, {"--kv-store-gib", w->o.kv_store_gib},
+    /* Both keep a prefix cache (prefill: prompts; decode: finished
+     * conversations), so both get a disk tier: the prefill worker the store
+     * at --kv-store, the decode worker one beside it, and each reads the
+     * other's (--kv-store-peers), so a session resumes whichever of the two
+     * the router picks for its next turn. */
+    const char *mine = c->role == 0 ? w->o.kv_store : w->kv_decode;
+    const char *theirs = c->role == 0 ? w->kv_decode : w->o.kv_store;
+    const char *kv[][2] = {{"--kv-store", mine}, {"--kv-store-peers", theirs},
+                           {"--kv-store-gib", w->o.kv_store_gib},
                            {"--kv-spill-idle-ms", w->o.kv_spill_idle_ms}};
-    for (size_t i = 0; i < sizeof kv / sizeof *kv; i++)
-        if (kv[i][1] && c->role == 0) {
+    for (size_t i = 0; w->o.kv_store && i < sizeof kv / sizeof *kv; i++)
+        if (kv[i][1]) {
             args[n++] = (char *)kv[i][0];
             args[n++] = (char *)kv[i][1];
         }
@@ -176,6 +186,14 @@ td_err serve_workers_start(serve_workers **out, uv_loop_t *loop, const serve_wor
     snprintf(w->max_batch, sizeof w->max_batch, "%ld", o->max_batch);
     snprintf(w->ctx, sizeof w->ctx, "%ld", o->ctx);
     snprintf(w->pcache, sizeof w->pcache, "%ld", o->prefix_cache_mib);
+    /* The decode worker's store lives inside the prefill worker's
+     * directory, which must exist before either starts (they race). */
+    if (o->kv_store) {
+        snprintf(w->kv_decode, sizeof w->kv_decode, "%s/decode", o->kv_store);
+        if (mkdir(o->kv_store, 0755) != 0 && errno != EEXIST)
+            fprintf(stderr, "tandem serve: cannot create %s: %s (the workers will say more)\n",
+                    o->kv_store, strerror(errno));
+    }
     w->open_handles = NROLES + 1;  /* the restart timers, the kill timer */
     uv_timer_init(loop, &w->kill_timer);
     w->kill_timer.data = w;

@@ -364,7 +364,33 @@ def case_in_process_metrics(tmp):
 
 
 
-CASES = [case_peer_resume, case_idle_spill_and_restart, case_corrupt_blocks, case_store_unusable,
+def case_serve_both_workers(tmp):
+    """tandem serve --kv-store DIR (the embedded default): the prefill
+    worker's store is DIR, the decode worker's DIR/decode, each the other's
+    peer; the decode worker's finished conversation goes to its store when
+    idle."""
+    store = os.path.join(tmp, "store")
+    srv = st.Server(extra=["--kv-store", store, "--kv-spill-idle-ms", "50"])
+    try:
+        srv.wait_ready()
+        check(complete(srv, P2, 8)[0] == REF(P2, 8), "turn 1")
+        def kept():
+            out = subprocess.run([TANDEM, "kvstore", "dump", os.path.join(store, "decode")],
+                                 capture_output=True, text=True)
+            return [int(t) for t in re.findall(r"section 0 +tokens (\d+) ", out.stdout)
+                    if int(t) > len(P2)], out
+        end = time.time() + 20
+        got, out = kept()
+        while not got and time.time() < end:
+            time.sleep(0.2)
+            got, out = kept()
+        check(got, "the decode worker's conversation is not in its store: %s %s" %
+              (out.stdout[-1500:], out.stderr[-500:]))
+    finally:
+        srv.stop()
+
+
+CASES = [case_peer_resume, case_serve_both_workers, case_idle_spill_and_restart, case_corrupt_blocks, case_store_unusable,
          case_permission_denied, case_disk_full, case_in_process_metrics]
 
 
