@@ -43,6 +43,7 @@ test-fast: build $(E2E_DEPS)
 test-asan: $(ASAN_BUILD)/build.ninja $(E2E_DEPS)
 	ninja -C $(ASAN_BUILD)
 	ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 \
+	  LSAN_OPTIONS=suppressions=$(CURDIR)/tests/lsan.supp:print_suppressions=0 \
 	  meson test -C $(ASAN_BUILD) --print-errorlogs --num-processes 2 --no-suite slow
 
 # Every library is instrumented for coverage (fuzzer-no-link), not only the
