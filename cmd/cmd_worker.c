@@ -231,6 +231,13 @@ static int peer_errors_from_env(void)
     return 1;
 }
 
+/* A --*-mib flag as the worker options take it: not given (-1) is 0, "the
+ * default"; 0 is -1, "none"; otherwise bytes. */
+static int64_t mib_opt(long mib)
+{
+    return mib < 0 ? 0 : mib == 0 ? -1 : (int64_t)mib << 20;
+}
+
 static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
@@ -256,6 +263,7 @@ static int run(int argc, char **argv, bool decode)
     uv_signal_start(&w.sigterm, on_signal, SIGTERM);
     char err[512];
     td_err e;
+    uint64_t kv_store_bytes = (uint64_t)((double)a.kv_store_gib * (1u << 30));
     if (decode) {
         td_decode_opts o = {.model_dir = a.model_dir, .router_url = a.router_url,
                             .listen_url = a.listen_url, .worker_id = a.id,
@@ -265,14 +273,10 @@ static int run(int argc, char **argv, bool decode)
                             .ucx_peer_errors = peer_errors_from_env(),
                             .metrics_host = a.metrics_host, .metrics_port = (int)a.metrics_port,
                             .kv_capacity = (uint64_t)a.kv_capacity_mib << 20,
-                            .kv_region_bytes = a.kv_region_mib < 0 ? 0
-                                               : a.kv_region_mib == 0 ? -1
-                                               : (int64_t)a.kv_region_mib << 20,
-                            .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
-                                                  : a.prefix_cache_mib == 0 ? -1
-                                                  : a.prefix_cache_mib << 20,
+                            .kv_region_bytes = mib_opt(a.kv_region_mib),
+                            .prefix_cache_bytes = mib_opt(a.prefix_cache_mib),
                             .kv_store_dir = a.kv_store,
-                            .kv_store_bytes = (uint64_t)((double)a.kv_store_gib * (1u << 30)),
+                            .kv_store_bytes = kv_store_bytes,
                             .kv_spill_idle_ms = a.kv_spill_idle_ms,
                             .kv_store_peers = a.kv_store_peers,
                             .on_ready = on_ready, .arg = &w};
@@ -286,16 +290,12 @@ static int run(int argc, char **argv, bool decode)
                              .ucx_peer_errors = peer_errors_from_env(),
                              .metrics_host = a.metrics_host,
                              .metrics_port = (int)a.metrics_port,
-                             .prefix_cache_bytes = a.prefix_cache_mib < 0 ? 0
-                                                   : a.prefix_cache_mib == 0 ? -1
-                                                   : a.prefix_cache_mib << 20,
+                             .prefix_cache_bytes = mib_opt(a.prefix_cache_mib),
                              .kv_store_dir = a.kv_store,
-                             .kv_store_bytes = (uint64_t)((double)a.kv_store_gib * (1u << 30)),
+                             .kv_store_bytes = kv_store_bytes,
                              .kv_spill_idle_ms = a.kv_spill_idle_ms,
                              .kv_store_peers = a.kv_store_peers,
-                             .state_region_bytes = a.state_region_mib < 0 ? 0
-                                                   : a.state_region_mib == 0 ? -1
-                                                   : (int64_t)a.state_region_mib << 20,
+                             .state_region_bytes = mib_opt(a.state_region_mib),
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);
     }
