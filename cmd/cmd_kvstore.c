@@ -89,6 +89,9 @@ static int do_stat(td_kv *kv, int metrics)
     printf("segments        %llu\n", (unsigned long long)s.segments);
     printf("entries         %llu\n", (unsigned long long)s.entries);
     printf("pinned          %llu\n", (unsigned long long)s.pinned);
+    /* As the checkpoint records the owner's choice (the cost model's knee
+     * is per open, not stored). */
+    printf("eviction        %s\n", s.eviction == TD_KV_EVICT_LRU ? "lru" : "cost");
     printf("log_records     %llu (replayed at open)\n", (unsigned long long)s.recovered_records);
     printf("torn_log_bytes  %llu\n", (unsigned long long)s.torn_bytes);
     printf("dropped_records %llu\n", (unsigned long long)s.dropped_records);

@@ -305,6 +305,7 @@ void kv_ckpt_hdr_write(uint8_t buf[KV_CKPT_HDR], const kv_geom *g)
     put64(buf + 48, g->next_seq);
     put64(buf + 56, g->n_records);
     put64(buf + 64, g->body_bytes);
+    put64(buf + 72, g->prio_bytes);
 }
 
 td_err kv_ckpt_parse(const uint8_t *buf, size_t len, kv_geom *g, const uint8_t **body,
@@ -321,11 +322,92 @@ td_err kv_ckpt_parse(const uint8_t *buf, size_t len, kv_geom *g, const uint8_t *
     g->next_seq = get64(buf + 48);
     g->n_records = get64(buf + 56);
     g->body_bytes = get64(buf + 64);
+    g->prio_bytes = get64(buf + 72);
     if (g->body_bytes != len - KV_CKPT_HDR - 8)
         return td_errf(err, errlen, TD_ECORRUPT, "checkpoint body %llu bytes, file holds %zu",
                        (unsigned long long)g->body_bytes, len - KV_CKPT_HDR - 8);
     if (kv_checksum(buf, len - 8) != get64(buf + len - 8))
         return td_errf(err, errlen, TD_ECORRUPT, "checkpoint checksum mismatch");
+    if (g->prio_bytes > g->body_bytes)
+        return td_errf(err, errlen, TD_ECORRUPT, "checkpoint eviction table of %llu bytes in a body of %llu",
+                       (unsigned long long)g->prio_bytes, (unsigned long long)g->body_bytes);
     *body = buf + KV_CKPT_HDR;
+    return TD_OK;
+}
+
+/* ---- the checkpoint's eviction table ---- */
+
+static void put_f64(uint8_t *p, double v)
+{
+    uint64_t u;
+    memcpy(&u, &v, sizeof(u));
+    put64(p, u);
+}
+
+static double get_f64(const uint8_t *p)
+{
+    uint64_t u = get64(p);
+    double v;
+    memcpy(&v, &u, sizeof(v));
+    return v;
+}
+
+size_t kv_prio_size(uint64_t rows)
+{
+    return KV_PRIO_HDR + (size_t)rows * KV_PRIO_ROW;
+}
+
+void kv_prio_hdr_write(uint8_t buf[KV_PRIO_HDR], const kv_prio_hdr *h)
+{
+    memset(buf, 0, KV_PRIO_HDR);
+    put32(buf, KV_PRIO_MAGIC);
+    put32(buf + 4, 1);
+    put32(buf + 8, h->policy);
+    put_f64(buf + 16, h->clock);
+    put64(buf + 24, h->rows);
+}
+
+void kv_prio_row_write(uint8_t buf[KV_PRIO_ROW], const kv_prio *p)
+{
+    put_f64(buf, p->prio);
+    put32(buf + 8, p->uses);
+    put32(buf + 12, p->read ? 1u : 0u);
+}
+
+kv_prio kv_prio_row(const uint8_t *table, uint64_t i)
+{
+    const uint8_t *p = table + KV_PRIO_HDR + i * KV_PRIO_ROW;
+    return (kv_prio){get_f64(p), get32(p + 8), get32(p + 12)};
+}
+
+/* Finite and not negative (NaN fails both comparisons). */
+static int priority_ok(double v)
+{
+    return v >= 0 && v <= 1e300;
+}
+
+td_err kv_prio_parse(const uint8_t *buf, size_t len, uint64_t rows, kv_prio_hdr *h,
+                     char *err, size_t errlen)
+{
+    if (len < KV_PRIO_HDR || get32(buf) != KV_PRIO_MAGIC)
+        return td_errf(err, errlen, TD_ECORRUPT, "eviction table (%zu bytes) without its TKVP header", len);
+    if (get32(buf + 4) != 1 || get32(buf + 12) != 0 || get64(buf + 24) != rows ||
+        (len - KV_PRIO_HDR) / KV_PRIO_ROW != rows || (len - KV_PRIO_HDR) % KV_PRIO_ROW)
+        return td_errf(err, errlen, TD_ECORRUPT,
+                       "eviction table version %u, %llu rows in %zu bytes, for %llu records",
+                       get32(buf + 4), (unsigned long long)get64(buf + 24), len,
+                       (unsigned long long)rows);
+    h->policy = get32(buf + 8);
+    h->clock = get_f64(buf + 16);
+    h->rows = rows;
+    if (h->policy < TD_KV_EVICT_LRU || h->policy > TD_KV_EVICT_COST || !priority_ok(h->clock))
+        return td_errf(err, errlen, TD_ECORRUPT, "eviction table policy %u, clock %g", h->policy,
+                       h->clock);
+    for (uint64_t i = 0; i < rows; i++) {
+        kv_prio p = kv_prio_row(buf, i);
+        if (!priority_ok(p.prio) || p.uses == 0 || p.uses > KV_USES_MAX || p.read > 1)
+            return td_errf(err, errlen, TD_ECORRUPT, "eviction table row %llu: priority %g, uses %u, flags %u",
+                           (unsigned long long)i, p.prio, p.uses, p.read);
+    }
     return TD_OK;
 }

@@ -89,6 +89,8 @@ typedef struct {
     uint64_t next_lsn, next_seq;   /* checkpoint: state covers lsn < next_lsn */
     uint64_t n_records;            /* checkpoint: records that follow */
     uint64_t body_bytes;           /* checkpoint: bytes of records that follow */
+    uint64_t prio_bytes;           /* checkpoint: of those, the eviction table's
+                                      (the last bytes of the body; 0: none) */
 } kv_geom;
 
 void kv_log_hdr_write(uint8_t buf[KV_LOG_HDR], const kv_geom *g);
@@ -98,6 +100,42 @@ void kv_ckpt_hdr_write(uint8_t buf[KV_CKPT_HDR], const kv_geom *g);
 td_err kv_ckpt_parse(const uint8_t *buf, size_t len, kv_geom *g, const uint8_t **body,
                      char *err, size_t errlen);
 uint64_t kv_checksum(const void *buf, size_t len);
+
+/* The checkpoint's eviction table: the last prio_bytes of its body, after
+ * the PUT records, one row per record in their order. Builds from before it
+ * read the records and ignore the rest of the body (its size is in header
+ * bytes they left zero), so the format stays version 1.
+ *   header: magic "TKVP" u32, version u32 (1), policy u32 (td_kv_evict the
+ *           writer ran), zero u32, clock f64, rows u64, zero u64
+ *   row:    priority f64, uses u32, flags u32 (bit 0: read since put) */
+#define KV_PRIO_MAGIC 0x50564b54u    /* "TKVP" */
+#define KV_PRIO_HDR 32u
+#define KV_PRIO_ROW 16u
+/* Uses saturate here: an entry's credit is at most this many times its
+ * cost per page above the clock (docs/kvstore.md, eviction). */
+#define KV_USES_MAX 16u
+
+typedef struct {
+    uint32_t policy;
+    double clock;
+    uint64_t rows;
+} kv_prio_hdr;
+
+typedef struct {
+    double prio;
+    uint32_t uses, read;
+} kv_prio;
+
+size_t kv_prio_size(uint64_t rows);
+void kv_prio_hdr_write(uint8_t buf[KV_PRIO_HDR], const kv_prio_hdr *h);
+void kv_prio_row_write(uint8_t buf[KV_PRIO_ROW], const kv_prio *p);
+/* Checks the whole table (len bytes): header, a row count equal to rows,
+ * and every row (a finite priority >= 0, uses 1..KV_USES_MAX, no unknown
+ * flag), so that kv_prio_row needs no checks. */
+td_err kv_prio_parse(const uint8_t *buf, size_t len, uint64_t rows, kv_prio_hdr *h,
+                     char *err, size_t errlen);
+/* Row i of a table kv_prio_parse accepted. */
+kv_prio kv_prio_row(const uint8_t *table, uint64_t i);
 
 /* Checks geometry fields a store could have been created with. */
 td_err kv_geom_check(const kv_geom *g, char *err, size_t errlen);

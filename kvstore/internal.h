@@ -1,5 +1,6 @@
 /* The kvstore's private state, shared by its files:
  *   store.c    open/close, index, LRU, put/get/del/pin, prefix lookup
+ *   evict.c    eviction: the cost policy's priorities and heap, victims
  *   space.c    segment files and the page allocator
  *   io.c       io_uring: staging pool, block writes and reads in flight
  *   manifest.c log append, checkpoint, recovery
@@ -24,7 +25,15 @@ typedef struct kv_entry {
     kv_ext *ext;                 /* owned */
     struct kv_entry *hnext;      /* hash chain */
     struct kv_entry *prev, *next; /* LRU list: head = least recent */
+    /* eviction (evict.c), kept under both policies so either can take over */
+    double prio;                 /* clock + uses * cost / pages at the last use */
+    uint32_t uses;               /* the put, then reads and lookups; capped */
+    uint32_t read;               /* read or found since put */
+    uint64_t tick;               /* order of last use (= LRU order): breaks ties */
+    size_t hidx;                 /* place in kv->heap, KV_NO_HEAP if not there */
 } kv_entry;
+
+#define KV_NO_HEAP SIZE_MAX
 
 typedef struct {
     int fd;                      /* -1: not created (or missing) */
@@ -78,6 +87,17 @@ struct td_kv {
     size_t n_buckets, n_entries, n_pinned;
     kv_entry *lru_head, *lru_tail;
 
+    /* eviction: the policy, and for the cost policy a binary min-heap of
+     * the evictable entries (neither pinned nor being replaced) by
+     * (prio, tick) and the inflation clock (the priority last evicted) */
+    td_kv_evict policy;
+    double knee, clock;
+    uint64_t tick;
+    kv_entry **heap;
+    size_t heap_n, heap_cap;
+    void (*on_evict)(void *arg, const td_kv_entry_info *e);
+    void *on_evict_arg;
+
     /* space */
     kv_seg *segs;
     uint32_t n_segs;             /* capacity / segment_bytes */
@@ -104,6 +124,30 @@ uint32_t kv_blocks_of(const td_kv *kv, uint64_t value_len);
 /* Pages all blocks of a value take; UINT64_MAX if beyond any capacity. */
 uint64_t kv_value_pages(const td_kv *kv, uint64_t value_len);
 uint32_t kv_block_pages(const td_kv *kv, uint64_t value_len, uint32_t index);
+void kv_set_pinned(td_kv *kv, kv_entry *e, uint32_t pinned);
+void kv_info(const td_kv *kv, const kv_entry *e, td_kv_entry_info *info);
+
+/* evict.c */
+void kv_evict_init(td_kv *kv, const td_kv_opts *o);
+void kv_evict_fini(td_kv *kv);
+/* A new entry in the index (kv_index_insert): a use at the current clock,
+ * with e->uses already set (kv_evict_uses_after for a replacement). */
+void kv_evict_insert(td_kv *kv, kv_entry *e);
+void kv_evict_remove(td_kv *kv, kv_entry *e);
+/* A read or a lookup hit. */
+void kv_evict_use(td_kv *kv, kv_entry *e);
+/* e's pinned or replacing flag changed: enter or leave the heap; rebase
+ * re-prices it at the current clock (an unpin: its credit restarts). */
+void kv_evict_sync(td_kv *kv, kv_entry *e, int rebase);
+/* Uses a new value starts with: one, plus those of the value it replaces
+ * (the same prefix, put again). */
+uint32_t kv_evict_uses_after(const kv_entry *old);
+/* Sets e's saved priority (a checkpoint's row), not below the clock. */
+void kv_evict_restore(td_kv *kv, kv_entry *e, const kv_prio *p);
+/* Evicts one entry by the policy, calls on_evict. `why` is the allocation
+ * failure that asked for it (NULL: the capacity count), kept in the
+ * TD_ENOSPC message when nothing can go, so that a full disk reads as such. */
+td_err kv_evict_one(td_kv *kv, uint64_t need, const char *why, char *err, size_t errlen);
 
 /* space.c */
 td_err kv_space_init(td_kv *kv, char *err, size_t errlen);

@@ -39,6 +39,18 @@ typedef struct {
  * the state, are 1 + layer. */
 #define TD_KV_SECTION_STATE 0u
 
+/* Which unpinned entry goes when a put needs room (docs/kvstore.md,
+ * "Capacity, eviction"). */
+typedef enum {
+    TD_KV_EVICT_DEFAULT = 0,  /* the policy the store last ran (its checkpoint
+                                 says), COST for a new store */
+    TD_KV_EVICT_LRU = 1,      /* least recently used first */
+    TD_KV_EVICT_COST = 2,     /* least recompute time saved per page first,
+                                 aged (GreedyDual-Size-Frequency) */
+} td_kv_evict;
+
+typedef struct td_kv_entry_info td_kv_entry_info;
+
 typedef struct {
     const char *dir;          /* store directory; created when create != 0 */
     /* td_v4_layout_fingerprint of the model. A store belongs to one model
@@ -70,6 +82,23 @@ typedef struct {
      * our machines for non-root), td_kv_stats says what it got. */
     int no_register;
     uint32_t checkpoint_every; /* log records between checkpoints (1024) */
+    /* Eviction policy. The checkpoint records it, so that an inspection
+     * (`tandem kvstore stat`) or a restart with DEFAULT keeps what the
+     * owner chose. */
+    td_kv_evict eviction;
+    /* The cost policy's model of recomputing a prefix of n tokens:
+     * n + n*n / cost_knee_tokens, the prefix length at which the CSA
+     * indexer's work (it scores every compressed entry per token) equals the
+     * rest of prefill. Default 16384, measured on the tiny model; about
+     * 4 * active parameters / (index_n_heads * index_head_dim) in general
+     * (V4-Flash: ~6M, so nearly linear). */
+    uint32_t cost_knee_tokens;
+    /* Called for every entry evicted to make room (not for td_kv_del, nor a
+     * corrupt entry dropped), after its DEL record is durable, on the
+     * calling thread from inside td_kv_put / td_kv_put_many: it must not
+     * call td_kv functions on this store. e is valid for the call. */
+    void (*on_evict)(void *arg, const td_kv_entry_info *e);
+    void *on_evict_arg;
 } td_kv_opts;
 
 typedef struct {
@@ -84,13 +113,18 @@ typedef struct {
     uint64_t hit_blocks, miss_blocks, hit_tokens, miss_tokens;
     uint64_t puts, put_bytes, gets, get_bytes;
     uint64_t evictions, checksum_failures;
+    /* what the evictions gave up: the tokens (prefill work) and bytes of the
+     * entries evicted, and how many of them were never read since put */
+    uint64_t evicted_tokens, evicted_bytes, evicted_unread;
     /* recovery at open */
     uint64_t recovered_records, torn_bytes, dropped_records;
     int buffers_registered, files_registered, direct_io;
+    td_kv_evict eviction;     /* the policy in force (never DEFAULT) */
+    uint32_t cost_knee_tokens;
 } td_kv_stats;
 
 /* What a lookup or listing reports about one entry. */
-typedef struct {
+struct td_kv_entry_info {
     td_kv_key key;
     uint32_t section;
     int pinned;
@@ -98,7 +132,7 @@ typedef struct {
     uint64_t value_bytes;
     uint64_t seq;             /* put order, unique per put */
     uint32_t blocks;
-} td_kv_entry_info;
+};
 
 td_err td_kv_open(td_kv **out, const td_kv_opts *opts, char *err, size_t errlen);
 /* Writes a checkpoint (unless read-only) and frees everything. */
@@ -112,8 +146,8 @@ size_t td_kv_chain(uint64_t fingerprint, uint32_t block_tokens, const int32_t *t
 
 /* Stores value[0..len) under (key, section) as the state after `tokens`
  * tokens, replacing an older value there. Returns when the blocks and the
- * log record are on disk. Evicts least recently used unpinned entries to
- * make room; TD_ENOSPC if it cannot. On error nothing is stored and
+ * log record are on disk. Evicts unpinned entries (td_kv_opts.eviction)
+ * to make room; TD_ENOSPC if it cannot. On error nothing is stored and
  * the older value stays (entries evicted to make room stay evicted). */
 td_err td_kv_put(td_kv *kv, td_kv_key key, uint32_t section, uint64_t tokens,
                  const void *value, size_t len, char *err, size_t errlen);

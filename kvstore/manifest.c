@@ -3,7 +3,7 @@
  * manifest.log is append-only: a header with the store's geometry, then
  * checksummed records (PUT, DEL, PIN), each made durable (fdatasync) before
  * the call that wrote it returns. manifest.ckpt is the whole index as PUT
- * records, written to a temporary file, fsync'd, renamed over the old one
+ * records and their eviction priorities, written to a temporary file, fsync'd, renamed over the old one
  * and the directory fsync'd; then the log is emptied. Records carry a log
  * sequence number (lsn) and the checkpoint says which lsn it covers up to,
  * so a crash between the rename and the log truncation replays nothing
@@ -117,6 +117,8 @@ td_err kv_checkpoint(td_kv *kv, char *err, size_t errlen)
     uint64_t n = 0;
     for (kv_entry *e = kv->lru_head; e; e = e->next, n++)
         body += kv_rec_size(&(kv_rec){.type = KV_REC_PUT, .n_ext = e->n_ext});
+    size_t prio_bytes = kv_prio_size(n);
+    body += prio_bytes;
     size_t total = KV_CKPT_HDR + body + 8;
     uint8_t *buf = malloc(total);
     if (!buf)
@@ -126,15 +128,22 @@ td_err kv_checkpoint(td_kv *kv, char *err, size_t errlen)
     g.next_seq = kv->next_seq;
     g.n_records = n;
     g.body_bytes = body;
+    g.prio_bytes = prio_bytes;
     kv_ckpt_hdr_write(buf, &g);
     size_t off = KV_CKPT_HDR;
-    /* LRU order, least recent first: reopening keeps the eviction order. */
-    for (kv_entry *e = kv->lru_head; e; e = e->next) {
+    /* LRU order, least recent first, then the cost policy's state in the
+     * same order: reopening keeps either policy's eviction order. */
+    uint8_t *row = buf + KV_CKPT_HDR + body - prio_bytes;
+    kv_prio_hdr_write(row, &(kv_prio_hdr){.policy = kv->policy, .clock = kv->clock, .rows = n});
+    row += KV_PRIO_HDR;
+    for (kv_entry *e = kv->lru_head; e; e = e->next, row += KV_PRIO_ROW) {
         kv_rec r = {.type = KV_REC_PUT, .key = e->key, .section = e->section, .pinned = e->pinned,
                     .tokens = e->tokens, .value_len = e->value_len, .seq = e->seq, .n_ext = e->n_ext};
         kv_rec_write(buf + off, &r, e->ext);
         off += kv_rec_size(&r);
+        kv_prio_row_write(row, &(kv_prio){.prio = e->prio, .uses = e->uses, .read = e->read});
     }
+    off += prio_bytes;
     uint64_t sum = kv_checksum(buf, off);
     for (int i = 0; i < 8; i++)
         buf[off + i] = (uint8_t)(sum >> (8 * i));
@@ -181,23 +190,26 @@ td_err kv_manifest_create(td_kv *kv, char *err, size_t errlen)
     return r ? r : kv_checkpoint(kv, err, errlen);
 }
 
-static td_err apply(td_kv *kv, const kv_rec *r, char *err, size_t errlen)
+/* Applies one record to the index; *added gets the entry a PUT made (NULL
+ * if it was dropped), when added is not NULL. */
+static td_err apply(td_kv *kv, const kv_rec *r, kv_entry **added, char *err, size_t errlen)
 {
     kv_entry *old = kv_find(kv, r->key, r->section);
+    if (added)
+        *added = NULL;
     if (r->type == KV_REC_DEL) {
         if (old)
             kv_index_remove(kv, old);
         return TD_OK;
     }
     if (r->type == KV_REC_PIN) {
-        if (old && old->pinned != r->pinned) {
-            old->pinned = r->pinned;
-            kv->n_pinned += r->pinned ? 1 : (size_t)-1;
-        }
+        if (old)
+            kv_set_pinned(kv, old, r->pinned);
         return TD_OK;
     }
     if (r->type != KV_REC_PUT)
         return TD_OK;
+    uint32_t uses = kv_evict_uses_after(old);
     if (old)
         kv_index_remove(kv, old);
     kv_entry *e = calloc(1, sizeof(*e));
@@ -209,7 +221,7 @@ static td_err apply(td_kv *kv, const kv_rec *r, char *err, size_t errlen)
     }
     *e = (kv_entry){.key = r->key, .section = r->section, .pinned = r->pinned,
                     .tokens = r->tokens, .value_len = r->value_len, .seq = r->seq,
-                    .n_ext = r->n_ext, .ext = ext};
+                    .n_ext = r->n_ext, .ext = ext, .uses = uses};
     uint32_t claimed = 0;
     uint64_t pages = 0;
     for (; claimed < r->n_ext; claimed++) {
@@ -233,6 +245,8 @@ static td_err apply(td_kv *kv, const kv_rec *r, char *err, size_t errlen)
     if (r->seq >= kv->next_seq)
         kv->next_seq = r->seq + 1;
     kv_index_insert(kv, e);
+    if (added)
+        *added = e;
     return TD_OK;
 }
 
@@ -273,17 +287,34 @@ static td_err load_ckpt(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen
                     (unsigned long long)o->fingerprint, (unsigned long long)kv->g.fingerprint);
     if (!r)
         r = kv_space_init(kv, msg, sizeof(msg));
+    /* The eviction table, if the writer had one; without it the entries
+     * start equal, in LRU order (their ticks follow the records' order). */
+    size_t recs_len = r ? 0 : kv->g.body_bytes - kv->g.prio_bytes;
+    const uint8_t *table = r || !kv->g.prio_bytes ? NULL : body + recs_len;
+    kv_prio_hdr ph = {0};
+    if (table)
+        r = kv_prio_parse(table, kv->g.prio_bytes, kv->g.n_records, &ph, msg, sizeof(msg));
+    if (table && !r) {
+        kv->clock = ph.clock;
+        if (kv->policy == TD_KV_EVICT_DEFAULT)
+            kv->policy = (td_kv_evict)ph.policy;
+    }
     kv->next_lsn = kv->g.next_lsn;
     kv->next_seq = kv->g.next_seq;
     size_t off = 0;
     for (uint64_t i = 0; !r && i < kv->g.n_records; i++) {
         kv_rec rec;
         size_t used;
-        r = kv_rec_parse(body + off, kv->g.body_bytes - off, &rec, &used, msg, sizeof(msg));
+        kv_entry *e;
+        r = kv_rec_parse(body + off, recs_len - off, &rec, &used, msg, sizeof(msg));
         if (!r && rec.type != KV_REC_PUT)
             r = td_errf(msg, sizeof(msg), TD_ECORRUPT, "checkpoint holds a record of type %d", rec.type);
         if (!r)
-            r = apply(kv, &rec, msg, sizeof(msg));
+            r = apply(kv, &rec, &e, msg, sizeof(msg));
+        if (!r && e && table) {
+            kv_prio p = kv_prio_row(table, i);
+            kv_evict_restore(kv, e, &p);
+        }
         off += used;
     }
     free(buf);
@@ -324,7 +355,7 @@ td_err kv_manifest_recover(td_kv *kv, const td_kv_opts *o, char *err, size_t err
             if (kv_rec_parse((uint8_t *)buf + off, len - off, &rec, &used, msg, sizeof(msg)))
                 break;   /* torn tail: the log ends here */
             if (rec.lsn >= ckpt_lsn) {
-                if ((r = apply(kv, &rec, err, errlen))) {
+                if ((r = apply(kv, &rec, NULL, err, errlen))) {
                     free(buf);
                     return r;
                 }

@@ -26,6 +26,11 @@ static const struct {
     ROW("gets_total", 0, gets, "Values read and verified."),
     ROW("get_bytes_total", 0, get_bytes, "Bytes of values read and verified."),
     ROW("evictions_total", 0, evictions, "Entries evicted to make room."),
+    ROW("evicted_tokens_total", 0, evicted_tokens,
+        "Prefix tokens of the evicted entries: prefill work given up to make room."),
+    ROW("evicted_bytes_total", 0, evicted_bytes, "Bytes of the evicted entries."),
+    ROW("evicted_unread_total", 0, evicted_unread,
+        "Evicted entries that were never read or found by a lookup since put."),
     ROW("checksum_failures_total", 0, checksum_failures,
         "Blocks that failed their checksum or header checks (entry dropped)."),
 #undef ROW
@@ -33,6 +38,13 @@ static const struct {
 
 void td_kv_metrics(const td_kv_stats *s, td_prom_buf *b)
 {
+    /* Which policy chose those victims: 1 for the one in force. */
+    td_prom_family(b, "tandem_kvstore_eviction_policy", "gauge",
+                   "Eviction policy in force (1): lru or cost (GreedyDual-Size-Frequency).");
+    td_prom_put(b, "tandem_kvstore_eviction_policy{policy=\"lru\"} %d\n",
+                s->eviction == TD_KV_EVICT_LRU);
+    td_prom_put(b, "tandem_kvstore_eviction_policy{policy=\"cost\"} %d\n",
+                s->eviction == TD_KV_EVICT_COST);
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
         uint64_t v;
         memcpy(&v, (const char *)s + rows[i].off, sizeof(v));

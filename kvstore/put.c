@@ -19,27 +19,6 @@ td_err kv_drop(td_kv *kv, kv_entry *e, char *err, size_t errlen)
     return x;
 }
 
-/* Evicts the least recently used entry that is neither pinned nor being
- * replaced. `why` is the allocation failure that asked for it (NULL: the
- * capacity count), kept in the message when nothing can go, so that a full
- * disk reads as such. */
-static td_err evict_one(td_kv *kv, uint64_t need, const char *why, char *err, size_t errlen)
-{
-    kv_entry *v = kv->lru_head;
-    while (v && (v->pinned || v->replacing))
-        v = v->next;
-    if (!v)
-        return td_errf(err, errlen, TD_ENOSPC,
-                       "kvstore: %s full: %llu of %llu bytes used, %zu entries pinned, need %llu more%s%s",
-                       kv->dir, (unsigned long long)(kv->used_pages * KV_PAGE),
-                       (unsigned long long)(kv->cap_pages * KV_PAGE), kv->n_pinned,
-                       (unsigned long long)(need * KV_PAGE), why ? "; " : "", why ? why : "");
-    td_err r = kv_drop(kv, v, err, errlen);
-    if (!r)
-        kv->st.evictions++;
-    return r;
-}
-
 static void release(td_kv *kv, kv_entry *e)
 {
     for (uint32_t k = 0; k < e->n_ext; k++)
@@ -79,11 +58,11 @@ static td_err make_room(td_kv *kv, kv_entry **ents, size_t n, uint64_t need, cha
     kv->hint_seg = kv->hint_page = 0;
     td_err r = TD_OK;
     while (!r && kv->used_pages + need > kv->cap_pages)
-        r = evict_one(kv, need, NULL, err, errlen);
+        r = kv_evict_one(kv, need, NULL, err, errlen);
     char why[256] = "";
     for (size_t i = 0; i < n && !r; i++) {
         while (!r && (r = alloc_value(kv, ents[i], why, sizeof(why))) == TD_ENOSPC)
-            r = evict_one(kv, need, why, err, errlen);
+            r = kv_evict_one(kv, need, why, err, errlen);
         if (r && r != TD_ENOSPC && why[0])
             td_errf(err, errlen, r, "%s", why);
     }
@@ -133,11 +112,14 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
             break;
         }
         olds[i] = kv_find(kv, it[i].key, it[i].section);
-        if (olds[i])
-            olds[i]->replacing = 1;
+        if (olds[i]) {
+            olds[i]->replacing = 1;   /* not a victim of its own replacement */
+            kv_evict_sync(kv, olds[i], 0);
+        }
         *e = (kv_entry){.key = it[i].key, .section = it[i].section,
                         .pinned = olds[i] ? olds[i]->pinned : 0, .tokens = it[i].tokens,
-                        .value_len = it[i].len, .seq = kv->next_seq++, .ext = x};
+                        .value_len = it[i].len, .seq = kv->next_seq++, .ext = x,
+                        .uses = kv_evict_uses_after(olds[i])};
         ents[i] = e;
     }
     if (!r)
@@ -165,8 +147,10 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
     if (!r)
         r = kv_log_append(kv, recs, exts, n, err, errlen);
     for (size_t i = 0; ents && olds && i < n; i++) {
-        if (olds[i])
+        if (olds[i]) {
             olds[i]->replacing = 0;
+            kv_evict_sync(kv, olds[i], 0);
+        }
         if (!ents[i])
             continue;
         if (r) {

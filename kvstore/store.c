@@ -1,5 +1,5 @@
 /* td_kv: open/close, the in-memory index and LRU list, and the operations
- * of kvstore.h other than put (put.c). A delete makes its DEL record
+ * of kvstore.h other than put (put.c); eviction priorities: evict.c. A delete makes its DEL record
  * durable before the pages become free (docs/kvstore.md). */
 #include <errno.h>
 #include <fcntl.h>
@@ -57,6 +57,7 @@ static void touch(td_kv *kv, kv_entry *e)
 {
     lru_unlink(kv, e);
     lru_append(kv, e);
+    kv_evict_use(kv, e);
 }
 
 static void grow(td_kv *kv)
@@ -90,6 +91,7 @@ void kv_index_insert(td_kv *kv, kv_entry *e)
     kv->n_entries++;
     if (e->pinned)
         kv->n_pinned++;
+    kv_evict_insert(kv, e);
 }
 
 void kv_index_remove(td_kv *kv, kv_entry *e)
@@ -99,6 +101,7 @@ void kv_index_remove(td_kv *kv, kv_entry *e)
         p = &(*p)->hnext;
     *p = e->hnext;
     lru_unlink(kv, e);
+    kv_evict_remove(kv, e);
     for (uint32_t i = 0; i < e->n_ext; i++)
         kv_space_release(kv, e->ext[i]);
     kv->n_entries--;
@@ -106,6 +109,18 @@ void kv_index_remove(td_kv *kv, kv_entry *e)
         kv->n_pinned--;
     free(e->ext);
     free(e);
+}
+
+void kv_set_pinned(td_kv *kv, kv_entry *e, uint32_t pinned)
+{
+    if (e->pinned == pinned)
+        return;
+    e->pinned = pinned;
+    if (pinned)
+        kv->n_pinned++;
+    else
+        kv->n_pinned--;
+    kv_evict_sync(kv, e, !pinned);
 }
 
 uint32_t kv_blocks_of(const td_kv *kv, uint64_t value_len)
@@ -166,6 +181,8 @@ td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
     uint32_t depth = o->queue_depth ? o->queue_depth : 16;
     if (depth > 4096)
         return td_errf(err, errlen, TD_EINVAL, "kvstore: queue_depth %u > 4096", depth);
+    if (o->eviction > TD_KV_EVICT_COST)
+        return td_errf(err, errlen, TD_EINVAL, "kvstore: eviction policy %d unknown", (int)o->eviction);
     td_kv *kv = calloc(1, sizeof(*kv));
     if (!kv)
         return td_errf(err, errlen, TD_ENOMEM, "kvstore: out of memory");
@@ -174,6 +191,7 @@ td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
     kv->direct_io = 1;
     kv->checkpoint_every = o->checkpoint_every ? o->checkpoint_every : 1024;
     kv->n_buckets = 1024;
+    kv_evict_init(kv, o);
     kv->dir = strdup(o->dir);
     kv->buckets = calloc(kv->n_buckets, sizeof(*kv->buckets));
     td_err r;
@@ -186,6 +204,8 @@ td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
     kv_manifest_seen(kv, kv->seen);  /* before reading: a change during it shows as stale */
     if ((r = kv_manifest_recover(kv, o, err, errlen)))
         goto fail;
+    if (kv->policy == TD_KV_EVICT_DEFAULT)
+        kv->policy = TD_KV_EVICT_COST;   /* a new store, or one from before the policy existed */
     if ((r = kv_io_init(kv, depth, !o->no_register, err, errlen)))
         goto fail;
     if (kv->st.torn_bytes || kv->st.dropped_records)
@@ -209,6 +229,7 @@ void td_kv_close(td_kv *kv)
     kv_io_fini(kv);
     while (kv->lru_head)
         kv_index_remove(kv, kv->lru_head);
+    kv_evict_fini(kv);
     kv_space_fini(kv);
     if (kv->log_fd >= 0)
         close(kv->log_fd);
@@ -298,7 +319,7 @@ td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t c
     return r;
 }
 
-static void info_of(const td_kv *kv, const kv_entry *e, td_kv_entry_info *i)
+void kv_info(const td_kv *kv, const kv_entry *e, td_kv_entry_info *i)
 {
     *i = (td_kv_entry_info){.key = e->key, .section = e->section, .pinned = (int)e->pinned,
                             .tokens = e->tokens, .value_bytes = e->value_len, .seq = e->seq,
@@ -310,7 +331,7 @@ td_err td_kv_stat_entry(td_kv *kv, td_kv_key key, uint32_t section, td_kv_entry_
     kv_entry *e = kv_find(kv, key, section);
     if (!e)
         return TD_ENOENT;
-    info_of(kv, e, info);
+    kv_info(kv, e, info);
     return TD_OK;
 }
 
@@ -368,14 +389,9 @@ td_err td_kv_pin(td_kv *kv, td_kv_key key, uint32_t section, int pinned, char *e
         return TD_OK;
     kv_rec r = {.type = KV_REC_PIN, .key = key, .section = section, .pinned = p};
     td_err x = kv_log_append(kv, &r, NULL, 1, err, errlen);
-    if (x)
-        return x;
-    e->pinned = p;
-    if (p)
-        kv->n_pinned++;
-    else
-        kv->n_pinned--;
-    return TD_OK;
+    if (!x)
+        kv_set_pinned(kv, e, p);
+    return x;
 }
 
 void td_kv_stats_get(const td_kv *kv, td_kv_stats *st)
@@ -393,13 +409,15 @@ void td_kv_stats_get(const td_kv *kv, td_kv_stats *st)
     st->buffers_registered = kv->io.bufs_registered;
     st->files_registered = kv->io.files_registered;
     st->direct_io = kv->direct_io;
+    st->eviction = kv->policy;
+    st->cost_knee_tokens = (uint32_t)kv->knee;
 }
 
 void td_kv_foreach(td_kv *kv, int (*fn)(const td_kv_entry_info *, void *), void *arg)
 {
     for (kv_entry *e = kv->lru_head; e; e = e->next) {
         td_kv_entry_info i;
-        info_of(kv, e, &i);
+        kv_info(kv, e, &i);
         if (fn(&i, arg))
             return;
     }

@@ -12,8 +12,12 @@ key=$("$fixture" "$store" "$work/expect") || fail "fixture"
 "$tandem" kvstore stat "$store" > "$work/stat" || fail "stat"
 grep -q '^entries  *3$' "$work/stat" || fail "stat entries: $(cat "$work/stat")"
 grep -q '^pinned  *1$' "$work/stat" || fail "stat pinned"
+# The fixture's store runs LRU; the checkpoint keeps the choice.
+grep -q '^eviction  *lru$' "$work/stat" || fail "stat eviction: $(cat "$work/stat")"
 "$tandem" kvstore stat "$store" --metrics > "$work/metrics" || fail "stat --metrics"
 grep -q '^tandem_kvstore_entries 3$' "$work/metrics" || fail "metrics: $(cat "$work/metrics")"
+grep -q '^tandem_kvstore_eviction_policy{policy="lru"} 1$' "$work/metrics" || fail "metrics policy"
+grep -q '^tandem_kvstore_evicted_tokens_total 0$' "$work/metrics" || fail "metrics evicted tokens"
 if command -v promtool >/dev/null 2>&1; then
     promtool check metrics < "$work/metrics" || fail "promtool check metrics"
 fi

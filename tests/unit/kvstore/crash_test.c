@@ -6,7 +6,8 @@
  *           byte (or the one put in flight to the same slot, which may have
  *           become durable without its acknowledgement);
  *   evict   (tiny capacity): whatever is returned must be exactly a value
- *           that was put to that slot.
+ *           that was put to that slot; evict_cost the same with the cost
+ *           policy (its eviction table in every checkpoint).
  * No read may fail its checksum: a torn write must never be referenced.
  *
  * Usage: kvstore_crash [ITERATIONS per mode] (default 6; bench/stress runs
@@ -133,11 +134,13 @@ static void check(const td_kv_opts *o, const uint64_t *state, uint64_t inflight,
     td_kv_close(kv);
 }
 
-static void run_mode(int strict)
+static void run_mode(int strict, td_kv_evict policy)
 {
     char dir[256];
-    kvt_dir(dir, sizeof(dir), strict ? "strict" : "evict");
+    const char *name = strict ? "strict" : policy == TD_KV_EVICT_COST ? "evict_cost" : "evict";
+    kvt_dir(dir, sizeof(dir), name);
     td_kv_opts o = kvt_opts(dir);
+    o.eviction = policy;
     o.checkpoint_every = 7;   /* kills land in checkpoints too */
     if (!strict)
         o.capacity_bytes = o.segment_bytes = 1u << 20;   /* ~10 values fit */
@@ -148,7 +151,7 @@ static void run_mode(int strict)
         state[s] = UINT64_MAX;
     uint64_t next = 0, found = 0, acked_total = 0;
     unsigned seed = (unsigned)time(NULL) ^ (unsigned)getpid();
-    fprintf(stderr, "  %s: seed %u\n", strict ? "strict" : "evict", seed);
+    fprintf(stderr, "  %s: seed %u\n", name, seed);
     srand(seed);
     for (int it = 0; it < iterations; it++) {
         int p[2];
@@ -198,13 +201,14 @@ static void run_mode(int strict)
         next = inflight + 1;
     }
     fprintf(stderr, "  %s: %d kills, %llu acknowledged ops, %llu entries checked\n",
-            strict ? "strict" : "evict", iterations, (unsigned long long)acked_total,
+            name, iterations, (unsigned long long)acked_total,
             (unsigned long long)found);
     kvt_cleanup(dir);
 }
 
-static void test_strict(void) { run_mode(1); }
-static void test_evict(void) { run_mode(0); }
+static void test_strict(void) { run_mode(1, TD_KV_EVICT_LRU); }
+static void test_evict(void) { run_mode(0, TD_KV_EVICT_LRU); }
+static void test_evict_cost(void) { run_mode(0, TD_KV_EVICT_COST); }
 
 int main(int argc, char **argv)
 {
@@ -213,6 +217,7 @@ int main(int argc, char **argv)
         argc--;
         argv++;
     }
-    static const td_test_case cases[] = {{"strict", test_strict}, {"evict", test_evict}, {NULL, NULL}};
+    static const td_test_case cases[] = {{"strict", test_strict}, {"evict", test_evict},
+                                         {"evict_cost", test_evict_cost}, {NULL, NULL}};
     return td_test_run(cases, argc, argv);
 }

@@ -50,13 +50,15 @@ static inline void kvt_cleanup(const char *dir)
     kvt_rmrf(parent);
 }
 
-/* Small blocks and segments so tests cross many blocks and segments fast. */
+/* Small blocks and segments so tests cross many blocks and segments fast.
+ * LRU: the tests written before the cost policy name their victims by
+ * recency (evict_test.c sets COST). */
 static inline td_kv_opts kvt_opts(const char *dir)
 {
     return (td_kv_opts){.dir = dir, .fingerprint = KVT_FP, .create = 1,
                         .block_tokens = 16, .block_bytes = 16384,
                         .segment_bytes = 1u << 20, .capacity_bytes = 8u << 20,
-                        .queue_depth = 8};
+                        .queue_depth = 8, .eviction = TD_KV_EVICT_LRU};
 }
 
 static inline uint64_t kvt_rng(uint64_t *s)
