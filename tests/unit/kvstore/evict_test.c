@@ -1,0 +1,381 @@
+/* td_kv eviction policies (kvstore/evict.c): the cost policy keeps what saves
+ * the most prefill per page and still ages out what is not used, frequency
+ * counts, tiny index records outlive the states they name, the order survives
+ * a restart (and a checkpoint from before the eviction table), and on_evict
+ * reports every eviction and nothing else. LRU's own behaviour is
+ * kvstore_test.c's (unchanged). */
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "kvstore/format.h"
+#include "tests/td_test.h"
+#include "tests/unit/kvstore/kvtest.h"
+
+/* Pages of a value of len bytes at block_bytes 8192: 8064 payload bytes per
+ * 2-page block. */
+#define BLOCK_PAYLOAD (8192 - 128)
+static size_t len_of_pages(uint32_t pages)
+{
+    return (size_t)(pages / 2) * BLOCK_PAYLOAD + (pages % 2 ? 100 : 0);
+}
+
+/* What on_evict saw, in order. */
+typedef struct {
+    td_kv_key keys[4096];
+    uint32_t sections[4096];
+    uint64_t n, tokens, bytes;
+} evlog;
+
+static void on_evict(void *arg, const td_kv_entry_info *e)
+{
+    evlog *l = arg;
+    if (l->n < 4096) {
+        l->keys[l->n] = e->key;
+        l->sections[l->n] = e->section;
+    }
+    l->n++;
+    l->tokens += e->tokens;
+    l->bytes += e->value_bytes;
+}
+
+/* 64 pages in one segment, 2-page blocks; policy as given. */
+static td_kv_opts small_opts(const char *dir, td_kv_evict policy, evlog *l)
+{
+    td_kv_opts o = kvt_opts(dir);
+    o.capacity_bytes = o.segment_bytes = 256u << 10;
+    o.block_bytes = 8192;
+    o.eviction = policy;
+    o.on_evict = l ? on_evict : NULL;
+    o.on_evict_arg = l;
+    return o;
+}
+
+static td_kv *open_store(const td_kv_opts *o)
+{
+    td_kv *kv = NULL;
+    char err[512] = "";
+    td_err r = td_kv_open(&kv, o, err, sizeof(err));
+    if (r)
+        fprintf(stderr, "open %s: %s\n", o->dir, err);
+    TD_CHECK_EQ_INT(r, TD_OK);
+    return kv;
+}
+
+/* Entry `id` (section 0) of `pages` pages filed as the state after `tokens`. */
+static void put(td_kv *kv, uint64_t id, uint64_t tokens, uint32_t pages)
+{
+    size_t len = len_of_pages(pages);
+    uint8_t *v = malloc(len);
+    kvt_fill(v, len, id);
+    char err[512] = "";
+    td_err r = td_kv_put(kv, kvt_key(id), 0, tokens, v, len, err, sizeof(err));
+    if (r)
+        fprintf(stderr, "put %llu: %s\n", (unsigned long long)id, err);
+    TD_CHECK_EQ_INT(r, TD_OK);
+    free(v);
+}
+
+static void read_n(td_kv *kv, uint64_t id, int times)
+{
+    static uint8_t buf[64 * 4096];
+    for (int i = 0; i < times; i++) {
+        size_t n;
+        TD_CHECK_EQ_INT(td_kv_get(kv, kvt_key(id), 0, buf, sizeof(buf), &n, NULL, 0), TD_OK);
+    }
+}
+
+static int has(td_kv *kv, uint64_t id, uint32_t section)
+{
+    td_kv_entry_info i;
+    return td_kv_stat_entry(kv, kvt_key(id), section, &i) == TD_OK;
+}
+
+static int same_key(td_kv_key a, td_kv_key b)
+{
+    return a.lo == b.lo && a.hi == b.hi;
+}
+
+/* A small value of many tokens against larger values of few: LRU lets it go
+ * first, the cost policy keeps it while the big ones churn, and ages it out
+ * once the clock has risen past its credit. */
+static void run_small_costly(td_kv_evict policy)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    evlog l = {0};
+    td_kv_opts o = small_opts(dir, policy, &l);
+    td_kv *kv = open_store(&o);
+    if (!kv)
+        return;
+    put(kv, 1, 64, 1);                  /* worth 64.25 per page */
+    uint64_t id = 2, survived = 0;
+    while (has(kv, 1, 0) && id < 400) {
+        put(kv, id++, 16, 16);          /* worth ~1 per page; 3 fit beside it */
+        survived += has(kv, 1, 0);
+    }
+    td_kv_stats st;
+    td_kv_stats_get(kv, &st);
+    TD_CHECK_EQ_INT(st.evictions, l.n);
+    TD_CHECK_EQ_INT(st.evicted_tokens, l.tokens);
+    TD_CHECK_EQ_INT(st.evicted_bytes, l.bytes);
+    TD_CHECK_EQ_INT(st.evicted_unread, l.n);      /* nothing was read */
+    TD_CHECK(!has(kv, 1, 0));                     /* ages out under either policy */
+    if (policy == TD_KV_EVICT_LRU) {
+        TD_CHECK_EQ_INT(survived, 3);             /* the first eviction took it */
+        TD_CHECK(same_key(l.keys[0], kvt_key(1)));
+    } else {
+        /* It outlived about 64 / (1/3) big values: the clock rises by a
+         * third of a big value's worth per eviction (three are resident). */
+        fprintf(stderr, "  cost: the 1-page 64-token entry outlived %llu 16-page puts\n",
+                (unsigned long long)survived);
+        TD_CHECK(survived > 100 && survived < 300);
+    }
+    td_kv_close(kv);
+    kvt_cleanup(dir);
+}
+
+static void test_small_costly(void)
+{
+    run_small_costly(TD_KV_EVICT_LRU);
+    run_small_costly(TD_KV_EVICT_COST);
+}
+
+/* Equal values: A read four times, then B and C once each (A is the least
+ * recent). LRU evicts A; the cost policy first the never-read newcomer,
+ * then B, keeping A. */
+static void run_frequency(td_kv_evict policy)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    td_kv_opts o = small_opts(dir, policy, NULL);
+    td_kv *kv = open_store(&o);
+    if (!kv)
+        return;
+    for (uint64_t id = 1; id <= 4; id++)
+        put(kv, id, 128, 16);            /* A=1 B=2 C=3 D=4: full */
+    read_n(kv, 1, 4);
+    read_n(kv, 2, 1);
+    read_n(kv, 3, 1);
+    put(kv, 5, 128, 16);
+    put(kv, 6, 128, 16);
+    if (policy == TD_KV_EVICT_LRU) {
+        TD_CHECK(!has(kv, 1, 0));
+        TD_CHECK(!has(kv, 4, 0));
+        TD_CHECK(has(kv, 2, 0));
+    } else {
+        TD_CHECK(has(kv, 1, 0));
+        TD_CHECK(!has(kv, 4, 0));         /* never read */
+        TD_CHECK(!has(kv, 2, 0));         /* read once, before C */
+        TD_CHECK(has(kv, 3, 0));
+    }
+    td_kv_close(kv);
+    kvt_cleanup(dir);
+}
+
+static void test_frequency(void)
+{
+    run_frequency(TD_KV_EVICT_LRU);
+    run_frequency(TD_KV_EVICT_COST);
+}
+
+/* The engine's disk tier: a state (section 0, many pages) and an index
+ * record naming it (section 0x7461, one page) put together. Under pressure
+ * no index may go while its state is still there, and the store keeps more
+ * index records than states. */
+#define SECTION_INDEX 0x7461u
+static void test_index_records(void)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    evlog l = {0};
+    td_kv_opts o = small_opts(dir, TD_KV_EVICT_COST, &l);
+    td_kv *kv = open_store(&o);
+    if (!kv)
+        return;
+    static uint8_t v[12 * 4096];
+    for (uint64_t i = 0; i < 60; i++) {
+        uint64_t base = 128 * (1 + i % 4);
+        size_t len = len_of_pages(12);
+        kvt_fill(v, len, i);
+        td_kv_item it[2] = {
+            {.key = kvt_key(i), .section = 0, .tokens = base + 5, .value = v, .len = len},
+            {.key = kvt_key(i), .section = SECTION_INDEX, .tokens = base, .value = v, .len = 300},
+        };
+        char err[512] = "";
+        TD_CHECK_EQ_INT(td_kv_put_many(kv, it, 2, err, sizeof(err)), TD_OK);
+    }
+    TD_CHECK(l.n > 40);
+    uint64_t index_evicted = 0;
+    for (uint64_t k = 0; k < l.n && k < 4096; k++) {
+        if (l.sections[k] != SECTION_INDEX)
+            continue;
+        index_evicted++;
+        /* Its state went earlier. */
+        int state_gone = 0;
+        for (uint64_t j = 0; j < k; j++)
+            state_gone |= l.sections[j] == 0 && same_key(l.keys[j], l.keys[k]);
+        TD_CHECK(state_gone);
+    }
+    uint64_t states = 0, indexes = 0;
+    for (uint64_t i = 0; i < 60; i++) {
+        states += has(kv, i, 0);
+        indexes += has(kv, i, SECTION_INDEX);
+        if (has(kv, i, 0))
+            TD_CHECK(has(kv, i, SECTION_INDEX));
+    }
+    fprintf(stderr, "  cost: %llu states and %llu index records stored, %llu index records evicted\n",
+            (unsigned long long)states, (unsigned long long)indexes,
+            (unsigned long long)index_evicted);
+    TD_CHECK(indexes > states);
+    td_kv_close(kv);
+    kvt_cleanup(dir);
+}
+
+/* The same operations on a store kept open and on one closed and reopened
+ * (and, with `strip`, whose checkpoint lost its eviction table as a build
+ * from before it would write it: then entries restart equal, in LRU order).
+ * Returns the keys evicted under later pressure. */
+static void strip_table(const char *dir);
+static uint64_t order_after(int reopen, int strip, td_kv_key *out, uint64_t cap)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    evlog *l = calloc(1, sizeof(*l));
+    td_kv_opts o = small_opts(dir, TD_KV_EVICT_COST, l);
+    td_kv *kv = open_store(&o);
+    if (!kv)
+        return 0;
+    /* Fill with entries of different worth, read some, evict a few so the
+     * clock is not zero. */
+    for (uint64_t id = 0; id < 12; id++)
+        put(kv, id, 16 * (1 + id % 5), 4 + (uint32_t)(id % 3) * 2);
+    for (uint64_t id = 0; id < 12; id += 3)
+        if (has(kv, id, 0))
+            read_n(kv, id, 1 + (int)(id % 4));
+    if (reopen) {
+        td_kv_close(kv);
+        if (strip)
+            strip_table(dir);
+        o.eviction = TD_KV_EVICT_DEFAULT;   /* the checkpoint says COST */
+        kv = open_store(&o);
+        if (!kv)
+            return 0;
+        td_kv_stats st;
+        td_kv_stats_get(kv, &st);
+        TD_CHECK_EQ_INT(st.eviction, TD_KV_EVICT_COST);
+    }
+    uint64_t before = l->n;
+    for (uint64_t id = 100; id < 110; id++)
+        put(kv, id, 16, 8);
+    uint64_t n = 0;
+    for (uint64_t k = before; k < l->n && n < cap; k++)
+        out[n++] = l->keys[k];
+    td_kv_close(kv);
+    free(l);
+    kvt_cleanup(dir);
+    return n;
+}
+
+static void test_restart_order(void)
+{
+    td_kv_key a[64], b[64], c[64];
+    uint64_t na = order_after(0, 0, a, 64), nb = order_after(1, 0, b, 64);
+    TD_CHECK(na >= 8);
+    TD_CHECK_EQ_INT(na, nb);
+    for (uint64_t i = 0; i < na && i < nb; i++)
+        TD_CHECK(same_key(a[i], b[i]));
+    /* Without the table the store opens (compatible) and still evicts. */
+    uint64_t nc = order_after(1, 1, c, 64);
+    TD_CHECK(nc >= 8);
+}
+
+/* Rewrites manifest.ckpt without its eviction table, as builds before the
+ * table wrote it. */
+static void strip_table(const char *dir)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/manifest.ckpt", dir);
+    FILE *f = fopen(path, "rb");
+    TD_CHECK(f != NULL);
+    if (!f)
+        return;
+    static uint8_t buf[1 << 20];
+    size_t len = fread(buf, 1, sizeof(buf), f);
+    fclose(f);
+    kv_geom g;
+    const uint8_t *body;
+    char err[256];
+    TD_CHECK_EQ_INT(kv_ckpt_parse(buf, len, &g, &body, err, sizeof(err)), TD_OK);
+    TD_CHECK(g.prio_bytes > 0);
+    g.body_bytes -= g.prio_bytes;
+    g.prio_bytes = 0;
+    kv_ckpt_hdr_write(buf, &g);
+    len = KV_CKPT_HDR + g.body_bytes;
+    uint64_t sum = kv_checksum(buf, len);
+    for (int i = 0; i < 8; i++)
+        buf[len + i] = (uint8_t)(sum >> (8 * i));
+    f = fopen(path, "wb");
+    TD_CHECK(f && fwrite(buf, 1, len + 8, f) == len + 8);
+    if (f)
+        fclose(f);
+}
+
+/* on_evict: once per eviction, with the entry's metadata, never for
+ * td_kv_del; the counters and the metrics agree. */
+static void test_on_evict(void)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    evlog l = {0};
+    td_kv_opts o = small_opts(dir, TD_KV_EVICT_COST, &l);
+    td_kv *kv = open_store(&o);
+    if (!kv)
+        return;
+    for (uint64_t id = 0; id < 4; id++)
+        put(kv, id, 16 * (id + 1), 16);
+    read_n(kv, 0, 2);                   /* 3 uses of 16 tokens: worth more than 1 */
+    TD_CHECK_EQ_INT(td_kv_del(kv, kvt_key(3), 0, NULL, 0), TD_OK);
+    put(kv, 4, 64, 16);                 /* into the deleted one's pages */
+    TD_CHECK_EQ_INT(l.n, 0);
+    put(kv, 5, 64, 16);                 /* evicts 1: 32 tokens, unread */
+    TD_CHECK_EQ_INT(l.n, 1);
+    TD_CHECK(same_key(l.keys[0], kvt_key(1)));
+    TD_CHECK_EQ_INT(l.sections[0], 0);
+    TD_CHECK_EQ_INT(l.tokens, 32);
+    TD_CHECK_EQ_INT(l.bytes, len_of_pages(16));
+    TD_CHECK(!has(kv, 1, 0));
+    td_kv_stats st;
+    td_kv_stats_get(kv, &st);
+    TD_CHECK_EQ_INT(st.evictions, 1);
+    TD_CHECK_EQ_INT(st.evicted_tokens, 32);
+    TD_CHECK_EQ_INT(st.evicted_unread, 1);
+    td_prom_buf b = {0};
+    td_kv_metrics(&st, &b);
+    TD_CHECK(b.p && strstr(b.p, "\ntandem_kvstore_evicted_tokens_total 32\n"));
+    TD_CHECK(b.p && strstr(b.p, "tandem_kvstore_eviction_policy{policy=\"cost\"} 1\n"));
+    free(b.p);
+    /* Pinned entries are never victims; with all pinned, ENOSPC and no call. */
+    for (uint64_t id = 0; id < 6; id++)
+        td_kv_pin(kv, kvt_key(id), 0, 1, NULL, 0);
+    size_t len = len_of_pages(16);
+    uint8_t *v = calloc(1, len);
+    char err[512];
+    TD_CHECK_EQ_INT(td_kv_put(kv, kvt_key(9), 0, 9, v, len, err, sizeof(err)), TD_ENOSPC);
+    TD_CHECK_EQ_INT(l.n, 1);
+    /* Unpinned, their credit restarts at the clock: 0 (3 x 16 tokens in 16
+     * pages) is worth the least and goes. */
+    for (uint64_t id = 0; id < 6; id++)
+        td_kv_pin(kv, kvt_key(id), 0, 0, NULL, 0);
+    TD_CHECK_EQ_INT(td_kv_put(kv, kvt_key(9), 0, 9, v, len, err, sizeof(err)), TD_OK);
+    TD_CHECK_EQ_INT(l.n, 2);
+    TD_CHECK(same_key(l.keys[1], kvt_key(0)));
+    free(v);
+    td_kv_close(kv);
+    kvt_cleanup(dir);
+}
+
+TD_TEST_MAIN({"small_costly", test_small_costly}, {"frequency", test_frequency},
+             {"index_records", test_index_records}, {"restart_order", test_restart_order},
+             {"on_evict", test_on_evict})
