@@ -4,7 +4,7 @@
  * buffer. The first byte picks what the rest is:
  *   0  a manifest log body: records back to back, as replay reads them
  *   1  one block (header and payload)
- *   2  a checkpoint file
+ *   2  a checkpoint file (its PUT records, then its eviction table if any)
  *   3  a log header
  *   4  a whole store: the rest becomes manifest.log (after a valid header)
  *      next to an empty checkpoint, and the store is opened and verified
@@ -146,8 +146,16 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             put64(buf + len - 8, kv_checksum(buf, len - 8));
         kv_geom g;
         const uint8_t *body;
-        if (kv_ckpt_parse(buf, len, &g, &body, err, sizeof(err)) == TD_OK)
-            parse_records(body, g.body_bytes);
+        kv_prio_hdr ph;
+        if (kv_ckpt_parse(buf, len, &g, &body, err, sizeof(err)) == TD_OK) {
+            const uint8_t *table = body + g.body_bytes - g.prio_bytes;
+            parse_records(body, g.body_bytes - g.prio_bytes);
+            if (g.prio_bytes &&
+                kv_prio_parse(table, g.prio_bytes, g.n_records, &ph, err, sizeof(err)) == TD_OK)
+                for (uint64_t i = 0; i < g.n_records; i++)
+                    if (kv_prio_row(table, i).uses == 0)
+                        abort();   /* the parse checked every row */
+        }
     } else if (mode == 3) {
         if (fix && len >= KV_LOG_HDR)
             put64(buf + KV_LOG_HDR - 8, kv_checksum(buf, KV_LOG_HDR - 8));
