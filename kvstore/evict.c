@@ -10,6 +10,13 @@
  * KV_USES_MAX so that no entry gets more than that many times its own credit.
  * A binary heap keyed by (priority, tick) finds the victim in O(log n); the
  * tick is the LRU order, so equal priorities go least recently used first.
+ *
+ * Values put in one td_kv_put_many are a unit (the sections of one state, or
+ * a state and the tiny record that makes it findable): one is worth nothing
+ * without the others, so none is priced above the most valuable of the
+ * others (kv_evict_batch). Without that, a one-page index record of a state
+ * of P pages would outlive its state P times over, and records naming gone
+ * states would fill a third to a half of the store (docs/kvstore.md).
  * Both policies' state is kept up to date whichever is in force, and saved in
  * the checkpoint (manifest.c), so a store can switch and a restart keeps the
  * order. docs/kvstore.md has the cost model and its measurements. */
@@ -112,11 +119,41 @@ static double cost(const td_kv *kv, uint64_t tokens)
     return n + n * n / kv->knee;
 }
 
+static double unit_of(const td_kv *kv, const kv_entry *e)
+{
+    return cost(kv, e->tokens) / (double)kv_value_pages(kv, e->value_len);
+}
+
+void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n)
+{
+    /* The two largest own worths: the cap of each is the largest of the
+     * others. */
+    double top = -1, second = -1;
+    for (size_t i = 0; i < n; i++) {
+        ents[i]->unit = unit_of(kv, ents[i]);
+        if (ents[i]->unit > top) {
+            second = top;
+            top = ents[i]->unit;
+        } else if (ents[i]->unit > second) {
+            second = ents[i]->unit;
+        }
+    }
+    for (size_t i = 0; n > 1 && i < n; i++) {
+        double cap = ents[i]->unit == top ? second : top;
+        if (ents[i]->unit > cap)
+            ents[i]->unit = cap;
+    }
+}
+
+void kv_evict_single(const td_kv *kv, kv_entry *e)
+{
+    e->unit = unit_of(kv, e);
+}
+
 /* Priority at the current clock. */
 static double worth(const td_kv *kv, const kv_entry *e)
 {
-    return kv->clock + (double)e->uses * cost(kv, e->tokens) /
-                       (double)kv_value_pages(kv, e->value_len);
+    return kv->clock + (double)e->uses * e->unit;
 }
 
 static void price(td_kv *kv, kv_entry *e)
@@ -171,6 +208,7 @@ void kv_evict_use(td_kv *kv, kv_entry *e)
 void kv_evict_restore(td_kv *kv, kv_entry *e, const kv_prio *p)
 {
     e->prio = p->prio > kv->clock ? p->prio : kv->clock;
+    e->unit = p->unit;
     e->uses = p->uses;
     e->read = p->read;
     kv_evict_sync(kv, e, 0);

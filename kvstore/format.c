@@ -370,14 +370,15 @@ void kv_prio_hdr_write(uint8_t buf[KV_PRIO_HDR], const kv_prio_hdr *h)
 void kv_prio_row_write(uint8_t buf[KV_PRIO_ROW], const kv_prio *p)
 {
     put_f64(buf, p->prio);
-    put32(buf + 8, p->uses);
-    put32(buf + 12, p->read ? 1u : 0u);
+    put_f64(buf + 8, p->unit);
+    put32(buf + 16, p->uses);
+    put32(buf + 20, p->read ? 1u : 0u);
 }
 
 kv_prio kv_prio_row(const uint8_t *table, uint64_t i)
 {
     const uint8_t *p = table + KV_PRIO_HDR + i * KV_PRIO_ROW;
-    return (kv_prio){get_f64(p), get32(p + 8), get32(p + 12)};
+    return (kv_prio){get_f64(p), get_f64(p + 8), get32(p + 16), get32(p + 20)};
 }
 
 /* Finite and not negative (NaN fails both comparisons). */
@@ -405,9 +406,11 @@ td_err kv_prio_parse(const uint8_t *buf, size_t len, uint64_t rows, kv_prio_hdr 
                        h->clock);
     for (uint64_t i = 0; i < rows; i++) {
         kv_prio p = kv_prio_row(buf, i);
-        if (!priority_ok(p.prio) || p.uses == 0 || p.uses > KV_USES_MAX || p.read > 1)
-            return td_errf(err, errlen, TD_ECORRUPT, "eviction table row %llu: priority %g, uses %u, flags %u",
-                           (unsigned long long)i, p.prio, p.uses, p.read);
+        if (!priority_ok(p.prio) || !priority_ok(p.unit) || p.uses == 0 || p.uses > KV_USES_MAX ||
+            p.read > 1)
+            return td_errf(err, errlen, TD_ECORRUPT,
+                           "eviction table row %llu: priority %g, worth %g, uses %u, flags %u",
+                           (unsigned long long)i, p.prio, p.unit, p.uses, p.read);
     }
     return TD_OK;
 }

@@ -107,10 +107,11 @@ uint64_t kv_checksum(const void *buf, size_t len);
  * bytes they left zero), so the format stays version 1.
  *   header: magic "TKVP" u32, version u32 (1), policy u32 (td_kv_evict the
  *           writer ran), zero u32, clock f64, rows u64, zero u64
- *   row:    priority f64, uses u32, flags u32 (bit 0: read since put) */
+ *   row:    priority f64, worth per use f64, uses u32, flags u32 (bit 0:
+ *           read since put) */
 #define KV_PRIO_MAGIC 0x50564b54u    /* "TKVP" */
 #define KV_PRIO_HDR 32u
-#define KV_PRIO_ROW 16u
+#define KV_PRIO_ROW 24u
 /* Uses saturate here: an entry's credit is at most this many times its
  * cost per page above the clock (docs/kvstore.md, eviction). */
 #define KV_USES_MAX 16u
@@ -122,7 +123,7 @@ typedef struct {
 } kv_prio_hdr;
 
 typedef struct {
-    double prio;
+    double prio, unit;
     uint32_t uses, read;
 } kv_prio;
 
@@ -130,8 +131,8 @@ size_t kv_prio_size(uint64_t rows);
 void kv_prio_hdr_write(uint8_t buf[KV_PRIO_HDR], const kv_prio_hdr *h);
 void kv_prio_row_write(uint8_t buf[KV_PRIO_ROW], const kv_prio *p);
 /* Checks the whole table (len bytes): header, a row count equal to rows,
- * and every row (a finite priority >= 0, uses 1..KV_USES_MAX, no unknown
- * flag), so that kv_prio_row needs no checks. */
+ * and every row (a finite priority and worth >= 0, uses 1..KV_USES_MAX, no
+ * unknown flag), so that kv_prio_row needs no checks. */
 td_err kv_prio_parse(const uint8_t *buf, size_t len, uint64_t rows, kv_prio_hdr *h,
                      char *err, size_t errlen);
 /* Row i of a table kv_prio_parse accepted. */

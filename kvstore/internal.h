@@ -26,7 +26,8 @@ typedef struct kv_entry {
     struct kv_entry *hnext;      /* hash chain */
     struct kv_entry *prev, *next; /* LRU list: head = least recent */
     /* eviction (evict.c), kept under both policies so either can take over */
-    double prio;                 /* clock + uses * cost / pages at the last use */
+    double prio;                 /* clock + uses * unit at the last use */
+    double unit;                 /* cost / pages, capped in a batch (evict.c) */
     uint32_t uses;               /* the put, then reads and lookups; capped */
     uint32_t read;               /* read or found since put */
     uint64_t tick;               /* order of last use (= LRU order): breaks ties */
@@ -130,8 +131,13 @@ void kv_info(const td_kv *kv, const kv_entry *e, td_kv_entry_info *info);
 /* evict.c */
 void kv_evict_init(td_kv *kv, const td_kv_opts *o);
 void kv_evict_fini(td_kv *kv);
+/* Sets the worth per use of the entries of one td_kv_put_many, or of one
+ * entry alone (a log record replayed: its batch is not recorded). */
+void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n);
+void kv_evict_single(const td_kv *kv, kv_entry *e);
 /* A new entry in the index (kv_index_insert): a use at the current clock,
- * with e->uses already set (kv_evict_uses_after for a replacement). */
+ * with e->uses and e->unit already set (kv_evict_uses_after for a
+ * replacement, kv_evict_batch / kv_evict_single). */
 void kv_evict_insert(td_kv *kv, kv_entry *e);
 void kv_evict_remove(td_kv *kv, kv_entry *e);
 /* A read or a lookup hit. */

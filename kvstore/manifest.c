@@ -141,7 +141,8 @@ td_err kv_checkpoint(td_kv *kv, char *err, size_t errlen)
                     .tokens = e->tokens, .value_len = e->value_len, .seq = e->seq, .n_ext = e->n_ext};
         kv_rec_write(buf + off, &r, e->ext);
         off += kv_rec_size(&r);
-        kv_prio_row_write(row, &(kv_prio){.prio = e->prio, .uses = e->uses, .read = e->read});
+        kv_prio_row_write(row, &(kv_prio){.prio = e->prio, .unit = e->unit, .uses = e->uses,
+                                           .read = e->read});
     }
     off += prio_bytes;
     uint64_t sum = kv_checksum(buf, off);
@@ -244,6 +245,7 @@ static td_err apply(td_kv *kv, const kv_rec *r, kv_entry **added, char *err, siz
     }
     if (r->seq >= kv->next_seq)
         kv->next_seq = r->seq + 1;
+    kv_evict_single(kv, e);   /* a checkpoint's row replaces it (load_ckpt) */
     kv_index_insert(kv, e);
     if (added)
         *added = e;

@@ -122,8 +122,10 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
                         .uses = kv_evict_uses_after(olds[i])};
         ents[i] = e;
     }
-    if (!r)
+    if (!r) {
+        kv_evict_batch(kv, ents, n);
         r = make_room(kv, ents, n, need, err, errlen);
+    }
     const void **values = r ? NULL : calloc(n, sizeof(*values));
     if (!r && !values)
         r = td_errf(err, errlen, TD_ENOMEM, "kvstore: batch of %zu", n);

@@ -181,9 +181,11 @@ static void test_frequency(void)
 }
 
 /* The engine's disk tier: a state (section 0, many pages) and an index
- * record naming it (section 0x7461, one page) put together. Under pressure
- * no index may go while its state is still there, and the store keeps more
- * index records than states. */
+ * record naming it (section 0x7461, one page) put together, the index of
+ * every other one looked up again. Under pressure no index goes while its
+ * state is there, and index records do not outlive their states by much
+ * (priced alone, a one-page record of a 12-page state would be worth 12
+ * times as much and outlive it 12 times over). */
 #define SECTION_INDEX 0x7461u
 static void test_index_records(void)
 {
@@ -205,6 +207,10 @@ static void test_index_records(void)
         };
         char err[512] = "";
         TD_CHECK_EQ_INT(td_kv_put_many(kv, it, 2, err, sizeof(err)), TD_OK);
+        size_t n;
+        if (i % 2)
+            TD_CHECK_EQ_INT(td_kv_get(kv, kvt_key(i), SECTION_INDEX, v, sizeof(v), &n, NULL, 0),
+                            TD_OK);
     }
     TD_CHECK(l.n > 40);
     uint64_t index_evicted = 0;
@@ -218,17 +224,19 @@ static void test_index_records(void)
             state_gone |= l.sections[j] == 0 && same_key(l.keys[j], l.keys[k]);
         TD_CHECK(state_gone);
     }
-    uint64_t states = 0, indexes = 0;
+    uint64_t states = 0, stale = 0;
     for (uint64_t i = 0; i < 60; i++) {
         states += has(kv, i, 0);
-        indexes += has(kv, i, SECTION_INDEX);
+        stale += has(kv, i, SECTION_INDEX) && !has(kv, i, 0);
         if (has(kv, i, 0))
             TD_CHECK(has(kv, i, SECTION_INDEX));
     }
-    fprintf(stderr, "  cost: %llu states and %llu index records stored, %llu index records evicted\n",
-            (unsigned long long)states, (unsigned long long)indexes,
-            (unsigned long long)index_evicted);
-    TD_CHECK(indexes > states);
+    fprintf(stderr, "  cost: %llu states stored, %llu index records without their state, "
+            "%llu index records evicted\n", (unsigned long long)states,
+            (unsigned long long)stale, (unsigned long long)index_evicted);
+    /* At most an eighth of the 64 pages (priced alone: 26 pages, over 40%). */
+    TD_CHECK(states >= 3);
+    TD_CHECK(stale <= 8);
     td_kv_close(kv);
     kvt_cleanup(dir);
 }
