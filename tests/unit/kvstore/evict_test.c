@@ -4,9 +4,6 @@
  * a restart (and a checkpoint from before the eviction table), and on_evict
  * reports every eviction and nothing else. LRU's own behaviour is
  * kvstore_test.c's (unchanged). */
-#include <fcntl.h>
-#include <sys/stat.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "kvstore/format.h"
@@ -63,6 +60,35 @@ static td_kv *open_store(const td_kv_opts *o)
     return kv;
 }
 
+/* A fresh 64-page store in a scratch directory, and what on_evict saw. */
+typedef struct {
+    char dir[256];
+    evlog l;
+    td_kv_opts o;
+    td_kv *kv;
+} rig;
+
+static rig *rig_open(td_kv_evict policy)
+{
+    rig *g = calloc(1, sizeof(*g));
+    kvt_dir(g->dir, sizeof(g->dir), "s");
+    g->o = small_opts(g->dir, policy, &g->l);
+    g->kv = open_store(&g->o);
+    if (!g->kv) {
+        kvt_cleanup(g->dir);
+        free(g);
+        return NULL;
+    }
+    return g;
+}
+
+static void rig_close(rig *g)
+{
+    td_kv_close(g->kv);
+    kvt_cleanup(g->dir);
+    free(g);
+}
+
 /* Entry `id` (section 0) of `pages` pages filed as the state after `tokens`. */
 static void put(td_kv *kv, uint64_t id, uint64_t tokens, uint32_t pages)
 {
@@ -102,13 +128,11 @@ static int same_key(td_kv_key a, td_kv_key b)
  * once the clock has risen past its credit. */
 static void run_small_costly(td_kv_evict policy)
 {
-    char dir[256];
-    kvt_dir(dir, sizeof(dir), "s");
-    evlog l = {0};
-    td_kv_opts o = small_opts(dir, policy, &l);
-    td_kv *kv = open_store(&o);
-    if (!kv)
+    rig *g = rig_open(policy);
+    if (!g)
         return;
+    td_kv *kv = g->kv;
+    evlog *l = &g->l;
     put(kv, 1, 64, 1);                  /* worth 64.25 per page */
     uint64_t id = 2, survived = 0;
     while (has(kv, 1, 0) && id < 400) {
@@ -117,14 +141,14 @@ static void run_small_costly(td_kv_evict policy)
     }
     td_kv_stats st;
     td_kv_stats_get(kv, &st);
-    TD_CHECK_EQ_INT(st.evictions, l.n);
-    TD_CHECK_EQ_INT(st.evicted_tokens, l.tokens);
-    TD_CHECK_EQ_INT(st.evicted_bytes, l.bytes);
-    TD_CHECK_EQ_INT(st.evicted_unread, l.n);      /* nothing was read */
+    TD_CHECK_EQ_INT(st.evictions, l->n);
+    TD_CHECK_EQ_INT(st.evicted_tokens, l->tokens);
+    TD_CHECK_EQ_INT(st.evicted_bytes, l->bytes);
+    TD_CHECK_EQ_INT(st.evicted_unread, l->n);      /* nothing was read */
     TD_CHECK(!has(kv, 1, 0));                     /* ages out under either policy */
     if (policy == TD_KV_EVICT_LRU) {
         TD_CHECK_EQ_INT(survived, 3);             /* the first eviction took it */
-        TD_CHECK(same_key(l.keys[0], kvt_key(1)));
+        TD_CHECK(same_key(l->keys[0], kvt_key(1)));
     } else {
         /* It outlived about 64 / (1/3) big values: the clock rises by a
          * third of a big value's worth per eviction (three are resident). */
@@ -132,8 +156,7 @@ static void run_small_costly(td_kv_evict policy)
                 (unsigned long long)survived);
         TD_CHECK(survived > 100 && survived < 300);
     }
-    td_kv_close(kv);
-    kvt_cleanup(dir);
+    rig_close(g);
 }
 
 static void test_small_costly(void)
@@ -147,12 +170,10 @@ static void test_small_costly(void)
  * then B, keeping A. */
 static void run_frequency(td_kv_evict policy)
 {
-    char dir[256];
-    kvt_dir(dir, sizeof(dir), "s");
-    td_kv_opts o = small_opts(dir, policy, NULL);
-    td_kv *kv = open_store(&o);
-    if (!kv)
+    rig *g = rig_open(policy);
+    if (!g)
         return;
+    td_kv *kv = g->kv;
     for (uint64_t id = 1; id <= 4; id++)
         put(kv, id, 128, 16);            /* A=1 B=2 C=3 D=4: full */
     read_n(kv, 1, 4);
@@ -170,8 +191,7 @@ static void run_frequency(td_kv_evict policy)
         TD_CHECK(!has(kv, 2, 0));         /* read once, before C */
         TD_CHECK(has(kv, 3, 0));
     }
-    td_kv_close(kv);
-    kvt_cleanup(dir);
+    rig_close(g);
 }
 
 static void test_frequency(void)
@@ -189,13 +209,11 @@ static void test_frequency(void)
 #define SECTION_INDEX 0x7461u
 static void test_index_records(void)
 {
-    char dir[256];
-    kvt_dir(dir, sizeof(dir), "s");
-    evlog l = {0};
-    td_kv_opts o = small_opts(dir, TD_KV_EVICT_COST, &l);
-    td_kv *kv = open_store(&o);
-    if (!kv)
+    rig *g = rig_open(TD_KV_EVICT_COST);
+    if (!g)
         return;
+    td_kv *kv = g->kv;
+    evlog *l = &g->l;
     static uint8_t v[12 * 4096];
     for (uint64_t i = 0; i < 60; i++) {
         uint64_t base = 128 * (1 + i % 4);
@@ -212,16 +230,16 @@ static void test_index_records(void)
             TD_CHECK_EQ_INT(td_kv_get(kv, kvt_key(i), SECTION_INDEX, v, sizeof(v), &n, NULL, 0),
                             TD_OK);
     }
-    TD_CHECK(l.n > 40);
+    TD_CHECK(l->n > 40);
     uint64_t index_evicted = 0;
-    for (uint64_t k = 0; k < l.n && k < 4096; k++) {
-        if (l.sections[k] != SECTION_INDEX)
+    for (uint64_t k = 0; k < l->n && k < 4096; k++) {
+        if (l->sections[k] != SECTION_INDEX)
             continue;
         index_evicted++;
         /* Its state went earlier. */
         int state_gone = 0;
         for (uint64_t j = 0; j < k; j++)
-            state_gone |= l.sections[j] == 0 && same_key(l.keys[j], l.keys[k]);
+            state_gone |= l->sections[j] == 0 && same_key(l->keys[j], l->keys[k]);
         TD_CHECK(state_gone);
     }
     uint64_t states = 0, stale = 0;
@@ -237,8 +255,7 @@ static void test_index_records(void)
     /* At most an eighth of the 64 pages (priced alone: 26 pages, over 40%). */
     TD_CHECK(states >= 3);
     TD_CHECK(stale <= 8);
-    td_kv_close(kv);
-    kvt_cleanup(dir);
+    rig_close(g);
 }
 
 /* The same operations on a store kept open and on one closed and reopened
@@ -248,13 +265,11 @@ static void test_index_records(void)
 static void strip_table(const char *dir);
 static uint64_t order_after(int reopen, int strip, td_kv_key *out, uint64_t cap)
 {
-    char dir[256];
-    kvt_dir(dir, sizeof(dir), "s");
-    evlog *l = calloc(1, sizeof(*l));
-    td_kv_opts o = small_opts(dir, TD_KV_EVICT_COST, l);
-    td_kv *kv = open_store(&o);
-    if (!kv)
+    rig *g = rig_open(TD_KV_EVICT_COST);
+    if (!g)
         return 0;
+    td_kv *kv = g->kv;
+    evlog *l = &g->l;
     /* Fill with entries of different worth, read some, evict a few so the
      * clock is not zero. */
     for (uint64_t id = 0; id < 12; id++)
@@ -265,9 +280,9 @@ static uint64_t order_after(int reopen, int strip, td_kv_key *out, uint64_t cap)
     if (reopen) {
         td_kv_close(kv);
         if (strip)
-            strip_table(dir);
-        o.eviction = TD_KV_EVICT_DEFAULT;   /* the checkpoint says COST */
-        kv = open_store(&o);
+            strip_table(g->dir);
+        g->o.eviction = TD_KV_EVICT_DEFAULT;   /* the checkpoint says COST */
+        kv = g->kv = open_store(&g->o);
         if (!kv)
             return 0;
         td_kv_stats st;
@@ -280,9 +295,7 @@ static uint64_t order_after(int reopen, int strip, td_kv_key *out, uint64_t cap)
     uint64_t n = 0;
     for (uint64_t k = before; k < l->n && n < cap; k++)
         out[n++] = l->keys[k];
-    td_kv_close(kv);
-    free(l);
-    kvt_cleanup(dir);
+    rig_close(g);
     return n;
 }
 
@@ -334,25 +347,23 @@ static void strip_table(const char *dir)
  * td_kv_del; the counters and the metrics agree. */
 static void test_on_evict(void)
 {
-    char dir[256];
-    kvt_dir(dir, sizeof(dir), "s");
-    evlog l = {0};
-    td_kv_opts o = small_opts(dir, TD_KV_EVICT_COST, &l);
-    td_kv *kv = open_store(&o);
-    if (!kv)
+    rig *g = rig_open(TD_KV_EVICT_COST);
+    if (!g)
         return;
+    td_kv *kv = g->kv;
+    evlog *l = &g->l;
     for (uint64_t id = 0; id < 4; id++)
         put(kv, id, 16 * (id + 1), 16);
     read_n(kv, 0, 2);                   /* 3 uses of 16 tokens: worth more than 1 */
     TD_CHECK_EQ_INT(td_kv_del(kv, kvt_key(3), 0, NULL, 0), TD_OK);
     put(kv, 4, 64, 16);                 /* into the deleted one's pages */
-    TD_CHECK_EQ_INT(l.n, 0);
+    TD_CHECK_EQ_INT(l->n, 0);
     put(kv, 5, 64, 16);                 /* evicts 1: 32 tokens, unread */
-    TD_CHECK_EQ_INT(l.n, 1);
-    TD_CHECK(same_key(l.keys[0], kvt_key(1)));
-    TD_CHECK_EQ_INT(l.sections[0], 0);
-    TD_CHECK_EQ_INT(l.tokens, 32);
-    TD_CHECK_EQ_INT(l.bytes, len_of_pages(16));
+    TD_CHECK_EQ_INT(l->n, 1);
+    TD_CHECK(same_key(l->keys[0], kvt_key(1)));
+    TD_CHECK_EQ_INT(l->sections[0], 0);
+    TD_CHECK_EQ_INT(l->tokens, 32);
+    TD_CHECK_EQ_INT(l->bytes, len_of_pages(16));
     TD_CHECK(!has(kv, 1, 0));
     td_kv_stats st;
     td_kv_stats_get(kv, &st);
@@ -371,17 +382,16 @@ static void test_on_evict(void)
     uint8_t *v = calloc(1, len);
     char err[512];
     TD_CHECK_EQ_INT(td_kv_put(kv, kvt_key(9), 0, 9, v, len, err, sizeof(err)), TD_ENOSPC);
-    TD_CHECK_EQ_INT(l.n, 1);
+    TD_CHECK_EQ_INT(l->n, 1);
     /* Unpinned, their credit restarts at the clock: 0 (3 x 16 tokens in 16
      * pages) is worth the least and goes. */
     for (uint64_t id = 0; id < 6; id++)
         td_kv_pin(kv, kvt_key(id), 0, 0, NULL, 0);
     TD_CHECK_EQ_INT(td_kv_put(kv, kvt_key(9), 0, 9, v, len, err, sizeof(err)), TD_OK);
-    TD_CHECK_EQ_INT(l.n, 2);
-    TD_CHECK(same_key(l.keys[1], kvt_key(0)));
+    TD_CHECK_EQ_INT(l->n, 2);
+    TD_CHECK(same_key(l->keys[1], kvt_key(0)));
     free(v);
-    td_kv_close(kv);
-    kvt_cleanup(dir);
+    rig_close(g);
 }
 
 TD_TEST_MAIN({"small_costly", test_small_costly}, {"frequency", test_frequency},
