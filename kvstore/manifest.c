@@ -3,8 +3,9 @@
  * manifest.log is append-only: a header with the store's geometry, then
  * checksummed records (PUT, DEL, PIN), each made durable (fdatasync) before
  * the call that wrote it returns. manifest.ckpt is the whole index as PUT
- * records and their eviction priorities, written to a temporary file, fsync'd, renamed over the old one
- * and the directory fsync'd; then the log is emptied. Records carry a log
+ * records and their eviction priorities, written to a temporary file,
+ * fsync'd, renamed over the old one and the directory fsync'd; then the log
+ * is emptied. Records carry a log
  * sequence number (lsn) and the checkpoint says which lsn it covers up to,
  * so a crash between the rename and the log truncation replays nothing
  * twice. Recovery replays the log up to the first torn or damaged record
@@ -307,7 +308,7 @@ static td_err load_ckpt(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen
     for (uint64_t i = 0; !r && i < kv->g.n_records; i++) {
         kv_rec rec;
         size_t used;
-        kv_entry *e;
+        kv_entry *e = NULL;
         r = kv_rec_parse(body + off, recs_len - off, &rec, &used, msg, sizeof(msg));
         if (!r && rec.type != KV_REC_PUT)
             r = td_errf(msg, sizeof(msg), TD_ECORRUPT, "checkpoint holds a record of type %d", rec.type);

@@ -1,6 +1,7 @@
 /* td_kv: open/close, the in-memory index and LRU list, and the operations
- * of kvstore.h other than put (put.c); eviction priorities: evict.c. A delete makes its DEL record
- * durable before the pages become free (docs/kvstore.md). */
+ * of kvstore.h other than put (put.c) and eviction (evict.c). A delete
+ * makes its DEL record durable before the pages become free
+ * (docs/kvstore.md). */
 #include <errno.h>
 #include <fcntl.h>
 #include <stdint.h>
