@@ -32,6 +32,12 @@ void kv_evict_init(td_kv *kv, const td_kv_opts *o)
     kv->on_evict_arg = o->on_evict_arg;
 }
 
+void kv_evict_resolve(td_kv *kv, td_kv_evict recorded)
+{
+    if (kv->policy == TD_KV_EVICT_DEFAULT)
+        kv->policy = recorded != TD_KV_EVICT_DEFAULT ? recorded : TD_KV_EVICT_COST;
+}
+
 void kv_evict_fini(td_kv *kv)
 {
     free(kv->heap);

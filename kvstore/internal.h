@@ -130,6 +130,10 @@ void kv_info(const td_kv *kv, const kv_entry *e, td_kv_entry_info *info);
 
 /* evict.c */
 void kv_evict_init(td_kv *kv, const td_kv_opts *o);
+/* Settles td_kv_opts.eviction 0: what the checkpoint recorded (`recorded`,
+ * DEFAULT if it has no table or is being created), else COST. Before any
+ * checkpoint is written. */
+void kv_evict_resolve(td_kv *kv, td_kv_evict recorded);
 void kv_evict_fini(td_kv *kv);
 /* Sets the worth per use of the entries of one td_kv_put_many, or of one
  * entry alone (a log record replayed: its batch is not recorded). */

@@ -278,6 +278,7 @@ static td_err load_ckpt(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen
         if (kv->read_only)
             return td_errf(err, errlen, TD_ENOENT, "kvstore: no store in %s", kv->dir);
         kv->next_lsn = kv->next_seq = 1;
+        kv_evict_resolve(kv, TD_KV_EVICT_DEFAULT);   /* before the first checkpoint records it */
         return kv_manifest_create(kv, err, errlen);
     }
     if (r)
@@ -297,11 +298,9 @@ static td_err load_ckpt(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen
     kv_prio_hdr ph = {0};
     if (table)
         r = kv_prio_parse(table, kv->g.prio_bytes, kv->g.n_records, &ph, msg, sizeof(msg));
-    if (table && !r) {
+    if (table && !r)
         kv->clock = ph.clock;
-        if (kv->policy == TD_KV_EVICT_DEFAULT)
-            kv->policy = (td_kv_evict)ph.policy;
-    }
+    kv_evict_resolve(kv, table ? (td_kv_evict)ph.policy : TD_KV_EVICT_DEFAULT);
     kv->next_lsn = kv->g.next_lsn;
     kv->next_seq = kv->g.next_seq;
     size_t off = 0;

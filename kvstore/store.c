@@ -205,8 +205,6 @@ td_err td_kv_open(td_kv **out, const td_kv_opts *o, char *err, size_t errlen)
     kv_manifest_seen(kv, kv->seen);  /* before reading: a change during it shows as stale */
     if ((r = kv_manifest_recover(kv, o, err, errlen)))
         goto fail;
-    if (kv->policy == TD_KV_EVICT_DEFAULT)
-        kv->policy = TD_KV_EVICT_COST;   /* a new store, or one from before the policy existed */
     if ((r = kv_io_init(kv, depth, !o->no_register, err, errlen)))
         goto fail;
     if (kv->st.torn_bytes || kv->st.dropped_records)

@@ -394,6 +394,31 @@ static void test_on_evict(void)
     rig_close(g);
 }
 
-TD_TEST_MAIN({"small_costly", test_small_costly}, {"frequency", test_frequency},
+/* A store just created (its first checkpoint written at create) opens as a
+ * peer while its owner holds it, and records the default policy. */
+static void test_fresh_peer(void)
+{
+    char dir[256];
+    kvt_dir(dir, sizeof(dir), "s");
+    td_kv_opts o = kvt_opts(dir);
+    o.eviction = TD_KV_EVICT_DEFAULT;
+    td_kv *owner = open_store(&o), *peer = NULL;
+    td_kv_opts po = {.dir = dir, .fingerprint = KVT_FP, .peer = 1};
+    char err[512] = "";
+    td_err r = td_kv_open(&peer, &po, err, sizeof(err));
+    if (r)
+        fprintf(stderr, "peer open: %s\n", err);
+    TD_CHECK_EQ_INT(r, TD_OK);
+    td_kv_stats st;
+    if (peer) {
+        td_kv_stats_get(peer, &st);
+        TD_CHECK_EQ_INT(st.eviction, TD_KV_EVICT_COST);
+    }
+    td_kv_close(peer);
+    td_kv_close(owner);
+    kvt_cleanup(dir);
+}
+
+TD_TEST_MAIN({"fresh_peer", test_fresh_peer}, {"small_costly", test_small_costly}, {"frequency", test_frequency},
              {"index_records", test_index_records}, {"restart_order", test_restart_order},
              {"on_evict", test_on_evict})
