@@ -107,16 +107,31 @@ static bool disk_may_have(td_spill *s, const int32_t *prompt, size_t n, size_t g
 
 static void run_job(td_spill *s, spill_job *j)
 {
-    if (j->resume) {
+    if (j->kind == JOB_RESUME) {
         j->got = td_spill_disk_restore(s, j->seq, j->prompt, j->n, j->min, &j->reset);
         return;
     }
     j->result = td_spill_disk_put(s, j->tokens, j->n, j->state, j->len, &j->block);
 }
 
+/* Hands j to the engine thread (td_spill_poll) and wakes it. */
+static void finished(td_spill *s, spill_job *j)
+{
+    pthread_mutex_lock(&s->qmu);
+    j->next = s->done;
+    s->done = j;
+    atomic_store(&s->news, true);
+    pthread_cond_broadcast(&s->dcv);
+    pthread_mutex_unlock(&s->qmu);
+    if (s->wake)
+        s->wake(s->wake_arg);
+}
+
 static void *kv_main(void *arg)
 {
     td_spill *s = arg;
+    if (s->on_held)
+        td_spill_disk_announce(s);  /* before any spill: the store as it was found */
     pthread_mutex_lock(&s->qmu);
     for (;;) {
         while (!s->resumes && !s->spills && !s->quit)
@@ -133,27 +148,33 @@ static void *kv_main(void *arg)
         pthread_mutex_unlock(&s->qmu);
         run_job(s, j);
         pthread_mutex_lock(&s->qmu);
-        if (!j->resume)
+        if (j->kind == JOB_SPILL)
             s->queued_bytes -= j->len;
-        j->next = s->done;
-        s->done = j;
-        atomic_store(&s->news, true);
-        pthread_cond_broadcast(&s->dcv);
-        if (s->wake) {
-            pthread_mutex_unlock(&s->qmu);
-            s->wake(s->wake_arg);
-            pthread_mutex_lock(&s->qmu);
-        }
+        pthread_mutex_unlock(&s->qmu);
+        finished(s, j);
+        pthread_mutex_lock(&s->qmu);
     }
     pthread_mutex_unlock(&s->qmu);
     return NULL;
 }
 
+void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored)
+{
+    spill_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(tokens);
+        return;  /* the router keeps a stale view: a placement that recomputes */
+    }
+    *j = (spill_job){.kind = JOB_HELD, .stored = stored, .tokens = tokens, .n = n};
+    finished(s, j);
+}
+
 static void enqueue(td_spill *s, spill_job *j)
 {
     j->next = NULL;
-    spill_job **head = j->resume ? &s->resumes : &s->spills;
-    spill_job **tail = j->resume ? &s->resumes_tail : &s->spills_tail;
+    bool resume = j->kind == JOB_RESUME;
+    spill_job **head = resume ? &s->resumes : &s->spills;
+    spill_job **tail = resume ? &s->resumes_tail : &s->spills_tail;
     if (*tail)
         (*tail)->next = j;
     else
@@ -175,7 +196,7 @@ static td_err spill_cb(void *arg, int32_t *tokens, size_t n, uint8_t *state, siz
     spill_job *j = calloc(1, sizeof *j);
     if (!j)
         return TD_ENOMEM;
-    *j = (spill_job){.tokens = tokens, .n = n, .state = state, .len = len};
+    *j = (spill_job){.kind = JOB_SPILL, .tokens = tokens, .n = n, .state = state, .len = len};
     pthread_mutex_lock(&s->qmu);
     while (s->queued_bytes && s->queued_bytes + len > s->max_queued)
         pthread_cond_wait(&s->dcv, &s->qmu);
@@ -225,7 +246,7 @@ size_t td_spill_restore_begin(td_spill *s, td_pcache *c, td_v4_seq *seq, const i
     spill_job *j = calloc(1, sizeof *j);
     if (!j)
         return got;
-    *j = (spill_job){.resume = true, .prompt = prompt, .n = n, .seq = seq, .min = got,
+    *j = (spill_job){.kind = JOB_RESUME, .prompt = prompt, .n = n, .seq = seq, .min = got,
                      .tag = tag};
     pthread_mutex_lock(&s->qmu);
     enqueue(s, j);
@@ -246,7 +267,13 @@ void td_spill_poll(td_spill *s, td_pcache *c, td_spill_resumed_fn done, void *ar
     while (list) {
         spill_job *j = list;
         list = j->next;
-        if (j->resume) {
+        if (j->kind == JOB_HELD) {
+            if (s->on_held && done)
+                s->on_held(s->held_arg, j->stored, j->tokens, j->n);
+            free_job(j);
+            continue;
+        }
+        if (j->kind == JOB_RESUME) {
             if (!done) {  /* cannot happen: destroy comes after the resumes */
                 free(j);
                 continue;
@@ -306,6 +333,8 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
     s->fingerprint = td_v4_layout_fingerprint(td_v4_model_config(m));
     s->wake = o->wake;
     s->wake_arg = o->wake_arg;
+    s->on_held = o->on_held;
+    s->held_arg = o->held_arg;
     s->max_queued = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED;
     snprintf(s->dir, sizeof s->dir, "%s", o->dir);
     td_err e = td_spill_open_store(s, o);

@@ -56,6 +56,12 @@ typedef struct {
      * engine waiting for work wakes up to call td_spill_poll. */
     void (*wake)(void *arg);
     void *wake_arg;
+    /* Told, from td_spill_poll, of the states on disk that the memory
+     * cache's events did not tell of: those found in the store at start
+     * (stored) and those the store dropped (evicted, damaged, pushed out of
+     * their block's index). Tokens borrowed for the call. NULL: none. */
+    void (*on_held)(void *arg, bool stored, const int32_t *tokens, size_t n);
+    void *held_arg;
     /* Bytes of states queued for writing before a further spill waits
      * for the disk (their memory is held until written); 0: 1 GiB. */
     size_t max_queued_bytes;

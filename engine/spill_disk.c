@@ -230,6 +230,41 @@ static td_kv_key tail_key(const td_spill *s, td_kv_key block, const int32_t *tai
     return (td_kv_key){h.low64, h.high64};
 }
 
+/* The token ids filed with the state at key (malloc'd; NULL if absent or
+ * unreadable), *n their count. */
+static int32_t *read_tokens(td_spill *s, td_kv_key key, size_t *n)
+{
+    td_kv_entry_info info;
+    char err[256];
+    if (td_kv_stat_entry(s->kv, key, SPILL_SECTION_TOKENS, &info) ||
+        info.value_bytes != info.tokens * sizeof(int32_t) || !info.tokens)
+        return NULL;
+    int32_t *t = malloc(info.value_bytes);
+    size_t len = 0;
+    if (t && td_kv_get(s->kv, key, SPILL_SECTION_TOKENS, t, info.value_bytes, &len, err,
+                       sizeof err) == TD_OK && len == info.value_bytes) {
+        *n = info.tokens;
+        return t;
+    }
+    free(t);
+    return NULL;
+}
+
+/* Deletes the state at key and its tokens, and tells the engine (the
+ * router was told it is held). */
+static void drop_state(td_spill *s, td_kv_key key)
+{
+    char err[256];
+    size_t n = 0;
+    int32_t *t = read_tokens(s, key, &n);
+    td_kv_del(s->kv, key, TD_KV_SECTION_STATE, err, sizeof err);
+    td_kv_del(s->kv, key, SPILL_SECTION_TOKENS, err, sizeof err);
+    if (t && s->on_held)
+        td_spill_notice(s, t, n, false);
+    else
+        free(t);
+}
+
 td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const void *state,
                          size_t len, td_kv_key *block_out)
 {
@@ -286,17 +321,19 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
     put32(rec + 12, 0);
     /* State first: a crash inside the log write keeps a prefix of the
      * items, and a state no index names is never used (LRU reclaims it). */
-    td_kv_item it[2] = {
+    td_kv_item it[3] = {
         {.key = me.key, .section = TD_KV_SECTION_STATE, .tokens = n, .value = state, .len = len},
+        {.key = me.key, .section = SPILL_SECTION_TOKENS, .tokens = n, .value = tokens,
+         .len = n * sizeof *tokens},
         {.key = block, .section = SPILL_SECTION_INDEX, .tokens = base, .value = rec, .len = off},
     };
     err[0] = '\0';
-    td_err e = td_kv_put_many(s->kv, it, 2, err, sizeof err);
+    td_err e = td_kv_put_many(s->kv, it, 3, err, sizeof err);
     if (e) {
         failed(s, OP_SPILL, e, err);
     } else {
         for (size_t i = 0; i < ngone; i++)
-            td_kv_del(s->kv, gone[i].key, TD_KV_SECTION_STATE, err, sizeof err);
+            drop_state(s, gone[i].key);
         s->c.spills++;
         s->c.spill_bytes += len;
         double dt = now_s() - t0;
@@ -397,7 +434,7 @@ static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *s
             if (e != TD_ENOENT) {
                 failed(s, OP_RESUME, e, err);
                 if (e != TD_ENOMEM && own)
-                    td_kv_del(kv, best->key, TD_KV_SECTION_STATE, err, sizeof err);
+                    drop_state(s, best->key);
             }
             if (*reset)
                 break;
@@ -472,4 +509,74 @@ size_t td_spill_disk_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt,
             got = d;
     }
     return *reset ? 0 : got;
+}
+
+/* ---- announcing what the store holds, at start -------------------------- */
+
+typedef struct {
+    td_kv_key *keys;
+    size_t n, cap;
+} keylist;
+
+static int collect_tokens(const td_kv_entry_info *e, void *arg)
+{
+    keylist *l = arg;
+    if (e->section != SPILL_SECTION_TOKENS)
+        return 0;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 64;
+        td_kv_key *k = realloc(l->keys, nc * sizeof *k);
+        if (!k)
+            return 1;  /* announce what we have */
+        l->keys = k;
+        l->cap = nc;
+    }
+    l->keys[l->n++] = e->key;
+    return 0;
+}
+
+/* A state is announced only if a lookup can find it: its entry is there
+ * and its block's index names it (a crash can keep a state whose index
+ * write was lost). */
+static bool findable(td_spill *s, td_kv_key key, const int32_t *t, size_t n)
+{
+    td_kv_entry_info info;
+    if (td_kv_stat_entry(s->kv, key, TD_KV_SECTION_STATE, &info) || info.tokens != n)
+        return false;
+    size_t nb = chain(s, t, n);
+    if (nb == 0)
+        return false;
+    ient ents[MAX_TAILS];
+    size_t nents = 0;
+    char err[256];
+    if (read_index(s, s->kv, s->dir, s->keys[nb - 1], s->idx_old, ents, &nents, err,
+                   sizeof err))
+        return false;
+    for (size_t i = 0; i < nents; i++)
+        if (ents[i].key.lo == key.lo && ents[i].key.hi == key.hi && ents[i].tokens == n)
+            return true;
+    return false;
+}
+
+void td_spill_disk_announce(td_spill *s)
+{
+    if (!s->kv)
+        return;
+    keylist l = {0};
+    td_kv_foreach(s->kv, collect_tokens, &l);  /* least recently used first */
+    size_t told = 0;
+    for (size_t i = 0; i < l.n; i++) {
+        size_t n = 0;
+        int32_t *t = read_tokens(s, l.keys[i], &n);
+        if (t && findable(s, l.keys[i], t, n)) {
+            td_spill_notice(s, t, n, true);
+            told++;
+        } else {
+            free(t);
+        }
+    }
+    if (l.n)
+        td_log(TD_LOG_INFO, "kv spill: %zu states on disk announced", told);
+    free(l.keys);
+    td_spill_publish(s);
 }

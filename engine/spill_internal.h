@@ -20,6 +20,9 @@
  * (TD_KV_SECTION_STATE); per-layer sections would be 1 + layer, so the
  * index sits far above any layer count. */
 #define SPILL_SECTION_INDEX 0x7461u
+/* The state's token ids (int32 LE) at the state's own key: what a worker
+ * announces to the router at start, and when the store drops the state. */
+#define SPILL_SECTION_TOKENS 0x746bu
 
 enum { MAX_PEERS = 8, SPILL_MAX_TAIL = 128 };
 
@@ -46,10 +49,13 @@ typedef struct {
 /* Work for the KV thread. A spill owns its tokens and state until the
  * engine thread collects it; a resume borrows the request's prompt and
  * sequence, which nobody else touches until it is collected. */
+enum { JOB_SPILL, JOB_RESUME, JOB_HELD };
+
 typedef struct spill_job {
     struct spill_job *next;      /* in a queue (under qmu) */
     struct spill_job *pnext;     /* spills: the engine thread's pending list */
-    bool resume;
+    int kind;
+    bool stored;                 /* JOB_HELD: a state on disk found (or dropped): tokens, n */
     /* spill */
     int32_t *tokens;
     size_t n;
@@ -74,6 +80,8 @@ struct td_spill {
     char dir[512];
     void (*wake)(void *arg);
     void *wake_arg;
+    void (*on_held)(void *arg, bool stored, const int32_t *tokens, size_t n);
+    void *held_arg;
     size_t max_queued;           /* bytes of spills queued before the engine waits */
 
     /* the KV thread's (the engine thread's before it starts and after it
@@ -125,6 +133,11 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
 size_t td_spill_disk_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,
                              size_t min, int *reset);
 void td_spill_publish(td_spill *s);
+/* Tells every state in our store to on_held (found at start). */
+void td_spill_disk_announce(td_spill *s);
+/* spill.c, on the KV thread: a state on disk found or dropped, for on_held
+ * (tokens: malloc'd, handed over). */
+void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored);
 extern const char *const td_spill_op_name[NOPS];
 extern const char *const td_spill_reason_name[NREASONS];
 

@@ -176,11 +176,61 @@ static void refused_state_comes_back(void)
     tm_rmrf(dir);
 }
 
+static size_t held_n, dropped_n;
+static int held_calls, dropped_calls;
+static void on_held(void *arg, bool stored, const int32_t *t, size_t n)
+{
+    (void)arg;
+    TD_CHECK(!memcmp(t, toks, n * sizeof *t));
+    if (stored)
+        held_n = n, held_calls++;
+    else
+        dropped_n = n, dropped_calls++;
+}
+
+/* Nine states that end in one 128-token block: the block's index keeps
+ * eight, the oldest is deleted, and the engine told it is gone. A new
+ * tier on the same store announces the eight that are left. */
+static void told_what_disk_holds(void)
+{
+    char dir[64];
+    tm_tmpdir(dir, sizeof dir);
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 4096, NULL, NULL) == TD_OK);
+    td_spill *s;
+    td_spill_opts o = {.dir = dir, .on_held = on_held};
+    TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK);
+    td_v4_seq *q = seq_after(toks, NSTATE);
+    done_rec d = {0};
+    char err[256];
+    for (int i = 0; i < 9; i++) {
+        if (i) {
+            td_v4_step st = {.seq = q, .tokens = toks + NSTATE + i - 1, .n = 1};
+            TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
+        }
+        TD_CHECK(td_pcache_put(c, q, toks, NSTATE + i) == TD_OK);
+        collect(s, c, &d);
+    }
+    TD_CHECK(dropped_calls == 1 && dropped_n == NSTATE && held_calls == 0);
+    td_spill_destroy(s, c);
+    TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK);
+    for (int i = 0; i < 2000 && held_calls < 8; i++) {
+        usleep(1000);
+        td_spill_poll(s, c, on_done, &d);
+    }
+    TD_CHECK(held_calls == 8 && held_n > NSTATE && held_n <= NSTATE + 8);
+    td_spill_destroy(s, c);
+    td_pcache_destroy(c);
+    td_v4_seq_destroy(q);
+    tm_rmrf(dir);
+}
+
 int main(int argc, char **argv)
 {
     static const td_test_case cases[] = {
         {"hand_off_then_background_read", hand_off_then_background_read},
         {"refused_state_comes_back", refused_state_comes_back},
+        {"told_what_disk_holds", told_what_disk_holds},
         {NULL, NULL},
     };
     return tm_main(argc, argv, cases, toks, NTOK);

@@ -70,12 +70,23 @@ typedef struct {
     td_engine *e;
 } eng;
 
+/* The cache's events (a worker's KvEvents): the last stored of each length. */
+static size_t stored_n[NP + NG + NM + 1];
+static void on_cache(void *arg, bool stored, const int32_t *tokens, size_t n)
+{
+    (void)arg;
+    if (n < sizeof stored_n / sizeof *stored_n)
+        stored_n[n] += stored ? 1 : 0;
+    (void)tokens;
+}
+
 static void start(eng *g, int64_t cache_bytes, const char *store)
 {
     uv_loop_init(&g->loop);
+    memset(stored_n, 0, sizeof stored_n);
     td_engine_opts o = {.model_dir = MODEL, .max_batch = 2, .nthreads = 1,
                         .prefix_cache_bytes = cache_bytes, .kv_store_dir = store,
-                        .on_loaded = on_loaded};
+                        .on_loaded = on_loaded, .on_cache = on_cache};
     char err[256];
     loaded = false;
     TD_CHECK(td_engine_create(&g->e, &g->loop, &o, err, sizeof err) == TD_OK);
@@ -147,6 +158,12 @@ static void test_restart_resumes_finish_state(void)
     TD_CHECK(!memcmp(r1.toks, want1.toks, sizeof r1.toks));
     stop(&g);
     start(&g, 0, dir);
+    /* The restarted engine announces what its disk holds (a worker tells
+     * the router, so the next turn comes back here): the prompt's state
+     * and the finish state. */
+    for (int i = 0; i < 400 && !(stored_n[NP] && stored_n[NP + NG - 1]); i++)
+        uv_run(&g.loop, UV_RUN_NOWAIT), usleep(5000);
+    TD_CHECK(stored_n[NP] == 1 && stored_n[NP + NG - 1] == 1);
     run r2 = gen(&g, turn2, NP + NG + NM, NG);
     /* the finish state: the prompt and the generated tokens fed back (the
      * last one never is) */
