@@ -291,10 +291,14 @@ td_err td_v4_seq_seal(const td_v4_seq *s, void *buf, size_t cap, size_t *written
     return TD_OK;
 }
 
-td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen)
+/* Checks the header of a len-byte state for s: magic, version, geometry,
+ * the length it records and the length its token counts imply. Reads only
+ * buf[0..HEADER_BYTES), so the streamed loader can call it before the rest
+ * has arrived. */
+static td_err check_header(const td_v4_seq *s, const uint8_t *b, size_t len, int64_t *pos_out,
+                           int64_t *mtp_out, char *err, size_t errlen)
 {
     const td_v4_model *m = s->m;
-    const uint8_t *b = buf;
     if (len < HEADER_BYTES + 8)
         return td_errf(err, errlen, TD_ECORRUPT, "state: %zu bytes is shorter than a header", len);
     if (get32(b) != MAGIC)
@@ -315,25 +319,138 @@ td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size
         return td_errf(err, errlen, TD_ETOOLONG,
                        "state: covers %llu tokens, the sequence holds %lld",
                        (unsigned long long)pos, (long long)s->cap);
-    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
-        return td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch");
-    /* The size must follow from pos; check before touching the sequence so
-     * a bad buffer leaves it as it was. */
-    int64_t old = s->pos, old_mtp = s->mtp_pos;
-    s->pos = (int64_t)pos;
-    s->mtp_pos = (int64_t)mtp;
-    size_t need = td_v4_seq_state_size(s);
-    s->pos = old;
-    s->mtp_pos = old_mtp;
+    size_t need = td_v4_state_size_at(m, (int64_t)pos, (int64_t)mtp);
     if (need != len)
         return td_errf(err, errlen, TD_ECORRUPT,
                        "state: %zu bytes do not match %llu tokens (%zu expected)",
                        len, (unsigned long long)pos, need);
+    *pos_out = (int64_t)pos;
+    *mtp_out = (int64_t)mtp;
+    return TD_OK;
+}
+
+td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen)
+{
+    const uint8_t *b = buf;
+    int64_t pos, mtp;
+    /* Everything, the checksum included, before touching the sequence, so
+     * a bad buffer leaves it as it was (decode relies on that). */
+    td_err r = check_header(s, b, len, &pos, &mtp, err, errlen);
+    if (r)
+        return r;
+    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
+        return td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch");
     td_v4_seq_reset(s);
-    s->pos = (int64_t)pos;
-    s->mtp_pos = (int64_t)mtp;
+    s->pos = pos;
+    s->mtp_pos = mtp;
     layers_io(s, (uint8_t *)b + HEADER_BYTES, 0);
     return TD_OK;
+}
+
+/* ---- streamed load ------------------------------------------------------ */
+
+struct td_v4_seq_loader {
+    td_v4_seq *s;
+    size_t len;                  /* bytes the state has */
+    size_t avail;                /* bytes seen so far (the last feed's avail) */
+    int next;                    /* next section to load; -1: header not checked */
+    td_err failed;               /* sticky: the first error */
+    int64_t pos, mtp;            /* from the header; s->pos stays 0 until the end */
+    uint64_t want;               /* the stored checksum, once the last 8 bytes came */
+    XXH3_state_t *sum;           /* over the bytes loaded so far, in order */
+    size_t offs[TD_V4_MAX_LAYERS + 1]; /* section offsets, offs[nlayers] = len - 8 */
+};
+
+td_err td_v4_seq_load_begin(td_v4_seq_loader **out, td_v4_seq *s, size_t len)
+{
+    *out = NULL;
+    td_v4_seq_loader *ld = calloc(1, sizeof(*ld));
+    if (!ld)
+        return TD_ENOMEM;
+    /* XXH3's state wants 64-byte alignment: its own allocator provides it. */
+    ld->sum = XXH3_createState();
+    if (!ld->sum) {
+        free(ld);
+        return TD_ENOMEM;
+    }
+    ld->s = s;
+    ld->len = len;
+    ld->next = -1;
+    *out = ld;
+    return TD_OK;
+}
+
+/* Records the first error, empties the sequence and returns the error. */
+static td_err load_fail(td_v4_seq_loader *ld, td_err r)
+{
+    ld->failed = r;
+    td_v4_seq_reset(ld->s);
+    return r;
+}
+
+td_err td_v4_seq_load_feed(td_v4_seq_loader *ld, const void *buf, size_t avail, char *err,
+                           size_t errlen)
+{
+    const uint8_t *b = buf;
+    td_v4_seq *s = ld->s;
+    if (ld->failed)
+        return td_errf(err, errlen, ld->failed, "state: the load already failed (%s)",
+                       td_strerror(ld->failed));
+    if (avail < ld->avail || avail > ld->len)
+        return load_fail(ld, td_errf(err, errlen, TD_EINVAL,
+                                     "state: fed %zu bytes after %zu, of %zu", avail, ld->avail,
+                                     ld->len));
+    ld->avail = avail;
+    if (ld->next < 0) {
+        /* A state too short for a header fails at once, not never. */
+        if (avail < HEADER_BYTES && ld->len >= HEADER_BYTES + 8)
+            return TD_OK;
+        td_err r = check_header(s, b, ld->len, &ld->pos, &ld->mtp, err, errlen);
+        if (r)
+            return load_fail(ld, r);
+        td_v4_state_offsets(s->m, ld->pos, ld->mtp, ld->offs);
+        XXH3_64bits_reset(ld->sum);
+        XXH3_64bits_update(ld->sum, b, HEADER_BYTES);
+        td_v4_seq_reset(s);
+        ld->next = 0;
+    }
+    for (; ld->next < s->nlayers && ld->offs[ld->next + 1] <= avail; ld->next++) {
+        int l = ld->next;
+        size_t off = ld->offs[l], n = ld->offs[l + 1] - off;
+        layer_io(s, l, l >= s->m->c.n_layers ? ld->mtp : ld->pos, (uint8_t *)b + off, 0);
+        XXH3_64bits_update(ld->sum, b + off, n);
+    }
+    if (avail == ld->len)
+        ld->want = get64(b + ld->len - 8);
+    return TD_OK;
+}
+
+td_err td_v4_seq_load_end(td_v4_seq_loader *ld, char *err, size_t errlen)
+{
+    td_err r = ld->failed;
+    if (r)
+        td_errf(err, errlen, r, "state: the load failed (%s)", td_strerror(r));
+    else if (ld->avail != ld->len)
+        r = load_fail(ld, td_errf(err, errlen, TD_ECORRUPT, "state: ended after %zu of %zu bytes",
+                                  ld->avail, ld->len));
+    else if (XXH3_64bits_digest(ld->sum) != ld->want)
+        r = load_fail(ld, td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch"));
+    if (!r) {
+        ld->s->pos = ld->pos;
+        ld->s->mtp_pos = ld->mtp;
+    }
+    XXH3_freeState(ld->sum);
+    free(ld);
+    return r;
+}
+
+void td_v4_seq_load_abort(td_v4_seq_loader *ld)
+{
+    if (!ld)
+        return;
+    td_v4_seq_reset(ld->s);
+    XXH3_freeState(ld->sum);
+    free(ld);
 }
 
 /* Synthetic contents for benchmarks: decode cost depends on how much state
