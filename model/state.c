@@ -55,6 +55,7 @@ static int64_t layer_pos(const td_v4_seq *s, int l)
 }
 
 typedef struct {
+    int64_t pos;                 /* tokens the layer has seen */
     int64_t win, comp, ikey;     /* record counts */
     int64_t prevA, pend;         /* main tail rows */
     int64_t iprevA, ipend;       /* indexer tail rows */
@@ -65,6 +66,7 @@ static layer_plan plan_at(const td_v4_model *m, int R, int64_t pos)
 {
     const td_v4_config *c = &m->c;
     layer_plan p = {0};
+    p.pos = pos;
     p.win = pos < c->window ? pos : c->window;
     p.d = c->head_dim;
     p.dI = c->index_head_dim;
@@ -180,33 +182,67 @@ static uint8_t *tail_io(uint8_t *b, float *kv, float *sc, int R, int d, int over
     return b;
 }
 
-/* Moves layer l's section as of `pos` tokens; dir 1 = save. */
-static uint8_t *layer_io(td_v4_seq *s, int l, int64_t pos, uint8_t *b, int dir)
+/* A layer section's parts, in file order. The record arrays are the bulk
+ * of a state and lie contiguously in memory as in the file, so they can be
+ * moved piecewise (the streamed loader copies them as bytes arrive); the
+ * window (a ring in memory) and the tails move whole. */
+enum { PART_WIN, PART_COMP, PART_IKEY, PART_TAILS, N_PARTS };
+
+static size_t part_bytes(const td_v4_model *m, const layer_plan *p, int R, int part)
+{
+    switch (part) {
+    case PART_WIN:
+        return (size_t)p->win * m->rec;
+    case PART_COMP:
+        return (size_t)p->comp * m->rec;   /* comp is 0 when R = 0 */
+    case PART_IKEY:
+        return (size_t)p->ikey * m->ikrec; /* ikey is 0 unless R = 4 */
+    default:
+        return layer_bytes(m, p, R) - (size_t)(p->win + p->comp) * m->rec -
+               (size_t)p->ikey * m->ikrec;
+    }
+}
+
+/* Moves bytes [from, to) of one part of layer l, whose bytes in the file
+ * start at b; dir 1 = save. The window and the tails need from = 0 and to =
+ * the part's size. */
+static void part_io(td_v4_seq *s, int l, const layer_plan *p, int part, uint8_t *b, size_t from,
+                    size_t to, int dir)
 {
     const td_v4_model *m = s->m;
-    int W = m->c.window;
-    {
-        td_v4_layer_state *st = &s->layer[l];
-        int R = st->ratio;
-        layer_plan p = plan_at(m, R, pos);
-        for (int64_t t = pos - p.win; t < pos; t++, b += m->rec) {
+    td_v4_layer_state *st = &s->layer[l];
+    int R = st->ratio, W = m->c.window;
+    uint8_t *mem = part == PART_COMP ? st->comp : st->ikey;
+    switch (part) {
+    case PART_WIN:
+        for (int64_t t = p->pos - p->win; t < p->pos; t++, b += m->rec) {
             uint8_t *slot = st->win + (size_t)(t % W) * m->rec;
             memcpy(dir ? b : slot, dir ? slot : b, (size_t)m->rec);
         }
-        if (R > 0) {
-            size_t n = (size_t)p.comp * m->rec;
-            memcpy(dir ? b : st->comp, dir ? st->comp : b, n);
-            b += n;
-        }
-        if (td_v4_is_csa(R)) {
-            size_t n = (size_t)p.ikey * m->ikrec;
-            memcpy(dir ? b : st->ikey, dir ? st->ikey : b, n);
-            b += n;
-        }
+        break;
+    case PART_COMP:
+    case PART_IKEY:
+        if (to > from)
+            memcpy(dir ? b + from : mem + from, dir ? mem + from : b + from, to - from);
+        break;
+    default:
         if (R > 0)
-            b = tail_io(b, st->ckv, st->csc, R, p.d, td_v4_is_csa(R), p.prevA, p.pend, dir);
+            b = tail_io(b, st->ckv, st->csc, R, p->d, td_v4_is_csa(R), p->prevA, p->pend, dir);
         if (td_v4_is_csa(R))
-            b = tail_io(b, st->ikv, st->isc, 4, p.dI, 1, p.iprevA, p.ipend, dir);
+            tail_io(b, st->ikv, st->isc, 4, p->dI, 1, p->iprevA, p->ipend, dir);
+        break;
+    }
+}
+
+/* Moves layer l's section as of `pos` tokens; dir 1 = save. */
+static uint8_t *layer_io(td_v4_seq *s, int l, int64_t pos, uint8_t *b, int dir)
+{
+    int R = s->layer[l].ratio;
+    layer_plan p = plan_at(s->m, R, pos);
+    for (int part = 0; part < N_PARTS; part++) {
+        size_t n = part_bytes(s->m, &p, R, part);
+        part_io(s, l, &p, part, b, 0, n, dir);
+        b += n;
     }
     return b;
 }
@@ -353,7 +389,9 @@ struct td_v4_seq_loader {
     td_v4_seq *s;
     size_t len;                  /* bytes the state has */
     size_t avail;                /* bytes seen so far (the last feed's avail) */
-    int next;                    /* next section to load; -1: header not checked */
+    int started;                 /* the header was checked, s reset */
+    int l, part;                 /* the part being loaded: layer, PART_* */
+    size_t part_done;            /* its bytes loaded so far */
     td_err failed;               /* sticky: the first error */
     int64_t pos, mtp;            /* from the header; s->pos stays 0 until the end */
     uint64_t want;               /* the stored checksum, once the last 8 bytes came */
@@ -375,7 +413,6 @@ td_err td_v4_seq_load_begin(td_v4_seq_loader **out, td_v4_seq *s, size_t len)
     }
     ld->s = s;
     ld->len = len;
-    ld->next = -1;
     *out = ld;
     return TD_OK;
 }
@@ -401,7 +438,7 @@ td_err td_v4_seq_load_feed(td_v4_seq_loader *ld, const void *buf, size_t avail, 
                                      "state: fed %zu bytes after %zu, of %zu", avail, ld->avail,
                                      ld->len));
     ld->avail = avail;
-    if (ld->next < 0) {
+    if (!ld->started) {
         /* A state too short for a header fails at once, not never. */
         if (avail < HEADER_BYTES && ld->len >= HEADER_BYTES + 8)
             return TD_OK;
@@ -412,13 +449,31 @@ td_err td_v4_seq_load_feed(td_v4_seq_loader *ld, const void *buf, size_t avail, 
         XXH3_64bits_reset(ld->sum);
         XXH3_64bits_update(ld->sum, b, HEADER_BYTES);
         td_v4_seq_reset(s);
-        ld->next = 0;
+        ld->started = 1;
     }
-    for (; ld->next < s->nlayers && ld->offs[ld->next + 1] <= avail; ld->next++) {
-        int l = ld->next;
-        size_t off = ld->offs[l], n = ld->offs[l + 1] - off;
-        layer_io(s, l, l >= s->m->c.n_layers ? ld->mtp : ld->pos, (uint8_t *)b + off, 0);
-        XXH3_64bits_update(ld->sum, b + off, n);
+    /* Part by part in file order, so the checksum folds bytes in order; the
+     * record arrays as far as avail goes, the rest once whole. */
+    while (ld->l < s->nlayers) {
+        int l = ld->l, R = s->layer[l].ratio;
+        layer_plan p = plan_at(s->m, R, l >= s->m->c.n_layers ? ld->mtp : ld->pos);
+        size_t start = ld->offs[l], n = part_bytes(s->m, &p, R, ld->part);
+        for (int i = 0; i < ld->part; i++)
+            start += part_bytes(s->m, &p, R, i);
+        size_t have = avail > start ? avail - start : 0, upto = have < n ? have : n;
+        if (upto < n && ld->part != PART_COMP && ld->part != PART_IKEY)
+            upto = 0;
+        if (upto > ld->part_done) {
+            part_io(s, l, &p, ld->part, (uint8_t *)b + start, ld->part_done, upto, 0);
+            XXH3_64bits_update(ld->sum, b + start + ld->part_done, upto - ld->part_done);
+            ld->part_done = upto;
+        }
+        if (ld->part_done < n)
+            break;
+        ld->part_done = 0;
+        if (++ld->part == N_PARTS) {
+            ld->part = 0;
+            ld->l++;
+        }
     }
     if (avail == ld->len)
         ld->want = get64(b + ld->len - 8);

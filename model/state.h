@@ -55,11 +55,14 @@ typedef struct td_v4_seq_loader td_v4_seq_loader;
  * TD_ENOMEM only. */
 td_err td_v4_seq_load_begin(td_v4_seq_loader **out, td_v4_seq *s, size_t len);
 /* buf[0..avail) are the first avail bytes of the state; avail only grows
- * between calls (the bytes before it must not change). At the first call
- * that covers the header, checks magic, version, geometry and length and
- * resets s; then loads every section wholly inside avail not loaded yet,
- * folding its bytes into the running checksum. An error resets s and is
- * final: later feeds and the end return it again. */
+ * between calls (the bytes before it must not change; buf may move, say
+ * to the same bytes elsewhere). At the first call that covers the header,
+ * checks magic, version, geometry and length and resets s; then loads what
+ * avail newly covers, in file order, folding it into the running checksum:
+ * the record arrays (compressed entries, indexer keys: the bulk of a state)
+ * byte by byte as far as avail goes, a window or a compressor tail once it
+ * is wholly present. An error resets s and is final: later feeds and the
+ * end return it again. */
 td_err td_v4_seq_load_feed(td_v4_seq_loader *ld, const void *buf, size_t avail, char *err,
                            size_t errlen);
 /* After a feed of all len bytes: verifies the checksum and sets the
