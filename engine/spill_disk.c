@@ -347,37 +347,62 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
 
 /* Loads the state x names into seq. TD_ENOENT if the store no longer has
  * it (evicted: not a fault); TD_ECORRUPT if it is not the one x names. */
+/* The streamed load: each verified prefix the store reports goes into
+ * the sequence while the later blocks are still being read. */
+typedef struct {
+    td_v4_seq_loader *ld;
+    const uint8_t *buf;
+    td_err e;                    /* the first feed that failed (final) */
+    char err[256];
+} feeder;
+
+static void feed(void *arg, size_t k)
+{
+    feeder *f = arg;
+    if (!f->e)
+        f->e = td_v4_seq_load_feed(f->ld, f->buf, k, f->err, sizeof f->err);
+}
+
+/* Loads the state x names into seq, as it is read. TD_ENOENT if the store
+ * no longer has it (evicted: not a fault); TD_ECORRUPT if it is not the one
+ * x names. *reset: the failure left seq empty (a streamed load touches seq
+ * before the last byte is verified). */
 static td_err load_state(td_kv *kv, const char *dir, td_v4_seq *seq, const ient *x, int *reset,
                          char *err, size_t errlen)
 {
     td_kv_entry_info info;
     if (td_kv_stat_entry(kv, x->key, TD_KV_SECTION_STATE, &info) != TD_OK)
         return TD_ENOENT;
-    if (info.value_bytes != x->state_len || info.tokens != x->tokens)
+    if (info.value_bytes != x->state_len || info.tokens != x->tokens || x->state_len < 8)
         return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is "
                        "not the one its index names", dir, (unsigned long long)x->tokens);
-    uint8_t *buf = malloc(x->state_len ? x->state_len : 1);
-    if (!buf)
+    uint8_t *buf = malloc(x->state_len);
+    feeder f = {.buf = buf};
+    if (!buf || td_v4_seq_load_begin(&f.ld, seq, x->state_len)) {
+        free(buf);
         return td_errf(err, errlen, TD_ENOMEM, "kv spill: out of memory for a %llu-byte state",
                        (unsigned long long)x->state_len);
+    }
     size_t len = 0;
-    td_err e = td_kv_get(kv, x->key, TD_KV_SECTION_STATE, buf, x->state_len, &len, err,
-                         errlen);
-    if (!e && (len != x->state_len || len < 8 || get64(buf + len - 8) != x->sum))
+    td_err e = td_kv_get_progress(kv, x->key, TD_KV_SECTION_STATE, buf, x->state_len, &len,
+                                  feed, &f, err, errlen);
+    if (!e && (len != x->state_len || get64(buf + len - 8) != x->sum))
         e = td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is not "
                     "the one its index names", dir, (unsigned long long)x->tokens);
-    if (!e)
-        e = td_v4_seq_load(seq, buf, len, err, errlen);  /* checks before it touches seq */
-    free(buf);
+    if (!e && f.e)
+        e = td_errf(err, errlen, f.e, "%s", f.err);
     if (e)
-        return e;
-    if (td_v4_seq_len(seq) != (int64_t)x->tokens) {
+        td_v4_seq_load_abort(f.ld);
+    else
+        e = td_v4_seq_load_end(f.ld, err, errlen);
+    free(buf);
+    if (!e && td_v4_seq_len(seq) != (int64_t)x->tokens) {
         td_v4_seq_reset(seq);
-        *reset = 1;
-        return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: a state of another length "
-                       "filed as %llu tokens", dir, (unsigned long long)x->tokens);
+        e = td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: a state of another length "
+                    "filed as %llu tokens", dir, (unsigned long long)x->tokens);
     }
-    return TD_OK;
+    *reset = e != TD_OK;
+    return e;
 }
 
 /* The disk part of td_spill_restore: a state longer than min_tokens, from

@@ -127,11 +127,15 @@ td_err kv_io_write(td_kv *kv, const kv_entry *const *ents, const void *const *va
 /* fdatasync every segment written since the last call. */
 td_err kv_io_sync(td_kv *kv, char *err, size_t errlen);
 typedef void (*kv_ready_fn)(size_t item, void *arg);
+typedef void (*kv_progress_fn)(void *arg, size_t k);
 /* Reads and verifies all blocks of ents[i] into out[i] (value_len bytes),
- * for every i, in one stream; ready(i, arg) when value i is complete. On
- * TD_ECORRUPT *bad names the value a bad block belongs to. */
+ * for every i, in one stream; ready(i, arg) when value i is complete. When
+ * n == 1, progress(arg, k) each time the verified contiguous prefix
+ * out[0][0..k) grows (ignored for n > 1). On TD_ECORRUPT *bad names the
+ * value a bad block belongs to. */
 td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size_t n,
-                  kv_ready_fn ready, void *arg, size_t *bad, char *err, size_t errlen);
+                  kv_ready_fn ready, kv_progress_fn progress, void *arg, size_t *bad,
+                  char *err, size_t errlen);
 /* Fills kv->locs[base..] from e's extents; TD_ECORRUPT if they do not fit. */
 td_err kv_locs(td_kv *kv, const kv_entry *e, size_t base, char *err, size_t errlen);
 
