@@ -137,6 +137,10 @@ static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_
         }
     if (head == &e->running)
         atomic_store(&e->load_running, --e->nrunning);
+    if (head == &e->loading) {
+        e->nloading--;
+        atomic_fetch_sub(&e->load_waiting, 1);
+    }
     if (head == &e->waiting) {
         atomic_fetch_sub(&e->load_waiting, 1);
         e->waiting_tail = NULL;
@@ -170,6 +174,10 @@ static void apply_commands(td_engine *e)
             head = &e->waiting;
             r = find(e->waiting, c->id);
         }
+        if (!r && (r = find(e->loading, c->id)) && c->kind == CMD_CANCEL) {
+            r->cancel = true;  /* its sequence is the KV thread's until the read ends */
+            continue;
+        }
         if (!r)
             continue;  /* finished already */
         if (c->kind == CMD_CANCEL)
@@ -182,7 +190,7 @@ static void apply_commands(td_engine *e)
 
 static bool has_work(const td_engine *e)
 {
-    if (e->waiting && e->nrunning < e->opts.max_batch)
+    if (e->waiting && e->nrunning + e->nloading < e->opts.max_batch)
         return true;
     for (const ereq *r = e->running; r; r = r->next)
         if (!r->paused)
@@ -250,11 +258,48 @@ static size_t branch_point(td_engine *e, const ereq *r)
     return d >= r->prefilled + BRANCH_MIN && d + 1 < r->n_prompt ? d : 0;
 }
 
-/* Moves waiting requests into the batch while there is room. */
+/* r joins the batch, with r->prefilled prompt tokens in its sequence. */
+static void start_running(td_engine *e, ereq *r)
+{
+    if (r->prefilled && !r->generated)
+        emit(e, (event){.kind = EV_CACHED, .state_len = r->prefilled, .cb = r->cb});
+    if (!r->generated && e->pcache)
+        r->branch = branch_point(e, r);
+    r->next = e->running;
+    e->running = r;
+    atomic_store(&e->load_running, ++e->nrunning);
+    atomic_fetch_sub(&e->load_waiting, 1);
+    pthread_mutex_lock(&e->stat_mu);
+    td_prom_observe(&e->queue_time, (double)(td_eng_now_ns() - r->submitted_ns) * 1e-9);
+    pthread_mutex_unlock(&e->stat_mu);
+}
+
+/* The disk tier finished reading r's state (td_spill_restore_begin). */
+static void resumed(void *arg, void *tag, size_t tokens)
+{
+    td_engine *e = arg;
+    ereq *r = tag;
+    r->prefilled = tokens;
+    if (r->cancel) {
+        finish(e, &e->loading, r, TD_ROUTER_FINISH_CANCELLED, TD_OK);
+        return;
+    }
+    for (ereq **p = &e->loading; *p; p = &(*p)->next)
+        if (*p == r) {
+            *p = r->next;
+            break;
+        }
+    e->nloading--;
+    start_running(e, r);
+}
+
+/* Moves waiting requests into the batch while there is room; one whose
+ * prompt continues a state on disk waits in the loading list while the KV
+ * thread reads it, and the batch goes on. */
 static void admit(td_engine *e)
 {
     char err[256];
-    while (e->waiting && e->nrunning < e->opts.max_batch) {
+    while (e->waiting && e->nrunning + e->nloading < e->opts.max_batch) {
         ereq *r = e->waiting;
         err[0] = '\0';
         td_sample_opts so = {.temperature = r->sampling.temperature,
@@ -275,14 +320,12 @@ static void admit(td_engine *e)
             else
                 td_v4_state_offsets(e->m, (int64_t)r->n_prompt, 0, r->offs);
         }
+        bool queued = false;
         if (!er && r->state)
             er = resume(e, r, err, sizeof err);
-        else if (!er && e->pcache &&
-                 (r->prefilled = td_spill_restore(atomic_load(&e->spill), e->pcache, r->seq,
-                                                  r->prompt, r->n_prompt)))
-            emit(e, (event){.kind = EV_CACHED, .state_len = r->prefilled, .cb = r->cb});
-        if (!er && !r->state && e->pcache)
-            r->branch = branch_point(e, r);
+        else if (!er && e->pcache)
+            r->prefilled = td_spill_restore_begin(atomic_load(&e->spill), e->pcache, r->seq,
+                                                  r->prompt, r->n_prompt, r, &queued);
         if (er) {
             td_log(TD_LOG_ERROR, "engine: request %llu: cannot start: %s",
                    (unsigned long long)r->id, err[0] ? err : td_strerror(er));
@@ -292,13 +335,13 @@ static void admit(td_engine *e)
         e->waiting = r->next;
         if (!e->waiting)
             e->waiting_tail = NULL;
-        r->next = e->running;
-        e->running = r;
-        atomic_store(&e->load_running, ++e->nrunning);
-        atomic_fetch_sub(&e->load_waiting, 1);
-        pthread_mutex_lock(&e->stat_mu);
-        td_prom_observe(&e->queue_time, (double)(td_eng_now_ns() - r->submitted_ns) * 1e-9);
-        pthread_mutex_unlock(&e->stat_mu);
+        if (queued) {
+            r->next = e->loading;
+            e->loading = r;
+            e->nloading++;
+            continue;
+        }
+        start_running(e, r);
     }
 }
 
@@ -461,6 +504,15 @@ static void publish_cache(td_engine *e)
     atomic_store(&e->pc_evictions, ps.evictions);
 }
 
+/* The KV thread finished something: an idle engine thread wakes to collect it. */
+static void wake(void *arg)
+{
+    td_engine *e = arg;
+    pthread_mutex_lock(&e->mu);
+    pthread_cond_signal(&e->cv);
+    pthread_mutex_unlock(&e->mu);
+}
+
 static td_err load(td_engine *e)
 {
     char err[512];
@@ -503,7 +555,8 @@ static td_err load(td_engine *e)
         return TD_ENOMEM;
     }
     td_spill_opts so = {.dir = e->opts.kv_store_dir, .capacity_bytes = e->opts.kv_store_bytes,
-                        .peers = e->opts.kv_store_peers};
+                        .peers = e->opts.kv_store_peers, .wake = wake, .wake_arg = e,
+                        .on_held = e->opts.on_cache ? cache_event : NULL, .held_arg = e};
     td_spill *sp = NULL;
     if (so.dir && so.dir[0] && td_spill_create(&sp, &so, e->m, e->pcache)) {
         snprintf(e->load_err, sizeof e->load_err, "out of memory for the kv store");
@@ -528,7 +581,8 @@ void *td_eng_main(void *arg)
                                  &until);
         publish_cache(e);
         pthread_mutex_lock(&e->mu);
-        while (!e->stop && !e->inbox && e->cmds.n == 0 && (er || !has_work(e))) {
+        while (!e->stop && !e->inbox && e->cmds.n == 0 && (er || !has_work(e)) &&
+               !td_spill_news(atomic_load(&e->spill))) {
             if (!due)
                 pthread_cond_wait(&e->cv, &e->mu);
             else if (pthread_cond_timedwait(&e->cv, &e->mu, &until) == ETIMEDOUT)
@@ -554,7 +608,14 @@ void *td_eng_main(void *arg)
         pthread_mutex_unlock(&e->mu);
 
         apply_commands(e);
+        td_spill_poll(atomic_load(&e->spill), e->pcache, resumed, e);
         if (stop) {
+            for (ereq *r = e->loading; r; r = r->next)
+                r->cancel = true;
+            while (td_spill_resuming(atomic_load(&e->spill))) {
+                td_spill_wait(atomic_load(&e->spill));
+                td_spill_poll(atomic_load(&e->spill), e->pcache, resumed, e);
+            }
             while (e->running)
                 finish(e, &e->running, e->running, TD_ROUTER_FINISH_CANCELLED, TD_OK);
             while (e->waiting)

@@ -47,7 +47,9 @@ typedef struct {
     /* Other workers' stores, comma-separated, read on a miss (td_spill_opts.peers). */
     const char *kv_store_peers;
     /* Optional: each prefix the cache stored or dropped, on the loop thread
-     * (tokens borrowed for the call): a worker publishes them (KvEvents). */
+     * (tokens borrowed for the call): a worker publishes them (KvEvents).
+     * With a disk tier, also every state found on disk at start (stored)
+     * and every one the disk drops. */
     void (*on_cache)(void *arg, bool stored, const int32_t *tokens, size_t n);
     /* Called once on the loop thread when loading ends: err is NULL on
      * success, else the reason (the engine then refuses every request). */

@@ -53,6 +53,7 @@ typedef struct ereq {
     int64_t generated;
     int32_t last;                /* the token to feed next */
     bool paused;
+    bool cancel;                 /* cancelled while its state was being read */
     int32_t *gen;                /* emitted tokens, for the prefix cache */
     size_t n_gen, cap_gen;
     /* grammar-constrained output (router/engine.h td_router_constraint) */
@@ -141,6 +142,8 @@ struct td_engine {
     ereq *waiting, *waiting_tail;
     ereq *running;
     int nrunning;
+    ereq *loading;               /* their prompts' states being read from disk */
+    int nloading;
     float *logits;               /* (max_batch, vocab) */
     td_v4_step *steps;           /* (max_batch) */
     ereq **step_req;             /* (max_batch) */

@@ -92,14 +92,31 @@ static td_err spill_big(td_pcache *c, const td_v4_seq *seq, const int32_t *token
                         size_t len)
 {
     uint8_t *buf = malloc(len);
-    if (!buf)
-        return TD_ENOMEM;
+    int32_t *toks = malloc(n * sizeof *toks);
     size_t w = 0;
-    td_err er = td_v4_seq_save(seq, buf, len, &w);
-    if (!er && !c->spill(c->spill_arg, tokens, n, buf, w) && c->on_event)
-        c->on_event(c->arg, true, tokens, n);  /* held, on disk */
+    td_err er = buf && toks ? td_v4_seq_save(seq, buf, len, &w) : TD_ENOMEM;
+    if (!er) {
+        memcpy(toks, tokens, n * sizeof *toks);
+        if (c->spill(c->spill_arg, toks, n, buf, w) == TD_OK) {
+            if (c->on_event)
+                c->on_event(c->arg, true, tokens, n);  /* held, on (its way to) disk */
+            return TD_OK;
+        }
+    }
     free(buf);
+    free(toks);
     return er;
+}
+
+/* Offers e's arrays to the spill function; true if it took them (e is then
+ * left without them, to be freed). */
+static bool hand_to_spill(td_pcache *c, entry *e)
+{
+    if (!c->spill || c->spill(c->spill_arg, e->tokens, e->n, e->state, e->len) != TD_OK)
+        return false;
+    e->state = NULL;  /* the spill function's now (unlinked untold: no tokens needed) */
+    e->tokens = NULL;
+    return true;
 }
 
 td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, size_t n)
@@ -137,8 +154,7 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
         entry *last = c->head;
         while (last->next)
             last = last->next;
-        bool kept = c->spill &&
-                    !c->spill(c->spill_arg, last->tokens, last->n, last->state, last->len);
+        bool kept = hand_to_spill(c, last);
         unlink_entry(c, last, !kept);
         entry_free(last);
         c->st.evictions++;
@@ -221,12 +237,13 @@ static int64_t spill_where(td_pcache *c, int64_t idle_ms, bool all)
             pp = &e->next;
             continue;
         }
-        if (c->spill(c->spill_arg, e->tokens, e->n, e->state, e->len) && !all) {
+        bool kept = hand_to_spill(c, e);
+        if (!kept && !all) {
             e->keep = true;  /* the tier logged and counted why */
             pp = &e->next;
             continue;
         }
-        unlink_entry(c, e, false);  /* on disk now; *pp is e->next */
+        unlink_entry(c, e, !kept);  /* kept: on (its way to) disk; *pp is e->next */
         entry_free(e);
     }
     return next;
@@ -235,3 +252,31 @@ static int64_t spill_where(td_pcache *c, int64_t idle_ms, bool all)
 int64_t td_pcache_spill_idle(td_pcache *c, int64_t idle_ms) { return spill_where(c, idle_ms, false); }
 
 void td_pcache_spill_all(td_pcache *c) { spill_where(c, 0, true); }
+
+void td_pcache_adopt(td_pcache *c, int32_t *tokens, size_t n, uint8_t *state, size_t len)
+{
+    entry *e = calloc(1, sizeof *e);
+    if (!e || c->st.bytes + len + n * sizeof *tokens > c->budget) {
+        if (c->on_event)
+            c->on_event(c->arg, false, tokens, n);
+        free(e);
+        free(tokens);
+        free(state);
+        return;
+    }
+    for (const entry *x = c->head; x; x = x->next)
+        if (x->n == n && !memcmp(x->tokens, tokens, n * sizeof *tokens)) {
+            free(e);  /* stored again meanwhile: the same bytes */
+            free(tokens);
+            free(state);
+            return;
+        }
+    *e = (entry){.tokens = tokens, .n = n, .state = state, .len = len, .used_ms = now_ms(),
+                 .keep = true};
+    entry **pp = &c->head;  /* least recently used: first to go for room */
+    while (*pp)
+        pp = &(*pp)->next;
+    *pp = e;
+    c->st.bytes += cost(e);
+    c->st.entries++;
+}

@@ -64,12 +64,16 @@ size_t td_pcache_common(const td_pcache *c, const int32_t *prompt, size_t n);
 
 td_pcache_stats td_pcache_get_stats(const td_pcache *c);
 
-/* Given an entry's tokens and state bytes (both borrowed for the call) just
- * before the cache frees them: evicted for room, idle (td_pcache_spill_idle),
- * at td_pcache_spill_all, or put while larger than the whole budget. Not for an entry replaced by the same tokens
- * (the state after the same tokens is the same bytes). */
-typedef td_err (*td_pcache_spill_fn)(void *arg, const int32_t *tokens, size_t n,
-                                     const void *state, size_t len);
+/* Given an entry's tokens and state bytes (td_v4_seq_save's) just before
+ * the cache would free them: evicted for room, idle (td_pcache_spill_idle),
+ * at td_pcache_spill_all, or put while larger than the whole budget. Not
+ * for an entry replaced by the same tokens (the state after the same
+ * tokens is the same bytes). TD_OK: the function took both arrays (it
+ * frees them; a disk tier writes them in the background and hands back
+ * with td_pcache_adopt a state it could not write); an error: the cache
+ * still owns them. */
+typedef td_err (*td_pcache_spill_fn)(void *arg, int32_t *tokens, size_t n, uint8_t *state,
+                                     size_t len);
 void td_pcache_set_spill(td_pcache *c, td_pcache_spill_fn fn, void *arg);
 
 /* Spills and frees every entry not put or restored for idle_ms or more;
@@ -82,5 +86,12 @@ int64_t td_pcache_spill_idle(td_pcache *c, int64_t idle_ms);
 /* Spills and frees every entry (a worker that stops keeps its sessions on
  * disk for the next start). */
 void td_pcache_spill_all(td_pcache *c);
+
+/* Takes back the arrays of a state the spill function took and then could
+ * not write (a full disk): kept as the least recently used entry, and not
+ * offered to the spill function again when idle, if it fits in the budget
+ * beside what is held; otherwise freed, and the event function told it is
+ * gone (while it was on its way to disk it was reported held). */
+void td_pcache_adopt(td_pcache *c, int32_t *tokens, size_t n, uint8_t *state, size_t len);
 
 #endif

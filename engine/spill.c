@@ -1,138 +1,323 @@
-/* See spill.h. The store is used by the engine thread only; /metrics reads
- * a snapshot of the counters under mu, refreshed after every operation. */
-#include <pthread.h>
-#include <stdbool.h>
+/* See spill.h. Two threads:
+ *
+ * - The engine thread hands states over (the memory cache's spill
+ *   function: the arrays change owner, nothing is copied), asks for
+ *   restores, and collects finished work in td_spill_poll: the memory of a
+ *   written state is freed there, a state that could not be written goes
+ *   back to the cache, a finished resume goes back to its request.
+ * - The KV thread owns the stores (td_kv is single-threaded) and does the
+ *   I/O: resumes first (a request waits on each), then spills in order.
+ *
+ * Until the engine thread collects a spill, its state stays findable in
+ * memory (the pending list): a prompt that arrives while its state is
+ * being written restores from memory, as if it had never left. The engine
+ * thread also keeps the set of block keys that have an index record in
+ * our store, so a prompt with nothing on disk never waits for the KV
+ * thread (which may be in the middle of a long write). */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
-
-#include <xxhash.h>
 
 #include "common/log.h"
-#include "engine/spill.h"
-#include "kvstore/kvstore.h"
+#include "engine/spill_internal.h"
 #include "model/state.h"
 
-/* The index record's section, at a block key. Section 0 is a whole state
- * (TD_KV_SECTION_STATE); per-layer sections would be 1 + layer, so the
- * index sits far above any layer count. */
-#define SECTION_INDEX 0x7461u
+enum { DEFAULT_MAX_QUEUED = 1 << 30 };
 
-/* The index record at the key of a block prefix lists the states that
- * extend it by 0..block_tokens-1 tokens (most recent first): for each, its
- * tokens, the tail tokens, the state's length and own checksum, and the
- * key the state is filed under (a hash of the block key and the tail).
- * Several per block, because a prompt's end and the same turn's finish
- * usually fall in one block and the next turn may need either. */
-enum {
-    IDX_MAGIC = 0x58495454u,     /* "TTIX" */
-    IDX_VERSION = 1,
-    IDX_HEADER = 16,             /* magic, version, count, zero */
-    ENT_HEADER = 48,             /* tokens, tail count, zero, state bytes, checksum, key */
-    MAX_TAILS = 8,               /* states per block kept; older ones are deleted */
-    MAX_TAIL = 128,              /* block_tokens of the store is 128 */
-    IDX_CAP = IDX_HEADER + MAX_TAILS * (ENT_HEADER + MAX_TAIL * 4),
-    MAX_PROBES = 8,              /* block prefixes tried per lookup */
-};
+/* ---- the set of block keys with an index record (engine thread) --------- */
 
-typedef struct {
-    uint64_t tokens, state_len, sum;
-    uint32_t ntail;
-    td_kv_key key;
-    const uint8_t *tail;         /* ntail int32, inside the record */
-} ient;
+static size_t slot_of(td_kv_key k, size_t cap) { return (size_t)(k.lo ^ k.hi) & (cap - 1); }
 
-/* Why an operation failed, for the metrics' reason label. */
-enum { R_CORRUPT, R_FORMAT, R_NOSPC, R_IO, R_OTHER, NREASONS };
-static const char *const reason_name[NREASONS] = {"corrupt", "format", "nospc", "io", "other"};
+static bool key_zero(td_kv_key k) { return !k.lo && !k.hi; }
 
-static int reason_of(td_err e)
+static bool set_has(const td_spill *s, td_kv_key k)
 {
-    switch (e) {
-    case TD_ECORRUPT: return R_CORRUPT;
-    case TD_EFORMAT: return R_FORMAT;
-    case TD_ENOSPC: return R_NOSPC;
-    case TD_EIO: case TD_EBUSY: case TD_ENOENT: return R_IO;
-    default: return R_OTHER;
+    if (!s->set_cap)
+        return false;
+    for (size_t i = slot_of(k, s->set_cap);; i = (i + 1) & (s->set_cap - 1)) {
+        if (key_zero(s->set[i]))
+            return false;
+        if (s->set[i].lo == k.lo && s->set[i].hi == k.hi)
+            return true;
     }
 }
 
-typedef struct {
-    uint64_t spills, spill_bytes, spill_skipped, resumes, resume_tokens, resume_misses;
-    uint64_t peer_resumes, peer_resume_tokens;
-    uint64_t failures[3][NREASONS];  /* open, spill, resume */
-    td_prom_hist spill_s, resume_s;
-    td_kv_stats kv;
-} counters;
-
-enum { OP_OPEN, OP_SPILL, OP_RESUME };
-static const char *const op_name[3] = {"open", "spill", "resume"};
-
-/* Another worker's store, read where a shared volume holds it: when a
- * prompt misses here, a conversation that worker spilled (and perhaps died
- * with) resumes from its disk instead of being recomputed. */
-typedef struct {
-    char dir[512];
-    td_kv *kv;                   /* NULL: not open (yet) */
-    double failed_s;             /* the last open that failed: retried a second later */
-    bool logged;
-} peer;
-
-enum { MAX_PEERS = 8 };
-
-struct td_spill {
-    td_kv *kv;                   /* NULL: the tier is off */
-    peer peers[MAX_PEERS];
-    int npeers;
-    const td_v4_model *m;
-    uint64_t fingerprint;
-    uint32_t bt;                 /* block_tokens of the store */
-    char dir[512];
-    bool logged[3][NREASONS];    /* the first of each kind goes out at ERROR */
-    td_kv_key *keys;             /* chain scratch, grown as needed */
-    size_t nkeys;
-    uint8_t idx_old[IDX_CAP], idx_rec[IDX_CAP];  /* index records read and written */
-    counters c;                  /* engine thread's */
-    pthread_mutex_t mu;
-    counters pub;                /* under mu: what /metrics reads */
-};
-
-static double now_s(void)
+static void set_add(td_spill *s, td_kv_key k)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (double)ts.tv_sec + ts.tv_nsec * 1e-9;
+    if (key_zero(k) || set_has(s, k))
+        return;  /* a zero key is the empty slot (2^-128) */
+    if ((s->set_n + 1) * 2 > s->set_cap) {
+        size_t nc = s->set_cap ? 2 * s->set_cap : 256;
+        td_kv_key *nv = calloc(nc, sizeof *nv), *old = s->set;
+        if (!nv)
+            return;  /* a key missing costs a disk lookup not made: a recompute */
+        size_t oc = s->set_cap;
+        s->set = nv;
+        s->set_cap = nc;
+        s->set_n = 0;
+        for (size_t i = 0; i < oc; i++)
+            if (!key_zero(old[i]))
+                set_add(s, old[i]);
+        free(old);
+    }
+    size_t i = slot_of(k, s->set_cap);
+    while (!key_zero(s->set[i]))
+        i = (i + 1) & (s->set_cap - 1);
+    s->set[i] = k;
+    s->set_n++;
 }
 
-static void publish(td_spill *s)
+static int add_index_key(const td_kv_entry_info *e, void *arg)
 {
-    if (s->kv)
-        td_kv_stats_get(s->kv, &s->c.kv);
-    pthread_mutex_lock(&s->mu);
-    s->pub = s->c;
-    pthread_mutex_unlock(&s->mu);
+    if (e->section == SPILL_SECTION_INDEX)
+        set_add(arg, e->key);
+    return 0;
 }
 
-/* Counts a failure; the first of each kind is an ERROR with the whole
- * message, later ones a WARN (they are in the metrics either way). */
-static void failed(td_spill *s, int op, td_err e, const char *msg)
+/* Whether the disk may hold a state longer than got tokens that
+ * prompt[0..n) continues (one token must remain). Peers' stores change
+ * under us: with peers, always ask. */
+static bool disk_may_have(td_spill *s, const int32_t *prompt, size_t n, size_t got)
 {
-    int r = reason_of(e);
-    s->c.failures[op][r]++;
-    static const char *const then[3] = {"", " (the state stays in memory, or is dropped)",
-                                        " (the prompt is prefilled instead)"};
-    td_log(s->logged[op][r] ? TD_LOG_WARN : TD_LOG_ERROR, "kv spill: %s failed (%s)%s: %s",
-           op_name[op], td_strerror(e), then[op], msg && msg[0] ? msg : td_strerror(e));
-    s->logged[op][r] = true;
+    size_t limit = n - 1;
+    if (n == 0 || limit < s->bt || limit <= got)
+        return false;
+    if (s->npeers)
+        return true;
+    size_t nb = limit / s->bt;
+    if (nb > s->nekeys) {
+        td_kv_key *k = realloc(s->ekeys, nb * sizeof *k);
+        if (!k)
+            return true;  /* let the KV thread look */
+        s->ekeys = k;
+        s->nekeys = nb;
+    }
+    nb = td_kv_chain(s->fingerprint, s->bt, prompt, limit, s->ekeys, nb);
+    for (size_t i = nb; i-- > 0;) {
+        size_t have = (i + 1) * s->bt;
+        if (have + s->bt <= got + 1)
+            break;  /* its states end before what memory gave */
+        if (set_has(s, s->ekeys[i]))
+            return true;
+    }
+    return false;
 }
 
-/* The memory cache lets a state go: to disk (failures are logged and
- * counted in td_spill_put). */
-static td_err spill_cb(void *arg, const int32_t *tokens, size_t n, const void *state, size_t len)
+/* ---- the KV thread ---------------------------------------------------------- */
+
+static void run_job(td_spill *s, spill_job *j)
 {
-    return td_spill_put(arg, tokens, n, state, len);
+    if (j->kind == JOB_RESUME) {
+        j->got = td_spill_disk_restore(s, j->seq, j->prompt, j->n, j->min, &j->reset);
+        return;
+    }
+    j->result = td_spill_disk_put(s, j->tokens, j->n, j->state, j->len, &j->block);
 }
+
+/* Hands j to the engine thread (td_spill_poll) and wakes it. */
+static void finished(td_spill *s, spill_job *j)
+{
+    pthread_mutex_lock(&s->qmu);
+    j->next = s->done;
+    s->done = j;
+    atomic_store(&s->news, true);
+    pthread_cond_broadcast(&s->dcv);
+    pthread_mutex_unlock(&s->qmu);
+    if (s->wake)
+        s->wake(s->wake_arg);
+}
+
+static void *kv_main(void *arg)
+{
+    td_spill *s = arg;
+    if (s->on_held)
+        td_spill_disk_announce(s);  /* before any spill: the store as it was found */
+    pthread_mutex_lock(&s->qmu);
+    for (;;) {
+        while (!s->resumes && !s->spills && !s->quit)
+            pthread_cond_wait(&s->qcv, &s->qmu);
+        spill_job *j = s->resumes ? s->resumes : s->spills;
+        if (!j)
+            break;  /* quit, and nothing left to write */
+        if (j == s->resumes) {
+            if (!(s->resumes = j->next))
+                s->resumes_tail = NULL;
+        } else if (!(s->spills = j->next)) {
+            s->spills_tail = NULL;
+        }
+        pthread_mutex_unlock(&s->qmu);
+        run_job(s, j);
+        pthread_mutex_lock(&s->qmu);
+        if (j->kind == JOB_SPILL)
+            s->queued_bytes -= j->len;
+        pthread_mutex_unlock(&s->qmu);
+        finished(s, j);
+        pthread_mutex_lock(&s->qmu);
+    }
+    pthread_mutex_unlock(&s->qmu);
+    return NULL;
+}
+
+void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored)
+{
+    spill_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(tokens);
+        return;  /* the router keeps a stale view: a placement that recomputes */
+    }
+    *j = (spill_job){.kind = JOB_HELD, .stored = stored, .tokens = tokens, .n = n};
+    finished(s, j);
+}
+
+static void enqueue(td_spill *s, spill_job *j)
+{
+    j->next = NULL;
+    bool resume = j->kind == JOB_RESUME;
+    spill_job **head = resume ? &s->resumes : &s->spills;
+    spill_job **tail = resume ? &s->resumes_tail : &s->spills_tail;
+    if (*tail)
+        (*tail)->next = j;
+    else
+        *head = j;
+    *tail = j;
+    pthread_cond_signal(&s->qcv);
+}
+
+/* ---- the engine thread's side ----------------------------------------------- */
+
+/* The memory cache lets a state go: queue it for the KV thread. Waits
+ * while too many bytes are queued (the disk is slower than the evictions):
+ * the memory they hold is not free until they are written. */
+static td_err spill_cb(void *arg, int32_t *tokens, size_t n, uint8_t *state, size_t len)
+{
+    td_spill *s = arg;
+    if (!s->kv || n < s->bt || len < 8)
+        return TD_ENOTSUP;  /* not worth a disk write: it stays, or goes, in memory */
+    spill_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return TD_ENOMEM;
+    *j = (spill_job){.kind = JOB_SPILL, .tokens = tokens, .n = n, .state = state, .len = len};
+    pthread_mutex_lock(&s->qmu);
+    while (s->queued_bytes && s->queued_bytes + len > s->max_queued)
+        pthread_cond_wait(&s->dcv, &s->qmu);
+    s->queued_bytes += len;
+    enqueue(s, j);
+    pthread_mutex_unlock(&s->qmu);
+    j->pnext = s->pending;
+    s->pending = j;
+    atomic_fetch_add(&s->pending_bytes, len);
+    return TD_OK;
+}
+
+static void free_job(spill_job *j)
+{
+    free(j->tokens);
+    free(j->state);
+    free(j);
+}
+
+/* The memory tiers: the cache, then the states on their way to disk. */
+static size_t restore_memory(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
+                             size_t n)
+{
+    size_t got = td_pcache_restore(c, seq, prompt, n);
+    const spill_job *best = NULL;
+    for (const spill_job *j = s ? s->pending : NULL; j; j = j->pnext)
+        if (j->n < n && j->n > got && (!best || j->n > best->n) &&
+            !memcmp(j->tokens, prompt, j->n * sizeof *prompt))
+            best = j;
+    char err[128];
+    if (best && td_v4_seq_load(seq, best->state, best->len, err, sizeof err) == TD_OK)
+        got = best->n;  /* (a failed load leaves seq as it was) */
+    return got;
+}
+
+size_t td_spill_restore_begin(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
+                              size_t n, void *tag, bool *queued)
+{
+    *queued = false;
+    size_t got = restore_memory(s, c, seq, prompt, n);
+    if (!s || !s->kv)
+        return got;
+    if (!disk_may_have(s, prompt, n, got)) {
+        atomic_fetch_add(&s->quick_misses, 1);
+        return got;
+    }
+    spill_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return got;
+    *j = (spill_job){.kind = JOB_RESUME, .prompt = prompt, .n = n, .seq = seq, .min = got,
+                     .tag = tag};
+    pthread_mutex_lock(&s->qmu);
+    enqueue(s, j);
+    pthread_mutex_unlock(&s->qmu);
+    s->npending++;
+    *queued = true;
+    return got;
+}
+
+void td_spill_poll(td_spill *s, td_pcache *c, td_spill_resumed_fn done, void *arg)
+{
+    if (!s || !atomic_exchange(&s->news, false))
+        return;
+    pthread_mutex_lock(&s->qmu);
+    spill_job *list = s->done;
+    s->done = NULL;
+    pthread_mutex_unlock(&s->qmu);
+    while (list) {
+        spill_job *j = list;
+        list = j->next;
+        if (j->kind == JOB_HELD) {
+            if (s->on_held && done)
+                s->on_held(s->held_arg, j->stored, j->tokens, j->n);
+            free_job(j);
+            continue;
+        }
+        if (j->kind == JOB_RESUME) {
+            if (!done) {  /* cannot happen: destroy comes after the resumes */
+                free(j);
+                continue;
+            }
+            size_t got = j->got ? j->got : j->min;
+            if (j->reset)  /* the failed load emptied seq: what memory has, again */
+                got = restore_memory(s, c, j->seq, j->prompt, j->n);
+            s->npending--;
+            done(arg, j->tag, got);
+            free(j);
+            continue;
+        }
+        for (spill_job **pp = &s->pending; *pp; pp = &(*pp)->pnext)
+            if (*pp == j) {
+                *pp = j->pnext;
+                break;
+            }
+        atomic_fetch_sub(&s->pending_bytes, j->len);
+        if (j->result == TD_OK) {
+            set_add(s, j->block);
+            free_job(j);
+        } else {  /* could not be written: back to memory, or gone */
+            if (c && j->result != TD_ENOTSUP)
+                td_pcache_adopt(c, j->tokens, j->n, j->state, j->len);
+            else
+                free(j->tokens), free(j->state);
+            free(j);
+        }
+    }
+}
+
+bool td_spill_news(td_spill *s) { return s && atomic_load(&s->news); }
+
+size_t td_spill_resuming(const td_spill *s) { return s ? s->npending : 0; }
+
+void td_spill_wait(td_spill *s)
+{
+    pthread_mutex_lock(&s->qmu);
+    while (!s->done)
+        pthread_cond_wait(&s->dcv, &s->qmu);
+    pthread_mutex_unlock(&s->qmu);
+}
+
+/* ---- create, destroy ------------------------------------------------------- */
 
 td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model *m,
                        td_pcache *c)
@@ -141,42 +326,33 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
     if (!s)
         return TD_ENOMEM;
     pthread_mutex_init(&s->mu, NULL);
+    pthread_mutex_init(&s->qmu, NULL);
+    pthread_cond_init(&s->qcv, NULL);
+    pthread_cond_init(&s->dcv, NULL);
     s->m = m;
     s->fingerprint = td_v4_layout_fingerprint(td_v4_model_config(m));
+    s->wake = o->wake;
+    s->wake_arg = o->wake_arg;
+    s->on_held = o->on_held;
+    s->held_arg = o->held_arg;
+    s->max_queued = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED;
     snprintf(s->dir, sizeof s->dir, "%s", o->dir);
-    td_kv_opts ko = {.dir = o->dir, .fingerprint = s->fingerprint, .create = 1,
-                     .capacity_bytes = o->capacity_bytes};
-    char err[512] = "";
-    td_err e = td_kv_open(&s->kv, &ko, err, sizeof err);
-    if (e) {
-        s->kv = NULL;
-        failed(s, OP_OPEN, e, err);
-        td_log(TD_LOG_ERROR, "kv spill: store %s unusable: serving without the disk tier",
-               o->dir);
-    } else {
-        td_kv_stats st;
-        td_kv_stats_get(s->kv, &st);
-        s->bt = st.block_tokens;
-        if (s->bt > MAX_TAIL) {
-            failed(s, OP_OPEN, TD_EFORMAT, "the store's blocks are longer than 128 tokens");
+    td_err e = td_spill_open_store(s, o);
+    if (!e && s->kv) {
+        td_kv_foreach(s->kv, add_index_key, s);
+        if (pthread_create(&s->thread, NULL, kv_main, s)) {
+            td_log(TD_LOG_ERROR, "kv spill: cannot start the KV thread: serving without the "
+                   "disk tier");
             td_kv_close(s->kv);
             s->kv = NULL;
+        } else {
+            s->thread_started = true;
         }
-        td_log(TD_LOG_INFO, "kv spill: store %s: %llu entries, %llu of %llu bytes used", o->dir,
-               (unsigned long long)st.entries, (unsigned long long)st.bytes_used,
-               (unsigned long long)st.capacity_bytes);
     }
-    /* peers: a comma-separated list of other workers' store directories */
-    for (const char *p = o->peers; p && *p && s->npeers < MAX_PEERS;) {
-        size_t k = strcspn(p, ",");
-        if (k && k < sizeof s->peers[0].dir) {
-            snprintf(s->peers[s->npeers].dir, sizeof s->peers[0].dir, "%.*s", (int)k, p);
-            if (strcmp(s->peers[s->npeers].dir, s->dir))
-                s->npeers++;
-        }
-        p += k + (p[k] == ',');
+    if (e) {
+        td_spill_destroy(s, NULL);
+        return e;
     }
-    publish(s);
     if (!c)
         td_log(TD_LOG_WARN, "kv spill: the prefix cache is off: nothing will be spilled");
     else if (s->kv)
@@ -184,6 +360,35 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
     *out = s;
     return TD_OK;
 }
+
+void td_spill_destroy(td_spill *s, td_pcache *c)
+{
+    if (!s)
+        return;
+    if (s->kv && c)
+        td_pcache_spill_all(c);  /* queued: the thread writes them before it ends */
+    if (s->thread_started) {
+        pthread_mutex_lock(&s->qmu);
+        s->quit = true;
+        pthread_cond_signal(&s->qcv);
+        pthread_mutex_unlock(&s->qmu);
+        pthread_join(s->thread, NULL);
+    }
+    if (c)
+        td_pcache_set_spill(c, NULL, NULL);
+    atomic_store(&s->news, true);
+    td_spill_poll(s, NULL, NULL, NULL);  /* (no resume is left: the engine waited) */
+    td_spill_close_stores(s);
+    free(s->set);
+    free(s->ekeys);
+    pthread_cond_destroy(&s->qcv);
+    pthread_cond_destroy(&s->dcv);
+    pthread_mutex_destroy(&s->qmu);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+int td_spill_up(const td_spill *s) { return s && s->kv; }
 
 bool td_spill_idle(td_spill *s, td_pcache *c, int64_t idle_ms, struct timespec *until)
 {
@@ -202,377 +407,22 @@ bool td_spill_idle(td_spill *s, td_pcache *c, int64_t idle_ms, struct timespec *
     return true;
 }
 
-void td_spill_destroy(td_spill *s, td_pcache *c)
-{
-    if (!s)
-        return;
-    if (s->kv && c)
-        td_pcache_spill_all(c);
-    td_kv_close(s->kv);
-    for (int i = 0; i < s->npeers; i++)
-        td_kv_close(s->peers[i].kv);
-    free(s->keys);
-    pthread_mutex_destroy(&s->mu);
-    free(s);
-}
-
-int td_spill_up(const td_spill *s) { return s && s->kv; }
-
-/* Chain keys of tokens[0..n)'s whole blocks into s->keys; how many. */
-static size_t chain(td_spill *s, const int32_t *tokens, size_t n)
-{
-    size_t nb = n / s->bt;
-    if (nb > s->nkeys) {
-        td_kv_key *k = realloc(s->keys, nb * sizeof *k);
-        if (!k)
-            return 0;
-        s->keys = k;
-        s->nkeys = nb;
-    }
-    return td_kv_chain(s->fingerprint, s->bt, tokens, n, s->keys, nb);
-}
-
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }  /* little-endian hosts */
-static uint64_t get64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
-}
-static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
-
-/* Reads and parses the index record at key into buf / ents. *n = 0 if
- * there is none; TD_ECORRUPT if it is malformed. */
-static td_err read_index(td_spill *s, td_kv *kv, const char *dir, td_kv_key key, uint8_t *buf,
-                         ient *ents, size_t *n, char *err, size_t errlen)
-{
-    size_t len = 0;
-    *n = 0;
-    td_err e = td_kv_get(kv, key, SECTION_INDEX, buf, IDX_CAP, &len, err, errlen);
-    if (e == TD_ENOENT)
-        return TD_OK;
-    if (e)
-        return e;
-    uint32_t count = len >= IDX_HEADER ? get32(buf + 8) : 0;
-    if (len < IDX_HEADER || get32(buf) != IDX_MAGIC || get32(buf + 4) != IDX_VERSION ||
-        count > MAX_TAILS)
-        goto bad;
-    size_t off = IDX_HEADER;
-    for (uint32_t i = 0; i < count; i++) {
-        if (off + ENT_HEADER > len)
-            goto bad;
-        ient *x = &ents[i];
-        x->tokens = get64(buf + off);
-        x->ntail = get32(buf + off + 8);
-        x->state_len = get64(buf + off + 16);
-        x->sum = get64(buf + off + 24);
-        x->key.lo = get64(buf + off + 32);
-        x->key.hi = get64(buf + off + 40);
-        x->tail = buf + off + ENT_HEADER;
-        off += ENT_HEADER + (size_t)x->ntail * 4;
-        if (x->ntail >= s->bt || off > len)
-            goto bad;
-    }
-    if (off != len)
-        goto bad;
-    *n = count;
-    return TD_OK;
-bad:
-    return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: malformed index record", dir);
-}
-
-static size_t write_ent(uint8_t *p, const ient *x)
-{
-    put64(p, x->tokens);
-    put32(p + 8, x->ntail);
-    put32(p + 12, 0);
-    put64(p + 16, x->state_len);
-    put64(p + 24, x->sum);
-    put64(p + 32, x->key.lo);
-    put64(p + 40, x->key.hi);
-    memcpy(p + ENT_HEADER, x->tail, (size_t)x->ntail * 4);
-    return ENT_HEADER + (size_t)x->ntail * 4;
-}
-
-/* The key a state is filed under: the block key and the tail, hashed with
- * the model's fingerprint (128 bits, like the chain). */
-static td_kv_key tail_key(const td_spill *s, td_kv_key block, const int32_t *tail, uint32_t n)
-{
-    uint8_t buf[20 + MAX_TAIL * 4];
-    put64(buf, block.lo);
-    put64(buf + 8, block.hi);
-    put32(buf + 16, n);
-    memcpy(buf + 20, tail, (size_t)n * 4);
-    XXH128_hash_t h = XXH3_128bits_withSeed(buf, 20 + (size_t)n * 4,
-                                            s->fingerprint ^ 0x7370696c6c746c31ull);
-    return (td_kv_key){h.low64, h.high64};
-}
-
-td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *state, size_t len)
-{
-    if (!s->kv || n < s->bt || len < 8)
-        return TD_ENOTSUP;  /* not worth a disk write: it stays, or goes, in memory */
-    double t0 = now_s();
-    size_t nb = chain(s, tokens, n);
-    if (nb == 0)
-        return TD_ENOMEM;
-    td_kv_key block = s->keys[nb - 1];
-    size_t base = nb * s->bt;
-    ient me = {.tokens = n, .ntail = (uint32_t)(n - base), .state_len = len,
-               .sum = get64((const uint8_t *)state + len - 8),  /* the state's own XXH3 */
-               .tail = (const uint8_t *)(tokens + base)};
-    me.key = tail_key(s, block, tokens + base, me.ntail);
-    uint8_t *old = s->idx_old, *rec = s->idx_rec;
-    ient ents[MAX_TAILS];
-    size_t nents = 0;
-    char err[512] = "";
-    if (read_index(s, s->kv, s->dir, block, old, ents, &nents, err, sizeof err))
-        nents = 0;  /* unreadable: the new index replaces it */
-    /* The same tokens on disk already: the same bytes (a state depends on
-     * its tokens only), so do not write them again. */
-    td_kv_entry_info info;
-    for (size_t i = 0; i < nents; i++)
-        if (ents[i].tokens == n && ents[i].sum == me.sum && ents[i].state_len == len &&
-            !memcmp(ents[i].tail, me.tail, (size_t)me.ntail * 4) &&
-            td_kv_stat_entry(s->kv, me.key, TD_KV_SECTION_STATE, &info) == TD_OK &&
-            info.value_bytes == len && info.tokens == n) {
-            s->c.spill_skipped++;
-            publish(s);
-            return TD_OK;
-        }
-    /* This state first, then the others of the block; the oldest beyond
-     * MAX_TAILS are deleted once the new index is durable. */
-    size_t off = IDX_HEADER, kept = 1;
-    off += write_ent(rec + off, &me);
-    ient gone[MAX_TAILS];
-    size_t ngone = 0;
-    for (size_t i = 0; i < nents; i++) {
-        if (ents[i].key.lo == me.key.lo && ents[i].key.hi == me.key.hi)
-            continue;  /* replaced */
-        if (kept == MAX_TAILS) {
-            gone[ngone++] = ents[i];
-            continue;
-        }
-        off += write_ent(rec + off, &ents[i]);
-        kept++;
-    }
-    put32(rec, IDX_MAGIC);
-    put32(rec + 4, IDX_VERSION);
-    put32(rec + 8, (uint32_t)kept);
-    put32(rec + 12, 0);
-    /* State first: a crash inside the log write keeps a prefix of the
-     * items, and a state no index names is never used (LRU reclaims it). */
-    td_kv_item it[2] = {
-        {.key = me.key, .section = TD_KV_SECTION_STATE, .tokens = n, .value = state, .len = len},
-        {.key = block, .section = SECTION_INDEX, .tokens = base, .value = rec, .len = off},
-    };
-    err[0] = '\0';
-    td_err e = td_kv_put_many(s->kv, it, 2, err, sizeof err);
-    if (e) {
-        failed(s, OP_SPILL, e, err);
-    } else {
-        for (size_t i = 0; i < ngone; i++)
-            td_kv_del(s->kv, gone[i].key, TD_KV_SECTION_STATE, err, sizeof err);
-        s->c.spills++;
-        s->c.spill_bytes += len;
-        double dt = now_s() - t0;
-        td_prom_observe(&s->c.spill_s, dt);
-        td_log(TD_LOG_INFO, "kv spill: %zu tokens (%zu bytes) to disk in %.1f ms", n, len,
-               dt * 1000);
-    }
-    publish(s);
-    return e;
-}
-
-/* Loads the state x names into seq. TD_ENOENT if the store no longer has
- * it (evicted: not a fault); TD_ECORRUPT if it is not the one x names. */
-static td_err load_state(td_kv *kv, const char *dir, td_v4_seq *seq, const ient *x, int *reset,
-                         char *err, size_t errlen)
-{
-    td_kv_entry_info info;
-    if (td_kv_stat_entry(kv, x->key, TD_KV_SECTION_STATE, &info) != TD_OK)
-        return TD_ENOENT;
-    if (info.value_bytes != x->state_len || info.tokens != x->tokens)
-        return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is "
-                       "not the one its index names", dir, (unsigned long long)x->tokens);
-    uint8_t *buf = malloc(x->state_len ? x->state_len : 1);
-    if (!buf)
-        return td_errf(err, errlen, TD_ENOMEM, "kv spill: out of memory for a %llu-byte state",
-                       (unsigned long long)x->state_len);
-    size_t len = 0;
-    td_err e = td_kv_get(kv, x->key, TD_KV_SECTION_STATE, buf, x->state_len, &len, err,
-                         errlen);
-    if (!e && (len != x->state_len || len < 8 || get64(buf + len - 8) != x->sum))
-        e = td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is not "
-                    "the one its index names", dir, (unsigned long long)x->tokens);
-    if (!e)
-        e = td_v4_seq_load(seq, buf, len, err, errlen);  /* checks before it touches seq */
-    free(buf);
-    if (e)
-        return e;
-    if (td_v4_seq_len(seq) != (int64_t)x->tokens) {
-        td_v4_seq_reset(seq);
-        *reset = 1;
-        return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: a state of another length "
-                       "filed as %llu tokens", dir, (unsigned long long)x->tokens);
-    }
-    return TD_OK;
-}
-
-/* The disk part of td_spill_restore: a state longer than min_tokens, from
- * kv (this worker's store, or a peer's: whose entries are not ours to
- * delete when they fail their checks). */
-static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *seq,
-                           const int32_t *prompt, size_t n, size_t min_tokens, int *reset)
-{
-    *reset = 0;
-    if (!kv || n <= s->bt)
-        return 0;
-    bool own = kv == s->kv;
-    double t0 = now_s();
-    size_t limit = n - 1, got = 0;  /* one token must remain, for the logits */
-    uint8_t *rec = s->idx_old;
-    ient ents[MAX_TAILS];
-    char err[512];
-    for (int probe = 0; probe < MAX_PROBES && !got && !*reset && limit >= s->bt &&
-                        limit > min_tokens; probe++) {
-        uint64_t have = 0;
-        td_kv_key block;
-        if (td_kv_longest_prefix(kv, prompt, limit, SECTION_INDEX, &have, &block) ||
-            have == 0 || have + s->bt <= min_tokens + 1)
-            break;  /* nothing, or nothing that beats what memory gave */
-        size_t nents = 0;
-        err[0] = '\0';
-        td_err e = read_index(s, kv, dir, block, rec, ents, &nents, err, sizeof err);
-        if (e) {
-            failed(s, OP_RESUME, e, err);
-            if (own)
-                td_kv_del(kv, block, SECTION_INDEX, err, sizeof err);
-        }
-        /* The longest state here that the prompt continues, then shorter. */
-        bool tried[MAX_TAILS] = {0};
-        for (;;) {
-            ient *best = NULL;
-            for (size_t i = 0; i < nents; i++) {
-                ient *x = &ents[i];
-                if (!tried[i] && x->tokens < n && x->tokens > min_tokens &&
-                    x->tokens == have + x->ntail &&
-                    !memcmp(x->tail, prompt + have, (size_t)x->ntail * 4) &&
-                    (!best || x->tokens > best->tokens))
-                    best = x;
-            }
-            if (!best)
-                break;
-            tried[best - ents] = true;
-            err[0] = '\0';
-            e = load_state(kv, dir, seq, best, reset, err, sizeof err);
-            if (!e) {
-                got = best->tokens;
-                break;
-            }
-            if (e != TD_ENOENT) {
-                failed(s, OP_RESUME, e, err);
-                if (e != TD_ENOMEM && own)
-                    td_kv_del(kv, best->key, TD_KV_SECTION_STATE, err, sizeof err);
-            }
-            if (*reset)
-                break;
-        }
-        limit = (size_t)have - 1;  /* the next shorter block prefix */
-    }
-    if (got) {
-        s->c.resumes += own;
-        s->c.resume_tokens += own ? got : 0;
-        s->c.peer_resumes += !own;
-        s->c.peer_resume_tokens += own ? 0 : got;
-        double dt = now_s() - t0;
-        td_prom_observe(&s->c.resume_s, dt);
-        td_log(TD_LOG_INFO, "kv spill: resumed %zu of %zu prompt tokens from %s in %.1f ms",
-               got, n, own ? "disk" : dir, dt * 1000);
-    } else if (own) {
-        s->c.resume_misses++;
-    }
-    publish(s);
-    return got;
-}
-
-/* A peer's store, opened (again) when it changed since we read it: the
- * owner spills and evicts while we look. An open that fails (the peer has
- * not created its store yet, another model's store) is retried a second
- * later, and logged once. */
-static td_kv *peer_kv(td_spill *s, peer *p)
-{
-    if (p->kv && !td_kv_stale(p->kv))
-        return p->kv;
-    double now = now_s();
-    if (!p->kv && p->failed_s && now - p->failed_s < 1.0)
-        return NULL;
-    td_kv_close(p->kv);
-    p->kv = NULL;
-    td_kv_opts ko = {.dir = p->dir, .fingerprint = s->fingerprint, .peer = 1};
-    char err[512] = "";
-    td_err e = td_kv_open(&p->kv, &ko, err, sizeof err);
-    td_kv_stats st;
-    if (!e) {
-        td_kv_stats_get(p->kv, &st);
-        if (st.block_tokens != s->bt)
-            e = td_errf(err, sizeof err, TD_EFORMAT, "kvstore: %s: blocks of %u tokens, ours "
-                        "of %u", p->dir, st.block_tokens, s->bt);
-    }
-    if (e) {
-        td_kv_close(p->kv);
-        p->kv = NULL;
-        p->failed_s = now;
-        if (!p->logged)
-            td_log(TD_LOG_WARN, "kv spill: peer store %s not readable (retried): %s", p->dir,
-                   err);
-        p->logged = true;
-        return NULL;
-    }
-    p->failed_s = 0;
-    p->logged = false;
-    return p->kv;
-}
-
-size_t td_spill_restore(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
-                        size_t n)
-{
-    size_t got = td_pcache_restore(c, seq, prompt, n);
-    if (!s || !s->kv)
-        return got;
-    int reset = 0;
-    size_t d = restore_disk(s, s->kv, s->dir, seq, prompt, n, got, &reset);
-    if (reset)
-        got = 0;
-    if (d)
-        got = d;
-    for (int i = 0; i < s->npeers && !reset; i++) {
-        d = restore_disk(s, peer_kv(s, &s->peers[i]), s->peers[i].dir, seq, prompt, n, got,
-                         &reset);
-        if (reset)
-            got = 0;
-        if (d)
-            got = d;
-    }
-    return got;
-}
+/* ---- metrics (any thread) ---------------------------------------------------- */
 
 void td_spill_metrics(td_spill *s, td_prom_buf *b)
 {
     pthread_mutex_lock(&s->mu);
-    counters c = s->pub;
+    spill_counters c = s->pub;
     pthread_mutex_unlock(&s->mu);
+    c.resume_misses += atomic_load(&s->quick_misses);
     td_prom_gauge(b, "tandem_kv_spill_store_up",
                   "1 if the disk tier's store is open, 0 if it could not be (see the log).",
                   s->kv ? 1 : 0);
     if (s->kv)
         td_kv_metrics(&c.kv, b);
+    td_prom_gauge(b, "tandem_kv_spill_pending_bytes",
+                  "States handed to the disk tier and not written yet: memory still held.",
+                  (double)atomic_load(&s->pending_bytes));
     td_prom_counter(b, "tandem_kv_spills_total",
                     "States written to the disk tier (evicted for room, idle, or at stop).",
                     c.spills);
@@ -600,8 +450,9 @@ void td_spill_metrics(td_spill *s, td_prom_buf *b)
                       &c.resume_s);
     td_prom_family(b, "tandem_kv_spill_errors_total", "counter",
                    "Disk tier failures by operation and reason; the request recomputes.");
-    for (int op = 0; op < 3; op++)
+    for (int op = 0; op < NOPS; op++)
         for (int r = 0; r < NREASONS; r++)
             td_prom_put(b, "tandem_kv_spill_errors_total{op=\"%s\",reason=\"%s\"} %llu\n",
-                        op_name[op], reason_name[r], (unsigned long long)c.failures[op][r]);
+                        td_spill_op_name[op], td_spill_reason_name[r],
+                        (unsigned long long)c.failures[op][r]);
 }

@@ -20,10 +20,15 @@
  * two writes can never pair an index entry with another state); a miss
  * there falls back to shorter block prefixes.
  *
- * Engine thread only, except td_spill_metrics (any thread). Faults (a corrupt
- * block, another model's store, a full disk, permissions) are logged (the
- * first of each kind at ERROR), counted, and never fail a request: the state
- * is recomputed. A store that cannot be opened leaves the tier off. */
+ * The stores are a KV thread's: spills are written in the background (the
+ * engine hands the memory cache's arrays over and goes on; their memory is
+ * freed when they are on disk) and a resume is read and loaded there while
+ * the engine keeps stepping the rest of the batch. The engine thread calls
+ * everything here except td_spill_metrics (any thread) and td_spill_news
+ * (any thread). Faults (a corrupt block, another model's store, a full
+ * disk, permissions) are logged (the first of each kind at ERROR),
+ * counted, and never fail a request: the state is recomputed. A store that
+ * cannot be opened leaves the tier off. */
 #ifndef TD_ENGINE_SPILL_H
 #define TD_ENGINE_SPILL_H
 
@@ -47,6 +52,19 @@ typedef struct {
      * worker spilled resumes from its disk (td_kv peer opens: read-only,
      * reopened when their owner changed them). NULL: none. */
     const char *peers;
+    /* Called on the KV thread when it finished a resume or a spill, so an
+     * engine waiting for work wakes up to call td_spill_poll. */
+    void (*wake)(void *arg);
+    void *wake_arg;
+    /* Told, from td_spill_poll, of the states on disk that the memory
+     * cache's events did not tell of: those found in the store at start
+     * (stored) and those the store dropped (evicted, damaged, pushed out of
+     * their block's index). Tokens borrowed for the call. NULL: none. */
+    void (*on_held)(void *arg, bool stored, const int32_t *tokens, size_t n);
+    void *held_arg;
+    /* Bytes of states queued for writing before a further spill waits
+     * for the disk (their memory is held until written); 0: 1 GiB. */
+    size_t max_queued_bytes;
 } td_spill_opts;
 
 /* Opens the store for model m and becomes the spill function of the memory
@@ -57,7 +75,8 @@ typedef struct {
 td_err td_spill_create(td_spill **out, const td_spill_opts *opts, const td_v4_model *m,
                        td_pcache *c);
 /* Writes everything still in c to disk (the sessions survive a restart),
- * then closes the store (a checkpoint: LRU order survives too). */
+ * waits for the writes, then closes the store (a checkpoint: LRU order
+ * survives too). No resume may be in flight (td_spill_resuming). */
 void td_spill_destroy(td_spill *s, td_pcache *c);
 int td_spill_up(const td_spill *s);
 
@@ -66,19 +85,31 @@ int td_spill_up(const td_spill *s);
  * pthread_cond_timedwait deadline). */
 bool td_spill_idle(td_spill *s, td_pcache *c, int64_t idle_ms, struct timespec *until);
 
-/* Writes the state after tokens[0..n) (state[0..len), td_v4_seq_save's
- * bytes) to disk; TD_OK when it is there. Below one block (128 tokens) it
- * is not written (TD_ENOTSUP): such a prefix is cheap to recompute. An
- * entry with the same tokens on disk is not written again. Errors are
- * logged and counted, and returned. */
-td_err td_spill_put(td_spill *s, const int32_t *tokens, size_t n, const void *state, size_t len);
+/* Starts restoring into seq the longest state whose tokens are a proper
+ * prefix of prompt[0..n) (one token must remain, for the logits): from
+ * memory now (the cache c, or a state on its way to disk), and returns its
+ * tokens (0: none). If the disk may hold a longer one, *queued is set and
+ * the KV thread reads and loads it: seq and prompt are then the KV
+ * thread's until td_spill_poll reports tag done. s may be NULL (memory
+ * only). */
+size_t td_spill_restore_begin(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
+                              size_t n, void *tag, bool *queued);
 
-/* Loads into seq the longest state whose tokens are a proper prefix of
- * prompt[0..n) (one token must remain, for the logits): from the memory
- * cache c, or from disk if the disk has a longer one. Returns its tokens, 0
- * if none (seq is then empty). s may be NULL (memory only). */
-size_t td_spill_restore(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
-                        size_t n);
+/* A queued restore is over: seq holds the state after `tokens` tokens of
+ * the prompt (0: none), from disk if it had a longer one. */
+typedef void (*td_spill_resumed_fn)(void *arg, void *tag, size_t tokens);
+
+/* Collects what the KV thread finished: written states' memory is freed;
+ * a state that could not be written goes back to c (td_pcache_adopt);
+ * done(arg, tag, tokens) for each restore that completed. */
+void td_spill_poll(td_spill *s, td_pcache *c, td_spill_resumed_fn done, void *arg);
+/* Whether td_spill_poll has something to collect (any thread). */
+bool td_spill_news(td_spill *s);
+/* Restores queued and not collected yet. */
+size_t td_spill_resuming(const td_spill *s);
+/* Blocks until the KV thread finishes something (a stopping engine
+ * waiting for its restores). */
+void td_spill_wait(td_spill *s);
 
 /* Appends tandem_kvstore_* and tandem_kv_spill_* / _resume_* families. */
 void td_spill_metrics(td_spill *s, td_prom_buf *b);

@@ -12,11 +12,12 @@
  * tick is the LRU order, so equal priorities go least recently used first.
  *
  * Values put in one td_kv_put_many are a unit (the sections of one state, or
- * a state and the tiny record that makes it findable): one is worth nothing
- * without the others, so none is priced above the most valuable of the
- * others (kv_evict_batch). Without that, a one-page index record of a state
- * of P pages would outlive its state P times over, and records naming gone
- * states would fill a third to a half of the store (docs/kvstore.md).
+ * a state and the small records that make it findable): one is worth nothing
+ * without the others, so all are priced as the whole, the prefill of its
+ * longest prefix over all its pages (kv_evict_batch). Priced alone, a
+ * one-page index record of a state of P pages would outlive its state P
+ * times over, and records naming gone states would fill a third to a half of
+ * the store (docs/kvstore.md).
  * Both policies' state is kept up to date whichever is in force, and saved in
  * the checkpoint (manifest.c), so a store can switch and a restart keeps the
  * order. docs/kvstore.md has the cost model and its measurements. */
@@ -132,23 +133,14 @@ static double unit_of(const td_kv *kv, const kv_entry *e)
 
 void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n)
 {
-    /* The two largest own worths: the cap of each is the largest of the
-     * others. */
-    double top = -1, second = -1;
+    uint64_t longest = 0, pages = 0;
     for (size_t i = 0; i < n; i++) {
-        ents[i]->unit = unit_of(kv, ents[i]);
-        if (ents[i]->unit > top) {
-            second = top;
-            top = ents[i]->unit;
-        } else if (ents[i]->unit > second) {
-            second = ents[i]->unit;
-        }
+        if (ents[i]->tokens > longest)
+            longest = ents[i]->tokens;
+        pages += kv_value_pages(kv, ents[i]->value_len);
     }
-    for (size_t i = 0; n > 1 && i < n; i++) {
-        double cap = ents[i]->unit == top ? second : top;
-        if (ents[i]->unit > cap)
-            ents[i]->unit = cap;
-    }
+    for (size_t i = 0; i < n; i++)
+        ents[i]->unit = cost(kv, longest) / (double)pages;
 }
 
 void kv_evict_single(const td_kv *kv, kv_entry *e)

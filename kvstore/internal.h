@@ -27,7 +27,7 @@ typedef struct kv_entry {
     struct kv_entry *prev, *next; /* LRU list: head = least recent */
     /* eviction (evict.c), kept under both policies so either can take over */
     double prio;                 /* clock + uses * unit at the last use */
-    double unit;                 /* cost / pages, capped in a batch (evict.c) */
+    double unit;                 /* cost / pages, of its whole batch (evict.c) */
     uint32_t uses;               /* the put, then reads and lookups; capped */
     uint32_t read;               /* read or found since put */
     uint64_t tick;               /* order of last use (= LRU order): breaks ties */
@@ -181,11 +181,15 @@ td_err kv_io_write(td_kv *kv, const kv_entry *const *ents, const void *const *va
 /* fdatasync every segment written since the last call. */
 td_err kv_io_sync(td_kv *kv, char *err, size_t errlen);
 typedef void (*kv_ready_fn)(size_t item, void *arg);
+typedef void (*kv_progress_fn)(void *arg, size_t k);
 /* Reads and verifies all blocks of ents[i] into out[i] (value_len bytes),
- * for every i, in one stream; ready(i, arg) when value i is complete. On
- * TD_ECORRUPT *bad names the value a bad block belongs to. */
+ * for every i, in one stream; ready(i, arg) when value i is complete. When
+ * n == 1, progress(arg, k) each time the verified contiguous prefix
+ * out[0][0..k) grows (ignored for n > 1). On TD_ECORRUPT *bad names the
+ * value a bad block belongs to. */
 td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size_t n,
-                  kv_ready_fn ready, void *arg, size_t *bad, char *err, size_t errlen);
+                  kv_ready_fn ready, kv_progress_fn progress, void *arg, size_t *bad,
+                  char *err, size_t errlen);
 /* Fills kv->locs[base..] from e's extents; TD_ECORRUPT if they do not fit. */
 td_err kv_locs(td_kv *kv, const kv_entry *e, size_t base, char *err, size_t errlen);
 

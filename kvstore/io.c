@@ -113,7 +113,13 @@ typedef struct {
     void *const *dst;        /* read: n buffers */
     uint32_t *left;          /* read: blocks still to arrive, per value */
     kv_ready_fn ready;       /* read: called when a value is complete */
+    kv_progress_fn progress; /* read of one value: its verified prefix grew */
     void *arg;
+    /* progress only: one bit per block of the value, set when it is
+     * verified and copied; prefix = blocks [0, prefix) all done, reported =
+     * the prefix progress last heard of. */
+    uint64_t *done;
+    uint32_t prefix, reported, n_blocks;
     size_t n, bad;           /* bad: the value a corrupt block belongs to */
     uint32_t payload;        /* value bytes per block */
 } xfer;
@@ -162,7 +168,7 @@ static void fill_write(td_kv *kv, const xfer *x, kv_slot *s)
 /* Checks a block read back against what the manifest says it must be: the
  * checksum proves the block is intact, these fields that it is the block
  * this entry's put wrote (and not an older tenant of the same pages). */
-static td_err check_read(td_kv *kv, const xfer *x, kv_slot *s, char *err, size_t errlen)
+static td_err check_read(td_kv *kv, xfer *x, kv_slot *s, char *err, size_t errlen)
 {
     const kv_entry *e = x->ents[s->item];
     kv_block_hdr h;
@@ -189,7 +195,25 @@ static td_err check_read(td_kv *kv, const xfer *x, kv_slot *s, char *err, size_t
     memcpy((uint8_t *)x->dst[s->item] + off, s->buf + KV_BLOCK_HDR, plen);
     if (--x->left[s->item] == 0 && x->ready)
         x->ready(s->item, x->arg);
+    if (x->done) {
+        /* Completions come in any order: the prefix advances over every
+         * block already done once the one it waits for arrives. */
+        x->done[s->index / 64] |= 1ull << (s->index % 64);
+        while (x->prefix < x->n_blocks && (x->done[x->prefix / 64] >> (x->prefix % 64) & 1))
+            x->prefix++;
+    }
     return TD_OK;
+}
+
+/* Tells progress about a grown prefix. Called with the freed slots already
+ * requeued and submitted, so the disk keeps reading while it runs. */
+static void report(xfer *x)
+{
+    if (!x->progress || x->prefix == x->reported)
+        return;
+    x->reported = x->prefix;
+    uint64_t k = (uint64_t)x->prefix * x->payload, len = x->ents[0]->value_len;
+    x->progress(x->arg, (size_t)(k < len ? k : len));
 }
 
 /* Moves every block of the entries of x between the slots and the disk
@@ -232,6 +256,10 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
         }
         if (!inflight)
             break;
+        if (x->progress && x->prefix != x->reported && !first) {
+            io_uring_submit(&io->ring);   /* an error shows again just below */
+            report(x);
+        }
         int rc = io_uring_submit_and_wait(&io->ring, 1);
         if (rc < 0 && rc != -EINTR && rc != -EAGAIN) {
             /* The ring itself failed: nothing more will complete. */
@@ -272,6 +300,8 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
         }
         io_uring_cq_advance(&io->ring, seen);
     }
+    if (!first)
+        report(x);   /* the last blocks: k == the value's length */
     return first;
 }
 
@@ -308,12 +338,17 @@ td_err kv_io_sync(td_kv *kv, char *err, size_t errlen)
 }
 
 td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size_t n,
-                  kv_ready_fn ready, void *arg, size_t *bad, char *err, size_t errlen)
+                  kv_ready_fn ready, kv_progress_fn progress, void *arg, size_t *bad,
+                  char *err, size_t errlen)
 {
     *bad = SIZE_MAX;
+    uint32_t nb = n == 1 && progress ? kv_blocks_of(kv, ents[0]->value_len) : 0;
     uint32_t *left = calloc(n, sizeof(*left));
-    if (!left)
+    uint64_t *done = nb ? calloc((nb + 63) / 64, sizeof(*done)) : NULL;
+    if (!left || (nb && !done)) {
+        free(left);
         return td_errf(err, errlen, TD_ENOMEM, "kvstore: read of %zu values", n);
+    }
     size_t base = 0;
     td_err r = TD_OK;
     for (size_t i = 0; i < n && !r; i++) {
@@ -323,12 +358,14 @@ td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size
         left[i] = kv_blocks_of(kv, ents[i]->value_len);
         base += left[i];
     }
-    xfer x = {.ents = ents, .dst = out, .left = left, .ready = ready, .arg = arg, .n = n,
-              .bad = SIZE_MAX, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
+    xfer x = {.ents = ents, .dst = out, .left = left, .ready = ready,
+              .progress = nb ? progress : NULL, .arg = arg, .done = done, .n_blocks = nb,
+              .n = n, .bad = SIZE_MAX, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
     if (!r) {
         r = run(kv, &x, 0, err, errlen);
         *bad = x.bad;
     }
+    free(done);
     free(left);
     return r;
 }

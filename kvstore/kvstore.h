@@ -176,6 +176,19 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *items, size_t n, char *err, s
 td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
                  size_t *len, char *err, size_t errlen);
 
+/* As td_kv_get, and calls progress(arg, k) each time the verified
+ * contiguous prefix buf[0..k) of the value grows, so a resume can load the
+ * state while later blocks are still being read (td_v4_seq_load_feed). k
+ * only grows and the last call has k == *len; bytes before k are final.
+ * progress runs on this thread, with the reads after it already queued; it
+ * must not call into kv. Blocks complete out of order: k waits for the
+ * slowest block before it. An error after some progress (a corrupt block:
+ * progress never passes it) means the caller discards what it loaded.
+ * progress may be NULL (that is td_kv_get). */
+td_err td_kv_get_progress(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
+                          size_t *len, void (*progress)(void *arg, size_t k), void *arg,
+                          char *err, size_t errlen);
+
 /* One value of td_kv_get_many. buf is borrowed for the call. */
 typedef struct {
     td_kv_key key;

@@ -262,14 +262,15 @@ static td_err read_entry(td_kv *kv, kv_entry *e, void *buf, char *err, size_t er
     char msg[512];
     size_t bad;
     const kv_entry *one = e;
-    td_err r = kv_io_read(kv, &one, &buf, 1, NULL, NULL, &bad, msg, sizeof(msg));
+    td_err r = kv_io_read(kv, &one, &buf, 1, NULL, NULL, NULL, &bad, msg, sizeof(msg));
     if (r == TD_ECORRUPT)
         corrupt(kv, e, msg);
     return r ? td_errf(err, errlen, r, "%s", msg) : TD_OK;
 }
 
-td_err td_kv_get_many(td_kv *kv, td_kv_get_item *items, size_t n,
-                      void (*ready)(size_t item, void *arg), void *arg, char *err, size_t errlen)
+/* td_kv_get_many, and td_kv_get_progress when progress is set (n == 1). */
+static td_err get_run(td_kv *kv, td_kv_get_item *items, size_t n, kv_ready_fn ready,
+                      kv_progress_fn progress, void *arg, char *err, size_t errlen)
 {
     kv_entry **ents = calloc(n ? n : 1, sizeof(*ents));
     void **out = calloc(n ? n : 1, sizeof(*out));
@@ -293,7 +294,8 @@ td_err td_kv_get_many(td_kv *kv, td_kv_get_item *items, size_t n,
     if (!r) {
         char msg[512];
         size_t bad = SIZE_MAX;
-        r = kv_io_read(kv, (const kv_entry *const *)ents, out, n, ready, arg, &bad, msg, sizeof(msg));
+        r = kv_io_read(kv, (const kv_entry *const *)ents, out, n, ready, progress, arg, &bad,
+                       msg, sizeof(msg));
         if (r == TD_ECORRUPT && bad < n)
             corrupt(kv, ents[bad], msg);   /* ents[bad] is freed: not touched below */
         if (r)
@@ -309,13 +311,26 @@ td_err td_kv_get_many(td_kv *kv, td_kv_get_item *items, size_t n,
     return r;
 }
 
+td_err td_kv_get_many(td_kv *kv, td_kv_get_item *items, size_t n,
+                      void (*ready)(size_t item, void *arg), void *arg, char *err, size_t errlen)
+{
+    return get_run(kv, items, n, ready, NULL, arg, err, errlen);
+}
+
+td_err td_kv_get_progress(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
+                          size_t *len, void (*progress)(void *arg, size_t k), void *arg,
+                          char *err, size_t errlen)
+{
+    td_kv_get_item it = {.key = key, .section = section, .buf = buf, .cap = cap};
+    td_err r = get_run(kv, &it, 1, NULL, progress, arg, err, errlen);
+    *len = it.len;
+    return r;
+}
+
 td_err td_kv_get(td_kv *kv, td_kv_key key, uint32_t section, void *buf, size_t cap,
                  size_t *len, char *err, size_t errlen)
 {
-    td_kv_get_item it = {.key = key, .section = section, .buf = buf, .cap = cap};
-    td_err r = td_kv_get_many(kv, &it, 1, NULL, NULL, err, errlen);
-    *len = it.len;
-    return r;
+    return td_kv_get_progress(kv, key, section, buf, cap, len, NULL, NULL, err, errlen);
 }
 
 void kv_info(const td_kv *kv, const kv_entry *e, td_kv_entry_info *i)

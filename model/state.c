@@ -55,6 +55,7 @@ static int64_t layer_pos(const td_v4_seq *s, int l)
 }
 
 typedef struct {
+    int64_t pos;                 /* tokens the layer has seen */
     int64_t win, comp, ikey;     /* record counts */
     int64_t prevA, pend;         /* main tail rows */
     int64_t iprevA, ipend;       /* indexer tail rows */
@@ -65,6 +66,7 @@ static layer_plan plan_at(const td_v4_model *m, int R, int64_t pos)
 {
     const td_v4_config *c = &m->c;
     layer_plan p = {0};
+    p.pos = pos;
     p.win = pos < c->window ? pos : c->window;
     p.d = c->head_dim;
     p.dI = c->index_head_dim;
@@ -180,33 +182,67 @@ static uint8_t *tail_io(uint8_t *b, float *kv, float *sc, int R, int d, int over
     return b;
 }
 
-/* Moves layer l's section as of `pos` tokens; dir 1 = save. */
-static uint8_t *layer_io(td_v4_seq *s, int l, int64_t pos, uint8_t *b, int dir)
+/* A layer section's parts, in file order. The record arrays are the bulk
+ * of a state and lie contiguously in memory as in the file, so they can be
+ * moved piecewise (the streamed loader copies them as bytes arrive); the
+ * window (a ring in memory) and the tails move whole. */
+enum { PART_WIN, PART_COMP, PART_IKEY, PART_TAILS, N_PARTS };
+
+static size_t part_bytes(const td_v4_model *m, const layer_plan *p, int R, int part)
+{
+    switch (part) {
+    case PART_WIN:
+        return (size_t)p->win * m->rec;
+    case PART_COMP:
+        return (size_t)p->comp * m->rec;   /* comp is 0 when R = 0 */
+    case PART_IKEY:
+        return (size_t)p->ikey * m->ikrec; /* ikey is 0 unless R = 4 */
+    default:
+        return layer_bytes(m, p, R) - (size_t)(p->win + p->comp) * m->rec -
+               (size_t)p->ikey * m->ikrec;
+    }
+}
+
+/* Moves bytes [from, to) of one part of layer l, whose bytes in the file
+ * start at b; dir 1 = save. The window and the tails need from = 0 and to =
+ * the part's size. */
+static void part_io(td_v4_seq *s, int l, const layer_plan *p, int part, uint8_t *b, size_t from,
+                    size_t to, int dir)
 {
     const td_v4_model *m = s->m;
-    int W = m->c.window;
-    {
-        td_v4_layer_state *st = &s->layer[l];
-        int R = st->ratio;
-        layer_plan p = plan_at(m, R, pos);
-        for (int64_t t = pos - p.win; t < pos; t++, b += m->rec) {
+    td_v4_layer_state *st = &s->layer[l];
+    int R = st->ratio, W = m->c.window;
+    uint8_t *mem = part == PART_COMP ? st->comp : st->ikey;
+    switch (part) {
+    case PART_WIN:
+        for (int64_t t = p->pos - p->win; t < p->pos; t++, b += m->rec) {
             uint8_t *slot = st->win + (size_t)(t % W) * m->rec;
             memcpy(dir ? b : slot, dir ? slot : b, (size_t)m->rec);
         }
-        if (R > 0) {
-            size_t n = (size_t)p.comp * m->rec;
-            memcpy(dir ? b : st->comp, dir ? st->comp : b, n);
-            b += n;
-        }
-        if (td_v4_is_csa(R)) {
-            size_t n = (size_t)p.ikey * m->ikrec;
-            memcpy(dir ? b : st->ikey, dir ? st->ikey : b, n);
-            b += n;
-        }
+        break;
+    case PART_COMP:
+    case PART_IKEY:
+        if (to > from)
+            memcpy(dir ? b + from : mem + from, dir ? mem + from : b + from, to - from);
+        break;
+    default:
         if (R > 0)
-            b = tail_io(b, st->ckv, st->csc, R, p.d, td_v4_is_csa(R), p.prevA, p.pend, dir);
+            b = tail_io(b, st->ckv, st->csc, R, p->d, td_v4_is_csa(R), p->prevA, p->pend, dir);
         if (td_v4_is_csa(R))
-            b = tail_io(b, st->ikv, st->isc, 4, p.dI, 1, p.iprevA, p.ipend, dir);
+            tail_io(b, st->ikv, st->isc, 4, p->dI, 1, p->iprevA, p->ipend, dir);
+        break;
+    }
+}
+
+/* Moves layer l's section as of `pos` tokens; dir 1 = save. */
+static uint8_t *layer_io(td_v4_seq *s, int l, int64_t pos, uint8_t *b, int dir)
+{
+    int R = s->layer[l].ratio;
+    layer_plan p = plan_at(s->m, R, pos);
+    for (int part = 0; part < N_PARTS; part++) {
+        size_t n = part_bytes(s->m, &p, R, part);
+        part_io(s, l, &p, part, b, 0, n, dir);
+        b += n;
     }
     return b;
 }
@@ -291,10 +327,14 @@ td_err td_v4_seq_seal(const td_v4_seq *s, void *buf, size_t cap, size_t *written
     return TD_OK;
 }
 
-td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen)
+/* Checks the header of a len-byte state for s: magic, version, geometry,
+ * the length it records and the length its token counts imply. Reads only
+ * buf[0..HEADER_BYTES), so the streamed loader can call it before the rest
+ * has arrived. */
+static td_err check_header(const td_v4_seq *s, const uint8_t *b, size_t len, int64_t *pos_out,
+                           int64_t *mtp_out, char *err, size_t errlen)
 {
     const td_v4_model *m = s->m;
-    const uint8_t *b = buf;
     if (len < HEADER_BYTES + 8)
         return td_errf(err, errlen, TD_ECORRUPT, "state: %zu bytes is shorter than a header", len);
     if (get32(b) != MAGIC)
@@ -315,25 +355,157 @@ td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size
         return td_errf(err, errlen, TD_ETOOLONG,
                        "state: covers %llu tokens, the sequence holds %lld",
                        (unsigned long long)pos, (long long)s->cap);
-    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
-        return td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch");
-    /* The size must follow from pos; check before touching the sequence so
-     * a bad buffer leaves it as it was. */
-    int64_t old = s->pos, old_mtp = s->mtp_pos;
-    s->pos = (int64_t)pos;
-    s->mtp_pos = (int64_t)mtp;
-    size_t need = td_v4_seq_state_size(s);
-    s->pos = old;
-    s->mtp_pos = old_mtp;
+    size_t need = td_v4_state_size_at(m, (int64_t)pos, (int64_t)mtp);
     if (need != len)
         return td_errf(err, errlen, TD_ECORRUPT,
                        "state: %zu bytes do not match %llu tokens (%zu expected)",
                        len, (unsigned long long)pos, need);
+    *pos_out = (int64_t)pos;
+    *mtp_out = (int64_t)mtp;
+    return TD_OK;
+}
+
+td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen)
+{
+    const uint8_t *b = buf;
+    int64_t pos, mtp;
+    /* Everything, the checksum included, before touching the sequence, so
+     * a bad buffer leaves it as it was (decode relies on that). */
+    td_err r = check_header(s, b, len, &pos, &mtp, err, errlen);
+    if (r)
+        return r;
+    if (get64(b + len - 8) != XXH3_64bits(b, len - 8))
+        return td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch");
     td_v4_seq_reset(s);
-    s->pos = (int64_t)pos;
-    s->mtp_pos = (int64_t)mtp;
+    s->pos = pos;
+    s->mtp_pos = mtp;
     layers_io(s, (uint8_t *)b + HEADER_BYTES, 0);
     return TD_OK;
+}
+
+/* ---- streamed load ------------------------------------------------------ */
+
+struct td_v4_seq_loader {
+    td_v4_seq *s;
+    size_t len;                  /* bytes the state has */
+    size_t avail;                /* bytes seen so far (the last feed's avail) */
+    int started;                 /* the header was checked, s reset */
+    int l, part;                 /* the part being loaded: layer, PART_* */
+    size_t part_done;            /* its bytes loaded so far */
+    td_err failed;               /* sticky: the first error */
+    int64_t pos, mtp;            /* from the header; s->pos stays 0 until the end */
+    uint64_t want;               /* the stored checksum, once the last 8 bytes came */
+    XXH3_state_t *sum;           /* over the bytes loaded so far, in order */
+    size_t offs[TD_V4_MAX_LAYERS + 1]; /* section offsets, offs[nlayers] = len - 8 */
+};
+
+td_err td_v4_seq_load_begin(td_v4_seq_loader **out, td_v4_seq *s, size_t len)
+{
+    *out = NULL;
+    td_v4_seq_loader *ld = calloc(1, sizeof(*ld));
+    if (!ld)
+        return TD_ENOMEM;
+    /* XXH3's state wants 64-byte alignment: its own allocator provides it. */
+    ld->sum = XXH3_createState();
+    if (!ld->sum) {
+        free(ld);
+        return TD_ENOMEM;
+    }
+    ld->s = s;
+    ld->len = len;
+    *out = ld;
+    return TD_OK;
+}
+
+/* Records the first error, empties the sequence and returns the error. */
+static td_err load_fail(td_v4_seq_loader *ld, td_err r)
+{
+    ld->failed = r;
+    td_v4_seq_reset(ld->s);
+    return r;
+}
+
+td_err td_v4_seq_load_feed(td_v4_seq_loader *ld, const void *buf, size_t avail, char *err,
+                           size_t errlen)
+{
+    const uint8_t *b = buf;
+    td_v4_seq *s = ld->s;
+    if (ld->failed)
+        return td_errf(err, errlen, ld->failed, "state: the load already failed (%s)",
+                       td_strerror(ld->failed));
+    if (avail < ld->avail || avail > ld->len)
+        return load_fail(ld, td_errf(err, errlen, TD_EINVAL,
+                                     "state: fed %zu bytes after %zu, of %zu", avail, ld->avail,
+                                     ld->len));
+    ld->avail = avail;
+    if (!ld->started) {
+        /* A state too short for a header fails at once, not never. */
+        if (avail < HEADER_BYTES && ld->len >= HEADER_BYTES + 8)
+            return TD_OK;
+        td_err r = check_header(s, b, ld->len, &ld->pos, &ld->mtp, err, errlen);
+        if (r)
+            return load_fail(ld, r);
+        td_v4_state_offsets(s->m, ld->pos, ld->mtp, ld->offs);
+        XXH3_64bits_reset(ld->sum);
+        XXH3_64bits_update(ld->sum, b, HEADER_BYTES);
+        td_v4_seq_reset(s);
+        ld->started = 1;
+    }
+    /* Part by part in file order, so the checksum folds bytes in order; the
+     * record arrays as far as avail goes, the rest once whole. */
+    while (ld->l < s->nlayers) {
+        int l = ld->l, R = s->layer[l].ratio;
+        layer_plan p = plan_at(s->m, R, l >= s->m->c.n_layers ? ld->mtp : ld->pos);
+        size_t start = ld->offs[l], n = part_bytes(s->m, &p, R, ld->part);
+        for (int i = 0; i < ld->part; i++)
+            start += part_bytes(s->m, &p, R, i);
+        size_t have = avail > start ? avail - start : 0, upto = have < n ? have : n;
+        if (upto < n && ld->part != PART_COMP && ld->part != PART_IKEY)
+            upto = 0;
+        if (upto > ld->part_done) {
+            part_io(s, l, &p, ld->part, (uint8_t *)b + start, ld->part_done, upto, 0);
+            XXH3_64bits_update(ld->sum, b + start + ld->part_done, upto - ld->part_done);
+            ld->part_done = upto;
+        }
+        if (ld->part_done < n)
+            break;
+        ld->part_done = 0;
+        if (++ld->part == N_PARTS) {
+            ld->part = 0;
+            ld->l++;
+        }
+    }
+    if (avail == ld->len)
+        ld->want = get64(b + ld->len - 8);
+    return TD_OK;
+}
+
+td_err td_v4_seq_load_end(td_v4_seq_loader *ld, char *err, size_t errlen)
+{
+    td_err r = ld->failed;
+    if (r)
+        td_errf(err, errlen, r, "state: the load failed (%s)", td_strerror(r));
+    else if (ld->avail != ld->len)
+        r = load_fail(ld, td_errf(err, errlen, TD_ECORRUPT, "state: ended after %zu of %zu bytes",
+                                  ld->avail, ld->len));
+    else if (XXH3_64bits_digest(ld->sum) != ld->want)
+        r = load_fail(ld, td_errf(err, errlen, TD_ECORRUPT, "state: checksum mismatch"));
+    if (!r) {
+        ld->s->pos = ld->pos;
+        ld->s->mtp_pos = ld->mtp;
+    }
+    XXH3_freeState(ld->sum);
+    free(ld);
+    return r;
+}
+
+void td_v4_seq_load_abort(td_v4_seq_loader *ld)
+{
+    if (!ld)
+        return;
+    td_v4_seq_reset(ld->s);
+    XXH3_freeState(ld->sum);
+    free(ld);
 }
 
 /* Synthetic contents for benchmarks: decode cost depends on how much state

@@ -42,6 +42,36 @@ td_err td_v4_seq_save(const td_v4_seq *s, void *buf, size_t cap, size_t *written
  * on error s is unchanged. */
 td_err td_v4_seq_load(td_v4_seq *s, const void *buf, size_t len, char *err, size_t errlen);
 
+/* Incremental load, for a state still arriving (a kvstore read in flight,
+ * docs/kvstore.md "Streamed resume"): sections are copied into the
+ * sequence as soon as they are wholly present, so loading overlaps the
+ * reading instead of following it. The result equals td_v4_seq_load's of
+ * the same bytes. Unlike td_v4_seq_load it cannot check the checksum before
+ * touching s: any error leaves s reset (empty), and s must not be used
+ * until td_v4_seq_load_end returns TD_OK. */
+typedef struct td_v4_seq_loader td_v4_seq_loader;
+/* Starts loading a state of len bytes into s (borrowed until end or
+ * abort). Checks nothing yet and leaves s alone until the header arrives;
+ * TD_ENOMEM only. */
+td_err td_v4_seq_load_begin(td_v4_seq_loader **out, td_v4_seq *s, size_t len);
+/* buf[0..avail) are the first avail bytes of the state; avail only grows
+ * between calls (the bytes before it must not change; buf may move, say
+ * to the same bytes elsewhere). At the first call that covers the header,
+ * checks magic, version, geometry and length and resets s; then loads what
+ * avail newly covers, in file order, folding it into the running checksum:
+ * the record arrays (compressed entries, indexer keys: the bulk of a state)
+ * byte by byte as far as avail goes, a window or a compressor tail once it
+ * is wholly present. An error resets s and is final: later feeds and the
+ * end return it again. */
+td_err td_v4_seq_load_feed(td_v4_seq_loader *ld, const void *buf, size_t avail, char *err,
+                           size_t errlen);
+/* After a feed of all len bytes: verifies the checksum and sets the
+ * sequence's length (td_v4_seq_len); on any failure s is reset. Frees ld
+ * either way. */
+td_err td_v4_seq_load_end(td_v4_seq_loader *ld, char *err, size_t errlen);
+/* Gives up: resets s and frees ld. NULL is a no-op. */
+void td_v4_seq_load_abort(td_v4_seq_loader *ld);
+
 /* Benchmarks only: resets s and fills it as if `pos` tokens had been
  * processed, with valid random records (decode cost depends on the amount
  * of state, not its values). Compressor tails stay empty. */

@@ -10,24 +10,13 @@
 #include "model/state.h"
 #include "model/weights.h"
 #include "tests/td_test.h"
+#include "tests/unit/engine/tiny_model.h"
 
-static td_v4_weights *W;
-static td_v4_model *M;
 
 #define NTOK 80
 static int32_t toks[NTOK];
 
-static td_v4_seq *seq_after(const int32_t *t, int n)
-{
-    td_v4_seq *s = NULL;
-    char err[256];
-    TD_CHECK(td_v4_seq_create(&s, M, NTOK + 8, err, sizeof err) == TD_OK);
-    if (n) {
-        td_v4_step st = {.seq = s, .tokens = t, .n = n};
-        TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
-    }
-    return s;
-}
+static td_v4_seq *seq_after(const int32_t *t, int n) { return tm_seq_after(t, n, NTOK + 8); }
 
 /* Last-token logits after feeding t[from..n) to s. */
 static float *finish(td_v4_seq *s, const int32_t *t, int from, int n)
@@ -150,14 +139,57 @@ static void common_prefix(void)
 
 static int spilled, spill_fails;
 static size_t spilled_n;
-static td_err spill_fn(void *arg, const int32_t *t, size_t n, const void *state, size_t len)
+/* Takes the arrays (as the disk tier does) when it does not fail. */
+static td_err spill_fn(void *arg, int32_t *t, size_t n, uint8_t *state, size_t len)
 {
     (void)arg;
-    TD_CHECK(t == toks || t[0] == toks[0]);
+    TD_CHECK(t != toks && t[0] == toks[0]);
     TD_CHECK(len > 8 && state);
     spilled++;
     spilled_n = n;
-    return spill_fails ? TD_ENOSPC : TD_OK;
+    if (spill_fails)
+        return TD_ENOSPC;
+    free(t);
+    free(state);
+    return TD_OK;
+}
+
+/* A state the tier took and could not write comes back: kept (and not
+ * offered again when idle) if it fits beside what is held, restorable as
+ * before; dropped, and the event function told, if it does not. */
+static void adopt_back(void)
+{
+    td_pcache *c;
+    td_v4_seq *s20 = seq_after(toks, 20), *s30 = seq_after(toks, 30), *into = seq_after(toks, 0);
+    size_t one = td_v4_seq_state_size(s30) + 30 * sizeof(int32_t);
+    TD_CHECK(td_pcache_create(&c, 2 * one, on_event, NULL) == TD_OK);
+    size_t len = td_v4_seq_state_size(s20), w = 0;
+    uint8_t *st = malloc(len);
+    int32_t *t = malloc(20 * sizeof *t);
+    TD_CHECK(st && t && td_v4_seq_save(s20, st, len, &w) == TD_OK);
+    memcpy(t, toks, 20 * sizeof *t);
+    td_pcache_adopt(c, t, 20, st, w);
+    int dropped = n_dropped;
+    TD_CHECK(td_pcache_get_stats(c).entries == 1 && n_dropped == dropped);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, into, toks, 25), 20);
+    td_pcache_set_spill(c, spill_fn, NULL);
+    int before = spilled;
+    TD_CHECK(td_pcache_spill_idle(c, 0) == -1);        /* adopted: not offered again */
+    TD_CHECK_EQ_INT(spilled, before);
+    TD_CHECK(td_pcache_put(c, s30, toks, 30) == TD_OK);
+    len = td_v4_seq_state_size(s30);
+    st = malloc(len);
+    t = malloc(30 * sizeof *t);
+    TD_CHECK(st && t && td_v4_seq_save(s30, st, len, &w) == TD_OK);
+    memcpy(t, toks, 30 * sizeof *t);
+    t[29] ^= 1;                                        /* other tokens: no room for it */
+    td_pcache_adopt(c, t, 30, st, w);
+    TD_CHECK(td_pcache_get_stats(c).entries == 2 && n_dropped == dropped + 1 &&
+             last_dropped == 30);
+    td_v4_seq_destroy(into);
+    td_pcache_destroy(c);
+    td_v4_seq_destroy(s20);
+    td_v4_seq_destroy(s30);
 }
 
 /* The disk tier's hooks: idle entries are handed over and freed; one the
@@ -198,28 +230,13 @@ static void spill_hooks(void)
 
 int main(int argc, char **argv)
 {
-    if (argc < 2) {
-        fprintf(stderr, "usage: %s MODEL_DIR [case]\n", argv[0]);
-        return 2;
-    }
-    char err[256];
-    td_v4_model_opts mo = {.nthreads = 1};
-    if (td_v4_weights_load(&W, argv[1], err, sizeof err) ||
-        td_v4_model_create(&M, W, &mo, err, sizeof err)) {
-        fprintf(stderr, "%s\n", err);
-        return 1;
-    }
-    for (int i = 0; i < NTOK; i++)
-        toks[i] = (int32_t)((i * 37 + 11) % W->cfg.vocab_size);
     static const td_test_case cases[] = {
         {"extends_bit_identically", extends_bit_identically},
         {"budget_evicts_least_recent", budget_evicts_least_recent},
         {"spill_hooks", spill_hooks},
+        {"adopt_back", adopt_back},
         {"common_prefix", common_prefix},
         {NULL, NULL},
     };
-    int rc = td_test_run(cases, argc - 1, argv + 1);
-    td_v4_model_destroy(M);
-    td_v4_weights_destroy(W);
-    return rc;
+    return tm_main(argc, argv, cases, toks, NTOK);
 }

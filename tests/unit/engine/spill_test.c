@@ -15,6 +15,7 @@
 
 #include "engine/engine.h"
 #include "tests/td_test.h"
+#include "tests/unit/engine/tiny_model.h"
 
 static const char *MODEL;
 
@@ -69,12 +70,23 @@ typedef struct {
     td_engine *e;
 } eng;
 
+/* The cache's events (a worker's KvEvents): the last stored of each length. */
+static size_t stored_n[NP + NG + NM + 1];
+static void on_cache(void *arg, bool stored, const int32_t *tokens, size_t n)
+{
+    (void)arg;
+    if (n < sizeof stored_n / sizeof *stored_n)
+        stored_n[n] += stored ? 1 : 0;
+    (void)tokens;
+}
+
 static void start(eng *g, int64_t cache_bytes, const char *store)
 {
     uv_loop_init(&g->loop);
+    memset(stored_n, 0, sizeof stored_n);
     td_engine_opts o = {.model_dir = MODEL, .max_batch = 2, .nthreads = 1,
                         .prefix_cache_bytes = cache_bytes, .kv_store_dir = store,
-                        .on_loaded = on_loaded};
+                        .on_loaded = on_loaded, .on_cache = on_cache};
     char err[256];
     loaded = false;
     TD_CHECK(td_engine_create(&g->e, &g->loop, &o, err, sizeof err) == TD_OK);
@@ -132,18 +144,6 @@ static void reference(void)
     stop(&g);
 }
 
-static void tmpdir(char *dir, size_t cap)
-{
-    snprintf(dir, cap, "/tmp/tandem-spill-test-XXXXXX");
-    TD_CHECK(mkdtemp(dir) != NULL);
-}
-
-static void rmrf(const char *dir)
-{
-    char cmd[512];
-    snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
-    TD_CHECK(system(cmd) == 0);
-}
 
 /* The turn-1 session leaves memory when the engine stops and the next
  * turn, in a new engine, resumes from the state at its finish. */
@@ -151,20 +151,41 @@ static void test_restart_resumes_finish_state(void)
 {
     reference();
     char dir[64];
-    tmpdir(dir, sizeof dir);
+    tm_tmpdir(dir, sizeof dir);
     eng g;
     start(&g, 0, dir);
     run r1 = gen(&g, turn1, NP, NG);
     TD_CHECK(!memcmp(r1.toks, want1.toks, sizeof r1.toks));
     stop(&g);
     start(&g, 0, dir);
+    /* The restarted engine announces what its disk holds (a worker tells
+     * the router, so the next turn comes back here): the prompt's state
+     * and the finish state. */
+    for (int i = 0; i < 400 && !(stored_n[NP] && stored_n[NP + NG - 1]); i++)
+        uv_run(&g.loop, UV_RUN_NOWAIT), usleep(5000);
+    TD_CHECK(stored_n[NP] == 1 && stored_n[NP + NG - 1] == 1);
     run r2 = gen(&g, turn2, NP + NG + NM, NG);
     /* the finish state: the prompt and the generated tokens fed back (the
      * last one never is) */
     TD_CHECK_EQ_INT((int)r2.cached, NP + NG - 1);
     TD_CHECK(r2.n == NG && !memcmp(r2.toks, want2.toks, sizeof r2.toks));
     stop(&g);
-    rmrf(dir);
+    tm_rmrf(dir);
+}
+
+/* Waits (bounded) until the engine's /metrics page has line. */
+static void wait_metric(eng *g, const char *line)
+{
+    bool found = false;
+    for (int i = 0; i < 2000 && !found; i++) {
+        td_prom_buf b = {0};
+        td_engine_metrics(g->e, &b);
+        found = b.p && strstr(b.p, line);
+        free(b.p);
+        if (!found)
+            usleep(5000);
+    }
+    TD_CHECK(found);
 }
 
 /* A memory cache too small for any state: every state goes to disk as it
@@ -173,10 +194,13 @@ static void test_too_big_for_memory(void)
 {
     reference();
     char dir[64];
-    tmpdir(dir, sizeof dir);
+    tm_tmpdir(dir, sizeof dir);
     eng g;
     start(&g, 1, dir);
     run r1 = gen(&g, turn1, NP, NG);
+    /* Until the write is collected, turn 2 would find the state in
+     * memory (on its way to disk); this case is about the disk. */
+    wait_metric(&g, "tandem_kv_spill_pending_bytes 0\n");
     run r2 = gen(&g, turn2, NP + NG + NM, NG);
     TD_CHECK(!memcmp(r1.toks, want1.toks, sizeof r1.toks));
     TD_CHECK_EQ_INT((int)r2.cached, NP + NG - 1);
@@ -186,7 +210,7 @@ static void test_too_big_for_memory(void)
     TD_CHECK(b.p && strstr(b.p, "tandem_kv_resumes_total 1\n"));
     free(b.p);
     stop(&g);
-    rmrf(dir);
+    tm_rmrf(dir);
 }
 
 /* Every segment byte flipped: the next turn recomputes, identically. */
@@ -194,7 +218,7 @@ static void test_damaged_store_recomputes(void)
 {
     reference();
     char dir[64];
-    tmpdir(dir, sizeof dir);
+    tm_tmpdir(dir, sizeof dir);
     eng g;
     start(&g, 0, dir);
     gen(&g, turn1, NP, NG);
@@ -229,7 +253,7 @@ static void test_damaged_store_recomputes(void)
              !strstr(b.p, "tandem_kv_spill_errors_total{op=\"resume\",reason=\"corrupt\"} 0\n"));
     free(b.p);
     stop(&g);
-    rmrf(dir);
+    tm_rmrf(dir);
 }
 
 int main(int argc, char **argv)

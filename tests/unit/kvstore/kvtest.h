@@ -4,6 +4,7 @@
 #define TD_TESTS_KVTEST_H
 
 #define _XOPEN_SOURCE 700
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -59,6 +60,22 @@ static inline td_kv_opts kvt_opts(const char *dir)
                         .block_tokens = 16, .block_bytes = 16384,
                         .segment_bytes = 1u << 20, .capacity_bytes = 8u << 20,
                         .queue_depth = 8, .eviction = TD_KV_EVICT_LRU};
+}
+
+/* Damages one byte of a store file (dir/file at off); -1 if it cannot. */
+static inline int kvt_flip_byte(const char *dir, const char *file, off_t off)
+{
+    char path[512];
+    snprintf(path, sizeof(path), "%s/%s", dir, file);
+    int fd = open(path, O_RDWR);
+    if (fd < 0)
+        return -1;
+    uint8_t c = 0;
+    int ok = pread(fd, &c, 1, off) == 1;
+    c ^= 0x40;
+    ok = ok && pwrite(fd, &c, 1, off) == 1;
+    close(fd);
+    return ok ? 0 : -1;
 }
 
 static inline uint64_t kvt_rng(uint64_t *s)

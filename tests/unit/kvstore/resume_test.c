@@ -4,6 +4,8 @@
  * prefix of the next prompt is found, read back, loaded into a fresh
  * sequence, and the rest of the prompt plus a greedy continuation must
  * match a session that never left memory bit for bit (logits and tokens).
+ * Both ways of reading: td_kv_get then td_v4_seq_load, and
+ * td_kv_get_progress feeding td_v4_seq_load_feed while blocks arrive.
  * Usage: kvstore_resume MODEL_DIR */
 #include <stdint.h>
 #include <stdlib.h>
@@ -57,6 +59,47 @@ static int32_t argmax(const float *l)
     return best;
 }
 
+/* Feeds the loader from td_kv_get_progress's reports. */
+typedef struct {
+    td_v4_seq_loader *ld;
+    const uint8_t *buf;
+    td_err r;
+    int calls;
+    char err[256];
+} feeder;
+
+static void feed(void *arg, size_t k)
+{
+    feeder *f = arg;
+    f->calls++;
+    if (!f->r)
+        f->r = td_v4_seq_load_feed(f->ld, f->buf, k, f->err, sizeof f->err);
+}
+
+/* Streamed resume of (key, section 0) into a fresh sequence. */
+static td_v4_seq *get_streamed(td_kv *kv, td_kv_key key, size_t size, int *calls)
+{
+    char err[512] = "";
+    uint8_t *buf = malloc(size);
+    td_v4_seq *r = new_seq();
+    feeder f = {.buf = buf};
+    TD_CHECK_EQ_INT(td_v4_seq_load_begin(&f.ld, r, size), TD_OK);
+    size_t len = 0;
+    td_err g = td_kv_get_progress(kv, key, TD_KV_SECTION_STATE, buf, size, &len, feed, &f, err,
+                                  sizeof(err));
+    TD_CHECK_EQ_INT(g, TD_OK);
+    TD_CHECK_EQ_INT(f.r, TD_OK);
+    if (g || f.r) {
+        fprintf(stderr, "streamed resume: %s %s\n", err, f.err);
+        td_v4_seq_load_abort(f.ld);
+    } else {
+        TD_CHECK_EQ_INT(td_v4_seq_load_end(f.ld, err, sizeof(err)), TD_OK);
+    }
+    *calls = f.calls;
+    free(buf);
+    return r;
+}
+
 /* Prompt positions [from, PROMPT) then GEN greedy steps: the logits of
  * each row, and the generated tokens. */
 static float *finish(td_v4_seq *s, int from, int32_t *gen)
@@ -79,7 +122,7 @@ static void test_resume(void)
     char dir[256], err[512] = "";
     kvt_dir(dir, sizeof(dir), "s");
     td_kv_opts o = {.dir = dir, .fingerprint = fp, .create = 1, .block_tokens = BT,
-                    .block_bytes = 65536, .segment_bytes = 64u << 20, .capacity_bytes = 64u << 20};
+                    .block_bytes = 16384, .segment_bytes = 64u << 20, .capacity_bytes = 64u << 20};
 
     /* The session that never leaves memory. */
     td_v4_seq *ref = new_seq();
@@ -107,8 +150,10 @@ static void test_resume(void)
     td_v4_seq_destroy(s);
     td_kv_close(kv);
 
-    /* Restart: find, read, load, continue. */
+    /* Restart: find, read, load, continue. Two blocks in flight, so the
+     * streamed read below reports more than once. */
     o.create = 0;
+    o.queue_depth = 2;
     TD_CHECK_EQ_INT(td_kv_open(&kv, &o, err, sizeof(err)), TD_OK);
     if (!kv)
         return;
@@ -129,6 +174,19 @@ static void test_resume(void)
     size_t rows = (size_t)(PROMPT - BT * 2 + GEN);
     TD_CHECK(memcmp(l, ref_l, sizeof(float) * rows * V()) == 0);
     TD_CHECK(memcmp(gen, ref_gen, sizeof(gen)) == 0);
+    /* Streamed: the same continuation, and the state came in more than one
+     * report (it spans several 16 KiB blocks). */
+    int calls = 0;
+    td_v4_seq *r2 = get_streamed(kv, key, info.value_bytes, &calls);
+    TD_CHECK_EQ_INT(td_v4_seq_len(r2), BT * 2);
+    fprintf(stderr, "  %llu bytes in %u blocks, %d progress reports\n",
+            (unsigned long long)info.value_bytes, info.blocks, calls);
+    TD_CHECK(info.blocks > 1 && calls > 1);
+    float *l2 = finish(r2, (int)have, gen);
+    TD_CHECK(memcmp(l2, ref_l, sizeof(float) * rows * V()) == 0);
+    TD_CHECK(memcmp(gen, ref_gen, sizeof(gen)) == 0);
+    free(l2);
+    td_v4_seq_destroy(r2);
     /* A model of another geometry may not open this store. */
     td_kv_close(kv);
     o.fingerprint = fp ^ 1;

@@ -1,0 +1,144 @@
+/* What the disk tier's two files share (not a public header):
+ *   spill.c       the engine thread's side (hand-off of states, restores,
+ *                 collecting finished work), the KV thread and its queue,
+ *                 create/destroy, metrics
+ *   spill_disk.c  the KV thread's work on the stores: the index records,
+ *                 writing a state, finding and loading one, peer stores
+ * Which thread owns which field is marked on the struct. */
+#ifndef TD_ENGINE_SPILL_INTERNAL_H
+#define TD_ENGINE_SPILL_INTERNAL_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "engine/spill.h"
+#include "kvstore/kvstore.h"
+
+/* The index record's section, at a block key. Section 0 is a whole state
+ * (TD_KV_SECTION_STATE); per-layer sections would be 1 + layer, so the
+ * index sits far above any layer count. */
+#define SPILL_SECTION_INDEX 0x7461u
+/* The state's token ids (int32 LE) at the state's own key: what a worker
+ * announces to the router at start, and when the store drops the state. */
+#define SPILL_SECTION_TOKENS 0x746bu
+
+enum { MAX_PEERS = 8, SPILL_MAX_TAIL = 128 };
+
+/* Why an operation failed, for the metrics' reason label. */
+enum { R_CORRUPT, R_FORMAT, R_NOSPC, R_IO, R_OTHER, NREASONS };
+enum { OP_OPEN, OP_SPILL, OP_RESUME, NOPS };
+
+typedef struct {
+    uint64_t spills, spill_bytes, spill_skipped, resumes, resume_tokens, resume_misses;
+    uint64_t peer_resumes, peer_resume_tokens;
+    uint64_t failures[NOPS][NREASONS];
+    td_prom_hist spill_s, resume_s;
+    td_kv_stats kv;
+} spill_counters;
+
+/* Another worker's store, read where a shared volume holds it. */
+typedef struct {
+    char dir[512];
+    td_kv *kv;                   /* NULL: not open (yet) */
+    double failed_s;             /* the last open that failed: retried a second later */
+    bool logged;
+} spill_peer;
+
+/* Work for the KV thread. A spill owns its tokens and state until the
+ * engine thread collects it; a resume borrows the request's prompt and
+ * sequence, which nobody else touches until it is collected. */
+enum { JOB_SPILL, JOB_RESUME, JOB_HELD };
+
+typedef struct spill_job {
+    struct spill_job *next;      /* in a queue (under qmu) */
+    struct spill_job *pnext;     /* spills: the engine thread's pending list */
+    int kind;
+    bool stored;                 /* JOB_HELD: a state on disk found (or dropped): tokens, n */
+    /* spill */
+    int32_t *tokens;
+    size_t n;
+    uint8_t *state;
+    size_t len;
+    td_err result;               /* TD_OK: on disk */
+    td_kv_key block;             /* the block key whose index names it */
+    /* resume */
+    const int32_t *prompt;
+    td_v4_seq *seq;
+    size_t min;                  /* tokens memory gave: a disk state must be longer */
+    size_t got;                  /* out: tokens loaded from disk (0: none) */
+    int reset;                   /* out: a failed load emptied seq */
+    void *tag;
+} spill_job;
+
+struct td_spill {
+    /* fixed at create */
+    const td_v4_model *m;
+    uint64_t fingerprint;
+    uint32_t bt;                 /* block_tokens of the store */
+    char dir[512];
+    void (*wake)(void *arg);
+    void *wake_arg;
+    void (*on_held)(void *arg, bool stored, const int32_t *tokens, size_t n);
+    void *held_arg;
+    size_t max_queued;           /* bytes of spills queued before the engine waits */
+
+    /* the KV thread's (the engine thread's before it starts and after it
+     * ends): the stores and everything that reads them */
+    td_kv *kv;                   /* NULL: the tier is off */
+    spill_peer peers[MAX_PEERS];
+    int npeers;
+    bool logged[NOPS][NREASONS]; /* the first of each kind goes out at ERROR */
+    td_kv_key *keys;             /* chain scratch, grown as needed */
+    size_t nkeys;
+    uint8_t *idx_old, *idx_rec;  /* index records read and written (SPILL_IDX_CAP) */
+    spill_counters c;
+
+    /* the queue between the two threads */
+    pthread_t thread;
+    bool thread_started;
+    pthread_mutex_t qmu;
+    pthread_cond_t qcv;          /* the KV thread waits for work */
+    pthread_cond_t dcv;          /* the engine thread waits for finished work */
+    spill_job *resumes, *resumes_tail, *spills, *spills_tail, *done;
+    size_t queued_bytes;         /* states of spills not written yet */
+    bool quit;
+    atomic_bool news;            /* done is not empty */
+
+    /* the engine thread's */
+    spill_job *pending;          /* spills not collected: their states are still here */
+    size_t npending;             /* resumes not collected */
+    td_kv_key *set;              /* block keys with an index record in our store */
+    size_t set_cap, set_n;
+    td_kv_key *ekeys;            /* chain scratch */
+    size_t nekeys;
+    atomic_ullong pending_bytes; /* states of the pending list (a gauge) */
+    atomic_ullong quick_misses;  /* restores the key set answered: nothing on disk */
+
+    pthread_mutex_t mu;
+    spill_counters pub;          /* under mu: what /metrics reads */
+};
+
+/* spill_disk.c (the KV thread) */
+td_err td_spill_open_store(td_spill *s, const td_spill_opts *o);
+void td_spill_close_stores(td_spill *s);
+/* Writes the state after tokens[0..n) and its index record; *block gets
+ * the block key the index sits at. */
+td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const void *state,
+                         size_t len, td_kv_key *block);
+/* Loads into seq the longest state on disk (ours, then the peers') longer
+ * than min tokens that prompt[0..n) continues; its tokens, 0 if none.
+ * *reset: a failed load emptied seq. */
+size_t td_spill_disk_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,
+                             size_t min, int *reset);
+void td_spill_publish(td_spill *s);
+/* Tells every state in our store to on_held (found at start). */
+void td_spill_disk_announce(td_spill *s);
+/* spill.c, on the KV thread: a state on disk found or dropped, for on_held
+ * (tokens: malloc'd, handed over). */
+void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored);
+extern const char *const td_spill_op_name[NOPS];
+extern const char *const td_spill_reason_name[NREASONS];
+
+#endif

@@ -1,0 +1,237 @@
+/* The disk tier's two threads (engine/spill.c) on the tiny model, with a
+ * real store: a state handed to the tier is still found in memory until
+ * the engine thread collects the finished write; a restore that needs the
+ * disk is queued and answered through td_spill_poll with the sequence
+ * loaded (and continuing bit-identically); a prompt with nothing on disk
+ * is answered at once without the KV thread; a state the disk refuses
+ * comes back to the memory cache. argv[1] is the model directory. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "engine/prefix_cache.h"
+#include "engine/spill.h"
+#include "kvstore/kvstore.h"
+#include "model/model.h"
+#include "model/state.h"
+#include "model/weights.h"
+#include "tests/td_test.h"
+#include "tests/unit/engine/tiny_model.h"
+
+
+enum { NTOK = 340, NSTATE = 300 };
+static int32_t toks[NTOK];
+
+static td_v4_seq *seq_after(const int32_t *t, int n) { return tm_seq_after(t, n, NTOK + 8); }
+
+static float *finish(td_v4_seq *s, int from)
+{
+    float *lg = malloc(sizeof(float) * (size_t)W->cfg.vocab_size);
+    char err[256];
+    td_v4_step st = {.seq = s, .tokens = toks + from, .n = NTOK - from, .logits = lg};
+    TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
+    return lg;
+}
+
+static int wakes;
+static void on_wake(void *arg)
+{
+    (void)arg;
+    __atomic_add_fetch(&wakes, 1, __ATOMIC_SEQ_CST);
+}
+
+typedef struct {
+    void *tag;
+    size_t tokens;
+    int calls;
+} done_rec;
+
+static void on_done(void *arg, void *tag, size_t tokens)
+{
+    done_rec *d = arg;
+    d->tag = tag;
+    d->tokens = tokens;
+    d->calls++;
+}
+
+/* Waits (bounded) for the KV thread to finish something, then collects. */
+static void collect(td_spill *s, td_pcache *c, done_rec *d)
+{
+    for (int i = 0; i < 10000 && !td_spill_news(s); i++)
+        usleep(1000);
+    TD_CHECK(td_spill_news(s));
+    td_spill_poll(s, c, on_done, d);
+}
+
+static bool has_metric(td_spill *s, const char *line)
+{
+    td_prom_buf b = {0};
+    td_spill_metrics(s, &b);
+    bool ok = b.p && strstr(b.p, line);
+    if (!ok)
+        fprintf(stderr, "no \"%s\" in:\n%s\n", line, b.p ? b.p : "");
+    free(b.p);
+    return ok;
+}
+
+static void hand_off_then_background_read(void)
+{
+    char dir[64];
+    tm_tmpdir(dir, sizeof dir);
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 4096, NULL, NULL) == TD_OK);  /* every state: too big */
+    td_spill *s;
+    td_spill_opts o = {.dir = dir, .wake = on_wake};
+    TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK && td_spill_up(s));
+
+    td_v4_seq *full = seq_after(toks, NSTATE);
+    TD_CHECK(td_pcache_put(c, full, toks, NSTATE) == TD_OK);  /* straight to the tier */
+    bool queued = true;
+    td_v4_seq *a = seq_after(toks, 0);
+    /* not collected yet: found in memory, whatever the KV thread is at */
+    TD_CHECK_EQ_INT((int)td_spill_restore_begin(s, c, a, toks, NTOK, NULL, &queued), NSTATE);
+    TD_CHECK(!queued && td_v4_seq_len(a) == NSTATE);
+    done_rec d = {0};
+    collect(s, c, &d);
+    TD_CHECK_EQ_INT(d.calls, 0);
+    TD_CHECK(has_metric(s, "tandem_kv_spills_total 1\n"));
+
+    /* on disk only now: the KV thread reads it, the caller goes on */
+    td_v4_seq *b = seq_after(toks, 0);
+    int tag;
+    TD_CHECK_EQ_INT((int)td_spill_restore_begin(s, c, b, toks, NTOK, &tag, &queued), 0);
+    TD_CHECK(queued && td_spill_resuming(s) == 1);
+    collect(s, c, &d);
+    TD_CHECK(d.calls == 1 && d.tag == &tag && d.tokens == NSTATE);
+    TD_CHECK(td_spill_resuming(s) == 0 && td_v4_seq_len(b) == NSTATE);
+    TD_CHECK(__atomic_load_n(&wakes, __ATOMIC_SEQ_CST) >= 2);
+    float *lb = finish(b, NSTATE), *lf = finish(full, NSTATE);
+    TD_CHECK(!memcmp(lb, lf, sizeof(float) * (size_t)W->cfg.vocab_size));
+    TD_CHECK(has_metric(s, "tandem_kv_resumes_total 1\n"));
+
+    /* another prompt: nothing on disk, answered without the KV thread */
+    int32_t other[NTOK];
+    memcpy(other, toks, sizeof other);
+    other[5] ^= 1;
+    td_v4_seq *x = seq_after(toks, 0);
+    TD_CHECK_EQ_INT((int)td_spill_restore_begin(s, c, x, other, NTOK, &tag, &queued), 0);
+    TD_CHECK(!queued && td_spill_resuming(s) == 0);
+    /* (the first restore asked the set too: its state was in memory) */
+    TD_CHECK(has_metric(s, "tandem_kv_resume_misses_total 2\n"));
+
+    td_spill_destroy(s, c);
+    td_pcache_destroy(c);
+    free(lb);
+    free(lf);
+    td_v4_seq_destroy(a);
+    td_v4_seq_destroy(b);
+    td_v4_seq_destroy(x);
+    td_v4_seq_destroy(full);
+    tm_rmrf(dir);
+}
+
+/* A store full of pinned entries: the write fails (counted as nospc) and
+ * the idle state goes back to memory, still restorable, not offered again. */
+static void refused_state_comes_back(void)
+{
+    char dir[64];
+    tm_tmpdir(dir, sizeof dir);
+    td_kv *kv;
+    char err[256];
+    td_kv_opts ko = {.dir = dir, .create = 1, .capacity_bytes = 256 << 10,
+                     .fingerprint = td_v4_layout_fingerprint(td_v4_model_config(M))};
+    TD_CHECK(td_kv_open(&kv, &ko, err, sizeof err) == TD_OK);
+    static uint8_t filler[200 << 10];
+    td_kv_key k = {1, 2};
+    TD_CHECK(td_kv_put(kv, k, 0, 128, filler, sizeof filler, err, sizeof err) == TD_OK);
+    TD_CHECK(td_kv_pin(kv, k, 0, 1, err, sizeof err) == TD_OK);
+    td_kv_close(kv);
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 64u << 20, NULL, NULL) == TD_OK);
+    td_spill *s;
+    td_spill_opts o = {.dir = dir};
+    TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK && td_spill_up(s));
+    td_v4_seq *full = seq_after(toks, NSTATE);
+    TD_CHECK(td_pcache_put(c, full, toks, NSTATE) == TD_OK);
+    usleep(5000);
+    struct timespec until;
+    TD_CHECK(!td_spill_idle(s, c, 1, &until));  /* handed over: nothing left to wait for */
+    TD_CHECK(td_pcache_get_stats(c).entries == 0);
+    done_rec d = {0};
+    collect(s, c, &d);
+    TD_CHECK(td_pcache_get_stats(c).entries == 1);
+    TD_CHECK(has_metric(s, "tandem_kv_spill_errors_total{op=\"spill\",reason=\"nospc\"} 1\n"));
+    usleep(5000);
+    TD_CHECK(!td_spill_idle(s, c, 1, &until));  /* kept: not offered again */
+    TD_CHECK(!td_spill_news(s) && td_pcache_get_stats(c).entries == 1);
+    td_v4_seq *a = seq_after(toks, 0);
+    bool queued;
+    TD_CHECK_EQ_INT((int)td_spill_restore_begin(s, c, a, toks, NTOK, NULL, &queued), NSTATE);
+    TD_CHECK(!queued);
+    td_spill_destroy(s, c);
+    td_pcache_destroy(c);
+    td_v4_seq_destroy(a);
+    td_v4_seq_destroy(full);
+    tm_rmrf(dir);
+}
+
+static size_t held_n, dropped_n;
+static int held_calls, dropped_calls;
+static void on_held(void *arg, bool stored, const int32_t *t, size_t n)
+{
+    (void)arg;
+    TD_CHECK(!memcmp(t, toks, n * sizeof *t));
+    if (stored)
+        held_n = n, held_calls++;
+    else
+        dropped_n = n, dropped_calls++;
+}
+
+/* Nine states that end in one 128-token block: the block's index keeps
+ * eight, the oldest is deleted, and the engine told it is gone. A new
+ * tier on the same store announces the eight that are left. */
+static void told_what_disk_holds(void)
+{
+    char dir[64];
+    tm_tmpdir(dir, sizeof dir);
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 4096, NULL, NULL) == TD_OK);
+    td_spill *s;
+    td_spill_opts o = {.dir = dir, .on_held = on_held};
+    TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK);
+    td_v4_seq *q = seq_after(toks, NSTATE);
+    done_rec d = {0};
+    char err[256];
+    for (int i = 0; i < 9; i++) {
+        if (i) {
+            td_v4_step st = {.seq = q, .tokens = toks + NSTATE + i - 1, .n = 1};
+            TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
+        }
+        TD_CHECK(td_pcache_put(c, q, toks, NSTATE + i) == TD_OK);
+        collect(s, c, &d);
+    }
+    TD_CHECK(dropped_calls == 1 && dropped_n == NSTATE && held_calls == 0);
+    td_spill_destroy(s, c);
+    TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK);
+    for (int i = 0; i < 2000 && held_calls < 8; i++) {
+        usleep(1000);
+        td_spill_poll(s, c, on_done, &d);
+    }
+    TD_CHECK(held_calls == 8 && held_n > NSTATE && held_n <= NSTATE + 8);
+    td_spill_destroy(s, c);
+    td_pcache_destroy(c);
+    td_v4_seq_destroy(q);
+    tm_rmrf(dir);
+}
+
+int main(int argc, char **argv)
+{
+    static const td_test_case cases[] = {
+        {"hand_off_then_background_read", hand_off_then_background_read},
+        {"refused_state_comes_back", refused_state_comes_back},
+        {"told_what_disk_holds", told_what_disk_holds},
+        {NULL, NULL},
+    };
+    return tm_main(argc, argv, cases, toks, NTOK);
+}
