@@ -92,15 +92,7 @@ static void rig_close(rig *g)
 /* Entry `id` (section 0) of `pages` pages filed as the state after `tokens`. */
 static void put(td_kv *kv, uint64_t id, uint64_t tokens, uint32_t pages)
 {
-    size_t len = len_of_pages(pages);
-    uint8_t *v = malloc(len);
-    kvt_fill(v, len, id);
-    char err[512] = "";
-    td_err r = td_kv_put(kv, kvt_key(id), 0, tokens, v, len, err, sizeof(err));
-    if (r)
-        fprintf(stderr, "put %llu: %s\n", (unsigned long long)id, err);
-    TD_CHECK_EQ_INT(r, TD_OK);
-    free(v);
+    TD_CHECK_EQ_INT(kvt_put(kv, id, tokens, len_of_pages(pages)), TD_OK);
 }
 
 static void read_n(td_kv *kv, uint64_t id, int times)
@@ -402,12 +394,11 @@ static void test_on_evict(void)
  * peer while its owner holds it, and records the default policy. */
 static void test_fresh_peer(void)
 {
-    char dir[256];
-    kvt_dir(dir, sizeof(dir), "s");
-    td_kv_opts o = kvt_opts(dir);
-    o.eviction = TD_KV_EVICT_DEFAULT;
-    td_kv *owner = open_store(&o), *peer = NULL;
-    td_kv_opts po = {.dir = dir, .fingerprint = KVT_FP, .peer = 1};
+    rig *g = rig_open(TD_KV_EVICT_DEFAULT);
+    if (!g)
+        return;
+    td_kv *peer = NULL;
+    td_kv_opts po = {.dir = g->dir, .fingerprint = KVT_FP, .peer = 1};
     char err[512] = "";
     td_err r = td_kv_open(&peer, &po, err, sizeof(err));
     if (r)
@@ -419,8 +410,7 @@ static void test_fresh_peer(void)
         TD_CHECK_EQ_INT(st.eviction, TD_KV_EVICT_COST);
     }
     td_kv_close(peer);
-    td_kv_close(owner);
-    kvt_cleanup(dir);
+    rig_close(g);
 }
 
 TD_TEST_MAIN({"fresh_peer", test_fresh_peer}, {"small_costly", test_small_costly}, {"frequency", test_frequency},

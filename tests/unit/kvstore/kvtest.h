@@ -105,4 +105,18 @@ static inline td_kv_key kvt_key(uint64_t n)
     return k;
 }
 
+/* Puts value `id` (len bytes of kvt_fill) under kvt_key(id), section 0, as
+ * the state after `tokens`; says why on stderr if it fails. */
+static inline td_err kvt_put(td_kv *kv, uint64_t id, uint64_t tokens, size_t len)
+{
+    uint8_t *v = malloc(len ? len : 1);
+    kvt_fill(v, len, id);
+    char err[512] = "";
+    td_err r = td_kv_put(kv, kvt_key(id), 0, tokens, v, len, err, sizeof(err));
+    if (r)
+        fprintf(stderr, "put %llu: %s\n", (unsigned long long)id, err);
+    free(v);
+    return r;
+}
+
 #endif
