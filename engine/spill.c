@@ -14,9 +14,11 @@
  * thread also keeps the set of block keys that have an index record in
  * our store, so a prompt with nothing on disk never waits for the KV
  * thread (which may be in the middle of a long write). */
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "common/log.h"
 #include "engine/spill_internal.h"
@@ -112,6 +114,45 @@ static void run_job(td_spill *s, spill_job *j)
         return;
     }
     j->result = td_spill_disk_put(s, j->tokens, j->n, j->state, j->len, &j->block);
+    s->dirty = true;
+}
+
+/* Idle after writes: checkpoint, empty the log, give the files of empty
+ * segments back to the file system, so neither grows while the worker
+ * waits for its next session. */
+static void reclaim(td_spill *s)
+{
+    char err[512] = "";
+    double t0 = (double)clock() / CLOCKS_PER_SEC;
+    td_err e = td_kv_gc(s->kv, err, sizeof err);
+    s->dirty = false;
+    if (e) {
+        td_log(TD_LOG_WARN, "kv spill: background reclamation failed: %s", err);
+        return;
+    }
+    s->c.gcs++;
+    td_spill_publish(s);
+    td_log(TD_LOG_DEBUG, "kv spill: reclaimed (checkpoint, empty segments) in %.1f ms cpu",
+           ((double)clock() / CLOCKS_PER_SEC - t0) * 1e3);
+}
+
+/* Waits on qcv for work; true if the wait ended because the KV thread
+ * was idle for gc_idle_ms after writes (time to reclaim). */
+static bool wait_work(td_spill *s)
+{
+    if (!s->dirty || s->gc_idle_ms < 0) {
+        pthread_cond_wait(&s->qcv, &s->qmu);
+        return false;
+    }
+    struct timespec until;
+    clock_gettime(CLOCK_REALTIME, &until);
+    until.tv_sec += s->gc_idle_ms / 1000;
+    until.tv_nsec += (s->gc_idle_ms % 1000) * 1000000;
+    if (until.tv_nsec >= 1000000000) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000;
+    }
+    return pthread_cond_timedwait(&s->qcv, &s->qmu, &until) == ETIMEDOUT;
 }
 
 /* Hands j to the engine thread (td_spill_poll) and wakes it. */
@@ -134,8 +175,13 @@ static void *kv_main(void *arg)
         td_spill_disk_announce(s);  /* before any spill: the store as it was found */
     pthread_mutex_lock(&s->qmu);
     for (;;) {
-        while (!s->resumes && !s->spills && !s->quit)
-            pthread_cond_wait(&s->qcv, &s->qmu);
+        while (!s->resumes && !s->spills && !s->quit) {
+            if (wait_work(s) && !s->resumes && !s->spills && !s->quit) {
+                pthread_mutex_unlock(&s->qmu);
+                reclaim(s);
+                pthread_mutex_lock(&s->qmu);
+            }
+        }
         spill_job *j = s->resumes ? s->resumes : s->spills;
         if (!j)
             break;  /* quit, and nothing left to write */
@@ -336,6 +382,7 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
     s->on_held = o->on_held;
     s->held_arg = o->held_arg;
     s->max_queued = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED;
+    s->gc_idle_ms = o->gc_idle_ms ? o->gc_idle_ms : 30000;
     snprintf(s->dir, sizeof s->dir, "%s", o->dir);
     td_err e = td_spill_open_store(s, o);
     if (!e && s->kv) {
@@ -434,6 +481,9 @@ void td_spill_metrics(td_spill *s, td_prom_buf *b)
     td_prom_histogram(b, "tandem_kv_spill_duration_seconds",
                       "One spill: chain keys, write the state and its tail record, sync.",
                       &c.spill_s);
+    td_prom_counter(b, "tandem_kv_spill_gc_total",
+                    "Background reclamations: checkpoint, log emptied, empty segment files "
+                    "deleted (after writes, when idle).", c.gcs);
     td_prom_counter(b, "tandem_kv_resumes_total",
                     "Prompts that missed in memory and resumed from a state on disk.", c.resumes);
     td_prom_counter(b, "tandem_kv_resume_tokens_total",

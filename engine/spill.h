@@ -65,6 +65,11 @@ typedef struct {
     /* Bytes of states queued for writing before a further spill waits
      * for the disk (their memory is held until written); 0: 1 GiB. */
     size_t max_queued_bytes;
+    /* After this long without work, following writes or deletes, the KV
+     * thread reclaims in the background: a checkpoint (the log emptied) and
+     * segment files that hold no live block deleted (td_kv_gc). 0: 30 s;
+     * < 0: never. */
+    int64_t gc_idle_ms;
 } td_spill_opts;
 
 /* Opens the store for model m and becomes the spill function of the memory

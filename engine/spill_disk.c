@@ -259,6 +259,7 @@ static void drop_state(td_spill *s, td_kv_key key)
     int32_t *t = read_tokens(s, key, &n);
     td_kv_del(s->kv, key, TD_KV_SECTION_STATE, err, sizeof err);
     td_kv_del(s->kv, key, SPILL_SECTION_TOKENS, err, sizeof err);
+    s->dirty = true;
     if (t && s->on_held)
         td_spill_notice(s, t, n, false);
     else

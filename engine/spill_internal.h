@@ -33,6 +33,7 @@ enum { OP_OPEN, OP_SPILL, OP_RESUME, NOPS };
 typedef struct {
     uint64_t spills, spill_bytes, spill_skipped, resumes, resume_tokens, resume_misses;
     uint64_t peer_resumes, peer_resume_tokens;
+    uint64_t gcs;                /* background reclamations */
     uint64_t failures[NOPS][NREASONS];
     td_prom_hist spill_s, resume_s;
     td_kv_stats kv;
@@ -83,6 +84,7 @@ struct td_spill {
     void (*on_held)(void *arg, bool stored, const int32_t *tokens, size_t n);
     void *held_arg;
     size_t max_queued;           /* bytes of spills queued before the engine waits */
+    int64_t gc_idle_ms;          /* < 0: no background reclamation */
 
     /* the KV thread's (the engine thread's before it starts and after it
      * ends): the stores and everything that reads them */
@@ -94,6 +96,7 @@ struct td_spill {
     size_t nkeys;
     uint8_t *idx_old, *idx_rec;  /* index records read and written (SPILL_IDX_CAP) */
     spill_counters c;
+    bool dirty;                  /* written or deleted since the last reclamation */
 
     /* the queue between the two threads */
     pthread_t thread;
