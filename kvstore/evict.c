@@ -98,7 +98,7 @@ static void heap_push(td_kv *kv, kv_entry *e)
         size_t cap = kv->heap_cap ? 2 * kv->heap_cap : 1024;
         kv_entry **h = realloc(kv->heap, cap * sizeof(*h));
         if (!h)
-            return;   /* out of memory: e stays outside; the LRU walk still finds it */
+            return;   /* out of memory: e stays outside, a victim once the heap is empty */
         kv->heap = h;
         kv->heap_cap = cap;
     }
@@ -126,11 +126,6 @@ static double cost(const td_kv *kv, uint64_t tokens)
     return n + n * n / kv->knee;
 }
 
-static double unit_of(const td_kv *kv, const kv_entry *e)
-{
-    return cost(kv, e->tokens) / (double)kv_value_pages(kv, e->value_len);
-}
-
 void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n)
 {
     uint64_t longest = 0, pages = 0;
@@ -141,11 +136,6 @@ void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n)
     }
     for (size_t i = 0; i < n; i++)
         ents[i]->unit = cost(kv, longest) / (double)pages;
-}
-
-void kv_evict_single(const td_kv *kv, kv_entry *e)
-{
-    e->unit = unit_of(kv, e);
 }
 
 /* Priority at the current clock. */

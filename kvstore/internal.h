@@ -135,13 +135,12 @@ void kv_evict_init(td_kv *kv, const td_kv_opts *o);
  * checkpoint is written. */
 void kv_evict_resolve(td_kv *kv, td_kv_evict recorded);
 void kv_evict_fini(td_kv *kv);
-/* Sets the worth per use of the entries of one td_kv_put_many, or of one
- * entry alone (a log record replayed: its batch is not recorded). */
+/* Sets the worth per use of the entries of one td_kv_put_many (n = 1 for a
+ * log record replayed: its batch is not recorded). */
 void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n);
-void kv_evict_single(const td_kv *kv, kv_entry *e);
 /* A new entry in the index (kv_index_insert): a use at the current clock,
  * with e->uses and e->unit already set (kv_evict_uses_after for a
- * replacement, kv_evict_batch / kv_evict_single). */
+ * replacement, kv_evict_batch). */
 void kv_evict_insert(td_kv *kv, kv_entry *e);
 void kv_evict_remove(td_kv *kv, kv_entry *e);
 /* A read or a lookup hit. */
