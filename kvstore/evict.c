@@ -18,6 +18,7 @@
  * one-page index record of a state of P pages would outlive its state P
  * times over, and records naming gone states would fill a third to a half of
  * the store (docs/kvstore.md).
+ *
  * Both policies' state is kept up to date whichever is in force, and saved in
  * the checkpoint (manifest.c), so a store can switch and a restart keeps the
  * order. docs/kvstore.md has the cost model and its measurements. */
