@@ -69,6 +69,32 @@ static void set_add(td_spill *s, td_kv_key k)
     s->set_n++;
 }
 
+/* Linear probing without tombstones: later members of the cluster move
+ * back into the hole unless their home slot lies cyclically after it. */
+static void set_del(td_spill *s, td_kv_key k)
+{
+    if (!s->set_cap)
+        return;
+    size_t mask = s->set_cap - 1, i = slot_of(k, s->set_cap);
+    while (!key_zero(s->set[i]) && (s->set[i].lo != k.lo || s->set[i].hi != k.hi))
+        i = (i + 1) & mask;
+    if (key_zero(s->set[i]))
+        return;
+    for (size_t j = i;;) {
+        j = (j + 1) & mask;
+        if (key_zero(s->set[j]))
+            break;
+        size_t h = slot_of(s->set[j], s->set_cap);
+        bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
+        if (!stays) {
+            s->set[i] = s->set[j];
+            i = j;
+        }
+    }
+    s->set[i] = (td_kv_key){0, 0};
+    s->set_n--;
+}
+
 static int add_index_key(const td_kv_entry_info *e, void *arg)
 {
     if (e->section == SPILL_SECTION_INDEX)
@@ -159,8 +185,12 @@ static bool wait_work(td_spill *s)
 static void finished(td_spill *s, spill_job *j)
 {
     pthread_mutex_lock(&s->qmu);
-    j->next = s->done;
-    s->done = j;
+    j->next = NULL;  /* in order: an index evicted, then written again, ends in the set */
+    if (s->done_tail)
+        s->done_tail->next = j;
+    else
+        s->done = j;
+    s->done_tail = j;
     atomic_store(&s->news, true);
     pthread_cond_broadcast(&s->dcv);
     pthread_mutex_unlock(&s->qmu);
@@ -202,6 +232,15 @@ static void *kv_main(void *arg)
     }
     pthread_mutex_unlock(&s->qmu);
     return NULL;
+}
+
+void td_spill_unindex(td_spill *s, td_kv_key block)
+{
+    spill_job *j = calloc(1, sizeof *j);
+    if (!j)
+        return;  /* a stale key costs a lookup that misses */
+    *j = (spill_job){.kind = JOB_UNINDEX, .block = block};
+    finished(s, j);
 }
 
 void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored)
@@ -308,11 +347,16 @@ void td_spill_poll(td_spill *s, td_pcache *c, td_spill_resumed_fn done, void *ar
         return;
     pthread_mutex_lock(&s->qmu);
     spill_job *list = s->done;
-    s->done = NULL;
+    s->done = s->done_tail = NULL;
     pthread_mutex_unlock(&s->qmu);
     while (list) {
         spill_job *j = list;
         list = j->next;
+        if (j->kind == JOB_UNINDEX) {
+            set_del(s, j->block);
+            free(j);
+            continue;
+        }
         if (j->kind == JOB_HELD) {
             if (s->on_held && done)
                 s->on_held(s->held_arg, j->stored, j->tokens, j->n);

@@ -81,6 +81,47 @@ static void failed(td_spill *s, int op, td_err e, const char *msg)
     s->logged[op][r] = true;
 }
 
+/* The store prices a state by the prefill it saves: n + n^2 / knee token
+ * equivalents, the knee where the CSA indexer's per-token work (it scores
+ * n/4 compressed entries with index_n_heads x index_head_dim each) equals
+ * the rest of the forward pass (~ the active parameters per token). An
+ * estimate from the geometry (attention, indexer, routed + shared experts,
+ * the output head); the tiny model gives ~12K where its measured prefill
+ * times fit 16K (docs/kvstore.md), V4-Flash ~6M: nearly linear. */
+static uint32_t knee_tokens(const td_v4_config *c)
+{
+    double per_layer = (double)c->dim * c->q_lora_rank +
+                       (double)c->q_lora_rank * c->n_heads * c->head_dim +
+                       (double)c->dim * c->head_dim +
+                       (double)c->n_heads * c->head_dim * c->o_lora_rank +
+                       (double)c->o_groups * c->o_lora_rank * c->dim +
+                       3.0 * c->dim * c->moe_inter_dim * (c->n_activated_experts + c->n_shared_experts) +
+                       (double)c->q_lora_rank * c->index_n_heads * c->index_head_dim +
+                       (double)c->dim * c->index_head_dim;
+    double active = per_layer * c->n_layers + (double)c->vocab_size * c->dim;
+    double knee = 4.0 * active / ((double)(c->index_n_heads ? c->index_n_heads : 1) *
+                                  (c->index_head_dim ? c->index_head_dim : 1));
+    return knee < 1024 ? 1024 : knee > 2e9 ? 2000000000u : (uint32_t)knee;
+}
+
+/* The store evicted e for room (inside a put, on the KV thread): noted,
+ * and dealt with once the put returns (the store may not be called now). */
+static void on_evict(void *arg, const td_kv_entry_info *e)
+{
+    td_spill *s = arg;
+    if (e->section != TD_KV_SECTION_STATE && e->section != SPILL_SECTION_INDEX)
+        return;
+    if (s->nevicted == s->cap_evicted) {
+        size_t nc = s->cap_evicted ? 2 * s->cap_evicted : 16;
+        td_kv_entry_info *v = realloc(s->evicted, nc * sizeof *v);
+        if (!v)
+            return;  /* the router keeps a stale view: a placement that recomputes */
+        s->evicted = v;
+        s->cap_evicted = nc;
+    }
+    s->evicted[s->nevicted++] = *e;
+}
+
 /* Opens our store and notes the peers'; a store that cannot be opened is
  * logged and counted and leaves s->kv NULL (the tier is off). */
 td_err td_spill_open_store(td_spill *s, const td_spill_opts *o)
@@ -88,7 +129,9 @@ td_err td_spill_open_store(td_spill *s, const td_spill_opts *o)
     if (!(s->idx_old = malloc(IDX_CAP)) || !(s->idx_rec = malloc(IDX_CAP)))
         return TD_ENOMEM;
     td_kv_opts ko = {.dir = o->dir, .fingerprint = s->fingerprint, .create = 1,
-                     .capacity_bytes = o->capacity_bytes};
+                     .capacity_bytes = o->capacity_bytes,
+                     .cost_knee_tokens = knee_tokens(td_v4_model_config(s->m)),
+                     .on_evict = on_evict, .on_evict_arg = s};
     char err[512] = "";
     td_err e = td_kv_open(&s->kv, &ko, err, sizeof err);
     if (e) {
@@ -130,6 +173,7 @@ void td_spill_close_stores(td_spill *s)
     for (int i = 0; i < s->npeers; i++)
         td_kv_close(s->peers[i].kv);
     free(s->keys);
+    free(s->evicted);
     free(s->idx_old);
     free(s->idx_rec);
 }
@@ -266,6 +310,21 @@ static void drop_state(td_spill *s, td_kv_key key)
         free(t);
 }
 
+/* After a put: what the store evicted for room. A state's token ids are
+ * read (if the same eviction did not take them too) to tell the router it
+ * is gone, then deleted; an index's block key leaves the engine's set. */
+static void evicted(td_spill *s)
+{
+    for (size_t i = 0; i < s->nevicted; i++) {
+        const td_kv_entry_info *e = &s->evicted[i];
+        if (e->section == SPILL_SECTION_INDEX)
+            td_spill_unindex(s, e->key);
+        else
+            drop_state(s, e->key);
+    }
+    s->nevicted = 0;
+}
+
 td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const void *state,
                          size_t len, td_kv_key *block_out)
 {
@@ -330,6 +389,7 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
     };
     err[0] = '\0';
     td_err e = td_kv_put_many(s->kv, it, 3, err, sizeof err);
+    evicted(s);
     if (e) {
         failed(s, OP_SPILL, e, err);
     } else {

@@ -50,7 +50,7 @@ typedef struct {
 /* Work for the KV thread. A spill owns its tokens and state until the
  * engine thread collects it; a resume borrows the request's prompt and
  * sequence, which nobody else touches until it is collected. */
-enum { JOB_SPILL, JOB_RESUME, JOB_HELD };
+enum { JOB_SPILL, JOB_RESUME, JOB_HELD, JOB_UNINDEX };
 
 typedef struct spill_job {
     struct spill_job *next;      /* in a queue (under qmu) */
@@ -63,7 +63,7 @@ typedef struct spill_job {
     uint8_t *state;
     size_t len;
     td_err result;               /* TD_OK: on disk */
-    td_kv_key block;             /* the block key whose index names it */
+    td_kv_key block;             /* the block key whose index names it (JOB_UNINDEX: gone) */
     /* resume */
     const int32_t *prompt;
     td_v4_seq *seq;
@@ -97,6 +97,8 @@ struct td_spill {
     uint8_t *idx_old, *idx_rec;  /* index records read and written (SPILL_IDX_CAP) */
     spill_counters c;
     bool dirty;                  /* written or deleted since the last reclamation */
+    td_kv_entry_info *evicted;   /* what the store evicted during a put */
+    size_t nevicted, cap_evicted;
 
     /* the queue between the two threads */
     pthread_t thread;
@@ -104,7 +106,7 @@ struct td_spill {
     pthread_mutex_t qmu;
     pthread_cond_t qcv;          /* the KV thread waits for work */
     pthread_cond_t dcv;          /* the engine thread waits for finished work */
-    spill_job *resumes, *resumes_tail, *spills, *spills_tail, *done;
+    spill_job *resumes, *resumes_tail, *spills, *spills_tail, *done, *done_tail;
     size_t queued_bytes;         /* states of spills not written yet */
     bool quit;
     atomic_bool news;            /* done is not empty */
@@ -141,6 +143,9 @@ void td_spill_disk_announce(td_spill *s);
 /* spill.c, on the KV thread: a state on disk found or dropped, for on_held
  * (tokens: malloc'd, handed over). */
 void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored);
+/* spill.c, on the KV thread: the index at block was evicted; the engine's
+ * set of block keys forgets it. */
+void td_spill_unindex(td_spill *s, td_kv_key block);
 extern const char *const td_spill_op_name[NOPS];
 extern const char *const td_spill_reason_name[NREASONS];
 

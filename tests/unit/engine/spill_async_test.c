@@ -226,6 +226,51 @@ static void told_what_disk_holds(void)
     tm_rmrf(dir);
 }
 
+static int32_t first_dropped = -1;
+static int evicted_calls;
+static void on_evicted(void *arg, bool stored, const int32_t *t, size_t n)
+{
+    (void)arg;
+    TD_CHECK(!stored && n == NSTATE && !memcmp(t + 1, toks + 1, (n - 1) * sizeof *t));
+    if (first_dropped < 0)
+        first_dropped = t[0];
+    evicted_calls++;
+}
+
+/* A store with room for a few states: when it evicts one for room, the
+ * engine hears it is gone (the router stops sending its conversation
+ * here), and the oldest goes first. */
+static void told_what_store_evicts(void)
+{
+    char dir[64];
+    tm_tmpdir(dir, sizeof dir);
+    td_pcache *c;
+    TD_CHECK(td_pcache_create(&c, 4096, NULL, NULL) == TD_OK);
+    td_spill *s;
+    td_spill_opts o = {.dir = dir, .capacity_bytes = 512 << 10, .on_held = on_evicted};
+    TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK);
+    int32_t p[NSTATE];
+    memcpy(p, toks, sizeof p);
+    done_rec d = {0};
+    for (int i = 0; i < 8; i++) {
+        p[0] = 100 + i;  /* eight conversations (states of the right size; no
+                          * prefill: what is evicted does not depend on the values) */
+        td_v4_seq *q = seq_after(p, 0);
+        td_v4_seq_fill_synthetic(q, NSTATE, (uint64_t)i);
+        TD_CHECK(td_pcache_put(c, q, p, NSTATE) == TD_OK);
+        collect(s, c, &d);
+        td_v4_seq_destroy(q);
+    }
+    for (int i = 0; i < 100 && !td_spill_news(s); i++)
+        usleep(1000);
+    td_spill_poll(s, c, on_done, &d);
+    TD_CHECK(evicted_calls >= 1 && first_dropped == 100);
+    TD_CHECK(has_metric(s, "tandem_kvstore_evictions_total"));
+    td_spill_destroy(s, c);
+    td_pcache_destroy(c);
+    tm_rmrf(dir);
+}
+
 /* Idle after a write, the KV thread reclaims: a checkpoint empties the
  * manifest log (down to its 64-byte header). Once: nothing changed since. */
 static void reclaims_when_idle(void)
@@ -269,6 +314,7 @@ int main(int argc, char **argv)
         {"refused_state_comes_back", refused_state_comes_back},
         {"told_what_disk_holds", told_what_disk_holds},
         {"reclaims_when_idle", reclaims_when_idle},
+        {"told_what_store_evicts", told_what_store_evicts},
         {NULL, NULL},
     };
     return tm_main(argc, argv, cases, toks, NTOK);
