@@ -654,10 +654,12 @@ static void cl_metrics(void *ctx, td_prom_buf *b)
 {
     td_cluster *c = ctx;
     int np = 0, nd = 0, draining = 0;
+    size_t blocks = 0;
     for (wkr *w = c->workers; w; w = w->next) {
         np += td_cl_can_prefill(w);
         nd += td_cl_can_decode(w);
         draining += w->draining;
+        blocks += w->prefixes ? td_pidx_blocks(w->prefixes) : 0;
     }
     td_prom_family(b, "tandem_workers", "gauge",
                    "Registered workers by role (a colocated worker counts for both).");
@@ -665,6 +667,10 @@ static void cl_metrics(void *ctx, td_prom_buf *b)
     td_prom_put(b, "tandem_workers{role=\"decode\"} %d\n", nd);
     td_prom_gauge(b, "tandem_workers_draining", "Workers that stopped taking requests.",
                   draining);
+    td_prom_gauge(b, "tandem_prefix_blocks_held",
+                  "Token blocks the workers announced holding (KV events: memory or disk), "
+                  "summed over workers: what prefix-aware placement can match.",
+                  (double)blocks);
     static const char *const why[TD_CL_WHY_COUNT] = {
         [TD_CL_WHY_SESSION] = "session", [TD_CL_WHY_PREFIX] = "prefix",
         [TD_CL_WHY_LEAST_LOADED] = "least_loaded", [TD_CL_WHY_ROUND_ROBIN] = "round_robin",

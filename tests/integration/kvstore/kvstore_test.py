@@ -390,7 +390,35 @@ def case_serve_both_workers(tmp):
         srv.stop()
 
 
-CASES = [case_peer_resume, case_serve_both_workers, case_idle_spill_and_restart, case_corrupt_blocks, case_store_unusable,
+def case_restart_announces_disk(tmp):
+    """A restarted worker tells the router what its disk holds: the router
+    forgot the worker's prefixes when it went away, and without the
+    announcement would place the next turn by load; with it, by prefix, and
+    the turn resumes from disk, token-identically."""
+    store = os.path.join(tmp, "store")
+    env = Env(store)
+    try:
+        same(env, P2, 0)
+        env.stop()       # SIGTERM: the memory cache goes to disk
+        env.start()      # the same --id: a new registration replaces the old
+        by_prefix = ("tandem_placements_total", '{decision="prefix"}')
+        end = time.time() + 10
+        while True:      # the announcement travels with the KV events
+            r0 = dt.router_metrics(env.c)
+            if m(r0, "tandem_prefix_blocks_held") or time.time() > end:
+                break
+            time.sleep(0.1)
+        check(m(r0, "tandem_prefix_blocks_held") == len(P2) // 64,
+              "blocks announced: %r" % m(r0, "tandem_prefix_blocks_held"))
+        same(env, P2 + Z, len(P2))
+        r1 = dt.router_metrics(env.c)
+        check(r1.get(by_prefix, 0) - r0.get(by_prefix, 0) == 1,
+              "placed by prefix: %r" % (r1.get(by_prefix, 0) - r0.get(by_prefix, 0)))
+    finally:
+        env.close()
+
+
+CASES = [case_restart_announces_disk, case_peer_resume, case_serve_both_workers, case_idle_spill_and_restart, case_corrupt_blocks, case_store_unusable,
          case_permission_denied, case_disk_full, case_in_process_metrics]
 
 
