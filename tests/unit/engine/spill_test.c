@@ -173,6 +173,16 @@ static void test_restart_resumes_finish_state(void)
     tm_rmrf(dir);
 }
 
+/* A fresh store holding turn 1's states (written when its engine stopped). */
+static void turn1_on_disk(eng *g, char *dir, size_t cap)
+{
+    reference();
+    tm_tmpdir(dir, cap);
+    start(g, 0, dir);
+    gen(g, turn1, NP, NG);
+    stop(g);
+}
+
 /* Cancels while the state may be on its way from disk (the request then
  * sits in the loading list, its sequence the KV thread's): the cancel is
  * applied when the read ends, the finish says so, nothing leaks (ASan),
@@ -180,13 +190,9 @@ static void test_restart_resumes_finish_state(void)
  * where each cancel lands; every place must be clean. */
 static void test_cancel_while_resuming(void)
 {
-    reference();
     char dir[64];
-    tm_tmpdir(dir, sizeof dir);
     eng g;
-    start(&g, 0, dir);
-    gen(&g, turn1, NP, NG);
-    stop(&g);
+    turn1_on_disk(&g, dir, sizeof dir);
     td_router_gen_cb cb = {.on_token = on_token, .on_finish = on_finish, .on_cached = on_cached};
     td_engine_req q = {.gen = {.prompt = turn2, .n_prompt = NP + NG + NM, .max_tokens = NG,
                                .sampling = {.temperature = 0, .top_p = 1}}};
@@ -253,13 +259,9 @@ static void test_too_big_for_memory(void)
 /* Every segment byte flipped: the next turn recomputes, identically. */
 static void test_damaged_store_recomputes(void)
 {
-    reference();
     char dir[64];
-    tm_tmpdir(dir, sizeof dir);
     eng g;
-    start(&g, 0, dir);
-    gen(&g, turn1, NP, NG);
-    stop(&g);
+    turn1_on_disk(&g, dir, sizeof dir);
     DIR *d = opendir(dir);
     struct dirent *de;
     while (d && (de = readdir(d)))
