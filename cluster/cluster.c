@@ -45,9 +45,7 @@ static void send_cancel(wkr *w, uint64_t wire)
 static void creq_free(creq *r)
 {
     free(r->chain);
-    free(r->c_json);
-    free(r->c_tools);
-    free(r->c_force);
+    td_router_constraint_free(&r->cons);
     free(r->prompt);
     free(r->stops);
     free(r->session);
@@ -94,12 +92,12 @@ static void fill_sampling(const creq *r, Tandem__Ctl__SamplingParams *sp, int64_
     sp->max_tokens = (uint32_t)max_tokens;
     sp->stop_token_ids = r->stops;
     sp->n_stop_token_ids = r->n_stop;
-    sp->json = r->c_is_json;
-    sp->json_schema = r->c_json ? r->c_json : "";
-    sp->tools = r->c_tools ? r->c_tools : "";
-    sp->force_name = r->c_force ? r->c_force : "";
-    sp->single_call = r->c_single;
-    sp->thinking = r->c_thinking;
+    sp->json = r->cons.json_schema != NULL;
+    sp->json_schema = r->cons.json_schema ? r->cons.json_schema : "";
+    sp->tools = r->cons.tools ? r->cons.tools : "";
+    sp->force_name = r->cons.force_name ? r->cons.force_name : "";
+    sp->single_call = r->cons.single;
+    sp->thinking = r->cons.thinking;
 }
 
 /* With a ticket: prefill only, the state goes to r->D. Without: the whole
@@ -554,15 +552,9 @@ static td_err cl_submit(void *ctx, const td_router_gen_req *q, const td_router_g
         return TD_ENOMEM;
     r->prompt = malloc(q->n_prompt * sizeof *r->prompt);
     r->stops = malloc((q->n_stop_ids + 1) * sizeof *r->stops);
-    const td_router_constraint *k = &q->constraint;
-    r->c_is_json = k->json_schema && !k->tools;
-    r->c_single = k->single;
-    r->c_thinking = k->thinking;
     if (!r->prompt || !r->stops ||
         (q->session_id && !(r->session = strdup(q->session_id))) ||
-        (r->c_is_json && !(r->c_json = strdup(k->json_schema))) ||
-        (k->tools && !(r->c_tools = strdup(k->tools))) ||
-        (k->tools && k->force_name && !(r->c_force = strdup(k->force_name)))) {
+        td_router_constraint_dup(&r->cons, &q->constraint)) {
         creq_free(r);
         return TD_ENOMEM;
     }

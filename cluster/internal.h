@@ -57,8 +57,7 @@ typedef struct creq {
     int64_t max_tokens;
     td_router_sampling s;
     char *session;
-    char *c_json, *c_tools, *c_force;  /* the constraint, copied */
-    bool c_is_json, c_single, c_thinking;
+    td_router_constraint_copy cons;
     uint64_t *chain;             /* the prompt's block hashes (proto/blockhash.h) */
     size_t n_chain;
     wkr *P, *D;

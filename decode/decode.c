@@ -37,8 +37,7 @@ typedef struct djob {
     uint32_t max_tokens;
     td_router_sampling sampling;
     int32_t *stop_ids;
-    char *c_json, *c_tools, *c_force;  /* the constraint (SamplingParams), copied */
-    bool c_is_json, c_single, c_thinking;
+    td_router_constraint_copy cons;     /* the constraint (SamplingParams), copied */
     size_t n_stop;
     char *session_id;
     size_t reserve;              /* state bytes held for it */
@@ -325,9 +324,7 @@ static void job_free(td_decode *d, djob *j)
     d->kv_used -= j->reserve;
     free(j->stop_ids);
     free(j->prompt);
-    free(j->c_json);
-    free(j->c_tools);
-    free(j->c_force);
+    td_router_constraint_free(&j->cons);
     free(j->session_id);
     free(j->ticket);
     free(j);
@@ -384,9 +381,7 @@ static void start_engine(td_decode *d, djob *j)
         .gen = {.prompt = j->prompt, .n_prompt = j->prompt_tokens, .max_tokens = j->max_tokens,
                 .sampling = j->sampling, .stop_ids = j->stop_ids, .n_stop_ids = j->n_stop,
                 .session_id = j->session_id,
-                .constraint = {.json_schema = j->c_is_json ? (j->c_json ? j->c_json : "") : NULL,
-                               .tools = j->c_tools, .force_name = j->c_force,
-                               .single = j->c_single, .thinking = j->c_thinking}},
+                .constraint = td_router_constraint_of(&j->cons)},
         .state = td_xfer_recv_data(j->recv), .state_len = j->got.total_bytes,
         .first_token = j->got.first_token, .release_state = release_state, .state_arg = j,
     };
@@ -480,12 +475,7 @@ static void start(td_decode *d, const Tandem__Ctl__DecodeRequest *m)
                                        .top_k = (int)s->top_k, .seed = s->seed};
     memcpy(j->stop_ids, s->stop_token_ids, s->n_stop_token_ids * sizeof *j->stop_ids);
     td_router_constraint k = td_wk_constraint(s);
-    j->c_is_json = k.json_schema != NULL;
-    j->c_single = k.single;
-    j->c_thinking = k.thinking;
-    if ((k.json_schema && !(j->c_json = strdup(k.json_schema))) ||
-        (k.tools && !(j->c_tools = strdup(k.tools))) ||
-        (k.force_name && !(j->c_force = strdup(k.force_name))))
+    if (td_router_constraint_dup(&j->cons, &k))
         td_log(TD_LOG_ERROR, "decode: request %llu: out of memory for its constraint",
                (unsigned long long)j->rid);
     j->n_stop = s->n_stop_token_ids;

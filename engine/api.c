@@ -91,16 +91,11 @@ td_err td_engine_submit(td_engine *e, const td_engine_req *x, const td_router_ge
     r->first_token = x->first_token;
     r->release_state = x->release_state;
     r->state_arg = x->state_arg;
-    const td_router_constraint *k = &q->constraint;
-    if ((k->json_schema && !(r->c_json = strdup(k->json_schema))) ||
-        (k->tools && !(r->c_tools = strdup(k->tools))) ||
-        (k->force_name && !(r->c_force = strdup(k->force_name)))) {
+    if (td_router_constraint_dup(&r->cons, &q->constraint)) {
         r->state = NULL;  /* on error nothing is called back */
         td_eng_ereq_free(r);
         return TD_ENOMEM;
     }
-    r->c_single = k->single;
-    r->c_thinking = k->thinking;
     r->on_state = x->on_state;
     r->state_buf = x->state_buf;
     r->state_cap = x->state_cap;

@@ -71,9 +71,7 @@ void td_eng_ereq_free(ereq *r)
     free(r->session_id);
     free(r->gen);
     free(r->offs);
-    free(r->c_json);
-    free(r->c_tools);
-    free(r->c_force);
+    td_router_constraint_free(&r->cons);
     td_cons_matcher_destroy(r->matcher);
     td_cons_grammar_destroy(r->grammar);
     free(r->mask);
@@ -201,21 +199,22 @@ static bool has_work(const td_engine *e)
 /* Compiles r's constraint and starts its matcher (engine thread). */
 static td_err constrain(td_engine *e, ereq *r, char *err, size_t errlen)
 {
-    if (!r->c_json && !r->c_tools)
+    const td_router_constraint_copy *k = &r->cons;
+    if (!k->json_schema && !k->tools)
         return TD_OK;
     if (!e->cvocab)
         return td_errf(err, errlen, TD_ENOTSUP, "constrained output needs the model's "
                        "tokenizer.json");
     td_err er;
-    if (r->c_tools) {
-        td_cons_tools_opts o = {.force_name = r->c_force, .single = r->c_single};
-        er = td_cons_grammar_tools(&r->grammar, r->c_tools, strlen(r->c_tools), &o, err,
+    if (k->tools) {
+        td_cons_tools_opts o = {.force_name = k->force_name, .single = k->single};
+        er = td_cons_grammar_tools(&r->grammar, k->tools, strlen(k->tools), &o, err,
                                    errlen);
     } else {
-        er = td_cons_grammar_json(&r->grammar, r->c_json[0] ? r->c_json : NULL,
-                                  strlen(r->c_json), err, errlen);
+        er = td_cons_grammar_json(&r->grammar, k->json_schema[0] ? k->json_schema : NULL,
+                                  strlen(k->json_schema), err, errlen);
     }
-    td_cons_matcher_opts mo = {.thinking = r->c_thinking};
+    td_cons_matcher_opts mo = {.thinking = k->thinking};
     if (!er)
         er = td_cons_matcher_create(&r->matcher, r->grammar, e->cvocab, &mo, err, errlen);
     if (!er && !(r->mask = malloc(td_cons_mask_words(e->cvocab) * sizeof *r->mask)))

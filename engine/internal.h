@@ -57,8 +57,7 @@ typedef struct ereq {
     int32_t *gen;                /* emitted tokens, for the prefix cache */
     size_t n_gen, cap_gen;
     /* grammar-constrained output (router/engine.h td_router_constraint) */
-    char *c_json, *c_tools, *c_force;
-    bool c_single, c_thinking;
+    td_router_constraint_copy cons;
     td_cons_grammar *grammar;
     td_cons_matcher *matcher;
     uint64_t *mask;

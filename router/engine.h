@@ -30,6 +30,8 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
 
 #include "common/err.h"
 #include "common/prom.h"
@@ -55,6 +57,46 @@ typedef struct {
     bool single;                /* with tools: one call (parallel_tool_calls false) */
     bool thinking;              /* the prompt ends with <think>: reasoning first */
 } td_router_constraint;
+
+/* An engine's own copy of a td_router_constraint, kept with a request
+ * (the engine, the cluster's request, a decode worker's job), normalised:
+ * tools win over a JSON schema, a forced name goes only with tools. */
+typedef struct {
+    char *json_schema, *tools, *force_name;   /* NULL: none (json_schema "" = any JSON) */
+    bool single, thinking;
+} td_router_constraint_copy;
+
+/* TD_ENOMEM leaves *c empty (nothing to free). */
+static inline td_err td_router_constraint_dup(td_router_constraint_copy *c,
+                                              const td_router_constraint *k)
+{
+    *c = (td_router_constraint_copy){.single = k->single, .thinking = k->thinking};
+    if ((k->tools && !(c->tools = strdup(k->tools))) ||
+        (k->tools && k->force_name && !(c->force_name = strdup(k->force_name))) ||
+        (!k->tools && k->json_schema && !(c->json_schema = strdup(k->json_schema)))) {
+        free(c->tools);
+        free(c->force_name);
+        *c = (td_router_constraint_copy){0};
+        return TD_ENOMEM;
+    }
+    return TD_OK;
+}
+
+static inline void td_router_constraint_free(td_router_constraint_copy *c)
+{
+    free(c->json_schema);
+    free(c->tools);
+    free(c->force_name);
+    *c = (td_router_constraint_copy){0};
+}
+
+/* The copy as a request's constraint (borrowing its strings). */
+static inline td_router_constraint td_router_constraint_of(const td_router_constraint_copy *c)
+{
+    return (td_router_constraint){.json_schema = c->json_schema, .tools = c->tools,
+                                  .force_name = c->force_name, .single = c->single,
+                                  .thinking = c->thinking};
+}
 
 typedef struct {
     const int32_t *prompt;      /* borrowed for the call; copied */
