@@ -198,19 +198,31 @@ static void finished(td_spill *s, spill_job *j)
         s->wake(s->wake_arg);
 }
 
+/* Resumes first (a request waits on each), then what the store held at
+ * start is announced (in slices, so a resume never waits for all of it),
+ * then spills in order. */
 static void *kv_main(void *arg)
 {
     td_spill *s = arg;
-    if (s->on_held)
-        td_spill_disk_announce(s);  /* before any spill: the store as it was found */
+    bool announcing = false;
+    if (s->on_held) {
+        td_spill_disk_announce_begin(s);
+        announcing = true;
+    }
     pthread_mutex_lock(&s->qmu);
     for (;;) {
-        while (!s->resumes && !s->spills && !s->quit) {
+        while (!s->resumes && !announcing && !s->spills && !s->quit) {
             if (wait_work(s) && !s->resumes && !s->spills && !s->quit) {
                 pthread_mutex_unlock(&s->qmu);
                 reclaim(s);
                 pthread_mutex_lock(&s->qmu);
             }
+        }
+        if (!s->resumes && announcing && !s->quit) {
+            pthread_mutex_unlock(&s->qmu);
+            announcing = td_spill_disk_announce_some(s, 64);
+            pthread_mutex_lock(&s->qmu);
+            continue;
         }
         spill_job *j = s->resumes ? s->resumes : s->spills;
         if (!j)

@@ -174,6 +174,7 @@ void td_spill_close_stores(td_spill *s)
         td_kv_close(s->peers[i].kv);
     free(s->keys);
     free(s->evicted);
+    free(s->announce.keys);  /* stopped before all were announced */
     free(s->idx_old);
     free(s->idx_rec);
 }
@@ -599,14 +600,9 @@ size_t td_spill_disk_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt,
 
 /* ---- announcing what the store holds, at start -------------------------- */
 
-typedef struct {
-    td_kv_key *keys;
-    size_t n, cap;
-} keylist;
-
 static int collect_tokens(const td_kv_entry_info *e, void *arg)
 {
-    keylist *l = arg;
+    spill_keylist *l = arg;
     if (e->section != SPILL_SECTION_TOKENS)
         return 0;
     if (l->n == l->cap) {
@@ -644,25 +640,32 @@ static bool findable(td_spill *s, td_kv_key key, const int32_t *t, size_t n)
     return false;
 }
 
-void td_spill_disk_announce(td_spill *s)
+void td_spill_disk_announce_begin(td_spill *s)
 {
-    if (!s->kv)
-        return;
-    keylist l = {0};
-    td_kv_foreach(s->kv, collect_tokens, &l);  /* least recently used first */
-    size_t told = 0;
-    for (size_t i = 0; i < l.n; i++) {
+    if (s->kv)
+        td_kv_foreach(s->kv, collect_tokens, &s->announce);  /* least recently used first */
+    s->announce_told = 0;
+}
+
+bool td_spill_disk_announce_some(td_spill *s, size_t max)
+{
+    spill_keylist *l = &s->announce;
+    for (; l->done < l->n && max > 0; l->done++, max--) {
         size_t n = 0;
-        int32_t *t = read_tokens(s, l.keys[i], &n);
-        if (t && findable(s, l.keys[i], t, n)) {
+        int32_t *t = read_tokens(s, l->keys[l->done], &n);
+        if (t && findable(s, l->keys[l->done], t, n)) {
             td_spill_notice(s, t, n, true);
-            told++;
+            s->announce_told++;
         } else {
             free(t);
         }
     }
-    if (l.n)
-        td_log(TD_LOG_INFO, "kv spill: %zu states on disk announced", told);
-    free(l.keys);
+    if (l->done < l->n)
+        return true;
+    if (l->n)
+        td_log(TD_LOG_INFO, "kv spill: %zu states on disk announced", s->announce_told);
+    free(l->keys);
+    *l = (spill_keylist){0};
     td_spill_publish(s);
+    return false;
 }

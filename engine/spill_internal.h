@@ -73,6 +73,11 @@ typedef struct spill_job {
     void *tag;
 } spill_job;
 
+typedef struct {
+    td_kv_key *keys;
+    size_t n, cap, done;
+} spill_keylist;
+
 struct td_spill {
     /* fixed at create */
     const td_v4_model *m;
@@ -97,6 +102,8 @@ struct td_spill {
     uint8_t *idx_old, *idx_rec;  /* index records read and written (SPILL_IDX_CAP) */
     spill_counters c;
     bool dirty;                  /* written or deleted since the last reclamation */
+    spill_keylist announce;      /* states found at start, still to announce */
+    size_t announce_told;
     td_kv_entry_info *evicted;   /* what the store evicted during a put */
     size_t nevicted, cap_evicted;
 
@@ -138,8 +145,12 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
 size_t td_spill_disk_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,
                              size_t min, int *reset);
 void td_spill_publish(td_spill *s);
-/* Tells every state in our store to on_held (found at start). */
-void td_spill_disk_announce(td_spill *s);
+/* Tells on_held of the states in our store (found at start): begin lists
+ * them, each call of _some announces up to max more (reads of the token
+ * ids and the index that names them); true while some remain, so resumes
+ * can go first. */
+void td_spill_disk_announce_begin(td_spill *s);
+bool td_spill_disk_announce_some(td_spill *s, size_t max);
 /* spill.c, on the KV thread: a state on disk found or dropped, for on_held
  * (tokens: malloc'd, handed over). */
 void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored);
