@@ -635,6 +635,12 @@ void *td_eng_main(void *arg)
     td_spill_destroy(atomic_exchange(&e->spill, NULL), e->pcache);  /* memory to disk */
     td_pcache_destroy(e->pcache);
     e->pcache = NULL;
+    /* Nothing is delivered after the last post: what the stop itself
+     * emitted (cache events of states leaving) goes with the engine. */
+    for (size_t i = 0; i < e->events.n; i++)
+        if (e->events.v[i].kind == EV_CACHE)
+            free(e->events.v[i].state);
+    e->events.n = 0;
     td_cons_vocab_destroy(e->cvocab);
     td_tok_destroy(e->tok);
     td_v4_model_destroy(e->m);

@@ -243,7 +243,9 @@ static int64_t spill_where(td_pcache *c, int64_t idle_ms, bool all)
             pp = &e->next;
             continue;
         }
-        unlink_entry(c, e, !kept);  /* kept: on (its way to) disk; *pp is e->next */
+        /* kept: on (its way to) disk; at stop nobody is told (the worker
+         * is going away); *pp is e->next */
+        unlink_entry(c, e, !kept && !all);
         entry_free(e);
     }
     return next;
