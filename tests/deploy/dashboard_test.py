@@ -34,7 +34,7 @@ def scrape_serve(extra, tmp):
               "--kv-store", tempfile.mkdtemp(dir=tmp), *extra])
     try:
         base = p.wait_for(r"serving \S+ on (http://[0-9.]+:\d+)").group(1)
-        wait_http(base + "/ready")
+        wait_http(base + "/ready", procs=[p])
         assert chat(base) == 200
         pages = [base + "/metrics"]
         if "--in-process" not in extra:

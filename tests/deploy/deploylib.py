@@ -61,10 +61,16 @@ def http(url, headers=None, body=None, timeout=10):
         return e.code, e.read().decode()
 
 
-def wait_http(url, status=200, headers=None, timeout=20):
+def wait_http(url, status=200, headers=None, timeout=20, procs=()):
+    """The body once url answers `status`; fails at once if one of `procs`
+    (Proc) has exited."""
     deadline = time.monotonic() + timeout
     last = None
     while time.monotonic() < deadline:
+        for p in procs:
+            if p.proc.poll() is not None:
+                raise AssertionError("%s exited %d while waiting for %s; log:\n%s" % (
+                    " ".join(p.argv), p.proc.returncode, url, p.text()))
         try:
             last = http(url, headers)
             if last[0] == status:

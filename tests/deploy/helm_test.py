@@ -254,12 +254,14 @@ def run_for_real(chart, values, templates):
                 procs[c["name"]] = (Proc(local_argv(c["args"], env, mounts), env=env),
                                     c, env, mounts)
             auth = {"Authorization": "Bearer deploy-test-key"}
+            running = [p for p, *_ in procs.values()]
             for role, (p, c, env, mounts) in procs.items():
                 ports_by_name = {q["name"]: q["containerPort"] for q in c["ports"]}
                 for probe in ("startupProbe", "livenessProbe", "readinessProbe"):
                     if probe in c:
                         g = c[probe]["httpGet"]
-                        wait_http("http://127.0.0.1:%d%s" % (ports_by_name[g["port"]], g["path"]))
+                        wait_http("http://127.0.0.1:%d%s" % (ports_by_name[g["port"]], g["path"]),
+                                  procs=running)
             base = "http://127.0.0.1:%d" % ports[0]
             assert http(base + "/metrics")[0] == 401, "/metrics without the key"
             fams = families(wait_http(base + "/metrics", headers=auth))
