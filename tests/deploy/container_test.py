@@ -13,6 +13,8 @@ usage: container_test.py TANDEM REPO_ROOT
   meson -Dcuda=auto; the binary the runtime stage copies is the one that
   build produces (WORKDIR/builddir/tandem), and ENTRYPOINT ["tandem"] finds
   it on the image's PATH; the runtime stage runs as a non-root user;
+- the HEALTHCHECK command (bash /dev/tcp, GET /health) passes against a
+  live `tandem serve` and fails where nothing listens;
 - every file COPY'd from the build context exists and is not left out by
   .dockerignore / .containerignore (which must agree), and those leave out
   build trees and node_modules.
@@ -20,11 +22,15 @@ usage: container_test.py TANDEM REPO_ROOT
 Building the image needs docker or podman, which CI does not have.
 """
 import fnmatch
+import json
 import os
 import re
 import shlex
 import subprocess
 import sys
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from deploylib import Proc, free_ports  # noqa: E402
 
 DEFAULT_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SANITIZER_LIBS = re.compile(r"^lib(asan|ubsan|lsan|tsan|hwasan)\.so")
@@ -138,6 +144,35 @@ def in_every_image(dpkg_record):
     return {"dpkg", *deps}
 
 
+def ldd(path):
+    """{soname or path: file} of everything `path` loads (ldd)."""
+    out = subprocess.run(["ldd", path], capture_output=True, text=True, check=True).stdout
+    assert "not found" not in out, out
+    libs = {}
+    for line in out.splitlines():
+        m = re.match(r"\s*(\S+) => (/\S+)", line) or re.match(r"\s*(/\S+) \(", line)
+        if m:
+            libs[m.group(1)] = m.group(m.lastindex)
+    return libs
+
+
+def libraries(binary):
+    """What the binary loads, without sanitizer runtimes (an ASan build's
+    libasan, libubsan) and what only they pull in: the binary's own NEEDED
+    entries (readelf -d), each with everything it loads in turn."""
+    everything = ldd(binary)
+    dyn = subprocess.run(["readelf", "-d", binary], capture_output=True, text=True,
+                         check=True).stdout
+    libs = {k: v for k, v in everything.items() if k.startswith("/")}  # the loader
+    for so in re.findall(r"\(NEEDED\)\s+Shared library: \[([^\]]+)\]", dyn):
+        if SANITIZER_LIBS.match(so):
+            print("skip %s (sanitizer runtime: not in a release build)" % so)
+            continue
+        libs[so] = everything[so]
+        libs.update(ldd(everything[so]))
+    return libs
+
+
 def main():
     tandem, root = sys.argv[1:3]
     cf_path = os.path.join(root, "deploy", "container", "Containerfile")
@@ -183,6 +218,22 @@ def main():
     user = text(runtime, "USER").split()[-1] if text(runtime, "USER") else "root"
     assert user.split(":")[0] not in ("root", "0"), "runs as root"
 
+    # HEALTHCHECK: its command, run here by bash, passes against a live
+    # server on TANDEM_HEALTH_PORT and fails where nothing listens.
+    hc = json.loads(re.search(r"CMD (\[.*\])$", text(runtime, "HEALTHCHECK")).group(1))
+    assert hc[:2] == ["bash", "-c"], hc
+    p = Proc([tandem, "serve", "--in-process", "--port", "0", "--threads", "1",
+              "--model", os.path.join(root, "models", "tiny-v4")])
+    try:
+        port = p.wait_for(r"serving \S+ on http://[0-9.]+:(\d+)").group(1)
+        for port_env, want in ((port, 0), (str(free_ports(1)[0]), 1)):
+            r = subprocess.run(hc, env=dict(os.environ, TANDEM_HEALTH_PORT=port_env),
+                               capture_output=True, timeout=10)
+            assert (r.returncode == 0) == (want == 0), "HEALTHCHECK on %s: %d" % (
+                port_env, r.returncode)
+    finally:
+        assert p.stop() == 0, p.text()
+
     # Context COPYs exist and are not ignored; the two ignore files agree.
     with open(os.path.join(root, ".dockerignore")) as f:
         ignore = f.read()
@@ -208,19 +259,8 @@ def main():
     recs = apt_records(["dpkg", *pkgs])
     unknown = [p for p in pkgs if p not in recs]
     assert not unknown, "apt-cache show finds no %s" % unknown
-    ldd = subprocess.run(["ldd", tandem], capture_output=True, text=True, check=True).stdout
-    assert "not found" not in ldd, ldd
     base = in_every_image(recs["dpkg"])
-    files = {}
-    for line in ldd.splitlines():
-        m = re.match(r"\s*(\S+) => (/\S+)", line) or re.match(r"\s*(/\S+) \(", line)
-        if not m:
-            continue
-        lib, file = (m.group(1), m.group(2)) if m.lastindex == 2 else (m.group(1), m.group(1))
-        if SANITIZER_LIBS.match(os.path.basename(lib)):
-            print("skip %s (sanitizer runtime: not in a release build)" % lib)
-            continue
-        files[lib] = file
+    files = libraries(tandem)
     pkg_of = owners(files.values())
     needed = {lib: pkg_of[file] for lib, file in files.items()}
     missing = {lib: p for lib, p in needed.items() if p not in pkgs and p not in base}
