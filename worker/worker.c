@@ -154,7 +154,7 @@ static void on_http(void *arg, td_http_req *req)
     td_wk *w = arg;
     const char *path = td_http_req_path(req);
     if (td_http_req_error(req, NULL) || strcmp(td_http_req_method(req), "GET") ||
-        (strcmp(path, "/metrics") && strcmp(path, "/health"))) {
+        (strcmp(path, "/metrics") && strcmp(path, "/health") && strcmp(path, "/ready"))) {
         td_http_head h = {.status = 404, .content_type = "text/plain"};
         td_http_respond(req, &h, "not found\n", 10);
         return;
@@ -162,6 +162,15 @@ static void on_http(void *arg, td_http_req *req)
     if (!strcmp(path, "/health")) {
         td_http_head h = {.status = 200, .content_type = "application/json"};
         td_http_respond(req, &h, "{\"status\":\"ok\"}", 15);
+        return;
+    }
+    if (!strcmp(path, "/ready")) {  /* takes work: registered, not draining */
+        bool ready = w->registered && !w->draining;
+        const char *body = ready ? "{\"status\":\"ready\"}"
+                                 : w->draining ? "{\"status\":\"draining\"}"
+                                               : "{\"status\":\"registering\"}";
+        td_http_head h = {.status = ready ? 200 : 503, .content_type = "application/json"};
+        td_http_respond(req, &h, body, strlen(body));
         return;
     }
     td_prom_buf b = {0};

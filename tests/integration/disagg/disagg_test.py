@@ -259,9 +259,8 @@ def case_prefill_killed_before_first_token(c):
         time.sleep(0.1)
 
 
-def scrape(w):
-    """A worker's /metrics (its port from its log), checked by promtool."""
-    import ops_test  # noqa: E402  (the metrics parser and promtool check)
+def worker_get(w, path):
+    """GET path on a worker's HTTP port (the one its /metrics line names)."""
     m = None
     end = time.time() + 10
     while not m and time.time() < end:
@@ -269,7 +268,14 @@ def scrape(w):
         time.sleep(0.05)
     check(m, "no metrics line: %s" % w.stderr())
     srv = type("S", (), {"port": int(m.group(1)), "conn": st.Server.conn})()
-    status, _, out = request(srv, "GET", "/metrics")
+    status, _, out = request(srv, "GET", path)
+    return status, out
+
+
+def scrape(w):
+    """A worker's /metrics (its port from its log), checked by promtool."""
+    import ops_test  # noqa: E402  (the metrics parser and promtool check)
+    status, out = worker_get(w, "/metrics")
     check(status == 200, "worker /metrics: %d" % status)
     text = out.decode()
     ops_test.promtool(text)
@@ -534,13 +540,17 @@ def case_drain_on_sigterm(c):
     router places nothing new there (with no other decode worker, the
     prefill worker answers alone), and the worker exits 0."""
     conn = c.conn(timeout=60)
-    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=300, temperature=0, stream=True))
+    body = json.dumps(dict(prompt=PROMPTS[1], max_tokens=1500, temperature=0, stream=True))
     conn.request("POST", "/v1/completions", body=body, headers={"Content-Type": "application/json"})
     r = conn.getresponse()
     check(r.readline().startswith(b"data: "), "no first event")
     dec = role(c, "decode")
+    check(worker_get(dec, "/ready")[0] == 200, "the decode worker is not ready")
     dec.proc.send_signal(signal.SIGTERM)
-    time.sleep(0.3)
+    time.sleep(0.05)
+    status, body = worker_get(dec, "/ready")  # still serving its stream
+    check(status == 503 and b"draining" in body, "a draining worker's /ready: %d %r" % (status, body))
+    time.sleep(0.25)
     got, _ = complete(c, PROMPTS[0], 6)
     check(got == generate(PROMPTS[0], 6), "colocated on prefill while decode drains: %r" % got)
     rest = r.read().decode()
