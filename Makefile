@@ -6,7 +6,7 @@ FUZZ_BUILD ?= build-fuzz
 FUZZ_SECONDS ?= 15
 MESON_OPTS ?= -Dbuildtype=debugoptimized
 
-.PHONY: all deps build serve test test-fast test-asan test-fuzz bench clean
+.PHONY: all deps e2e-deps build serve test test-fast test-asan test-fuzz bench clean
 
 all: build
 
@@ -36,6 +36,7 @@ test: test-fast test-asan test-fuzz
 E2E_DEPS = tests/e2e/node_modules/.package-lock.json
 $(E2E_DEPS): tests/e2e/package-lock.json
 	cd tests/e2e && npm ci --no-audit --no-fund
+e2e-deps: $(E2E_DEPS)
 
 test-fast: build $(E2E_DEPS)
 	meson test -C $(BUILD) --print-errorlogs --num-processes 2

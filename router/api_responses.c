@@ -466,3 +466,21 @@ void td_resp_req_free(td_resp_req *r)
     free(r->previous_response_id);
     memset(r, 0, sizeof *r);
 }
+
+td_resp_path_kind td_resp_path_parse(const char *path, const char **id, size_t *id_len)
+{
+    static const char prefix[] = "/v1/responses/";
+    if (!path || strncmp(path, prefix, sizeof prefix - 1) || !path[sizeof prefix - 1])
+        return TD_RESP_PATH_NONE;
+    const char *s = path + sizeof prefix - 1;
+    size_t n = strcspn(s, "/");
+    if (!n)
+        return TD_RESP_PATH_UNKNOWN;
+    if (id)
+        *id = s;
+    if (id_len)
+        *id_len = n;
+    if (!s[n])
+        return TD_RESP_PATH_ID;
+    return strcmp(s + n, "/input_items") ? TD_RESP_PATH_UNKNOWN : TD_RESP_PATH_INPUT_ITEMS;
+}

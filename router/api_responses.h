@@ -112,6 +112,21 @@ void td_resp_enc_error(td_resp_enc *enc, int status, const char *message);
 /* The encoder as td_gen drives it (enc->base.ops after init). */
 extern const td_gen_enc_ops td_resp_enc_ops;
 
+/* ---- the stored-answer paths ------------------------------------------------- */
+
+typedef enum {
+    TD_RESP_PATH_NONE,           /* not below /v1/responses/ (nothing after it either) */
+    TD_RESP_PATH_ID,             /* /v1/responses/{id} */
+    TD_RESP_PATH_INPUT_ITEMS,    /* /v1/responses/{id}/input_items */
+    TD_RESP_PATH_UNKNOWN,        /* anything else below /v1/responses/ */
+} td_resp_path_kind;
+
+/* Classifies a request path (without its query string). For ID and
+ * INPUT_ITEMS, *id and *id_len (when not NULL) say where the id is in path:
+ * not empty, no '/'. The one parser of these paths: the router's dispatch,
+ * the endpoint and the /metrics labels all ask it. */
+td_resp_path_kind td_resp_path_parse(const char *path, const char **id, size_t *id_len);
+
 /* ---- the endpoint (api_responses_gen.c) -------------------------------------- */
 
 typedef struct td_router td_router;

@@ -212,20 +212,23 @@ static void input_items(td_router *rt, td_http_req *req, const char *id)
     json_decref(items);
 }
 
-void td_router_stored_response(td_router *rt, td_http_req *req, const char *id, bool get)
+void td_router_stored_response(td_router *rt, td_http_req *req, const char *path, bool get)
 {
-    const char *slash = strchr(id, '/');
-    if (slash) {
-        char rid[128];
-        if (!get || strcmp(slash, "/input_items") || (size_t)(slash - id) >= sizeof rid) {
-            td_router_error(req, 404, NULL, "unknown_url", "Invalid URL (%s /v1/responses/%s)",
-                            get ? "GET" : "DELETE", id);
-            return;
-        }
-        snprintf(rid, sizeof rid, "%.*s", (int)(slash - id), id);
+    const char *id;
+    size_t id_len;
+    char rid[128];
+    td_resp_path_kind kind = td_resp_path_parse(path, &id, &id_len);
+    if (kind == TD_RESP_PATH_INPUT_ITEMS && get && id_len < sizeof rid) {
+        snprintf(rid, sizeof rid, "%.*s", (int)id_len, id);
         input_items(rt, req, rid);
         return;
     }
+    if (kind != TD_RESP_PATH_ID) {
+        td_router_error(req, 404, NULL, "unknown_url", "Invalid URL (%s %s)",
+                        get ? "GET" : "DELETE", path);
+        return;
+    }
+    /* the id runs to the end of the path */
     if (get) {
         json_t *v = td_resp_store_response(rt->responses, id);
         if (v)

@@ -1,5 +1,6 @@
-/* Structures shared by http_server.c (listener, connection list, drain) and
- * http_conn.c (one connection: parsing, request lifecycle, writes). */
+/* Structures shared by http_server.c (listener, connection list, drain),
+ * http_conn.c (one connection: parsing, request lifecycle, writes) and
+ * http_req.c (the request accessors of http.h). */
 #ifndef TD_ROUTER_HTTP_INTERNAL_H
 #define TD_ROUTER_HTTP_INTERNAL_H
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "common/prom.h"
+#include "router/api_responses.h"
 #include "router/metrics.h"
 
 /* Status codes kept per endpoint: 100..599 directly indexed, so counting a
@@ -48,14 +49,14 @@ td_metrics_endpoint td_metrics_endpoint_of(const char *path)
     for (int i = 0; i < TD_METRICS_EP_OTHER; i++)
         if (path && !strcmp(path, endpoint_names[i]))
             return (td_metrics_endpoint)i;
-    if (path && !strncmp(path, "/v1/responses/", 14) && path[14] != '/' && path[14]) {
-        const char *slash = strchr(path + 14, '/');
-        if (!slash)
-            return TD_METRICS_EP_RESPONSE_ID;
-        if (!strcmp(slash, "/input_items"))
-            return TD_METRICS_EP_INPUT_ITEMS;
+    switch (td_resp_path_parse(path, NULL, NULL)) {
+    case TD_RESP_PATH_ID:
+        return TD_METRICS_EP_RESPONSE_ID;
+    case TD_RESP_PATH_INPUT_ITEMS:
+        return TD_METRICS_EP_INPUT_ITEMS;
+    default:
+        return TD_METRICS_EP_OTHER;
     }
-    return TD_METRICS_EP_OTHER;
 }
 
 /* ---- updates (loop thread, O(1)) ---------------------------------------- */

@@ -358,7 +358,7 @@ static void responses(router_ops *o, td_http_req *req)
 
 /* GET and DELETE /v1/responses/{id}: the answers the store keeps. */
 static void stored_response(router_ops *o, td_http_req *req, const char *method,
-                            const char *id)
+                            const char *path)
 {
     bool get = !strcmp(method, "GET") || !strcmp(method, "HEAD");
     if (!get && strcmp(method, "DELETE")) {
@@ -369,7 +369,7 @@ static void stored_response(router_ops *o, td_http_req *req, const char *method,
                      "Allow: GET, DELETE\r\n", msg);
         return;
     }
-    td_router_stored_response(&o->rt, req, id, get);
+    td_router_stored_response(&o->rt, req, path, get);
 }
 
 static void on_request(void *arg, td_http_req *req)
@@ -399,8 +399,8 @@ static void on_request(void *arg, td_http_req *req)
                           : "Incorrect API key provided.");
         return;
     }
-    if (!strncmp(path, "/v1/responses/", 14) && path[14]) {
-        stored_response(o, req, method, path + 14);
+    if (td_resp_path_parse(path, NULL, NULL) != TD_RESP_PATH_NONE) {
+        stored_response(o, req, method, path);
         return;
     }
     for (size_t i = 0; i < sizeof routes / sizeof routes[0]; i++) {

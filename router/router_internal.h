@@ -128,8 +128,9 @@ void td_router_send_json(td_http_req *req, int status, json_t *v);
 
 /* ---- generations (gen.c, api_gen.c) ---------------------------------------- */
 
-/* GET (get) or DELETE /v1/responses/{id} (api_responses_gen.c). */
-void td_router_stored_response(td_router *rt, td_http_req *req, const char *id, bool get);
+/* GET (get) or DELETE of a path below /v1/responses/ (api_responses_gen.c):
+ * {id}, or GET {id}/input_items; any other is a 404. */
+void td_router_stored_response(td_router *rt, td_http_req *req, const char *path, bool get);
 
 /* Handles POST /v1/completions and /v1/chat/completions (api_gen.c). */
 void td_router_generate(td_router *rt, td_http_req *req, bool chat);

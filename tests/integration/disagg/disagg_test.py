@@ -730,13 +730,14 @@ def main():
         name = case.__name__[5:]
         if ONLY and name not in ONLY:
             continue
+        t0 = time.time()
         c = Cluster(n_prefill=getattr(case, "prefills", 1), n_decode=getattr(case, "decodes", 1))
         try:
             c.wait_ready()
             case(c)
             rcs = c.close()
             check(all(rc == 0 for rc in rcs), "exit statuses %r" % rcs)
-            print("ok", name)
+            print("ok %s (%.1f s)" % (name, time.time() - t0))
         except Exception:  # noqa: BLE001
             failed += 1
             print("FAIL", name)

@@ -138,13 +138,22 @@ def tokenize(text):
     return json.loads(out)
 
 
+GENERATED = {}
+
+
 def generate(prompt, n, chat=False):
-    args = [TANDEM, "generate", "--model", MODEL, "--prompt", prompt, "--max-tokens", str(n)]
-    if chat:
-        args.append("--chat")
-    out = subprocess.run(args, check=True, capture_output=True).stdout.decode()
-    check(out.endswith("\n"), "generate output does not end with a newline")
-    return out[:-1]
+    """`tandem generate`'s greedy answer: deterministic, so each (prompt, n,
+    chat) runs once per test process (disagg_test asks for the same ones from
+    several cases; under ASan every run is a model load and a prefill)."""
+    key = (prompt, n, chat)
+    if key not in GENERATED:
+        args = [TANDEM, "generate", "--model", MODEL, "--prompt", prompt, "--max-tokens", str(n)]
+        if chat:
+            args.append("--chat")
+        out = subprocess.run(args, check=True, capture_output=True).stdout.decode()
+        check(out.endswith("\n"), "generate output does not end with a newline")
+        GENERATED[key] = out[:-1]
+    return GENERATED[key]
 
 
 # ---- cases --------------------------------------------------------------------

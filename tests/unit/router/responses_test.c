@@ -413,8 +413,30 @@ static void enc_two_calls_and_broken(void)
     td_resp_enc_free(&enc);
 }
 
+/* The stored-answer paths: what the router dispatches, the endpoint serves
+ * and /metrics labels. */
+static void paths(void)
+{
+    const char *id = NULL;
+    size_t n = 0;
+    TD_CHECK(td_resp_path_parse("/v1/responses/resp_1", &id, &n) == TD_RESP_PATH_ID);
+    TD_CHECK(n == 6 && !strncmp(id, "resp_1", n));
+    TD_CHECK(td_resp_path_parse("/v1/responses/resp_1/input_items", &id, &n) ==
+             TD_RESP_PATH_INPUT_ITEMS);
+    TD_CHECK(n == 6 && !strncmp(id, "resp_1", n));
+    TD_CHECK(td_resp_path_parse("/v1/responses/r/x", NULL, NULL) == TD_RESP_PATH_UNKNOWN);
+    TD_CHECK(td_resp_path_parse("/v1/responses/r/input_items/", NULL, NULL) ==
+             TD_RESP_PATH_UNKNOWN);
+    TD_CHECK(td_resp_path_parse("/v1/responses//input_items", NULL, NULL) ==
+             TD_RESP_PATH_UNKNOWN);
+    TD_CHECK(td_resp_path_parse("/v1/responses/", NULL, NULL) == TD_RESP_PATH_NONE);
+    TD_CHECK(td_resp_path_parse("/v1/responses", NULL, NULL) == TD_RESP_PATH_NONE);
+    TD_CHECK(td_resp_path_parse("/v1/responsesx/a", NULL, NULL) == TD_RESP_PATH_NONE);
+    TD_CHECK(td_resp_path_parse(NULL, NULL, NULL) == TD_RESP_PATH_NONE);
+}
+
 TD_TEST_MAIN({"decode_basic", decode_basic}, {"decode_items", decode_items},
              {"decode_errors", decode_errors},
              {"enc_reasoning_text_call", enc_reasoning_text_call},
              {"enc_plain_and_incomplete", enc_plain_and_incomplete},
-             {"enc_two_calls_and_broken", enc_two_calls_and_broken})
+             {"enc_two_calls_and_broken", enc_two_calls_and_broken}, {"paths", paths})
