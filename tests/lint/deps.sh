@@ -12,7 +12,7 @@ allowed() {
         tokenizer) echo "common" ;;
         constrain) echo "common tokenizer" ;;
         model)     echo "common kernels" ;;
-        bench)     echo "common kernels model proto transport kvstore" ;;
+        bench)     echo "common kernels model proto transport kvstore engine router" ;;
         engine)    echo "common kernels model tokenizer router constrain kvstore" ;;
         router)    echo "common tokenizer proto constrain" ;;
         transport) echo "common proto" ;;
