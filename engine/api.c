@@ -191,6 +191,9 @@ void td_engine_metrics(td_engine *e, td_prom_buf *b)
                     "per step, the batch's size in tokens.", atomic_load(&e->step_rows_total));
     td_prom_gauge(b, "tandem_batch_size", "Sequences in the last forward pass.",
                   (double)atomic_load(&e->last_batch));
+    td_prom_gauge(b, "tandem_requests_loading",
+                  "Requests out of the batch while their prompt's state is read from disk.",
+                  (double)atomic_load(&e->load_loading));
 }
 
 static void eng_metrics(void *ctx, td_prom_buf *b) { td_engine_metrics(ctx, b); }

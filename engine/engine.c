@@ -136,7 +136,7 @@ static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_
     if (head == &e->running)
         atomic_store(&e->load_running, --e->nrunning);
     if (head == &e->loading) {
-        e->nloading--;
+        atomic_store(&e->load_loading, --e->nloading);
         atomic_fetch_sub(&e->load_waiting, 1);
     }
     if (head == &e->waiting) {
@@ -288,7 +288,7 @@ static void resumed(void *arg, void *tag, size_t tokens)
             *p = r->next;
             break;
         }
-    e->nloading--;
+    atomic_store(&e->load_loading, --e->nloading);
     start_running(e, r);
 }
 
@@ -337,7 +337,7 @@ static void admit(td_engine *e)
         if (queued) {
             r->next = e->loading;
             e->loading = r;
-            e->nloading++;
+            atomic_store(&e->load_loading, ++e->nloading);
             continue;
         }
         start_running(e, r);

@@ -126,6 +126,7 @@ struct td_engine {
     /* iterations and their rows (prompt tokens + decoded sequences), and the
      * sequences in the last one; queue time under stat_mu */
     atomic_ullong steps_total, step_rows_total, last_batch;
+    atomic_llong load_loading;   /* requests waiting for their state from disk */
     pthread_mutex_t stat_mu;
     td_prom_hist queue_time;
     /* loop thread only */

@@ -251,6 +251,7 @@ static void test_too_big_for_memory(void)
     td_prom_buf b = {0};
     td_engine_metrics(g.e, &b);
     TD_CHECK(b.p && strstr(b.p, "tandem_kv_resumes_total 1\n"));
+    TD_CHECK(strstr(b.p, "tandem_requests_loading 0\n"));  /* back in the batch, and done */
     free(b.p);
     stop(&g);
     tm_rmrf(dir);
