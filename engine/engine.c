@@ -123,16 +123,21 @@ static void remember_token(td_engine *e, ereq *r, int32_t t)
         r->gen[r->n_gen++] = t;
 }
 
+static void unlink_req(ereq **head, ereq *r)
+{
+    for (ereq **p = head; *p; p = &(*p)->next)
+        if (*p == r) {
+            *p = r->next;
+            return;
+        }
+}
+
 /* Unlinks r from the list at *head and finishes it. */
 static void finish(td_engine *e, ereq **head, ereq *r, td_router_finish why, td_err err)
 {
     if (why != TD_ROUTER_FINISH_ERROR)
         remember(e, r);
-    for (ereq **p = head; *p; p = &(*p)->next)
-        if (*p == r) {
-            *p = r->next;
-            break;
-        }
+    unlink_req(head, r);
     if (head == &e->running)
         atomic_store(&e->load_running, --e->nrunning);
     if (head == &e->loading) {
@@ -283,11 +288,7 @@ static void resumed(void *arg, void *tag, size_t tokens)
         finish(e, &e->loading, r, TD_ROUTER_FINISH_CANCELLED, TD_OK);
         return;
     }
-    for (ereq **p = &e->loading; *p; p = &(*p)->next)
-        if (*p == r) {
-            *p = r->next;
-            break;
-        }
+    unlink_req(&e->loading, r);
     atomic_store(&e->load_loading, --e->nloading);
     start_running(e, r);
 }

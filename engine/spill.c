@@ -162,6 +162,20 @@ static void reclaim(td_spill *s)
            ((double)clock() / CLOCKS_PER_SEC - t0) * 1e3);
 }
 
+/* CLOCK_REALTIME ms from now: a pthread_cond_timedwait deadline. */
+static struct timespec realtime_after(int64_t ms)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_REALTIME, &t);
+    t.tv_sec += ms / 1000;
+    t.tv_nsec += (ms % 1000) * 1000000;
+    if (t.tv_nsec >= 1000000000) {
+        t.tv_sec++;
+        t.tv_nsec -= 1000000000;
+    }
+    return t;
+}
+
 /* Waits on qcv for work; true if the wait ended because the KV thread
  * was idle for gc_idle_ms after writes (time to reclaim). */
 static bool wait_work(td_spill *s)
@@ -170,21 +184,17 @@ static bool wait_work(td_spill *s)
         pthread_cond_wait(&s->qcv, &s->qmu);
         return false;
     }
-    struct timespec until;
-    clock_gettime(CLOCK_REALTIME, &until);
-    until.tv_sec += s->gc_idle_ms / 1000;
-    until.tv_nsec += (s->gc_idle_ms % 1000) * 1000000;
-    if (until.tv_nsec >= 1000000000) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000;
-    }
+    struct timespec until = realtime_after(s->gc_idle_ms);
     return pthread_cond_timedwait(&s->qcv, &s->qmu, &until) == ETIMEDOUT;
 }
 
-/* Hands j to the engine thread (td_spill_poll) and wakes it. */
+/* Hands j to the engine thread (td_spill_poll) and wakes it; a written
+ * spill's bytes leave the queue's count. */
 static void finished(td_spill *s, spill_job *j)
 {
     pthread_mutex_lock(&s->qmu);
+    if (j->kind == JOB_SPILL)
+        s->queued_bytes -= j->len;
     j->next = NULL;  /* in order: an index evicted, then written again, ends in the set */
     if (s->done_tail)
         s->done_tail->next = j;
@@ -235,10 +245,6 @@ static void *kv_main(void *arg)
         }
         pthread_mutex_unlock(&s->qmu);
         run_job(s, j);
-        pthread_mutex_lock(&s->qmu);
-        if (j->kind == JOB_SPILL)
-            s->queued_bytes -= j->len;
-        pthread_mutex_unlock(&s->qmu);
         finished(s, j);
         pthread_mutex_lock(&s->qmu);
     }
@@ -313,18 +319,19 @@ static void free_job(spill_job *j)
     free(j);
 }
 
-/* The memory tiers: the cache, then the states on their way to disk. */
+/* The memory tiers: the cache, and the states on their way to disk; the
+ * longer one is loaded (only it: a state is megabytes to gigabytes). */
 static size_t restore_memory(td_spill *s, td_pcache *c, td_v4_seq *seq, const int32_t *prompt,
                              size_t n)
 {
-    size_t got = td_pcache_restore(c, seq, prompt, n);
     const spill_job *best = NULL;
     for (const spill_job *j = s ? s->pending : NULL; j; j = j->pnext)
-        if (j->n < n && j->n > got && (!best || j->n > best->n) &&
+        if (j->n < n && (!best || j->n > best->n) &&
             !memcmp(j->tokens, prompt, j->n * sizeof *prompt))
             best = j;
+    size_t got = td_pcache_restore(c, seq, prompt, n, best ? best->n : 0);
     char err[128];
-    if (best && td_v4_seq_load(seq, best->state, best->len, err, sizeof err) == TD_OK)
+    if (!got && best && td_v4_seq_load(seq, best->state, best->len, err, sizeof err) == TD_OK)
         got = best->n;  /* (a failed load leaves seq as it was) */
     return got;
 }
@@ -500,13 +507,7 @@ bool td_spill_idle(td_spill *s, td_pcache *c, int64_t idle_ms, struct timespec *
     int64_t next = td_pcache_spill_idle(c, idle_ms);
     if (next < 0)
         return false;
-    clock_gettime(CLOCK_REALTIME, until);
-    until->tv_sec += next / 1000;
-    until->tv_nsec += (next % 1000) * 1000000;
-    if (until->tv_nsec >= 1000000000) {
-        until->tv_sec++;
-        until->tv_nsec -= 1000000000;
-    }
+    *until = realtime_after(next);
     return true;
 }
 
