@@ -168,12 +168,13 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
     return TD_OK;
 }
 
-size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n)
+size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n,
+                         size_t min)
 {
     c->st.lookups++;
     entry *best = NULL;
     for (entry *e = c->head; e; e = e->next)
-        if (e->n < n && (!best || e->n > best->n) &&
+        if (e->n < n && e->n > min && (!best || e->n > best->n) &&
             !memcmp(e->tokens, prompt, e->n * sizeof *prompt))
             best = e;
     if (!best)

@@ -51,9 +51,12 @@ td_err td_pcache_put(td_pcache *c, const td_v4_seq *seq, const int32_t *tokens, 
 
 /* Loads into seq the longest entry whose tokens are a proper prefix of
  * prompt[0..n) (at least one token must remain to be prefilled, for the
- * logits of the last one). Returns the tokens restored (0: none; seq is
- * then untouched). */
-size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n);
+ * logits of the last one) and that is longer than min tokens (a caller
+ * holding a state of min tokens elsewhere: nothing shorter is loaded only
+ * to be replaced). Returns the tokens restored (0: none; seq is then
+ * untouched). */
+size_t td_pcache_restore(td_pcache *c, td_v4_seq *seq, const int32_t *prompt, size_t n,
+                         size_t min);
 
 /* The longest common prefix of prompt[0..n) with any entry's tokens (no
  * entry need be a prefix of the prompt): where this prompt branches off a

@@ -38,23 +38,26 @@ static void extends_bit_identically(void)
         td_v4_seq_destroy(s);
     }
     td_v4_seq *fresh = seq_after(toks, 0);
-    TD_CHECK_EQ_INT((int)td_pcache_restore(c, fresh, toks, NTOK), 40);  /* the longest */
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, fresh, toks, NTOK, 0), 40);  /* the longest */
     float *a = finish(fresh, toks, 40, NTOK);
     td_v4_seq *full = seq_after(toks, 0);
     float *b = finish(full, toks, 0, NTOK);
     TD_CHECK(memcmp(a, b, sizeof(float) * (size_t)W->cfg.vocab_size) == 0);
     /* A proper prefix only: the same 40 tokens again cannot use 40. */
     td_v4_seq *again = seq_after(toks, 0);
-    TD_CHECK_EQ_INT((int)td_pcache_restore(c, again, toks, 40), 10);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, again, toks, 40, 0), 10);
     /* Another prompt does not match. */
     int32_t other[NTOK];
     memcpy(other, toks, sizeof other);
     other[3] ^= 1;
     td_v4_seq *o = seq_after(toks, 0);
-    TD_CHECK_EQ_INT((int)td_pcache_restore(c, o, other, NTOK), 0);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, o, other, NTOK, 0), 0);
     TD_CHECK_EQ_INT((int)td_v4_seq_len(o), 0);
     td_pcache_stats st = td_pcache_get_stats(c);
     TD_CHECK(st.lookups == 3 && st.hits == 2 && st.tokens_reused == 50 && st.entries == 2);
+    /* Nothing longer than min: untouched (the caller holds a longer state). */
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, again, toks, NTOK, 40), 0);
+    TD_CHECK_EQ_INT((int)td_v4_seq_len(again), 10);
     free(a);
     free(b);
     td_v4_seq_destroy(fresh);
@@ -91,14 +94,14 @@ static void budget_evicts_least_recent(void)
     TD_CHECK(td_pcache_put(c, s20, toks, 20) == TD_OK);
     TD_CHECK(td_pcache_put(c, s30, toks, 30) == TD_OK);
     td_v4_seq *x = seq_after(toks, 0);
-    TD_CHECK_EQ_INT((int)td_pcache_restore(c, x, toks, 25), 20);  /* 20 is now recent */
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, x, toks, 25, 0), 20);  /* 20 is now recent */
     td_v4_seq *sb = seq_after(b, 30);
     TD_CHECK(td_pcache_put(c, sb, b, 30) == TD_OK);                /* evicts 30 */
     td_pcache_stats st = td_pcache_get_stats(c);
     TD_CHECK(st.evictions == 1 && st.entries == 2 && st.bytes <= 2 * one);
     TD_CHECK(n_stored == 3 && n_dropped == 1 && last_dropped == 30);  /* events */
     td_v4_seq *y = seq_after(toks, 0);
-    TD_CHECK_EQ_INT((int)td_pcache_restore(c, y, toks, NTOK), 20);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, y, toks, NTOK, 0), 20);
     /* Too big for the budget: not stored, nothing evicted. */
     td_pcache *tiny;
     TD_CHECK(td_pcache_create(&tiny, 100, NULL, NULL) == TD_OK);
@@ -127,7 +130,7 @@ static void common_prefix(void)
     p[17] ^= 5;   /* shares 17 tokens, then differs */
     TD_CHECK_EQ_INT((int)td_pcache_common(c, p, NTOK), 17);
     td_v4_seq *x = seq_after(toks, 0);
-    TD_CHECK_EQ_INT((int)td_pcache_restore(c, x, p, NTOK), 0);  /* not a prefix of it */
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, x, p, NTOK, 0), 0);  /* not a prefix of it */
     TD_CHECK_EQ_INT((int)td_pcache_common(c, p, 10), 10);       /* the prompt ends first */
     TD_CHECK_EQ_INT((int)td_pcache_common(c, toks, NTOK), 30);  /* the entry ends first */
     p[0] ^= 1;
@@ -171,7 +174,7 @@ static void adopt_back(void)
     td_pcache_adopt(c, t, 20, st, w);
     int dropped = n_dropped;
     TD_CHECK(td_pcache_get_stats(c).entries == 1 && n_dropped == dropped);
-    TD_CHECK_EQ_INT((int)td_pcache_restore(c, into, toks, 25), 20);
+    TD_CHECK_EQ_INT((int)td_pcache_restore(c, into, toks, 25, 0), 20);
     td_pcache_set_spill(c, spill_fn, NULL);
     int before = spilled;
     TD_CHECK(td_pcache_spill_idle(c, 0) == -1);        /* adopted: not offered again */
