@@ -127,16 +127,24 @@ static double cost(const td_kv *kv, uint64_t tokens)
     return n + n * n / kv->knee;
 }
 
-void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n)
+void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n, kv_entry *const *kept,
+                    size_t nkept)
 {
     uint64_t longest = 0, pages = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (ents[i]->tokens > longest)
-            longest = ents[i]->tokens;
-        pages += kv_value_pages(kv, ents[i]->value_len);
+    for (size_t i = 0; i < n + nkept; i++) {
+        const kv_entry *e = i < n ? ents[i] : kept[i - n];
+        if (e->tokens > longest)
+            longest = e->tokens;
+        pages += kv_value_pages(kv, e->value_len);
     }
+    double unit = pages ? cost(kv, longest) / (double)pages : 0;
     for (size_t i = 0; i < n; i++)
-        ents[i]->unit = cost(kv, longest) / (double)pages;
+        ents[i]->unit = unit;
+    /* A range several states share is worth what the most costly of them
+     * is: losing it loses every one. */
+    for (size_t i = 0; i < nkept; i++)
+        if (kept[i]->unit < unit)
+            kept[i]->unit = unit;
 }
 
 /* Priority at the current clock. */

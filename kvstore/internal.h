@@ -126,6 +126,8 @@ uint32_t kv_blocks_of(const td_kv *kv, uint64_t value_len);
 uint64_t kv_value_pages(const td_kv *kv, uint64_t value_len);
 uint32_t kv_block_pages(const td_kv *kv, uint64_t value_len, uint32_t index);
 void kv_set_pinned(td_kv *kv, kv_entry *e, uint32_t pinned);
+/* A use: the entry moves to the end of the LRU list and is priced again. */
+void kv_touch(td_kv *kv, kv_entry *e);
 void kv_info(const td_kv *kv, const kv_entry *e, td_kv_entry_info *info);
 
 /* evict.c */
@@ -137,7 +139,10 @@ void kv_evict_resolve(td_kv *kv, td_kv_evict recorded);
 void kv_evict_fini(td_kv *kv);
 /* Sets the worth per use of the entries of one td_kv_put_many (n = 1 for a
  * log record replayed: its batch is not recorded). */
-void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n);
+/* kept: entries already stored that the batch reuses (td_kv_item.keep);
+ * each keeps its own price if that is higher. */
+void kv_evict_batch(const td_kv *kv, kv_entry *const *ents, size_t n, kv_entry *const *kept,
+                    size_t nkept);
 /* A new entry in the index (kv_index_insert): a use at the current clock,
  * with e->uses and e->unit already set (kv_evict_uses_after for a
  * replacement, kv_evict_batch). */

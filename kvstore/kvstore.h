@@ -159,13 +159,22 @@ typedef struct {
     uint64_t tokens;
     const void *value;
     size_t len;
+    /* 1: the value is already stored under (key, section) and is not
+     * written again (tokens, value and len are ignored): a state made of
+     * token ranges that other states share lists the ranges it reuses.
+     * Such an item is priced with the batch, as a part of the whole it
+     * belongs to, if that is worth more than its own price, and counts as
+     * used. TD_ENOENT, before anything is written, if it is absent. */
+    int keep;
 } td_kv_item;
 
 /* Stores n values (say, every layer section of one state) with the blocks
  * of all of them in one stream of writes (queue_depth in flight), one data
  * sync and one log write: all or none are stored, except that a crash
  * during the log write may keep a prefix of the items (each of them
- * complete). TD_EINVAL if a (key, section) appears twice. */
+ * complete). TD_EINVAL if a (key, section) appears twice.
+ * Kept items (keep = 1) are neither written nor logged: nothing the store
+ * evicts for this put's room is one of them. */
 td_err td_kv_put_many(td_kv *kv, const td_kv_item *items, size_t n, char *err, size_t errlen);
 
 /* Reads the value into buf[0..cap), verifying every block; *len gets its

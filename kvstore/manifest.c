@@ -246,7 +246,7 @@ static td_err apply(td_kv *kv, const kv_rec *r, kv_entry **added, char *err, siz
     }
     if (r->seq >= kv->next_seq)
         kv->next_seq = r->seq + 1;
-    kv_evict_batch(kv, &e, 1);   /* a checkpoint's row replaces it (load_ckpt) */
+    kv_evict_batch(kv, &e, 1, NULL, 0);   /* a checkpoint's row replaces it (load_ckpt) */
     kv_index_insert(kv, e);
     if (added)
         *added = e;

@@ -69,38 +69,95 @@ static td_err make_room(td_kv *kv, kv_entry **ents, size_t n, uint64_t need, cha
     return r;
 }
 
+static int cmp_item(const void *a, const void *b)
+{
+    const td_kv_item *x = *(const td_kv_item *const *)a, *y = *(const td_kv_item *const *)b;
+    if (x->key.hi != y->key.hi)
+        return x->key.hi < y->key.hi ? -1 : 1;
+    if (x->key.lo != y->key.lo)
+        return x->key.lo < y->key.lo ? -1 : 1;
+    return x->section < y->section ? -1 : x->section > y->section;
+}
+
 static td_err check_items(td_kv *kv, const td_kv_item *it, size_t n, uint64_t *need, char *err,
                           size_t errlen)
 {
     if (kv->read_only)
         return td_errf(err, errlen, TD_EINVAL, "kvstore: %s is open read-only", kv->dir);
     *need = 0;
+    for (size_t i = 0; i < n; i++)
+        if (it[i].keep && !kv_find(kv, it[i].key, it[i].section)) {
+            char hex[33];
+            td_kv_key_hex(it[i].key, hex);
+            return td_errf(err, errlen, TD_ENOENT, "kvstore: item %zu (key %s section %u) is to "
+                           "be kept but %s has no such entry", i, hex, it[i].section, kv->dir);
+        }
+    /* A state of many token ranges is thousands of items: sorted, not
+     * pairwise. */
+    const td_kv_item **v = malloc(n * sizeof(*v));
+    if (!v)
+        return td_errf(err, errlen, TD_ENOMEM, "kvstore: batch of %zu", n);
+    for (size_t i = 0; i < n; i++)
+        v[i] = &it[i];
+    qsort(v, n, sizeof(*v), cmp_item);
+    for (size_t i = 1; i < n; i++)
+        if (!cmp_item(&v[i - 1], &v[i])) {
+            size_t a = (size_t)(v[i - 1] - it), b = (size_t)(v[i] - it);
+            free(v);
+            return td_errf(err, errlen, TD_EINVAL, "kvstore: items %zu and %zu have the same key and section",
+                           a < b ? a : b, a < b ? b : a);
+        }
+    free(v);
     for (size_t i = 0; i < n; i++) {
-        uint64_t p = kv_value_pages(kv, it[i].len);
+        uint64_t p = it[i].keep ? 0 : kv_value_pages(kv, it[i].len);
         if (p > kv->cap_pages || (*need += p) > kv->cap_pages)
             return td_errf(err, errlen, TD_ENOSPC, "kvstore: %zu bytes of values exceed the capacity of %s",
                            it[i].len, kv->dir);
-        /* Quadratic, but batches are a state's sections: tens. */
-        for (size_t k = 0; k < i; k++)
-            if (it[k].section == it[i].section && it[k].key.lo == it[i].key.lo &&
-                it[k].key.hi == it[i].key.hi)
-                return td_errf(err, errlen, TD_EINVAL, "kvstore: items %zu and %zu have the same key and section", k, i);
     }
     return TD_OK;
 }
 
-td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size_t errlen)
+td_err td_kv_put_many(td_kv *kv, const td_kv_item *it_all, size_t n_all, char *err,
+                      size_t errlen)
 {
     uint64_t need = 0;
-    td_err r = check_items(kv, it, n, &need, err, errlen);
-    if (r || n == 0)
+    td_err r = check_items(kv, it_all, n_all, &need, err, errlen);
+    if (r || n_all == 0)
         return r;
+    /* The items to write, then the entries kept (td_kv_item.keep): those
+     * are held out of eviction while this put makes room, priced with the
+     * batch and touched once it is durable. */
+    size_t nkept = 0;
+    for (size_t i = 0; i < n_all; i++)
+        nkept += it_all[i].keep != 0;
+    size_t n = n_all - nkept;
+    const td_kv_item *it = it_all;
+    td_kv_item *wr = NULL;
+    kv_entry **kept = nkept ? calloc(nkept, sizeof(*kept)) : NULL;
+    if (nkept && (!kept || (n && !(wr = malloc(n * sizeof(*wr)))))) {
+        free(kept);
+        return td_errf(err, errlen, TD_ENOMEM, "kvstore: batch of %zu", n_all);
+    }
+    if (nkept) {
+        size_t a = 0, b = 0;
+        for (size_t i = 0; i < n_all; i++) {
+            if (!it_all[i].keep) {
+                wr[a++] = it_all[i];
+                continue;
+            }
+            kv_entry *k = kv_find(kv, it_all[i].key, it_all[i].section);
+            k->replacing = 1;   /* not a victim of this put */
+            kv_evict_sync(kv, k, 0);
+            kept[b++] = k;
+        }
+        it = wr;
+    }
     /* Per batch, not per block: entries, the entries they replace, log
      * records and their extents. */
-    kv_entry **ents = calloc(n, sizeof(*ents));
-    kv_entry **olds = calloc(n, sizeof(*olds));
-    kv_rec *recs = calloc(n, sizeof(*recs));
-    const kv_ext **exts = calloc(n, sizeof(*exts));
+    kv_entry **ents = calloc(n ? n : 1, sizeof(*ents));
+    kv_entry **olds = calloc(n ? n : 1, sizeof(*olds));
+    kv_rec *recs = calloc(n ? n : 1, sizeof(*recs));
+    const kv_ext **exts = calloc(n ? n : 1, sizeof(*exts));
     if (!ents || !olds || !recs || !exts)
         r = td_errf(err, errlen, TD_ENOMEM, "kvstore: batch of %zu", n);
     for (size_t i = 0; i < n && !r; i++) {
@@ -123,15 +180,15 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
         ents[i] = e;
     }
     if (!r) {
-        kv_evict_batch(kv, ents, n);
+        kv_evict_batch(kv, ents, n, kept, nkept);
         r = make_room(kv, ents, n, need, err, errlen);
     }
-    const void **values = r ? NULL : calloc(n, sizeof(*values));
-    if (!r && !values)
+    const void **values = r || !n ? NULL : calloc(n, sizeof(*values));
+    if (!r && n && !values)
         r = td_errf(err, errlen, TD_ENOMEM, "kvstore: batch of %zu", n);
     for (size_t i = 0; i < n && !r; i++)
         values[i] = it[i].value;
-    if (!r)
+    if (!r && n)
         r = kv_io_write(kv, (const kv_entry *const *)ents, values, n, err, errlen);
     free(values);
     /* Even after a failed write: clears the dirty marks (and keeps the
@@ -146,7 +203,7 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
                            .seq = e->seq, .n_ext = e->n_ext};
         exts[i] = e->ext;
     }
-    if (!r)
+    if (!r && n)
         r = kv_log_append(kv, recs, exts, n, err, errlen);
     for (size_t i = 0; ents && olds && i < n; i++) {
         if (olds[i]) {
@@ -167,6 +224,15 @@ td_err td_kv_put_many(td_kv *kv, const td_kv_item *it, size_t n, char *err, size
         kv->st.puts++;
         kv->st.put_bytes += ents[i]->value_len;
     }
+    for (size_t i = 0; i < nkept; i++) {
+        kept[i]->replacing = 0;
+        if (r)
+            kv_evict_sync(kv, kept[i], 0);
+        else
+            kv_touch(kv, kept[i]);
+    }
+    free(kept);
+    free(wr);
     free(ents);
     free(olds);
     free(recs);

@@ -54,7 +54,7 @@ static void lru_append(td_kv *kv, kv_entry *e)
     kv->lru_tail = e;
 }
 
-static void touch(td_kv *kv, kv_entry *e)
+void kv_touch(td_kv *kv, kv_entry *e)
 {
     lru_unlink(kv, e);
     lru_append(kv, e);
@@ -302,7 +302,7 @@ static td_err get_run(td_kv *kv, td_kv_get_item *items, size_t n, kv_ready_fn re
             td_errf(err, errlen, r, "%s", msg);
     }
     for (size_t i = 0; i < n && !r; i++) {
-        touch(kv, ents[i]);
+        kv_touch(kv, ents[i]);
         kv->st.gets++;
         kv->st.get_bytes += items[i].len;
     }
@@ -374,7 +374,7 @@ td_err td_kv_longest_prefix(td_kv *kv, const int32_t *tokens, size_t n, uint32_t
     }
     free(keys);
     if (hit)
-        touch(kv, hit);
+        kv_touch(kv, hit);
     kv->st.hit_blocks += best;
     kv->st.miss_blocks += blocks - best;
     kv->st.hit_tokens += best * bt;

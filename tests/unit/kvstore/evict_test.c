@@ -454,6 +454,74 @@ static void test_crash_approximation(void)
     rig_close(g);
 }
 
+/* A state made of token ranges (the disk tier's chunked states): range R
+ * (16 pages, put alone with few tokens: cheap), then a state S of many
+ * tokens that reuses it (td_kv_item.keep) beside a 2-page rest of its own.
+ * R is then priced as part of S: cheap fillers churn while R stays, where
+ * without the kept item the cost policy lets R go first (it is the cheapest
+ * per page). A kept item is neither written nor counted as a put; one
+ * that is absent fails the whole put before anything is written; a batch
+ * of thousands with one duplicate is refused (sorted check). */
+static void run_keep(int keep)
+{
+    rig *g = rig_open(TD_KV_EVICT_COST);
+    if (!g)
+        return;
+    td_kv *kv = g->kv;
+    char err[512] = "";
+    put(kv, 1, 16, 16);                       /* R: worth 1 per page */
+    static uint8_t rest[2 * BLOCK_PAYLOAD];
+    kvt_fill(rest, sizeof(rest), 2);
+    td_kv_item it[2] = {
+        {.key = kvt_key(2), .section = 0, .tokens = 4096, .value = rest, .len = sizeof(rest)},
+        {.key = kvt_key(1), .section = 0, .keep = 1},
+    };
+    td_kv_stats before, after;
+    td_kv_stats_get(kv, &before);
+    TD_CHECK_EQ_INT(td_kv_put_many(kv, it, keep ? 2 : 1, err, sizeof(err)), TD_OK);
+    td_kv_stats_get(kv, &after);
+    TD_CHECK_EQ_INT(after.puts - before.puts, 1);
+    TD_CHECK_EQ_INT(after.put_bytes - before.put_bytes, sizeof(rest));
+    TD_CHECK_EQ_INT(after.entries, 2);
+    for (uint64_t id = 10; id < 30; id++)
+        put(kv, id, 64, 8);                   /* worth ~8.25 per page: 4 fit beside R and S */
+    if (keep) {
+        TD_CHECK(has(kv, 1, 0));
+        TD_CHECK(has(kv, 2, 0));
+    } else {
+        TD_CHECK(!has(kv, 1, 0));
+        TD_CHECK(has(kv, 2, 0));
+    }
+    if (keep) {
+        /* Absent: refused, nothing written. */
+        it[1].key = kvt_key(99);
+        td_kv_stats_get(kv, &before);
+        TD_CHECK_EQ_INT(td_kv_put_many(kv, it, 2, err, sizeof(err)), TD_ENOENT);
+        fprintf(stderr, "  (expected) %s\n", err);
+        td_kv_stats_get(kv, &after);
+        TD_CHECK_EQ_INT(after.puts, before.puts);
+        /* Thousands of items, one duplicate pair far apart. */
+        enum { N = 3000 };
+        td_kv_item *many = calloc(N, sizeof(*many));
+        for (uint32_t i = 0; i < N; i++)
+            many[i] = (td_kv_item){.key = kvt_key(1000 + i % 7), .section = i, .value = rest,
+                                   .len = 1};
+        many[N - 1].section = 5;              /* same key as item 5 (i % 7 agrees) */
+        many[N - 1].key = many[5].key;
+        TD_CHECK_EQ_INT(td_kv_put_many(kv, many, N, err, sizeof(err)), TD_EINVAL);
+        TD_CHECK(strstr(err, "items 5 and 2999") != NULL);
+        fprintf(stderr, "  (expected) %s\n", err);
+        free(many);
+    }
+    rig_close(g);
+}
+
+static void test_keep(void)
+{
+    run_keep(0);
+    run_keep(1);
+}
+
 TD_TEST_MAIN({"crash_approximation", test_crash_approximation}, {"fresh_peer", test_fresh_peer}, {"small_costly", test_small_costly}, {"frequency", test_frequency},
              {"index_records", test_index_records}, {"restart_order", test_restart_order},
-             {"on_evict", test_on_evict})
+             {"on_evict", test_on_evict}, {"keep", test_keep})
