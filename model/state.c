@@ -269,6 +269,37 @@ void td_v4_state_offsets(const td_v4_model *m, int64_t pos, int64_t mtp_pos, siz
     offs[L] = b;
 }
 
+int td_v4_state_range_spans(const td_v4_model *m, int64_t pos, int64_t mtp_pos, int64_t t0,
+                            int64_t t1, td_v4_span *out)
+{
+    const td_v4_config *c = &m->c;
+    if (t0 < 0 || t1 <= t0 || t1 > pos)
+        return -1;
+    for (int l = 0; l < c->n_layers; l++) {
+        int R = c->compress_ratios[l];
+        if (R > 0 && (t0 % R || t1 % R))
+            return -1;
+    }
+    size_t offs[TD_V4_MAX_LAYERS + 2];
+    td_v4_state_offsets(m, pos, mtp_pos, offs);
+    int n = 0;
+    for (int l = 0; l < c->n_layers; l++) {
+        int R = c->compress_ratios[l];
+        if (R == 0)
+            continue;
+        layer_plan p = plan_at(m, R, pos);
+        size_t comp = offs[l] + part_bytes(m, &p, R, PART_WIN);
+        out[n++] = (td_v4_span){comp + (size_t)(t0 / R) * m->rec,
+                                (size_t)((t1 - t0) / R) * m->rec};
+        if (td_v4_is_csa(R)) {
+            size_t ikey = comp + part_bytes(m, &p, R, PART_COMP);
+            out[n++] = (td_v4_span){ikey + (size_t)(t0 / 4) * m->ikrec,
+                                    (size_t)((t1 - t0) / 4) * m->ikrec};
+        }
+    }
+    return n;
+}
+
 td_err td_v4_seq_save_layer(const td_v4_seq *s, int l, int64_t pos, void *buf, size_t cap)
 {
     const td_v4_model *m = s->m;

@@ -25,6 +25,24 @@ size_t td_v4_state_size_at(const td_v4_model *m, int64_t pos, int64_t mtp_pos);
  * then MTP), offs[nlayers] where the checksum goes; offs has nlayers + 1
  * entries. */
 void td_v4_state_offsets(const td_v4_model *m, int64_t pos, int64_t mtp_pos, size_t *offs);
+/* A byte range of a serialized state. */
+typedef struct {
+    size_t off, len;
+} td_v4_span;
+
+/* Where the records pooled from tokens [t0, t1) lie in a state of pos
+ * tokens (its MTP block mtp_pos): for each main layer with compressed
+ * entries, in file order, the span of those entries and, for a CSA layer,
+ * then the span of its indexer keys. Those bytes depend on tokens [0, t1)
+ * alone, so every state of at least t1 tokens that begins with the same
+ * tokens holds the same bytes there: the disk tier stores them once per
+ * token range (docs/kv-layout.md, "Token ranges"). t0 and t1 must be
+ * multiples of every compress ratio with 0 <= t0 < t1 <= pos; then every
+ * span is non-empty and their count (at most 2 x n_layers) does not depend
+ * on the range. Returns the count, or -1 for a range not so aligned. */
+int td_v4_state_range_spans(const td_v4_model *m, int64_t pos, int64_t mtp_pos, int64_t t0,
+                            int64_t t1, td_v4_span *out);
+
 /* Layer-by-layer saving, so a sender can ship a layer while the forward
  * pass computes the next ones: writes layer l's section, as of `pos`
  * tokens, at its place in buf (a whole state's buffer, cap bytes). Valid

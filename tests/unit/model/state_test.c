@@ -256,6 +256,53 @@ static void abort_resets(void)
     free(buf);
 }
 
+/* Token ranges (td_v4_state_range_spans): the records of tokens [t0, t1)
+ * are the same bytes in a state of 48 tokens and in one of 120 (what lets
+ * the disk tier store them once); the spans are in file order, disjoint,
+ * inside the layer sections, their count fixed; unaligned ranges refused. */
+static void range_spans_shared(void)
+{
+    size_t la, lb;
+    uint8_t *a = state_at(48, &la), *b = state_at(NTOK, &lb);
+    td_v4_span sa[2 * TD_V4_MAX_LAYERS], sb[2 * TD_V4_MAX_LAYERS];
+    int64_t ma, mb;   /* the MTP block's tokens, from the headers */
+    memcpy(&ma, a + 56, 8);
+    memcpy(&mb, b + 56, 8);
+    int n0 = -1;
+    static const int64_t cuts[][2] = {{0, 16}, {16, 48}, {0, 48}, {32, 48}};
+    for (size_t c = 0; c < sizeof cuts / sizeof cuts[0]; c++) {
+        int na = td_v4_state_range_spans(M, 48, ma, cuts[c][0], cuts[c][1], sa);
+        int nb = td_v4_state_range_spans(M, NTOK, mb, cuts[c][0], cuts[c][1], sb);
+        TD_CHECK(na > 0 && na == nb);
+        if (n0 < 0)
+            n0 = na;
+        TD_CHECK_EQ_INT(na, n0);
+        size_t end = 64;
+        for (int i = 0; i < na && i < nb; i++) {
+            TD_CHECK(sa[i].len > 0 && sa[i].len == sb[i].len);
+            TD_CHECK(sa[i].off >= end && sa[i].off + sa[i].len <= la - 8);
+            TD_CHECK(sb[i].off + sb[i].len <= lb - 8);
+            end = sa[i].off + sa[i].len;
+            TD_CHECK(!memcmp(a + sa[i].off, b + sb[i].off, sa[i].len));
+        }
+    }
+    /* The tiny model: CSA, HCA (16), CSA: comp + keys, comp, comp + keys. */
+    TD_CHECK_EQ_INT(n0, 5);
+    TD_CHECK_EQ_INT(td_v4_state_range_spans(M, 48, ma, 0, 8, sa), -1);   /* not a multiple of 16 */
+    TD_CHECK_EQ_INT(td_v4_state_range_spans(M, 48, ma, 0, 64, sa), -1);  /* past the state */
+    TD_CHECK_EQ_INT(td_v4_state_range_spans(M, 48, ma, 16, 16, sa), -1); /* empty */
+    /* Different tokens before t1: different bytes. */
+    tokens[5] ^= 1;
+    size_t lc;
+    uint8_t *c = state_at(48, &lc);
+    tokens[5] ^= 1;
+    td_v4_state_range_spans(M, 48, ma, 0, 16, sa);
+    TD_CHECK(memcmp(a + sa[0].off, c + sa[0].off, sa[0].len) != 0);
+    free(a);
+    free(b);
+    free(c);
+}
+
 int main(int argc, char **argv)
 {
     const char *model_dir = argc > 2 ? argv[2] : "models/tiny-v4";
@@ -280,6 +327,7 @@ int main(int argc, char **argv)
         {"corrupt_section_fails", corrupt_section_fails},
         {"bad_header_fails", bad_header_fails},
         {"abort_resets", abort_resets},
+        {"range_spans_shared", range_spans_shared},
         {NULL, NULL},
     };
     int rc = td_test_run(cases, argc > 1 && strcmp(argv[1], "all") ? 2 : 1, argv);
