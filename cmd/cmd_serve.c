@@ -38,6 +38,8 @@ typedef struct {
     float kv_store_gibf;
     const char *kv_spill_idle_ms;
     long kv_spill_idle;
+    const char *kv_range_tokens;  /* as given: passed on to the worker */
+    long kv_range;                /* -1: not given */
     long responses_store_mib;  /* 0: store none */
     const char *api_key_file;
     bool router_only;          /* tandem router: workers register at workers_url */
@@ -93,7 +95,10 @@ static void usage(FILE *f, bool router_only)
         "                         a restart (default: none)\n"
         "  --kv-store-gib N       capacity of a new store (default 64)\n"
         "  --kv-spill-idle-ms N   spill a state unused for N ms (default 0: only for\n"
-        "                         room and at stop)\n");
+        "                         room and at stop)\n"
+        "  --kv-store-range-tokens N  file states of N tokens or more in token ranges\n"
+        "                         of N, written once for all states that share them\n"
+        "                         (a multiple of 128; default 16384; 0: states whole)\n");
     fprintf(f,
         "  --model DIR            model directory (default models/tiny-v4)\n"
         "  --host ADDR            address to listen on (default 127.0.0.1)\n"
@@ -124,7 +129,7 @@ static int parse_args(int argc, char **argv, serve_args *a)
     *a = (serve_args){.model_dir = "models/tiny-v4", .host = "127.0.0.1", .port = 8080,
                       .max_body = 1 << 20, .max_waiting = 256, .router_only = router_only,
                       .workers_url = "tcp://127.0.0.1:7100", .prefix_cache_mib = -1,
-                      .responses_store_mib = 64};
+                      .responses_store_mib = 64, .kv_range = -1};
     for (int i = 1; i < argc; i++) {
         const char *o = argv[i];
         if (!strcmp(o, "-h") || !strcmp(o, "--help")) {
@@ -165,6 +170,9 @@ static int parse_args(int argc, char **argv, serve_args *a)
         } else if (!a->router_only && !strcmp(o, "--kv-spill-idle-ms")) {
             a->kv_spill_idle_ms = v;
             bad = td_arg_long(v, 0, 30L * 24 * 3600 * 1000, &a->kv_spill_idle);
+        } else if (!a->router_only && !strcmp(o, "--kv-store-range-tokens")) {
+            a->kv_range_tokens = v;
+            bad = td_arg_long(v, 0, 1L << 30, &a->kv_range) || a->kv_range % 128;
         }
         else if (!a->router_only && !strcmp(o, "--prefix-cache-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->prefix_cache_mib);
@@ -315,6 +323,8 @@ static int serve(int argc, char **argv, bool router_only)
                              .kv_store_dir = a.kv_store,
                              .kv_store_bytes = (uint64_t)((double)a.kv_store_gibf * (1u << 30)),
                              .kv_spill_idle_ms = a.kv_spill_idle,
+                             .kv_range_tokens = a.kv_range < 0 ? 0 : a.kv_range == 0 ? -1
+                                                : a.kv_range,
                              .on_loaded = on_loaded, .arg = &s};
         if (td_engine_create(&s.engine, &s.loop, &eo, err, sizeof err)) {
             fprintf(stderr, "tandem serve: %s\n", err);
@@ -356,6 +366,7 @@ static int serve(int argc, char **argv, bool router_only)
                                  .prefix_cache_mib = a.prefix_cache_mib,
                                  .kv_store = a.kv_store, .kv_store_gib = a.kv_store_gib,
                                  .kv_spill_idle_ms = a.kv_spill_idle_ms,
+                                 .kv_range_tokens = a.kv_range_tokens,
                                  .registered = registered,
                                  .on_failed = worker_failed, .arg = &s};
         if (serve_workers_start(&s.workers, &s.loop, &wo, err, sizeof err)) {

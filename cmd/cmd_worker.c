@@ -26,6 +26,7 @@ typedef struct {
     const char *kv_store_peers;  /* --kv-store-peers: other workers' stores */
     float kv_store_gib;          /* capacity of a new store; 0: the store's default */
     long kv_spill_idle_ms;
+    long kv_range_tokens;        /* -1: not given (the default) */
     bool exit_with_parent;
 } worker_args;
 
@@ -70,6 +71,9 @@ static void usage(FILE *f, const char *name)
         "  --kv-store-gib N      capacity of a new store (default 64)\n"
         "  --kv-spill-idle-ms N  spill a state unused for N ms (default 0: only for\n"
         "                        room and at stop)\n"
+        "  --kv-store-range-tokens N  file states of N tokens or more in token ranges\n"
+        "                        of N, written once for all states that share them (a\n"
+        "                        multiple of 128; default 16384; 0: states whole)\n"
         "  --kv-store-peers DIRS other workers' stores (comma-separated, on a shared\n"
         "                        volume), read on a miss: a conversation another worker\n"
         "                        spilled resumes here without recompute\n"
@@ -125,6 +129,8 @@ static int parse(int argc, char **argv, worker_args *a)
             bad = td_arg_float(v, 0.0009f, 1e6f, &a->kv_store_gib);
         else if (!strcmp(o, "--kv-spill-idle-ms"))
             bad = td_arg_long(v, 0, 30L * 24 * 3600 * 1000, &a->kv_spill_idle_ms);
+        else if (!strcmp(o, "--kv-store-range-tokens"))
+            bad = td_arg_long(v, 0, 1L << 30, &a->kv_range_tokens) || a->kv_range_tokens % 128;
         else if (!a->decode && !strcmp(o, "--state-region-mib"))
             bad = td_arg_long(v, 0, 1L << 30, &a->state_region_mib);
         else if (a->decode && !strcmp(o, "--kv-region-mib"))
@@ -238,11 +244,19 @@ static int64_t mib_opt(long mib)
     return mib < 0 ? 0 : mib == 0 ? -1 : (int64_t)mib << 20;
 }
 
+/* --kv-store-range-tokens: not given (-1) is the default (0 to the
+ * engine), 0 is "states whole" (< 0 to the engine). */
+static int64_t range_opt(long n)
+{
+    return n < 0 ? 0 : n == 0 ? -1 : n;
+}
+
 static int run(int argc, char **argv, bool decode)
 {
     worker_args a = {.decode = decode, .name = decode ? "decode" : "prefill",
                      .model_dir = "models/tiny-v4", .prefix_cache_mib = -1,
-                     .drain_ms = 30000, .kv_region_mib = -1, .state_region_mib = -1};
+                     .drain_ms = 30000, .kv_region_mib = -1, .state_region_mib = -1,
+                     .kv_range_tokens = -1};
     int rc = parse(argc, argv, &a);
     if (rc)
         return rc < 0 ? 0 : rc;
@@ -279,6 +293,7 @@ static int run(int argc, char **argv, bool decode)
                             .kv_store_bytes = kv_store_bytes,
                             .kv_spill_idle_ms = a.kv_spill_idle_ms,
                             .kv_store_peers = a.kv_store_peers,
+                            .kv_range_tokens = range_opt(a.kv_range_tokens),
                             .on_ready = on_ready, .arg = &w};
         e = td_decode_create(&w.decode, &w.loop, &o, err, sizeof err);
     } else {
@@ -295,6 +310,7 @@ static int run(int argc, char **argv, bool decode)
                              .kv_store_bytes = kv_store_bytes,
                              .kv_spill_idle_ms = a.kv_spill_idle_ms,
                              .kv_store_peers = a.kv_store_peers,
+                             .kv_range_tokens = range_opt(a.kv_range_tokens),
                              .state_region_bytes = mib_opt(a.state_region_mib),
                              .on_ready = on_ready, .arg = &w};
         e = td_prefill_create(&w.prefill, &w.loop, &o, err, sizeof err);

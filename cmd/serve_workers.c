@@ -143,7 +143,8 @@ static void spawn_child(child *c)
     const char *theirs = c->role == 0 ? w->kv_decode : w->o.kv_store;
     const char *kv[][2] = {{"--kv-store", mine}, {"--kv-store-peers", theirs},
                            {"--kv-store-gib", w->o.kv_store_gib},
-                           {"--kv-spill-idle-ms", w->o.kv_spill_idle_ms}};
+                           {"--kv-spill-idle-ms", w->o.kv_spill_idle_ms},
+                           {"--kv-store-range-tokens", w->o.kv_range_tokens}};
     for (size_t i = 0; w->o.kv_store && i < sizeof kv / sizeof *kv; i++)
         if (kv[i][1]) {
             args[n++] = (char *)kv[i][0];

@@ -21,7 +21,7 @@ typedef struct {
     long ctx;                    /* 0: the model's context */
     long prefix_cache_mib;       /* -1: the workers' default */
     /* The prefill worker's disk tier flags, as given (NULL: not given). */
-    const char *kv_store, *kv_store_gib, *kv_spill_idle_ms;
+    const char *kv_store, *kv_store_gib, *kv_spill_idle_ms, *kv_range_tokens;
     /* Whether a worker of this role ("prefill", "decode") is registered
      * now: a child that exits while none is never came up. */
     bool (*registered)(void *arg, const char *role);

@@ -632,7 +632,8 @@ td_err td_decode_create(td_decode **out, uv_loop_t *loop, const td_decode_opts *
                          .prefix_cache_bytes = o->prefix_cache_bytes,
                          .kv_store_dir = o->kv_store_dir, .kv_store_bytes = o->kv_store_bytes,
                          .kv_spill_idle_ms = o->kv_spill_idle_ms,
-                         .kv_store_peers = o->kv_store_peers, .on_cache = on_cache};
+                         .kv_store_peers = o->kv_store_peers,
+                         .kv_range_tokens = o->kv_range_tokens, .on_cache = on_cache};
     e = td_engine_create(&d->engine, loop, &eo, err, errlen);
     if (e) {
         td_mbox_destroy(d->events);

@@ -48,6 +48,7 @@ typedef struct {
     uint64_t kv_store_bytes;     /* td_engine_opts */
     int64_t kv_spill_idle_ms;    /* td_engine_opts */
     const char *kv_store_peers;  /* td_engine_opts */
+    int64_t kv_range_tokens;     /* td_engine_opts */
     void (*on_ready)(void *arg, const char *err);
     void *arg;
 } td_decode_opts;

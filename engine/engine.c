@@ -555,7 +555,8 @@ static td_err load(td_engine *e)
         return TD_ENOMEM;
     }
     td_spill_opts so = {.dir = e->opts.kv_store_dir, .capacity_bytes = e->opts.kv_store_bytes,
-                        .peers = e->opts.kv_store_peers, .wake = wake, .wake_arg = e,
+                        .peers = e->opts.kv_store_peers,
+                        .range_tokens = e->opts.kv_range_tokens, .wake = wake, .wake_arg = e,
                         .on_held = e->opts.on_cache ? cache_event : NULL, .held_arg = e};
     td_spill *sp = NULL;
     if (so.dir && so.dir[0] && td_spill_create(&sp, &so, e->m, e->pcache)) {

@@ -46,6 +46,9 @@ typedef struct {
     int64_t kv_spill_idle_ms;
     /* Other workers' stores, comma-separated, read on a miss (td_spill_opts.peers). */
     const char *kv_store_peers;
+    /* td_spill_opts.range_tokens: states this long are filed in token
+     * ranges shared between states; 0: 16384; < 0: states whole. */
+    int64_t kv_range_tokens;
     /* Optional: each prefix the cache stored or dropped, on the loop thread
      * (tokens borrowed for the call): a worker publishes them (KvEvents).
      * With a disk tier, also every state found on disk at start (stored)

@@ -446,6 +446,7 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
     s->held_arg = o->held_arg;
     s->max_queued = o->max_queued_bytes ? o->max_queued_bytes : DEFAULT_MAX_QUEUED;
     s->gc_idle_ms = o->gc_idle_ms ? o->gc_idle_ms : 30000;
+    s->range_tokens = o->range_tokens < 0 ? 0 : o->range_tokens ? (uint32_t)o->range_tokens : 16384;
     snprintf(s->dir, sizeof s->dir, "%s", o->dir);
     td_err e = td_spill_open_store(s, o);
     if (!e && s->kv) {

@@ -70,6 +70,12 @@ typedef struct {
      * segment files that hold no live block deleted (td_kv_gc). 0: 30 s;
      * < 0: never. */
     int64_t gc_idle_ms;
+    /* A state of at least this many tokens is filed in token ranges of
+     * this many, each written once for all the states that share it (the
+     * next turn of a session writes only what it added; docs/kvstore.md,
+     * "Token ranges"). A multiple of 128 (the store's block). 0: 16384;
+     * < 0: every state whole. */
+    int64_t range_tokens;
 } td_spill_opts;
 
 /* Opens the store for model m and becomes the spill function of the memory

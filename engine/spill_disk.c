@@ -24,7 +24,7 @@ enum {
     IDX_MAGIC = 0x58495454u,     /* "TTIX" */
     IDX_VERSION = 1,
     IDX_HEADER = 16,             /* magic, version, count, zero */
-    ENT_HEADER = 48,             /* tokens, tail count, zero, state bytes, checksum, key */
+    ENT_HEADER = 48,             /* tokens, tail count, range tokens, state bytes, checksum, key */
     MAX_TAILS = 8,               /* states per block kept; older ones are deleted */
     MAX_TAIL = SPILL_MAX_TAIL,   /* block_tokens of the store is 128 */
     IDX_CAP = IDX_HEADER + MAX_TAILS * (ENT_HEADER + MAX_TAIL * 4),
@@ -34,6 +34,7 @@ enum {
 typedef struct {
     uint64_t tokens, state_len, sum;
     uint32_t ntail;
+    uint32_t range;              /* filed in token ranges of this many (0: whole, section 0) */
     td_kv_key key;
     const uint8_t *tail;         /* ntail int32, inside the record */
 } ient;
@@ -109,7 +110,10 @@ static uint32_t knee_tokens(const td_v4_config *c)
 static void on_evict(void *arg, const td_kv_entry_info *e)
 {
     td_spill *s = arg;
-    if (e->section != TD_KV_SECTION_STATE && e->section != SPILL_SECTION_INDEX)
+    /* A range's piece is not told: the states made of it fail their next
+     * lookup (a stale router placement, slower but not wrong). */
+    if (e->section != TD_KV_SECTION_STATE && e->section != SPILL_SECTION_REST &&
+        e->section != SPILL_SECTION_INDEX)
         return;
     if (s->nevicted == s->cap_evicted) {
         size_t nc = s->cap_evicted ? 2 * s->cap_evicted : 16;
@@ -147,6 +151,15 @@ td_err td_spill_open_store(td_spill *s, const td_spill_opts *o)
             failed(s, OP_OPEN, TD_EFORMAT, "the store's blocks are longer than 128 tokens");
             td_kv_close(s->kv);
             s->kv = NULL;
+        }
+        td_v4_span spans[2 * TD_V4_MAX_LAYERS];
+        if (s->range_tokens && (s->range_tokens % s->bt ||
+                                td_v4_state_range_spans(s->m, s->range_tokens, 0, 0,
+                                                        s->range_tokens, spans) <= 0)) {
+            td_log(TD_LOG_ERROR, "kv spill: token ranges of %u do not fit blocks of %u tokens "
+                   "and this model's compression: states are filed whole", s->range_tokens,
+                   s->bt);
+            s->range_tokens = 0;
         }
         td_log(TD_LOG_INFO, "kv spill: store %s: %llu entries, %llu of %llu bytes used", o->dir,
                (unsigned long long)st.entries, (unsigned long long)st.bytes_used,
@@ -231,6 +244,7 @@ static td_err read_index(td_spill *s, td_kv *kv, const char *dir, td_kv_key key,
         ient *x = &ents[i];
         x->tokens = get64(buf + off);
         x->ntail = get32(buf + off + 8);
+        x->range = get32(buf + off + 12);
         x->state_len = get64(buf + off + 16);
         x->sum = get64(buf + off + 24);
         x->key.lo = get64(buf + off + 32);
@@ -252,7 +266,7 @@ static size_t write_ent(uint8_t *p, const ient *x)
 {
     put64(p, x->tokens);
     put32(p + 8, x->ntail);
-    put32(p + 12, 0);
+    put32(p + 12, x->range);
     put64(p + 16, x->state_len);
     put64(p + 24, x->sum);
     put64(p + 32, x->key.lo);
@@ -303,12 +317,24 @@ static void drop_state(td_spill *s, td_kv_key key)
     size_t n = 0;
     int32_t *t = read_tokens(s, key, &n);
     td_kv_del(s->kv, key, TD_KV_SECTION_STATE, err, sizeof err);
+    td_kv_del(s->kv, key, SPILL_SECTION_REST, err, sizeof err);  /* its ranges may be shared */
     td_kv_del(s->kv, key, SPILL_SECTION_TOKENS, err, sizeof err);
     s->dirty = true;
     if (t && s->on_held)
         td_spill_notice(s, t, n, false);
     else
         free(t);
+}
+
+/* Whether kv holds all of the state x names (keys: the chain of its
+ * tokens' blocks, for a state in ranges). */
+static bool on_disk(td_spill *s, td_kv *kv, const td_kv_key *keys, const ient *x)
+{
+    if (x->range)
+        return td_spill_ranges_present(s, kv, keys, x->tokens, x->range, x->state_len, x->key);
+    td_kv_entry_info info;
+    return td_kv_stat_entry(kv, x->key, TD_KV_SECTION_STATE, &info) == TD_OK &&
+           info.value_bytes == x->state_len && info.tokens == x->tokens;
 }
 
 /* After a put: what the store evicted for room. A state's token ids are
@@ -340,6 +366,7 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
     size_t base = nb * s->bt;
     ient me = {.tokens = n, .ntail = (uint32_t)(n - base), .state_len = len,
                .sum = get64((const uint8_t *)state + len - 8),  /* the state's own XXH3 */
+               .range = td_spill_ranges_apply(s, n, len) ? s->range_tokens : 0,
                .tail = (const uint8_t *)(tokens + base)};
     me.key = tail_key(s, block, tokens + base, me.ntail);
     uint8_t *old = s->idx_old, *rec = s->idx_rec;
@@ -350,12 +377,11 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
         nents = 0;  /* unreadable: the new index replaces it */
     /* The same tokens on disk already: the same bytes (a state depends on
      * its tokens only), so do not write them again. */
-    td_kv_entry_info info;
     for (size_t i = 0; i < nents; i++)
         if (ents[i].tokens == n && ents[i].sum == me.sum && ents[i].state_len == len &&
             !memcmp(ents[i].tail, me.tail, (size_t)me.ntail * 4) &&
-            td_kv_stat_entry(s->kv, me.key, TD_KV_SECTION_STATE, &info) == TD_OK &&
-            info.value_bytes == len && info.tokens == n) {
+            ents[i].key.lo == me.key.lo && ents[i].key.hi == me.key.hi &&
+            on_disk(s, s->kv, s->keys, &ents[i])) {
             s->c.spill_skipped++;
             td_spill_publish(s);
             return TD_OK;
@@ -380,16 +406,31 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
     put32(rec + 4, IDX_VERSION);
     put32(rec + 8, (uint32_t)kept);
     put32(rec + 12, 0);
-    /* State first: a crash inside the log write keeps a prefix of the
-     * items, and a state no index names is never used (LRU reclaims it). */
-    td_kv_item it[3] = {
-        {.key = me.key, .section = TD_KV_SECTION_STATE, .tokens = n, .value = state, .len = len},
-        {.key = me.key, .section = SPILL_SECTION_TOKENS, .tokens = n, .value = tokens,
-         .len = n * sizeof *tokens},
-        {.key = block, .section = SPILL_SECTION_INDEX, .tokens = base, .value = rec, .len = off},
-    };
-    err[0] = '\0';
-    td_err e = td_kv_put_many(s->kv, it, 3, err, sizeof err);
+    /* The state (whole, or its ranges and rest) first: a crash inside the
+     * log write keeps a prefix of the items, and a state no index names is
+     * never used (eviction reclaims it). */
+    td_kv_item three[3], *it = three;
+    size_t ni = 1, written = len;
+    uint8_t *rest = NULL;
+    three[0] = (td_kv_item){.key = me.key, .section = TD_KV_SECTION_STATE, .tokens = n,
+                            .value = state, .len = len};
+    td_err e = TD_OK;
+    if (me.range)
+        e = td_spill_ranges_items(s, s->keys, n, state, len, me.key, 2, &it, &ni, &rest,
+                                  &written);
+    if (!e) {
+        it[ni++] = (td_kv_item){.key = me.key, .section = SPILL_SECTION_TOKENS, .tokens = n,
+                                .value = tokens, .len = n * sizeof *tokens};
+        it[ni++] = (td_kv_item){.key = block, .section = SPILL_SECTION_INDEX, .tokens = base,
+                                .value = rec, .len = off};
+        err[0] = '\0';
+        e = td_kv_put_many(s->kv, it, ni, err, sizeof err);
+    } else {
+        snprintf(err, sizeof err, "kv spill: no memory to file a %zu-byte state in ranges", len);
+    }
+    if (it != three)
+        free(it);
+    free(rest);
     evicted(s);
     if (e) {
         failed(s, OP_SPILL, e, err);
@@ -397,11 +438,11 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
         for (size_t i = 0; i < ngone; i++)
             drop_state(s, gone[i].key);
         s->c.spills++;
-        s->c.spill_bytes += len;
+        s->c.spill_bytes += written;
         double dt = now_s() - t0;
         td_prom_observe(&s->c.spill_s, dt);
-        td_log(TD_LOG_INFO, "kv spill: %zu tokens (%zu bytes) to disk in %.1f ms", n, len,
-               dt * 1000);
+        td_log(TD_LOG_INFO, "kv spill: %zu tokens (%zu bytes, %zu written) to disk in %.1f ms",
+               n, len, written, dt * 1000);
     }
     td_spill_publish(s);
     return e;
@@ -429,9 +470,18 @@ static void feed(void *arg, size_t k)
  * no longer has it (evicted: not a fault); TD_ECORRUPT if it is not the one
  * x names. *reset: the failure left seq empty (a streamed load touches seq
  * before the last byte is verified). */
-static td_err load_state(td_kv *kv, const char *dir, td_v4_seq *seq, const ient *x, int *reset,
-                         char *err, size_t errlen)
+static td_err load_state(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *seq,
+                         const int32_t *prompt, const ient *x, int *reset, char *err,
+                         size_t errlen)
 {
+    if (x->range) {
+        /* its ranges are named by the chain of the prompt, which begins
+         * with the state's tokens */
+        if (chain(s, prompt, x->tokens) != x->tokens / s->bt)
+            return td_errf(err, errlen, TD_ENOMEM, "kv spill: out of memory for chain keys");
+        return td_spill_ranges_load(s, kv, dir, seq, s->keys, x->tokens, x->range, x->key,
+                                    x->state_len, x->sum, reset, err, errlen);
+    }
     td_kv_entry_info info;
     if (td_kv_stat_entry(kv, x->key, TD_KV_SECTION_STATE, &info) != TD_OK)
         return TD_ENOENT;
@@ -513,7 +563,7 @@ static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *s
                 break;
             tried[best - ents] = true;
             err[0] = '\0';
-            e = load_state(kv, dir, seq, best, reset, err, sizeof err);
+            e = load_state(s, kv, dir, seq, prompt, best, reset, err, sizeof err);
             if (!e) {
                 got = best->tokens;
                 break;
@@ -622,9 +672,6 @@ static int collect_tokens(const td_kv_entry_info *e, void *arg)
  * write was lost). */
 static bool findable(td_spill *s, td_kv_key key, const int32_t *t, size_t n)
 {
-    td_kv_entry_info info;
-    if (td_kv_stat_entry(s->kv, key, TD_KV_SECTION_STATE, &info) || info.tokens != n)
-        return false;
     size_t nb = chain(s, t, n);
     if (nb == 0)
         return false;
@@ -636,7 +683,7 @@ static bool findable(td_spill *s, td_kv_key key, const int32_t *t, size_t n)
         return false;
     for (size_t i = 0; i < nents; i++)
         if (ents[i].key.lo == key.lo && ents[i].key.hi == key.hi && ents[i].tokens == n)
-            return true;
+            return on_disk(s, s->kv, s->keys, &ents[i]);
     return false;
 }
 

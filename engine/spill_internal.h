@@ -23,6 +23,11 @@
 /* The state's token ids (int32 LE) at the state's own key: what a worker
  * announces to the router at start, and when the store drops the state. */
 #define SPILL_SECTION_TOKENS 0x746bu
+/* A state filed in token ranges (spill_ranges.c): its rest at its own key,
+ * and the ranges' pieces at their chain keys (the top byte 'r', then the
+ * range's blocks and the span). */
+#define SPILL_SECTION_REST 0x7273u
+#define SPILL_SECTION_RANGE 0x72000000u
 
 enum { MAX_PEERS = 8, SPILL_MAX_TAIL = 128 };
 
@@ -89,6 +94,7 @@ struct td_spill {
     void (*on_held)(void *arg, bool stored, const int32_t *tokens, size_t n);
     void *held_arg;
     size_t max_queued;           /* bytes of spills queued before the engine waits */
+    uint32_t range_tokens;       /* states this long and longer go in token ranges; 0: never */
     int64_t gc_idle_ms;          /* < 0: no background reclamation */
 
     /* the KV thread's (the engine thread's before it starts and after it
@@ -151,6 +157,29 @@ void td_spill_publish(td_spill *s);
  * can go first. */
 void td_spill_disk_announce_begin(td_spill *s);
 bool td_spill_disk_announce_some(td_spill *s, size_t max);
+/* spill_ranges.c (the KV thread): states filed in token ranges. */
+/* Whether a state of n tokens and len bytes is filed in ranges. */
+bool td_spill_ranges_apply(const td_spill *s, uint64_t n, size_t len);
+/* The items that file the state (keys: the chain of its blocks) in ranges:
+ * each range's pieces (kept where the store has them: written by a state
+ * that shares the range), then its rest at key me (gathered into *rest,
+ * malloc'd, which the caller frees after the put), with room for `extra`
+ * items after them; *written gets the bytes to write. TD_ENOTSUP if the
+ * state is not filed in ranges. */
+td_err td_spill_ranges_items(td_spill *s, const td_kv_key *keys, uint64_t n, const uint8_t *state,
+                             size_t len, td_kv_key me, size_t extra, td_kv_item **items,
+                             size_t *nitems, uint8_t **rest, size_t *written);
+/* Whether kv holds every part of the state of n tokens and len bytes filed
+ * in ranges of C tokens at me. */
+bool td_spill_ranges_present(td_spill *s, td_kv *kv, const td_kv_key *keys, uint64_t n,
+                             uint32_t C, size_t len, td_kv_key me);
+/* Loads that state into seq as it is read; checks it is the one whose last
+ * 8 bytes (its checksum) are sum. TD_ENOENT if a part is gone (evicted: not
+ * a fault), TD_ECORRUPT if a part is not what it must be; *reset: the
+ * failure left seq empty. */
+td_err td_spill_ranges_load(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *seq,
+                            const td_kv_key *keys, uint64_t n, uint32_t C, td_kv_key me,
+                            size_t len, uint64_t sum, int *reset, char *err, size_t errlen);
 /* spill.c, on the KV thread: a state on disk found or dropped, for on_held
  * (tokens: malloc'd, handed over). */
 void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored);

@@ -677,6 +677,7 @@ td_err td_prefill_create(td_prefill **out, uv_loop_t *loop, const td_prefill_opt
                          .kv_store_dir = o->kv_store_dir, .kv_store_bytes = o->kv_store_bytes,
                          .kv_spill_idle_ms = o->kv_spill_idle_ms,
                          .kv_store_peers = o->kv_store_peers,
+                         .kv_range_tokens = o->kv_range_tokens,
                          .on_loaded = on_loaded, .arg = p};
     e = td_engine_create(&p->engine, loop, &eo, err, errlen);
     if (e) {

@@ -38,6 +38,7 @@ typedef struct {
     uint64_t kv_store_bytes;     /* td_engine_opts */
     int64_t kv_spill_idle_ms;    /* td_engine_opts */
     const char *kv_store_peers;  /* td_engine_opts */
+    int64_t kv_range_tokens;     /* td_engine_opts */
     int lease_ms;                /* how long a shipped state waits for decode; 0: 30000 */
     /* A buffer states are saved into, registered with UCX once so that no
      * transfer maps memory (docs/transfer.md); a state that does not fit

@@ -302,7 +302,8 @@ def case_peer_resume(tmp):
     try:
         a = WProc(["prefill", "--model", MODEL, "--router", c.url, "--threads", "1",
                    "--heartbeat-ms", "100", "--id", "wa", "--kv-store", da,
-                   "--kv-store-peers", db, "--kv-spill-idle-ms", "100"])
+                   "--kv-store-peers", db, "--kv-spill-idle-ms", "100",
+                   "--kv-store-range-tokens", "256"])
         c.workers = [a]
         c.wait_ready()
         got, cached = complete(c, P2)
@@ -314,7 +315,7 @@ def case_peer_resume(tmp):
         a.kill()
         b = WProc(["prefill", "--model", MODEL, "--router", c.url, "--threads", "1",
                    "--heartbeat-ms", "100", "--id", "wb", "--kv-store", db,
-                   "--kv-store-peers", da])
+                   "--kv-store-peers", da, "--kv-store-range-tokens", "256"])
         c.workers = [b]
         c.wait_ready()
         end = time.time() + 10  # until the router has dropped A

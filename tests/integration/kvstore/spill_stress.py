@@ -40,6 +40,12 @@ rng = random.Random(int(ARGV[4]) if len(ARGV) > 4 else 7)
 CONV = [[rng.randrange(2, 500) for _ in range(rng.randrange(400, 1000))] for _ in range(4)]
 
 
+# States of 256 tokens or more go in token ranges (shared between the
+# states of a conversation): a kill can land between a range written and
+# the state that needs it.
+RANGES = ["--kv-store-range-tokens", "256"]
+
+
 def main():
     store = tempfile.mkdtemp(prefix="tandem-spill-stress-")
     ref = kt.Ref()
@@ -50,14 +56,14 @@ def main():
     try:
         # a store that holds a prefix of every conversation from the start,
         # so that even a short run checks resumes
-        srv = st.Server(extra=["--in-process", "--kv-store", store])
+        srv = st.Server(extra=["--in-process", "--kv-store", store] + RANGES)
         srv.wait_ready()
         for c in CONV:
             kt.complete(srv, c[:len(c) - 100], 1)
         check(srv.stop() == 0, "warm-up server exit status")
         for it in range(ITERS):
             srv = st.Server(extra=["--in-process", "--kv-store", store,
-                                   "--kv-spill-idle-ms", "1", "--prefix-cache-mib", "1"])
+                                   "--kv-spill-idle-ms", "1", "--prefix-cache-mib", "1"] + RANGES)
             try:
                 srv.wait_ready()
                 for i, c in enumerate(CONV):
