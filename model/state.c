@@ -568,25 +568,40 @@ static void fill_kvrec(const td_v4_model *m, uint8_t *rec, uint64_t *rng)
         rec[nope + 2 * rd + b] = (uint8_t)(127 - 8);
 }
 
+/* A record's random stream: a function of (seed, layer, part, index) alone,
+ * so the states of one seed at different lengths share their records'
+ * bytes, as real states of one token sequence do (td_v4_state_range_spans). */
+static uint64_t rec_rng(uint64_t seed, int l, int part, int64_t j)
+{
+    uint64_t z = seed ^ ((uint64_t)l << 56) ^ ((uint64_t)part << 48) ^ (uint64_t)j;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    z ^= z >> 31;
+    return z | 1;
+}
+
 void td_v4_seq_fill_synthetic(td_v4_seq *s, int64_t pos, uint64_t seed)
 {
     const td_v4_model *m = s->m;
-    uint64_t rng = seed | 1;
     td_v4_seq_reset(s);
     if (pos > s->cap)
         pos = s->cap;
     for (int l = 0; l < s->nlayers; l++) {
         td_v4_layer_state *st = &s->layer[l];
+        uint64_t rng = rec_rng(seed, l, PART_WIN, pos);
         for (int t = 0; t < m->c.window; t++)
             fill_kvrec(m, st->win + (size_t)t * m->rec, &rng);
         int R = st->ratio;
         if (R > 0)
-            for (int64_t j = 0; j < pos / R; j++)
+            for (int64_t j = 0; j < pos / R; j++) {
+                rng = rec_rng(seed, l, PART_COMP, j);
                 fill_kvrec(m, st->comp + (size_t)j * m->rec, &rng);
+            }
         if (td_v4_is_csa(R))
             for (int64_t j = 0; j < pos / 4; j++) {
                 uint8_t *k = st->ikey + (size_t)j * m->ikrec;
                 int dI = m->c.index_head_dim;
+                rng = rec_rng(seed, l, PART_IKEY, j);
                 for (int i = 0; i < dI / 2; i++)
                     k[i] = (uint8_t)next_rand(&rng);
                 for (int i = 0; i < dI / 32; i++)

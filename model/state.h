@@ -92,7 +92,9 @@ void td_v4_seq_load_abort(td_v4_seq_loader *ld);
 
 /* Benchmarks only: resets s and fills it as if `pos` tokens had been
  * processed, with valid random records (decode cost depends on the amount
- * of state, not its values). Compressor tails stay empty. */
+ * of state, not its values). Compressor tails stay empty. Each record is a
+ * function of (seed, layer, index): fills of one seed at different lengths
+ * agree on the records they share, as a real session's states do. */
 void td_v4_seq_fill_synthetic(td_v4_seq *s, int64_t pos, uint64_t seed);
 
 #endif
