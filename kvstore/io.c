@@ -113,6 +113,8 @@ typedef struct {
     void *const *dst;        /* read: n buffers */
     uint32_t *left;          /* read: blocks still to arrive, per value */
     kv_ready_fn ready;       /* read: called when a value is complete */
+    uint32_t *done_items;    /* read with ready: values complete, not told yet */
+    size_t n_done_items;
     kv_progress_fn progress; /* read of one value: its verified prefix grew */
     void *arg;
     /* progress only: one bit per block of the value, set when it is
@@ -194,7 +196,7 @@ static td_err check_read(td_kv *kv, xfer *x, kv_slot *s, char *err, size_t errle
     }
     memcpy((uint8_t *)x->dst[s->item] + off, s->buf + KV_BLOCK_HDR, plen);
     if (--x->left[s->item] == 0 && x->ready)
-        x->ready(s->item, x->arg);
+        x->done_items[x->n_done_items++] = s->item;   /* told by report() */
     if (x->done) {
         /* Completions come in any order: the prefix advances over every
          * block already done once the one it waits for arrives. */
@@ -205,10 +207,20 @@ static td_err check_read(td_kv *kv, xfer *x, kv_slot *s, char *err, size_t errle
     return TD_OK;
 }
 
-/* Tells progress about a grown prefix. Called with the freed slots already
- * requeued and submitted, so the disk keeps reading while it runs. */
+/* Tells ready about the values completed since, and progress about a
+ * grown prefix. Called with the freed slots already requeued and
+ * submitted, so the disk keeps reading while the caller loads what
+ * arrived. */
+static void tell_ready(xfer *x)
+{
+    for (size_t i = 0; i < x->n_done_items; i++)
+        x->ready(x->done_items[i], x->arg);
+    x->n_done_items = 0;
+}
+
 static void report(xfer *x)
 {
+    tell_ready(x);
     if (!x->progress || x->prefix == x->reported)
         return;
     x->reported = x->prefix;
@@ -256,7 +268,7 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
         }
         if (!inflight)
             break;
-        if (x->progress && x->prefix != x->reported && !first) {
+        if (((x->progress && x->prefix != x->reported) || x->n_done_items) && !first) {
             io_uring_submit(&io->ring);   /* an error shows again just below */
             report(x);
         }
@@ -302,6 +314,8 @@ static td_err run(td_kv *kv, xfer *x, int write, char *err, size_t errlen)
     }
     if (!first)
         report(x);   /* the last blocks: k == the value's length */
+    else
+        tell_ready(x);   /* the values completed before the error */
     return first;
 }
 
@@ -345,8 +359,11 @@ td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size
     uint32_t nb = n == 1 && progress ? kv_blocks_of(kv, ents[0]->value_len) : 0;
     uint32_t *left = calloc(n, sizeof(*left));
     uint64_t *done = nb ? calloc((nb + 63) / 64, sizeof(*done)) : NULL;
-    if (!left || (nb && !done)) {
+    uint32_t *done_items = ready ? calloc(n ? n : 1, sizeof(*done_items)) : NULL;
+    if (!left || (nb && !done) || (ready && !done_items)) {
         free(left);
+        free(done);
+        free(done_items);
         return td_errf(err, errlen, TD_ENOMEM, "kvstore: read of %zu values", n);
     }
     size_t base = 0;
@@ -358,7 +375,7 @@ td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size
         left[i] = kv_blocks_of(kv, ents[i]->value_len);
         base += left[i];
     }
-    xfer x = {.ents = ents, .dst = out, .left = left, .ready = ready,
+    xfer x = {.ents = ents, .dst = out, .left = left, .ready = ready, .done_items = done_items,
               .progress = nb ? progress : NULL, .arg = arg, .done = done, .n_blocks = nb,
               .n = n, .bad = SIZE_MAX, .payload = kv->g.block_bytes - KV_BLOCK_HDR};
     if (!r) {
@@ -366,6 +383,7 @@ td_err kv_io_read(td_kv *kv, const kv_entry *const *ents, void *const *out, size
         *bad = x.bad;
     }
     free(done);
+    free(done_items);
     free(left);
     return r;
 }
