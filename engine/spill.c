@@ -26,73 +26,73 @@
 
 enum { DEFAULT_MAX_QUEUED = 1 << 30 };
 
-/* ---- the set of block keys with an index record (engine thread) --------- */
+/* ---- sets of block keys with an index record (engine thread) ----------- */
 
 static size_t slot_of(td_kv_key k, size_t cap) { return (size_t)(k.lo ^ k.hi) & (cap - 1); }
 
 static bool key_zero(td_kv_key k) { return !k.lo && !k.hi; }
 
-static bool set_has(const td_spill *s, td_kv_key k)
+static bool set_has(const spill_keyset *t, td_kv_key k)
 {
-    if (!s->set_cap)
+    if (!t->cap)
         return false;
-    for (size_t i = slot_of(k, s->set_cap);; i = (i + 1) & (s->set_cap - 1)) {
-        if (key_zero(s->set[i]))
+    for (size_t i = slot_of(k, t->cap);; i = (i + 1) & (t->cap - 1)) {
+        if (key_zero(t->keys[i]))
             return false;
-        if (s->set[i].lo == k.lo && s->set[i].hi == k.hi)
+        if (t->keys[i].lo == k.lo && t->keys[i].hi == k.hi)
             return true;
     }
 }
 
-static void set_add(td_spill *s, td_kv_key k)
+static void set_add(spill_keyset *t, td_kv_key k)
 {
-    if (key_zero(k) || set_has(s, k))
+    if (key_zero(k) || set_has(t, k))
         return;  /* a zero key is the empty slot (2^-128) */
-    if ((s->set_n + 1) * 2 > s->set_cap) {
-        size_t nc = s->set_cap ? 2 * s->set_cap : 256;
-        td_kv_key *nv = calloc(nc, sizeof *nv), *old = s->set;
+    if ((t->n + 1) * 2 > t->cap) {
+        size_t nc = t->cap ? 2 * t->cap : 256;
+        td_kv_key *nv = calloc(nc, sizeof *nv), *old = t->keys;
         if (!nv)
             return;  /* a key missing costs a disk lookup not made: a recompute */
-        size_t oc = s->set_cap;
-        s->set = nv;
-        s->set_cap = nc;
-        s->set_n = 0;
+        size_t oc = t->cap;
+        t->keys = nv;
+        t->cap = nc;
+        t->n = 0;
         for (size_t i = 0; i < oc; i++)
             if (!key_zero(old[i]))
-                set_add(s, old[i]);
+                set_add(t, old[i]);
         free(old);
     }
-    size_t i = slot_of(k, s->set_cap);
-    while (!key_zero(s->set[i]))
-        i = (i + 1) & (s->set_cap - 1);
-    s->set[i] = k;
-    s->set_n++;
+    size_t i = slot_of(k, t->cap);
+    while (!key_zero(t->keys[i]))
+        i = (i + 1) & (t->cap - 1);
+    t->keys[i] = k;
+    t->n++;
 }
 
 /* Linear probing without tombstones: later members of the cluster move
  * back into the hole unless their home slot lies cyclically after it. */
-static void set_del(td_spill *s, td_kv_key k)
+static void set_del(spill_keyset *t, td_kv_key k)
 {
-    if (!s->set_cap)
+    if (!t->cap)
         return;
-    size_t mask = s->set_cap - 1, i = slot_of(k, s->set_cap);
-    while (!key_zero(s->set[i]) && (s->set[i].lo != k.lo || s->set[i].hi != k.hi))
+    size_t mask = t->cap - 1, i = slot_of(k, t->cap);
+    while (!key_zero(t->keys[i]) && (t->keys[i].lo != k.lo || t->keys[i].hi != k.hi))
         i = (i + 1) & mask;
-    if (key_zero(s->set[i]))
+    if (key_zero(t->keys[i]))
         return;
     for (size_t j = i;;) {
         j = (j + 1) & mask;
-        if (key_zero(s->set[j]))
+        if (key_zero(t->keys[j]))
             break;
-        size_t h = slot_of(s->set[j], s->set_cap);
+        size_t h = slot_of(t->keys[j], t->cap);
         bool stays = i <= j ? (i < h && h <= j) : (i < h || h <= j);
         if (!stays) {
-            s->set[i] = s->set[j];
+            t->keys[i] = t->keys[j];
             i = j;
         }
     }
-    s->set[i] = (td_kv_key){0, 0};
-    s->set_n--;
+    t->keys[i] = (td_kv_key){0, 0};
+    t->n--;
 }
 
 static int add_index_key(const td_kv_entry_info *e, void *arg)
@@ -102,16 +102,30 @@ static int add_index_key(const td_kv_entry_info *e, void *arg)
     return 0;
 }
 
+/* Whether the set may name a state longer than got tokens among the chain
+ * keys of the prompt's nb whole blocks (s->ekeys). */
+static bool set_may_have(const td_spill *s, const spill_keyset *t, size_t nb, size_t got)
+{
+    for (size_t i = nb; i-- > 0;) {
+        size_t have = (i + 1) * s->bt;
+        if (have + s->bt <= got + 1)
+            break;  /* its states end before what memory gave */
+        if (set_has(t, s->ekeys[i]))
+            return true;
+    }
+    return false;
+}
+
 /* Whether the disk may hold a state longer than got tokens that
- * prompt[0..n) continues (one token must remain). Peers' stores change
- * under us: with peers, always ask. */
+ * prompt[0..n) continues (one token must remain): our store's set, and for
+ * each peer (whose store changes under us) the set the KV thread read at
+ * its last open, if the peer's manifest is still the one it read (a stat
+ * of its two files); otherwise the KV thread is asked. */
 static bool disk_may_have(td_spill *s, const int32_t *prompt, size_t n, size_t got)
 {
     size_t limit = n - 1;
     if (n == 0 || limit < s->bt || limit <= got)
         return false;
-    if (s->npeers)
-        return true;
     size_t nb = limit / s->bt;
     if (nb > s->nekeys) {
         td_kv_key *k = realloc(s->ekeys, nb * sizeof *k);
@@ -121,14 +135,30 @@ static bool disk_may_have(td_spill *s, const int32_t *prompt, size_t n, size_t g
         s->nekeys = nb;
     }
     nb = td_kv_chain(s->fingerprint, s->bt, prompt, limit, s->ekeys, nb);
-    for (size_t i = nb; i-- > 0;) {
-        size_t have = (i + 1) * s->bt;
-        if (have + s->bt <= got + 1)
-            break;  /* its states end before what memory gave */
-        if (set_has(s, s->ekeys[i]))
+    if (set_may_have(s, &s->set, nb, got))
+        return true;
+    for (int i = 0; i < s->npeers; i++) {
+        spill_peer_view *v = &s->views[i];
+        td_kv_manifest_id now;
+        if (!v->valid)
+            return true;
+        td_kv_manifest_id_at(s->peers[i].dir, &now);
+        if (!td_kv_manifest_id_eq(&now, &v->id) || set_may_have(s, &v->set, nb, got))
             return true;
     }
     return false;
+}
+
+/* A peer's index keys as the KV thread read them (td_spill_peer_view). */
+static void view_replace(td_spill *s, spill_job *j)
+{
+    spill_peer_view *v = &s->views[j->peer];
+    free(v->set.keys);
+    v->set = (spill_keyset){0};
+    for (size_t i = 0; i < j->n; i++)
+        set_add(&v->set, j->keys[i]);
+    v->id = j->id;
+    v->valid = true;
 }
 
 /* ---- the KV thread ---------------------------------------------------------- */
@@ -176,16 +206,40 @@ static struct timespec realtime_after(int64_t ms)
     return t;
 }
 
-/* Waits on qcv for work; true if the wait ended because the KV thread
- * was idle for gc_idle_ms after writes (time to reclaim). */
-static bool wait_work(td_spill *s)
+static double mono_s(void)
 {
-    if (!s->dirty || s->gc_idle_ms < 0) {
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+enum { PEER_LOOK_MS = 1000 };
+
+/* Waits on qcv (qmu held) for work, or until a timed duty is due: the
+ * store's reclamation gc_idle_ms after the last work, if that wrote; a
+ * look at the peers' stores every second, so the engine thread's views of
+ * them stay fresh. Does the duty, without qmu, when the wait times out. */
+static void wait_work(td_spill *s, double last_work)
+{
+    double gc_left = s->dirty && s->gc_idle_ms >= 0
+                         ? s->gc_idle_ms / 1e3 - (mono_s() - last_work) : -1;
+    double wait = s->npeers ? PEER_LOOK_MS / 1e3 : -1;
+    if (gc_left >= 0 && (wait < 0 || gc_left < wait))
+        wait = gc_left;
+    if (wait < 0) {
         pthread_cond_wait(&s->qcv, &s->qmu);
-        return false;
+        return;
     }
-    struct timespec until = realtime_after(s->gc_idle_ms);
-    return pthread_cond_timedwait(&s->qcv, &s->qmu, &until) == ETIMEDOUT;
+    struct timespec until = realtime_after((int64_t)(wait * 1e3) + 1);
+    if (pthread_cond_timedwait(&s->qcv, &s->qmu, &until) != ETIMEDOUT || s->resumes ||
+        s->spills || s->quit)
+        return;
+    pthread_mutex_unlock(&s->qmu);
+    if (s->dirty && s->gc_idle_ms >= 0 && mono_s() - last_work >= s->gc_idle_ms / 1e3)
+        reclaim(s);
+    if (s->npeers)
+        td_spill_disk_look_at_peers(s);
+    pthread_mutex_lock(&s->qmu);
 }
 
 /* Hands j to the engine thread (td_spill_poll) and wakes it; a written
@@ -219,15 +273,11 @@ static void *kv_main(void *arg)
         td_spill_disk_announce_begin(s);
         announcing = true;
     }
+    double last_work = mono_s();
     pthread_mutex_lock(&s->qmu);
     for (;;) {
-        while (!s->resumes && !announcing && !s->spills && !s->quit) {
-            if (wait_work(s) && !s->resumes && !s->spills && !s->quit) {
-                pthread_mutex_unlock(&s->qmu);
-                reclaim(s);
-                pthread_mutex_lock(&s->qmu);
-            }
-        }
+        while (!s->resumes && !announcing && !s->spills && !s->quit)
+            wait_work(s, last_work);
         if (!s->resumes && announcing && !s->quit) {
             pthread_mutex_unlock(&s->qmu);
             announcing = td_spill_disk_announce_some(s, 64);
@@ -246,6 +296,7 @@ static void *kv_main(void *arg)
         pthread_mutex_unlock(&s->qmu);
         run_job(s, j);
         finished(s, j);
+        last_work = mono_s();
         pthread_mutex_lock(&s->qmu);
     }
     pthread_mutex_unlock(&s->qmu);
@@ -258,6 +309,18 @@ void td_spill_unindex(td_spill *s, td_kv_key block)
     if (!j)
         return;  /* a stale key costs a lookup that misses */
     *j = (spill_job){.kind = JOB_UNINDEX, .block = block};
+    finished(s, j);
+}
+
+void td_spill_peer_view(td_spill *s, int peer, td_kv_key *keys, size_t n,
+                        const td_kv_manifest_id *id)
+{
+    spill_job *j = calloc(1, sizeof *j);
+    if (!j) {
+        free(keys);
+        return;  /* the view stays older: its id differs, so the KV thread is asked */
+    }
+    *j = (spill_job){.kind = JOB_PEERVIEW, .peer = peer, .keys = keys, .n = n, .id = *id};
     finished(s, j);
 }
 
@@ -372,7 +435,13 @@ void td_spill_poll(td_spill *s, td_pcache *c, td_spill_resumed_fn done, void *ar
         spill_job *j = list;
         list = j->next;
         if (j->kind == JOB_UNINDEX) {
-            set_del(s, j->block);
+            set_del(&s->set, j->block);
+            free(j);
+            continue;
+        }
+        if (j->kind == JOB_PEERVIEW) {
+            view_replace(s, j);
+            free(j->keys);
             free(j);
             continue;
         }
@@ -402,7 +471,7 @@ void td_spill_poll(td_spill *s, td_pcache *c, td_spill_resumed_fn done, void *ar
             }
         atomic_fetch_sub(&s->pending_bytes, j->len);
         if (j->result == TD_OK) {
-            set_add(s, j->block);
+            set_add(&s->set, j->block);
             free_job(j);
         } else {  /* could not be written: back to memory, or gone */
             if (c && j->result != TD_ENOTSUP)
@@ -450,7 +519,7 @@ td_err td_spill_create(td_spill **out, const td_spill_opts *o, const td_v4_model
     snprintf(s->dir, sizeof s->dir, "%s", o->dir);
     td_err e = td_spill_open_store(s, o);
     if (!e && s->kv) {
-        td_kv_foreach(s->kv, add_index_key, s);
+        td_kv_foreach(s->kv, add_index_key, &s->set);
         if (pthread_create(&s->thread, NULL, kv_main, s)) {
             td_log(TD_LOG_ERROR, "kv spill: cannot start the KV thread: serving without the "
                    "disk tier");
@@ -490,7 +559,9 @@ void td_spill_destroy(td_spill *s, td_pcache *c)
     atomic_store(&s->news, true);
     td_spill_poll(s, NULL, NULL, NULL);  /* (no resume is left: the engine waited) */
     td_spill_close_stores(s);
-    free(s->set);
+    free(s->set.keys);
+    for (int i = 0; i < MAX_PEERS; i++)
+        free(s->views[i].set.keys);
     free(s->ekeys);
     pthread_cond_destroy(&s->qcv);
     pthread_cond_destroy(&s->dcv);

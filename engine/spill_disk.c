@@ -598,6 +598,51 @@ static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *s
  * owner spills and evicts while we look. An open that fails (the peer has
  * not created its store yet, another model's store) is retried a second
  * later, and logged once. */
+typedef struct {
+    td_kv_key *keys;
+    size_t n, cap;
+    bool oom;
+} keyvec;
+
+static int collect_index(const td_kv_entry_info *e, void *arg)
+{
+    keyvec *v = arg;
+    if (e->section != SPILL_SECTION_INDEX)
+        return 0;
+    if (v->n == v->cap) {
+        size_t nc = v->cap ? 2 * v->cap : 64;
+        td_kv_key *k = realloc(v->keys, nc * sizeof *k);
+        if (!k) {
+            v->oom = true;
+            return 1;
+        }
+        v->keys = k;
+        v->cap = nc;
+    }
+    v->keys[v->n++] = e->key;
+    return 0;
+}
+
+/* Tells the engine thread what a peer's store holds as just read (nothing,
+ * if it could not be opened), so a prompt it cannot continue is answered
+ * without the KV thread while that store does not change. */
+static void publish_view(td_spill *s, spill_peer *p, const td_kv_manifest_id *failed_at)
+{
+    keyvec v = {0};
+    td_kv_manifest_id id = *failed_at;
+    if (p->kv) {
+        td_kv_foreach(p->kv, collect_index, &v);
+        td_kv_manifest_id_of(p->kv, &id);
+    }
+    if (v.oom || (!p->kv && p->told && td_kv_manifest_id_eq(&id, &p->shown))) {
+        free(v.keys);  /* no memory: the engine thread keeps asking; or nothing new */
+        return;
+    }
+    p->shown = id;
+    p->told = true;
+    td_spill_peer_view(s, (int)(p - s->peers), v.keys, v.n, &id);
+}
+
 static td_kv *peer_kv(td_spill *s, spill_peer *p)
 {
     if (p->kv && !td_kv_stale(p->kv))
@@ -607,6 +652,9 @@ static td_kv *peer_kv(td_spill *s, spill_peer *p)
         return NULL;
     td_kv_close(p->kv);
     p->kv = NULL;
+    /* before the attempt: a store that appears meanwhile has another id */
+    td_kv_manifest_id before;
+    td_kv_manifest_id_at(p->dir, &before);
     td_kv_opts ko = {.dir = p->dir, .fingerprint = s->fingerprint, .peer = 1};
     char err[512] = "";
     td_err e = td_kv_open(&p->kv, &ko, err, sizeof err);
@@ -625,11 +673,19 @@ static td_kv *peer_kv(td_spill *s, spill_peer *p)
             td_log(TD_LOG_WARN, "kv spill: peer store %s not readable (retried): %s", p->dir,
                    err);
         p->logged = true;
+        publish_view(s, p, &before);
         return NULL;
     }
     p->failed_s = 0;
     p->logged = false;
+    publish_view(s, p, &before);
     return p->kv;
+}
+
+void td_spill_disk_look_at_peers(td_spill *s)
+{
+    for (int i = 0; i < s->npeers; i++)
+        peer_kv(s, &s->peers[i]);
 }
 
 size_t td_spill_disk_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt, size_t n,

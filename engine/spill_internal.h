@@ -50,12 +50,14 @@ typedef struct {
     td_kv *kv;                   /* NULL: not open (yet) */
     double failed_s;             /* the last open that failed: retried a second later */
     bool logged;
+    td_kv_manifest_id shown;     /* what the engine thread was last told of */
+    bool told;
 } spill_peer;
 
 /* Work for the KV thread. A spill owns its tokens and state until the
  * engine thread collects it; a resume borrows the request's prompt and
  * sequence, which nobody else touches until it is collected. */
-enum { JOB_SPILL, JOB_RESUME, JOB_HELD, JOB_UNINDEX };
+enum { JOB_SPILL, JOB_RESUME, JOB_HELD, JOB_UNINDEX, JOB_PEERVIEW };
 
 typedef struct spill_job {
     struct spill_job *next;      /* in a queue (under qmu) */
@@ -76,7 +78,28 @@ typedef struct spill_job {
     size_t got;                  /* out: tokens loaded from disk (0: none) */
     int reset;                   /* out: a failed load emptied seq */
     void *tag;
+    /* JOB_PEERVIEW: peer `peer`'s index keys (n of them, malloc'd) as read
+     * at manifest id */
+    int peer;
+    td_kv_key *keys;
+    td_kv_manifest_id id;
 } spill_job;
+
+/* A set of block keys: open addressing, linear probing, the zero key for
+ * an empty slot. */
+typedef struct {
+    td_kv_key *keys;
+    size_t cap, n;
+} spill_keyset;
+
+/* The engine thread's view of a peer's store: the block keys with an index
+ * record when the KV thread last opened it, and the manifest it read then
+ * (valid once the KV thread has looked). */
+typedef struct {
+    spill_keyset set;
+    td_kv_manifest_id id;
+    bool valid;
+} spill_peer_view;
 
 typedef struct {
     td_kv_key *keys;
@@ -100,7 +123,7 @@ struct td_spill {
     /* the KV thread's (the engine thread's before it starts and after it
      * ends): the stores and everything that reads them */
     td_kv *kv;                   /* NULL: the tier is off */
-    spill_peer peers[MAX_PEERS];
+    spill_peer peers[MAX_PEERS]; /* (their dir and npeers are fixed at create) */
     int npeers;
     bool logged[NOPS][NREASONS]; /* the first of each kind goes out at ERROR */
     td_kv_key *keys;             /* chain scratch, grown as needed */
@@ -127,8 +150,8 @@ struct td_spill {
     /* the engine thread's */
     spill_job *pending;          /* spills not collected: their states are still here */
     size_t npending;             /* resumes not collected */
-    td_kv_key *set;              /* block keys with an index record in our store */
-    size_t set_cap, set_n;
+    spill_keyset set;            /* block keys with an index record in our store */
+    spill_peer_view views[MAX_PEERS];
     td_kv_key *ekeys;            /* chain scratch */
     size_t nekeys;
     atomic_ullong pending_bytes; /* states of the pending list (a gauge) */
@@ -156,6 +179,9 @@ void td_spill_publish(td_spill *s);
  * ids and the index that names them); true while some remain, so resumes
  * can go first. */
 void td_spill_disk_announce_begin(td_spill *s);
+/* Reopens the peers' stores that changed (each reopen tells the engine
+ * thread what the store holds: td_spill_peer_view). */
+void td_spill_disk_look_at_peers(td_spill *s);
 bool td_spill_disk_announce_some(td_spill *s, size_t max);
 /* spill_ranges.c (the KV thread): states filed in token ranges. */
 /* Whether a state of n tokens and len bytes is filed in ranges. */
@@ -183,6 +209,11 @@ td_err td_spill_ranges_load(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *
 /* spill.c, on the KV thread: a state on disk found or dropped, for on_held
  * (tokens: malloc'd, handed over). */
 void td_spill_notice(td_spill *s, int32_t *tokens, size_t n, bool stored);
+/* spill.c, on the KV thread: peer's store was read at manifest id and holds
+ * index records at keys[0..n) (malloc'd, handed over); the engine thread's
+ * view of it becomes that. */
+void td_spill_peer_view(td_spill *s, int peer, td_kv_key *keys, size_t n,
+                        const td_kv_manifest_id *id);
 /* spill.c, on the KV thread: the index at block was evicted; the engine's
  * set of block keys forgets it. */
 void td_spill_unindex(td_spill *s, td_kv_key block);

@@ -256,6 +256,19 @@ td_err td_kv_gc(td_kv *kv, char *err, size_t errlen);
 /* Whether the manifest on disk changed since this open (a checkpoint, or
  * log records appended): for a peer store, reopen to see them. */
 int td_kv_stale(const td_kv *kv);
+/* What identifies the manifest's contents: its two files' inode, size and
+ * modification time (zeros for a file that is not there). Equal ids: the
+ * same manifest, so what an open read is still what the store holds. */
+typedef struct {
+    uint64_t ino[2], size[2];
+    int64_t mtime_ns[2];
+} td_kv_manifest_id;
+/* The id of the manifest as this open read it. */
+void td_kv_manifest_id_of(const td_kv *kv, td_kv_manifest_id *out);
+/* The id of dir's manifest now, by path alone (no open, no lock: any
+ * thread, any time; all zeros if dir holds no store). */
+void td_kv_manifest_id_at(const char *dir, td_kv_manifest_id *out);
+int td_kv_manifest_id_eq(const td_kv_manifest_id *a, const td_kv_manifest_id *b);
 
 /* "0123...": 32 hex digits, hi then lo. */
 void td_kv_key_hex(td_kv_key key, char out[33]);

@@ -172,13 +172,47 @@ td_err kv_checkpoint(td_kv *kv, char *err, size_t errlen)
     return r;
 }
 
+static const char *const manifest_names[2] = {CKPT_NAME, LOG_NAME};
+
+void td_kv_manifest_id_at(const char *dir, td_kv_manifest_id *out)
+{
+    memset(out, 0, sizeof *out);
+    for (int i = 0; i < 2; i++) {
+        char path[4096];
+        struct stat sb;
+        snprintf(path, sizeof path, "%s/%s", dir, manifest_names[i]);
+        if (stat(path, &sb) == 0) {
+            out->ino[i] = (uint64_t)sb.st_ino;
+            out->size[i] = (uint64_t)sb.st_size;
+            out->mtime_ns[i] = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
+        }
+    }
+}
+
+void td_kv_manifest_id_of(const td_kv *kv, td_kv_manifest_id *out)
+{
+    for (int i = 0; i < 2; i++) {
+        out->ino[i] = kv->seen[i].ino;
+        out->size[i] = kv->seen[i].size;
+        out->mtime_ns[i] = kv->seen[i].mtime_ns;
+    }
+}
+
+int td_kv_manifest_id_eq(const td_kv_manifest_id *a, const td_kv_manifest_id *b)
+{
+    for (int i = 0; i < 2; i++)
+        if (a->ino[i] != b->ino[i] || a->size[i] != b->size[i] ||
+            a->mtime_ns[i] != b->mtime_ns[i])
+            return 0;
+    return 1;
+}
+
 void kv_manifest_seen(const td_kv *kv, kv_file_id out[2])
 {
-    static const char *const names[2] = {CKPT_NAME, LOG_NAME};
     for (int i = 0; i < 2; i++) {
         struct stat sb;
         memset(&out[i], 0, sizeof out[i]);
-        if (fstatat(kv->dir_fd, names[i], &sb, 0) == 0) {
+        if (fstatat(kv->dir_fd, manifest_names[i], &sb, 0) == 0) {
             out[i].ino = (uint64_t)sb.st_ino;
             out[i].size = (uint64_t)sb.st_size;
             out[i].mtime_ns = (int64_t)sb.st_mtim.tv_sec * 1000000000 + sb.st_mtim.tv_nsec;
