@@ -3,5 +3,6 @@
 #define TD_BENCH_H
 
 int td_bench_decode(int argc, char **argv);
+int td_bench_kvstore(int argc, char **argv);
 
 #endif

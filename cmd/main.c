@@ -25,7 +25,7 @@ static const subcommand subcommands[] = {
     {"render-chat", cmd_render_chat, "print the exact V4 prompt of a chat request (or --ids)"},
     {"kv-size",  cmd_kv_size,  "KV state bytes per layer kind for a config and length"},
     {"kvstore",  cmd_kvstore,  "inspect the on-disk KV store (stat, verify, gc, dump)"},
-    {"bench",    cmd_bench,    "benchmarks (bench decode)"},
+    {"bench",    cmd_bench,    "benchmarks (bench decode, bench kvstore)"},
     {NULL, NULL, NULL},
 };
 

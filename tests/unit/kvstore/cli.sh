@@ -39,4 +39,12 @@ grep -q 'checksum mismatch' "$work/v" || fail "verify message: $(cat "$work/v")"
 grep -q 'no store' "$work/e" || fail "stat error: $(cat "$work/e")"
 "$tandem" kvstore frob "$store" 2> /dev/null; [ $? = 2 ] || fail "unknown verb exit status"
 "$tandem" kvstore dump "$store" nothex 2> /dev/null; [ $? = 2 ] || fail "bad key exit status"
+
+# tandem bench kvstore: a small value through the store, its table, and the
+# scratch store removed after.
+"$tandem" bench kvstore --dir "$work" --bytes 3000000 --block-bytes 65536 > "$work/b" ||
+    fail "bench kvstore: $(cat "$work/b")"
+grep -q '^| get | ' "$work/b" || fail "bench kvstore table: $(cat "$work/b")"
+[ -z "$(ls -d "$work"/td-kvbench-* 2>/dev/null)" ] || fail "bench kvstore left its scratch store"
+"$tandem" bench kvstore --block-bytes 5000 2> /dev/null; [ $? = 2 ] || fail "bench kvstore bad block"
 echo "kvstore cli ok"
