@@ -10,6 +10,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <xxhash.h>
+
 #include "engine/prefix_cache.h"
 #include "engine/spill.h"
 #include "kvstore/kvstore.h"
@@ -56,20 +58,31 @@ static void wait_idle(td_spill *s, td_pcache *c, void (*done)(void *, void *, si
     td_spill_poll(s, c, done, arg);
 }
 
-/* Writes the state after t[0..n) through the tier; bytes the tier wrote. */
-static double spill(td_spill *s, td_pcache *c, const int32_t *t, int n, size_t *len)
+static uint64_t state_hash(const td_v4_seq *q)
+{
+    size_t len = td_v4_seq_state_size(q), w = 0;
+    uint8_t *b = malloc(len);
+    TD_CHECK(td_v4_seq_save(q, b, len, &w) == TD_OK);
+    uint64_t h = XXH3_64bits(b, w);
+    free(b);
+    return h;
+}
+
+/* Writes q's state (after t[0..n)) through the tier; bytes the tier
+ * wrote. *len and *hash: the state's size and XXH3. */
+static double spill(td_spill *s, td_pcache *c, td_v4_seq *q, const int32_t *t, int n, size_t *len,
+                    uint64_t *hash)
 {
     double before = metric(s, "tandem_kv_spill_bytes_total");
     double spills = metric(s, "tandem_kv_spills_total");
-    td_v4_seq *q = tm_seq_after(t, n, CAP);
     *len = td_v4_seq_state_size(q);
+    *hash = state_hash(q);
     TD_CHECK(td_pcache_put(c, q, t, (size_t)n) == TD_OK);  /* too big for memory: to disk */
     for (int i = 0; i < 10000 && metric(s, "tandem_kv_spills_total") == spills; i++) {
         usleep(1000);
         td_spill_poll(s, c, NULL, NULL);
     }
     td_spill_poll(s, c, NULL, NULL);
-    td_v4_seq_destroy(q);
     return metric(s, "tandem_kv_spill_bytes_total") - before;
 }
 
@@ -97,9 +110,11 @@ static void on_done(void *arg, void *tag, size_t tokens)
     d->calls++;
 }
 
-/* Restores prompt[0..n) from disk; checks the tokens it got and that the
- * rest of the prompt then gives the logits of a sequence never stored. */
-static void resumes(td_spill *s, td_pcache *c, const int32_t *prompt, int n, size_t want)
+/* Restores prompt[0..n) from disk; checks the tokens it got, that the
+ * state is the one spilled (hash), and with live (the session that was
+ * spilled, never stored) that both continue to the same logits. */
+static void resumes(td_spill *s, td_pcache *c, const int32_t *prompt, int n, size_t want,
+                    uint64_t hash, td_v4_seq *live)
 {
     td_v4_seq *q = tm_seq_after(prompt, 0, CAP);
     bool queued = false;
@@ -110,13 +125,13 @@ static void resumes(td_spill *s, td_pcache *c, const int32_t *prompt, int n, siz
         wait_idle(s, c, on_done, &d);
     TD_CHECK_EQ_INT((int)d.tokens, (int)want);
     TD_CHECK_EQ_INT((int)td_v4_seq_len(q), (int)want);
-    if (want) {
-        td_v4_seq *ref = tm_seq_after(prompt, 0, CAP);
-        float *a = logits_after(q, prompt, (int)want, n), *b = logits_after(ref, prompt, 0, n);
+    if (want)
+        TD_CHECK(state_hash(q) == hash);
+    if (want && live) {
+        float *a = logits_after(q, prompt, (int)want, n), *b = logits_after(live, prompt, (int)want, n);
         TD_CHECK(!memcmp(a, b, sizeof(float) * (size_t)W->cfg.vocab_size));
         free(a);
         free(b);
-        td_v4_seq_destroy(ref);
     }
     td_v4_seq_destroy(q);
 }
@@ -167,24 +182,32 @@ static void ranges_shared_and_resumed(void)
     open_tier(&s, &c, dir);
     /* turn 1: 600 tokens, two ranges and a rest; all written */
     size_t len1, len2, len3;
-    double w1 = spill(s, c, toks, 600, &len1);
+    uint64_t h1, h2, h3;
+    td_v4_seq *q = tm_seq_after(toks, 600, CAP);
+    double w1 = spill(s, c, q, toks, 600, &len1, &h1);
     TD_CHECK_EQ_INT((long long)w1, (long long)len1);
     /* turn 2 extends it to 850: only the third range and a rest */
-    double w2 = spill(s, c, toks, 850, &len2);
+    char err[256];
+    td_v4_step st = {.seq = q, .tokens = toks + 600, .n = 250};
+    TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
+    double w2 = spill(s, c, q, toks, 850, &len2, &h2);
     fprintf(stderr, "  turn 2: %zu-byte state, %.0f bytes written\n", len2, w2);
     TD_CHECK_EQ_INT((long long)w2, (long long)(len2 - range_bytes(850, 512)));
     /* another session, the same first 300 tokens: range 0 shared */
     int32_t other[NTOK];
     memcpy(other, toks, sizeof other);
     other[300] ^= 1;
-    double w3 = spill(s, c, other, 700, &len3);
+    td_v4_seq *o = tm_seq_after(other, 700, CAP);
+    double w3 = spill(s, c, o, other, 700, &len3, &h3);
     TD_CHECK_EQ_INT((long long)w3, (long long)(len3 - range_bytes(700, 256)));
     TD_CHECK_EQ_INT((int)metric(s, "tandem_kv_spill_errors_total{op=\"spill\",reason=\"io\"}"),
                     0);
-    /* each resumes, bit-identically */
-    resumes(s, c, toks, NTOK, 850);
-    resumes(s, c, toks, 700, 600);
-    resumes(s, c, other, 800, 700);
+    /* each resumes: the state spilled, and it continues as the live one */
+    resumes(s, c, toks, NTOK, 850, h2, q);
+    resumes(s, c, toks, 700, 600, h1, NULL);
+    resumes(s, c, other, 800, 700, h3, NULL);
+    td_v4_seq_destroy(q);
+    td_v4_seq_destroy(o);
     close_tier(s, c);
 
     /* the session's second range disappears (say, evicted) */
@@ -195,7 +218,6 @@ static void ranges_shared_and_resumed(void)
     close_tier(s, c);
     td_kv *kv;
     td_kv_opts ko = {.dir = dir, .fingerprint = td_v4_layout_fingerprint(&W->cfg)};
-    char err[256];
     TD_CHECK(td_kv_open(&kv, &ko, err, sizeof err) == TD_OK);
     td_kv_key keys[4];
     td_kv_chain(ko.fingerprint, 128, toks, 512, keys, 4);
@@ -206,8 +228,8 @@ static void ranges_shared_and_resumed(void)
     open_tier(&s, &c, dir);
     wait_announced(s, c, 1);
     TD_CHECK_EQ_INT(announced, 1);             /* only the other session's */
-    resumes(s, c, toks, NTOK, 0);              /* a miss, not a fault */
-    resumes(s, c, other, 800, 700);
+    resumes(s, c, toks, NTOK, 0, 0, NULL);     /* a miss, not a fault */
+    resumes(s, c, other, 800, 700, h3, NULL);
     TD_CHECK_EQ_INT((int)metric(s, "tandem_kv_resumes_total"), 1);
     TD_CHECK_EQ_INT((int)metric(s, "tandem_kv_spill_errors_total{op=\"resume\",reason=\"corrupt\"}"),
                     0);
@@ -226,10 +248,17 @@ static void whole_when_off(void)
     td_spill_opts o = {.dir = dir, .range_tokens = -1};
     TD_CHECK(td_spill_create(&s, &o, M, c) == TD_OK && td_spill_up(s));
     size_t len1, len2;
-    double w1 = spill(s, c, toks, 600, &len1), w2 = spill(s, c, toks, 850, &len2);
+    uint64_t h1, h2;
+    td_v4_seq *q = tm_seq_after(toks, 600, CAP);
+    double w1 = spill(s, c, q, toks, 600, &len1, &h1);
+    char err[256];
+    td_v4_step st = {.seq = q, .tokens = toks + 600, .n = 250};
+    TD_CHECK(td_v4_forward(M, &st, 1, err, sizeof err) == TD_OK);
+    double w2 = spill(s, c, q, toks, 850, &len2, &h2);
     TD_CHECK_EQ_INT((long long)w1, (long long)len1);
     TD_CHECK_EQ_INT((long long)w2, (long long)len2);
-    resumes(s, c, toks, NTOK, 850);
+    resumes(s, c, toks, NTOK, 850, h2, NULL);
+    td_v4_seq_destroy(q);
     close_tier(s, c);
     tm_rmrf(dir);
 }
