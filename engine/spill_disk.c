@@ -11,33 +11,18 @@
 #include <xxhash.h>
 
 #include "common/log.h"
+#include "engine/spill_index.h"
 #include "engine/spill_internal.h"
 #include "model/state.h"
 
-/* The index record at the key of a block prefix lists the states that
- * extend it by 0..block_tokens-1 tokens (most recent first): for each, its
- * tokens, the tail tokens, the state's length and own checksum, and the
- * key the state is filed under (a hash of the block key and the tail).
- * Several per block, because a prompt's end and the same turn's finish
- * usually fall in one block and the next turn may need either. */
 enum {
-    IDX_MAGIC = 0x58495454u,     /* "TTIX" */
-    IDX_VERSION = 1,
-    IDX_HEADER = 16,             /* magic, version, count, zero */
-    ENT_HEADER = 48,             /* tokens, tail count, range tokens, state bytes, checksum, key */
-    MAX_TAILS = 8,               /* states per block kept; older ones are deleted */
+    IDX_CAP = TD_SPILL_IDX_CAP,
+    MAX_TAILS = TD_SPILL_IDX_MAX_STATES,
     MAX_TAIL = SPILL_MAX_TAIL,   /* block_tokens of the store is 128 */
-    IDX_CAP = IDX_HEADER + MAX_TAILS * (ENT_HEADER + MAX_TAIL * 4),
     MAX_PROBES = 8,              /* block prefixes tried per lookup */
 };
 
-typedef struct {
-    uint64_t tokens, state_len, sum;
-    uint32_t ntail;
-    uint32_t range;              /* filed in token ranges of this many (0: whole, section 0) */
-    td_kv_key key;
-    const uint8_t *tail;         /* ntail int32, inside the record */
-} ient;
+typedef td_spill_index_entry ient;
 
 const char *const td_spill_reason_name[NREASONS] = {"corrupt", "format", "nospc", "io", "other"};
 const char *const td_spill_op_name[NOPS] = {"open", "spill", "resume"};
@@ -214,12 +199,6 @@ static uint64_t get64(const uint8_t *p)
     return v;
 }
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
-static uint32_t get32(const uint8_t *p)
-{
-    uint32_t v;
-    memcpy(&v, p, 4);
-    return v;
-}
 
 /* Reads and parses the index record at key into buf / ents. *n = 0 if
  * there is none; TD_ECORRUPT if it is malformed. */
@@ -233,46 +212,9 @@ static td_err read_index(td_spill *s, td_kv *kv, const char *dir, td_kv_key key,
         return TD_OK;
     if (e)
         return e;
-    uint32_t count = len >= IDX_HEADER ? get32(buf + 8) : 0;
-    if (len < IDX_HEADER || get32(buf) != IDX_MAGIC || get32(buf + 4) != IDX_VERSION ||
-        count > MAX_TAILS)
-        goto bad;
-    size_t off = IDX_HEADER;
-    for (uint32_t i = 0; i < count; i++) {
-        if (off + ENT_HEADER > len)
-            goto bad;
-        ient *x = &ents[i];
-        x->tokens = get64(buf + off);
-        x->ntail = get32(buf + off + 8);
-        x->range = get32(buf + off + 12);
-        x->state_len = get64(buf + off + 16);
-        x->sum = get64(buf + off + 24);
-        x->key.lo = get64(buf + off + 32);
-        x->key.hi = get64(buf + off + 40);
-        x->tail = buf + off + ENT_HEADER;
-        off += ENT_HEADER + (size_t)x->ntail * 4;
-        if (x->ntail >= s->bt || off > len)
-            goto bad;
-    }
-    if (off != len)
-        goto bad;
-    *n = count;
+    if (td_spill_index_parse(buf, len, s->bt, ents, n))
+        return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: malformed index record", dir);
     return TD_OK;
-bad:
-    return td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: malformed index record", dir);
-}
-
-static size_t write_ent(uint8_t *p, const ient *x)
-{
-    put64(p, x->tokens);
-    put32(p + 8, x->ntail);
-    put32(p + 12, x->range);
-    put64(p + 16, x->state_len);
-    put64(p + 24, x->sum);
-    put64(p + 32, x->key.lo);
-    put64(p + 40, x->key.hi);
-    memcpy(p + ENT_HEADER, x->tail, (size_t)x->ntail * 4);
-    return ENT_HEADER + (size_t)x->ntail * 4;
 }
 
 /* The key a state is filed under: the block key and the tail, hashed with
@@ -388,8 +330,8 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
         }
     /* This state first, then the others of the block; the oldest beyond
      * MAX_TAILS are deleted once the new index is durable. */
-    size_t off = IDX_HEADER, kept = 1;
-    off += write_ent(rec + off, &me);
+    size_t off = TD_SPILL_IDX_HEADER, kept = 1;
+    off += td_spill_index_entry_write(rec + off, &me);
     ient gone[MAX_TAILS];
     size_t ngone = 0;
     for (size_t i = 0; i < nents; i++) {
@@ -399,13 +341,10 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
             gone[ngone++] = ents[i];
             continue;
         }
-        off += write_ent(rec + off, &ents[i]);
+        off += td_spill_index_entry_write(rec + off, &ents[i]);
         kept++;
     }
-    put32(rec, IDX_MAGIC);
-    put32(rec + 4, IDX_VERSION);
-    put32(rec + 8, (uint32_t)kept);
-    put32(rec + 12, 0);
+    td_spill_index_header_write(rec, (uint32_t)kept);
     /* The state (whole, or its ranges and rest) first: a crash inside the
      * log write keeps a prefix of the items, and a state no index names is
      * never used (eviction reclaims it). */
