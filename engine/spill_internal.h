@@ -4,6 +4,9 @@
  *                 create/destroy, metrics
  *   spill_disk.c  the KV thread's work on the stores: the index records,
  *                 writing a state, finding and loading one, peer stores
+ *   spill_ranges.c long states filed in token ranges (written once for all
+ *                 the states that share them) and read back
+ *   spill_index.c the index record's layout (spill_index.h)
  * Which thread owns which field is marked on the struct. */
 #ifndef TD_ENGINE_SPILL_INTERNAL_H
 #define TD_ENGINE_SPILL_INTERNAL_H
