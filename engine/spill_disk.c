@@ -251,9 +251,11 @@ static int32_t *read_tokens(td_spill *s, td_kv_key key, size_t *n)
     return NULL;
 }
 
+static void prune_index(td_spill *s, td_kv_key key, const int32_t *t, size_t n);
+
 /* Deletes the state at key and its tokens, and tells the engine (the
- * router was told it is held). */
-static void drop_state(td_spill *s, td_kv_key key)
+ * router was told it is held); prune: its block's index still names it. */
+static void drop_state(td_spill *s, td_kv_key key, bool prune)
 {
     char err[256];
     size_t n = 0;
@@ -262,10 +264,51 @@ static void drop_state(td_spill *s, td_kv_key key)
     td_kv_del(s->kv, key, SPILL_SECTION_REST, err, sizeof err);  /* its ranges may be shared */
     td_kv_del(s->kv, key, SPILL_SECTION_TOKENS, err, sizeof err);
     s->dirty = true;
+    if (t && prune)
+        prune_index(s, key, t, n);
     if (t && s->on_held)
         td_spill_notice(s, t, n, false);
     else
         free(t);
+}
+
+/* Takes the state at key (tokens t[0..n)) out of its block's index
+ * record, so that no record names states that are gone: rewritten without
+ * it, priced with the states it still names, or deleted (and the engine's
+ * set told) when it named nothing else. Any failure leaves the record as
+ * it was: a lookup that finds the entry then misses, as before. */
+static void prune_index(td_spill *s, td_kv_key key, const int32_t *t, size_t n)
+{
+    size_t nb = chain(s, t, n);
+    if (nb == 0)
+        return;
+    td_kv_key block = s->keys[nb - 1];
+    ient ents[MAX_TAILS];
+    size_t ne = 0, kept = 0, off = TD_SPILL_IDX_HEADER;
+    char err[256];
+    if (read_index(s, s->kv, s->dir, block, s->idx_rec, ents, &ne, err, sizeof err) || !ne)
+        return;
+    uint8_t out[IDX_CAP];
+    td_kv_item it[1 + MAX_TAILS];
+    for (size_t i = 0; i < ne; i++) {
+        if (ents[i].key.lo == key.lo && ents[i].key.hi == key.hi)
+            continue;
+        off += td_spill_index_entry_write(out + off, &ents[i]);
+        it[1 + kept++] = (td_kv_item){.key = ents[i].key, .keep = 1,
+                                      .section = ents[i].range ? SPILL_SECTION_REST
+                                                               : TD_KV_SECTION_STATE};
+    }
+    if (kept == ne)
+        return;
+    if (!kept) {
+        if (td_kv_del(s->kv, block, SPILL_SECTION_INDEX, err, sizeof err) == TD_OK)
+            td_spill_unindex(s, block);
+        return;
+    }
+    td_spill_index_header_write(out, (uint32_t)kept);
+    it[0] = (td_kv_item){.key = block, .section = SPILL_SECTION_INDEX,
+                         .tokens = (uint64_t)nb * s->bt, .value = out, .len = off};
+    td_kv_put_many(s->kv, it, 1 + kept, err, sizeof err);  /* evictions: evicted() goes on */
 }
 
 /* Whether kv holds all of the state x names (keys: the chain of its
@@ -281,15 +324,18 @@ static bool on_disk(td_spill *s, td_kv *kv, const td_kv_key *keys, const ient *x
 
 /* After a put: what the store evicted for room. A state's token ids are
  * read (if the same eviction did not take them too) to tell the router it
- * is gone, then deleted; an index's block key leaves the engine's set. */
+ * is gone, then deleted, and its block's index pruned; an index's block key
+ * leaves the engine's set. */
 static void evicted(td_spill *s)
 {
+    /* A pruned index is a put, which may evict more: the list grows (and
+     * moves) while it is walked. */
     for (size_t i = 0; i < s->nevicted; i++) {
-        const td_kv_entry_info *e = &s->evicted[i];
-        if (e->section == SPILL_SECTION_INDEX)
-            td_spill_unindex(s, e->key);
+        td_kv_entry_info e = s->evicted[i];
+        if (e.section == SPILL_SECTION_INDEX)
+            td_spill_unindex(s, e.key);
         else
-            drop_state(s, e->key);
+            drop_state(s, e.key, true);
     }
     s->nevicted = 0;
 }
@@ -375,7 +421,7 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
         failed(s, OP_SPILL, e, err);
     } else {
         for (size_t i = 0; i < ngone; i++)
-            drop_state(s, gone[i].key);
+            drop_state(s, gone[i].key, false);  /* the new index left it out */
         s->c.spills++;
         s->c.spill_bytes += written;
         double dt = now_s() - t0;
@@ -510,7 +556,7 @@ static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *s
             if (e != TD_ENOENT) {
                 failed(s, OP_RESUME, e, err);
                 if (e != TD_ENOMEM && own)
-                    drop_state(s, best->key);
+                    drop_state(s, best->key, true);
             }
             if (*reset)
                 break;

@@ -13,6 +13,7 @@
 
 #include "engine/prefix_cache.h"
 #include "engine/spill.h"
+#include "engine/spill_index.h"
 #include "kvstore/kvstore.h"
 #include "model/model.h"
 #include "model/state.h"
@@ -226,6 +227,19 @@ static void told_what_disk_holds(void)
     tm_rmrf(dir);
 }
 
+typedef struct {
+    td_kv_key keys[64];
+    size_t n;
+} index_list;
+
+static int list_index(const td_kv_entry_info *e, void *arg)
+{
+    index_list *l = arg;
+    if (e->section == 0x7461 && l->n < 64)
+        l->keys[l->n++] = e->key;
+    return 0;
+}
+
 static int32_t first_dropped = -1;
 static int evicted_calls;
 static void on_evicted(void *arg, bool stored, const int32_t *t, size_t n)
@@ -268,6 +282,28 @@ static void told_what_store_evicts(void)
     TD_CHECK(has_metric(s, "tandem_kvstore_evictions_total"));
     td_spill_destroy(s, c);
     td_pcache_destroy(c);
+    /* The index records left name only states that are there (an evicted
+     * state's entry is pruned, its record deleted when it named nothing
+     * else). */
+    td_kv *kv;
+    td_kv_opts ko = {.dir = dir, .fingerprint = td_v4_layout_fingerprint(&W->cfg)};
+    char err[256];
+    TD_CHECK(td_kv_open(&kv, &ko, err, sizeof err) == TD_OK);
+    index_list l = {0};
+    td_kv_foreach(kv, list_index, &l);
+    TD_CHECK(l.n >= 1);
+    for (size_t i = 0; i < l.n; i++) {
+        uint8_t rec[TD_SPILL_IDX_CAP];
+        size_t len = 0, ne = 0;
+        td_spill_index_entry ents[TD_SPILL_IDX_MAX_STATES];
+        TD_CHECK(td_kv_get(kv, l.keys[i], 0x7461, rec, sizeof rec, &len, err, sizeof err) == TD_OK);
+        TD_CHECK(td_spill_index_parse(rec, len, 128, ents, &ne) == TD_OK && ne >= 1);
+        for (size_t k = 0; k < ne; k++) {
+            td_kv_entry_info info;
+            TD_CHECK(td_kv_stat_entry(kv, ents[k].key, 0, &info) == TD_OK);
+        }
+    }
+    td_kv_close(kv);
     tm_rmrf(dir);
 }
 
