@@ -555,8 +555,10 @@ static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *s
             }
             if (e != TD_ENOENT) {
                 failed(s, OP_RESUME, e, err);
-                if (e != TD_ENOMEM && own)
+                if (e != TD_ENOMEM && own) {
                     drop_state(s, best->key, true);
+                    evicted(s);  /* what the pruned index's put evicted */
+                }
             }
             if (*reset)
                 break;
