@@ -11,20 +11,7 @@ void td_wk_kv_event(td_wk *w, bool stored, const int32_t *tokens, size_t n)
     if (!chain)
         return;
     td_block_chain(tokens, n, TD_BLOCKHASH_TOKENS, chain);
-    Tandem__Ctl__KvEvents ev = TANDEM__CTL__KV_EVENTS__INIT;
-    ev.worker_id = (char *)td_wk_id(w);
-    ev.block_tokens = TD_BLOCKHASH_TOKENS;
-    if (stored) {
-        ev.stored = chain;
-        ev.n_stored = k;
-    } else {
-        ev.removed = chain;
-        ev.n_removed = k;
-    }
-    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
-    env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_EVENTS;
-    env.kv_events = &ev;
-    td_wk_send(w, &env);
+    td_wk_send_kv(w, stored, chain, k);
     free(chain);
 }
 

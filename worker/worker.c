@@ -6,12 +6,21 @@
 #include <unistd.h>
 
 #include "common/log.h"
+#include "proto/blockhash.h"
 #include "router/http.h"
 #include "transport/ctl/ctl_link.h"
 #include "transport/ctl/mailbox.h"
 #include "worker/worker.h"
 
 enum { SEND_TIMEOUT_MS = 2000, REGISTER_EVERY = 10 };
+
+/* KV events that wait for the registration to go out (td_wk_send_kv). */
+typedef struct held_kv {
+    struct held_kv *next;
+    bool stored;
+    size_t k;
+    uint64_t chain[];
+} held_kv;
 
 struct td_wk {
     td_wk_opts o;
@@ -25,6 +34,7 @@ struct td_wk {
     bool draining;
     bool router_down;            /* a send timed out; cleared by the next heartbeat through */
     bool registered;             /* a registration went through (it repeats anyway) */
+    held_kv *held, **held_tail;  /* KV events from before it, in order */
     td_http_server *http;        /* /metrics */
     uv_timer_t drain_timer;
     bool (*drain_idle)(void *arg);
@@ -60,6 +70,43 @@ static bool send_beat(td_wk *w, td_ctl_msg *env)
     return true;
 }
 
+static td_err send_kv(td_wk *w, bool stored, const uint64_t *chain, size_t k)
+{
+    Tandem__Ctl__KvEvents ev = TANDEM__CTL__KV_EVENTS__INIT;
+    ev.worker_id = w->id;
+    ev.block_tokens = TD_BLOCKHASH_TOKENS;
+    if (stored) {
+        ev.stored = (uint64_t *)chain;
+        ev.n_stored = k;
+    } else {
+        ev.removed = (uint64_t *)chain;
+        ev.n_removed = k;
+    }
+    td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
+    env.body_case = TANDEM__CTL__ENVELOPE__BODY_KV_EVENTS;
+    env.kv_events = &ev;
+    return td_wk_send(w, &env);
+}
+
+td_err td_wk_send_kv(td_wk *w, bool stored, const uint64_t *chain, size_t k)
+{
+    if (w->registered)
+        return send_kv(w, stored, chain, k);
+    /* A restarted worker announces what its disk holds at once; the router
+     * forgets a worker's blocks when it registers again, so events sent
+     * before the registration would be lost with the old one. */
+    held_kv *h = malloc(sizeof *h + k * sizeof *chain);
+    if (!h)
+        return TD_ENOMEM;  /* the router keeps a stale view: a placement that recomputes */
+    h->next = NULL;
+    h->stored = stored;
+    h->k = k;
+    memcpy(h->chain, chain, k * sizeof *chain);
+    *w->held_tail = h;
+    w->held_tail = &h->next;
+    return TD_OK;
+}
+
 static void send_register(td_wk *w)
 {
     Tandem__Ctl__WorkerRegister r = TANDEM__CTL__WORKER_REGISTER__INIT;
@@ -75,8 +122,18 @@ static void send_register(td_wk *w)
     td_ctl_msg env = TANDEM__CTL__ENVELOPE__INIT;
     env.body_case = TANDEM__CTL__ENVELOPE__BODY_REGISTER;
     env.register_ = &r;
-    if (send_beat(w, &env))
-        w->registered = true;
+    if (!send_beat(w, &env))
+        return;
+    w->registered = true;
+    /* behind the registration on the same socket: the router files them
+     * under this registration */
+    while (w->held) {
+        held_kv *h = w->held;
+        w->held = h->next;
+        send_kv(w, h->stored, h->chain, h->k);
+        free(h);
+    }
+    w->held_tail = &w->held;
 }
 
 static void on_timer(uv_timer_t *t)
@@ -217,6 +274,7 @@ td_err td_wk_create(td_wk **out, uv_loop_t *loop, const td_wk_opts *o, char *err
     if (!w)
         return td_errf(err, errlen, TD_ENOMEM, "out of memory");
     w->o = *o;
+    w->held_tail = &w->held;
     if (!w->o.heartbeat_ms)
         w->o.heartbeat_ms = 200;
     if (o->worker_id)
@@ -287,6 +345,11 @@ void td_wk_destroy(td_wk *w)
     if (!w)
         return;
     td_ctl_in_close(w->in);  /* no on_recv after this */
+    while (w->held) {
+        held_kv *h = w->held;
+        w->held = h->next;
+        free(h);
+    }
     td_mbox_destroy(w->mbox);
     td_ctl_out_close(w->out);
     free(w->listen_url);

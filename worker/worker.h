@@ -53,6 +53,10 @@ const char *td_wk_id(const td_wk *w);
 int td_wk_metrics_port(const td_wk *w);
 /* Sends msg (borrowed) to the router; a failure is logged and returned. */
 td_err td_wk_send(td_wk *w, td_ctl_msg *msg);
+/* Sends KvEvents for one prefix (its block chain, k hashes; stored, or
+ * removed), or, until a registration has gone out, holds them and sends
+ * them right behind it: the router files blocks under the registration. */
+td_err td_wk_send_kv(td_wk *w, bool stored, const uint64_t *chain, size_t k);
 /* Sets the draining flag reported in heartbeats. */
 void td_wk_set_draining(td_wk *w, bool draining);
 /* Drain: report draining at once (the router stops placing work here) and
