@@ -304,8 +304,10 @@ static td_err load_ckpt(td_kv *kv, const td_kv_opts *o, char *err, size_t errlen
                           .block_bytes = o->block_bytes ? o->block_bytes : 256u << 10,
                           .segment_bytes = o->segment_bytes ? o->segment_bytes : 1ull << 30,
                           .capacity_bytes = o->capacity_bytes ? o->capacity_bytes : 64ull << 30};
+        /* A capacity below one segment is the segment: whole pages of it
+         * (a capacity given in GiB, 0.004 say, is rarely a multiple of 4096). */
         if (kv->g.capacity_bytes < kv->g.segment_bytes)
-            kv->g.segment_bytes = kv->g.capacity_bytes;
+            kv->g.segment_bytes = kv->g.capacity_bytes - kv->g.capacity_bytes % KV_PAGE;
         kv->g.capacity_bytes -= kv->g.capacity_bytes % kv->g.segment_bytes;
         if ((r = kv_geom_check(&kv->g, err, errlen)))
             return r;

@@ -500,6 +500,23 @@ static void test_errors(void)
     o.block_bytes = 5000;
     TD_CHECK_EQ_INT(td_kv_open(&kv, &o, err, sizeof(err)), TD_EINVAL);
     fprintf(stderr, "  (expected) %s\n", err);
+    /* A capacity below a segment and not a whole number of pages (as
+     * --kv-store-gib 0.004 gives) is one segment of its whole pages. */
+    o = kvt_opts(dir);
+    snprintf(file, sizeof(file), "%s/small", dir);
+    o.dir = file;
+    o.segment_bytes = 0;
+    o.capacity_bytes = 4294967;   /* 0.004 GiB */
+    kv = open_ok(&o);
+    if (kv) {
+        td_kv_stats st;
+        td_kv_stats_get(kv, &st);
+        TD_CHECK_EQ_INT(st.capacity_bytes, 4294967 - 4294967 % 4096);
+        TD_CHECK_EQ_INT(st.segment_bytes, st.capacity_bytes);
+        put_ok(kv, 1, 100000);
+        get_ok(kv, 1, 100000);
+        td_kv_close(kv);
+    }
     /* Permissions: root ignores mode bits, so only as another user. */
     if (geteuid() != 0) {
         snprintf(file, sizeof(file), "%s/ro", dir);
