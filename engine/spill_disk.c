@@ -191,13 +191,27 @@ static size_t chain(td_spill *s, const int32_t *tokens, size_t n)
     return td_kv_chain(s->fingerprint, s->bt, tokens, n, s->keys, nb);
 }
 
-static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }  /* little-endian hosts */
-static uint64_t get64(const uint8_t *p)
+/* td_kv_foreach: lists the keys of the entries in l->section. */
+static int collect_keys(const td_kv_entry_info *e, void *arg)
 {
-    uint64_t v;
-    memcpy(&v, p, 8);
-    return v;
+    spill_keylist *l = arg;
+    if (e->section != l->section)
+        return 0;
+    if (l->n == l->cap) {
+        size_t nc = l->cap ? 2 * l->cap : 64;
+        td_kv_key *k = realloc(l->keys, nc * sizeof *k);
+        if (!k) {
+            l->oom = true;
+            return 1;
+        }
+        l->keys = k;
+        l->cap = nc;
+    }
+    l->keys[l->n++] = e->key;
+    return 0;
 }
+
+static void put64(uint8_t *p, uint64_t v) { memcpy(p, &v, 8); }  /* little-endian hosts */
 static void put32(uint8_t *p, uint32_t v) { memcpy(p, &v, 4); }
 
 /* Reads and parses the index record at key into buf / ents. *n = 0 if
@@ -353,7 +367,7 @@ td_err td_spill_disk_put(td_spill *s, const int32_t *tokens, size_t n, const voi
     *block_out = block;
     size_t base = nb * s->bt;
     ient me = {.tokens = n, .ntail = (uint32_t)(n - base), .state_len = len,
-               .sum = get64((const uint8_t *)state + len - 8),  /* the state's own XXH3 */
+               .sum = spill_state_sum(state, len),  /* the state's own XXH3 */
                .range = td_spill_ranges_apply(s, n, len) ? s->range_tokens : 0,
                .tail = (const uint8_t *)(tokens + base)};
     me.key = tail_key(s, block, tokens + base, me.ntail);
@@ -483,7 +497,7 @@ static td_err load_state(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *seq
     size_t len = 0;
     td_err e = td_kv_get_progress(kv, x->key, TD_KV_SECTION_STATE, buf, x->state_len, &len,
                                   feed, &f, err, errlen);
-    if (!e && (len != x->state_len || get64(buf + len - 8) != x->sum))
+    if (!e && (len != x->state_len || spill_state_sum(buf, len) != x->sum))
         e = td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is not "
                     "the one its index names", dir, (unsigned long long)x->tokens);
     if (!e && f.e)
@@ -585,40 +599,15 @@ static size_t restore_disk(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *s
  * owner spills and evicts while we look. An open that fails (the peer has
  * not created its store yet, another model's store) is retried a second
  * later, and logged once. */
-typedef struct {
-    td_kv_key *keys;
-    size_t n, cap;
-    bool oom;
-} keyvec;
-
-static int collect_index(const td_kv_entry_info *e, void *arg)
-{
-    keyvec *v = arg;
-    if (e->section != SPILL_SECTION_INDEX)
-        return 0;
-    if (v->n == v->cap) {
-        size_t nc = v->cap ? 2 * v->cap : 64;
-        td_kv_key *k = realloc(v->keys, nc * sizeof *k);
-        if (!k) {
-            v->oom = true;
-            return 1;
-        }
-        v->keys = k;
-        v->cap = nc;
-    }
-    v->keys[v->n++] = e->key;
-    return 0;
-}
-
 /* Tells the engine thread what a peer's store holds as just read (nothing,
  * if it could not be opened), so a prompt it cannot continue is answered
  * without the KV thread while that store does not change. */
 static void publish_view(td_spill *s, spill_peer *p, const td_kv_manifest_id *failed_at)
 {
-    keyvec v = {0};
+    spill_keylist v = {.section = SPILL_SECTION_INDEX};
     td_kv_manifest_id id = *failed_at;
     if (p->kv) {
-        td_kv_foreach(p->kv, collect_index, &v);
+        td_kv_foreach(p->kv, collect_keys, &v);
         td_kv_manifest_id_of(p->kv, &id);
     }
     if (v.oom || (!p->kv && p->told && td_kv_manifest_id_eq(&id, &p->shown))) {
@@ -693,23 +682,6 @@ size_t td_spill_disk_restore(td_spill *s, td_v4_seq *seq, const int32_t *prompt,
 
 /* ---- announcing what the store holds, at start -------------------------- */
 
-static int collect_tokens(const td_kv_entry_info *e, void *arg)
-{
-    spill_keylist *l = arg;
-    if (e->section != SPILL_SECTION_TOKENS)
-        return 0;
-    if (l->n == l->cap) {
-        size_t nc = l->cap ? 2 * l->cap : 64;
-        td_kv_key *k = realloc(l->keys, nc * sizeof *k);
-        if (!k)
-            return 1;  /* announce what we have */
-        l->keys = k;
-        l->cap = nc;
-    }
-    l->keys[l->n++] = e->key;
-    return 0;
-}
-
 /* A state is announced only if a lookup can find it: its entry is there
  * and its block's index names it (a crash can keep a state whose index
  * write was lost). */
@@ -732,8 +704,9 @@ static bool findable(td_spill *s, td_kv_key key, const int32_t *t, size_t n)
 
 void td_spill_disk_announce_begin(td_spill *s)
 {
-    if (s->kv)
-        td_kv_foreach(s->kv, collect_tokens, &s->announce);  /* least recently used first */
+    s->announce = (spill_keylist){.section = SPILL_SECTION_TOKENS};
+    if (s->kv)  /* least recently used first; short of memory: what we have */
+        td_kv_foreach(s->kv, collect_keys, &s->announce);
     s->announce_told = 0;
 }
 

@@ -15,6 +15,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
+#include <string.h>
 
 #include "engine/spill.h"
 #include "kvstore/kvstore.h"
@@ -104,9 +105,13 @@ typedef struct {
     bool valid;
 } spill_peer_view;
 
+/* The keys of a store's entries in one section (td_kv_foreach, then
+ * worked through: done). */
 typedef struct {
     td_kv_key *keys;
     size_t n, cap, done;
+    uint32_t section;            /* which entries to list */
+    bool oom;                    /* the list stopped short for lack of memory */
 } spill_keylist;
 
 struct td_spill {
@@ -163,6 +168,15 @@ struct td_spill {
     pthread_mutex_t mu;
     spill_counters pub;          /* under mu: what /metrics reads */
 };
+
+/* A serialized state's own checksum: its last 8 bytes (docs/kv-layout.md;
+ * len >= 8; little-endian hosts). */
+static inline uint64_t spill_state_sum(const void *state, size_t len)
+{
+    uint64_t v;
+    memcpy(&v, (const uint8_t *)state + len - 8, 8);
+    return v;
+}
 
 /* spill_disk.c (the KV thread) */
 td_err td_spill_open_store(td_spill *s, const td_spill_opts *o);

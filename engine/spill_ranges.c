@@ -38,13 +38,6 @@ typedef struct {
     size_t covered;              /* bytes of the spans */
 } layout;
 
-static uint64_t get_le64(const uint8_t *p)
-{
-    uint64_t v;
-    memcpy(&v, p, 8);  /* little-endian hosts */
-    return v;
-}
-
 static uint32_t range_section(const td_spill *s, uint32_t C, int j)
 {
     return SPILL_SECTION_RANGE | ((C / s->bt) & 0xffffu) << 8 | (uint32_t)j;
@@ -249,7 +242,7 @@ td_err td_spill_ranges_load(td_spill *s, td_kv *kv, const char *dir, td_v4_seq *
         if (gi[x].len != gi[x].cap)
             e = td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: a part of the state at %llu "
                         "tokens is shorter than its place", dir, (unsigned long long)n);
-    if (!e && (a.avail != len || get_le64(a.state + len - 8) != sum))
+    if (!e && (a.avail != len || spill_state_sum(a.state, len) != sum))
         e = td_errf(err, errlen, TD_ECORRUPT, "kv spill: %s: the state at %llu tokens is not "
                     "the one its index names", dir, (unsigned long long)n);
     if (!e && a.e)

@@ -43,20 +43,6 @@ static void on_wake(void *arg)
     __atomic_add_fetch(&wakes, 1, __ATOMIC_SEQ_CST);
 }
 
-typedef struct {
-    void *tag;
-    size_t tokens;
-    int calls;
-} done_rec;
-
-static void on_done(void *arg, void *tag, size_t tokens)
-{
-    done_rec *d = arg;
-    d->tag = tag;
-    d->tokens = tokens;
-    d->calls++;
-}
-
 /* Waits (bounded) for the KV thread to finish something, then collects. */
 static void collect(td_spill *s, td_pcache *c, done_rec *d)
 {

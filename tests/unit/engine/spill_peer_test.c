@@ -21,19 +21,6 @@
 enum { NTOK = 700, CAP = NTOK + 8 };
 static int32_t toks[NTOK];
 
-typedef struct {
-    size_t tokens;
-    int calls;
-} done_rec;
-
-static void on_done(void *arg, void *tag, size_t tokens)
-{
-    (void)tag;
-    done_rec *d = arg;
-    d->tokens = tokens;
-    d->calls++;
-}
-
 /* Restores prompt[0..n) on s; *queued says whether the KV thread was
  * asked; returns the tokens restored (waiting for a queued one). */
 static size_t restore(td_spill *s, td_pcache *c, const int32_t *prompt, size_t n, bool *queued)

@@ -97,19 +97,6 @@ static size_t range_bytes(int n, int upto)
     return b;
 }
 
-typedef struct {
-    size_t tokens;
-    int calls;
-} done_rec;
-
-static void on_done(void *arg, void *tag, size_t tokens)
-{
-    (void)tag;
-    done_rec *d = arg;
-    d->tokens = tokens;
-    d->calls++;
-}
-
 /* Restores prompt[0..n) from disk; checks the tokens it got, that the
  * state is the one spilled (hash), and with live (the session that was
  * spilled, never stored) that both continue to the same logits. */

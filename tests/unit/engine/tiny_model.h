@@ -50,6 +50,22 @@ static inline int tm_main(int argc, char **argv, const td_test_case *cases, int3
     return rc;
 }
 
+/* What td_spill_poll reported of a restore: its tag and tokens, and how
+ * many were reported. */
+typedef struct {
+    void *tag;
+    size_t tokens;
+    int calls;
+} done_rec;
+
+static inline void on_done(void *arg, void *tag, size_t tokens)
+{
+    done_rec *d = arg;
+    d->tag = tag;
+    d->tokens = tokens;
+    d->calls++;
+}
+
 static inline void tm_tmpdir(char *dir, size_t cap)
 {
     snprintf(dir, cap, "/tmp/tandem-engine-test-XXXXXX");
