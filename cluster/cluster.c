@@ -302,7 +302,8 @@ static void on_tokens(td_cluster *c, const Tandem__Ctl__TokenChunk *m)
             r->early = ne;
             r->cap_early = nc;
         }
-        memcpy(r->early + r->n_early, m->token_ids, m->n_token_ids * sizeof *r->early);
+        if (m->n_token_ids)  /* a finish alone carries none (token_ids NULL) */
+            memcpy(r->early + r->n_early, m->token_ids, m->n_token_ids * sizeof *r->early);
         r->n_early = need;
         if (fin) {
             r->early_finish = fin;
